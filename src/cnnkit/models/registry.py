@@ -1,0 +1,123 @@
+"""The model registry: one decorator per architecture, one way to build any of them.
+
+    @register_model(input_size=(3, 224, 224), num_classes=1000, family="resnet", paper="He et al. 2015")
+    def resnet18(num_classes=1000, in_channels=3, **kwargs): ...
+
+    model = create_model("resnet18", num_classes=10, in_channels=1)
+
+Every builder takes ``num_classes`` and ``in_channels``. ``create_model`` records the name and arguments on the
+model (``model.cnnkit_config``) so a checkpoint can rebuild exactly the same network later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from ..errors import UnknownNameError, did_you_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]  # (channels, height, width) of the paper's input
+    num_classes: int
+    family: str
+    paper: str
+    min_input_size: int  # smallest height/width the architecture accepts
+    mean: tuple[float, ...] | None  # per-channel normalisation the model expects; None: the dataset's own
+    std: tuple[float, ...] | None
+    task: str  # "classification", "segmentation", "reconstruction", ...
+
+    def default_config(self) -> dict[str, Any]:
+        return {
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+            "family": self.family,
+            "paper": self.paper,
+            "min_input_size": self.min_input_size,
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "task": self.task,
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    *,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    family: str,
+    paper: str = "",
+    min_input_size: int = 1,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    task: str = "classification",
+    name: str | None = None,
+):
+    """Register a model builder under its function name (or ``name``)."""
+
+    def decorate(builder):
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered twice")
+        _REGISTRY[key] = ModelEntry(
+            key, builder, tuple(input_size), num_classes, family, paper, min_input_size, mean, std, task
+        )
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every model; done lazily so `registry` has no import cycle.
+    from . import _all  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[str]:
+    _ensure_loaded()
+    return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(f"Unknown model {name!r}.{did_you_mean(name, _REGISTRY)}") from None
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    pretrained: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``num_classes`` and ``in_channels`` default to the paper's; other keyword arguments go to the builder.
+    ``pretrained`` names a checkpoint file (cnnkit's own run folder or ``.safetensors`` file) whose weights
+    are loaded after building; registered pretrained tags are resolved by :mod:`cnnkit.weights`.
+    """
+    entry = get_model_entry(name)
+    num_classes = entry.num_classes if num_classes is None else int(num_classes)
+    in_channels = entry.input_size[0] if in_channels is None else int(in_channels)
+    model = entry.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    model.cnnkit_config = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "kwargs": dict(kwargs),
+    }
+    model.default_config = entry.default_config()
+    if pretrained:
+        from ..weights import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
