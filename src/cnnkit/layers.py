@@ -7,8 +7,8 @@ LocalResponseNorm; this module adds the pieces the papers in the notes use and n
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 # --------------------------------------------------------------------------------------------------
 # LeNet-5 (LeCun et al. 1998, "Gradient-based learning applied to document recognition", section II.B)
@@ -176,6 +176,12 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
 
 
 __all__ = [
-    "ScaledTanh", "TrainableSubsampling", "PartialConv2d", "RBFOutput", "LENET_C3_TABLE",
-    "digit_prototypes", "lecun_uniform_", "conv_output_size",
+    "LENET_C3_TABLE",
+    "PartialConv2d",
+    "RBFOutput",
+    "ScaledTanh",
+    "TrainableSubsampling",
+    "conv_output_size",
+    "digit_prototypes",
+    "lecun_uniform_",
 ]
