@@ -80,7 +80,8 @@ class PartialConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.out_channels))
         fan_in = torch.zeros(self.out_channels).index_add_(0, self._out_index, torch.ones(len(pairs)))
         self.register_buffer("fan_in", fan_in * kernel_size * kernel_size, persistent=False)
-        bound = 2.4 / float(self.fan_in.min())  # LeCun's uniform(-2.4/F, 2.4/F), per map below
+        # LeCun's uniform(-2.4/F, 2.4/F); F from the table in Python so the layer also builds on the meta device.
+        bound = 2.4 / (min(len(row) for row in self.table) * kernel_size * kernel_size)
         nn.init.uniform_(self.weight, -bound, bound)
 
     def dense_weight(self) -> torch.Tensor:
