@@ -32,7 +32,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import require_min_input_size
 from .registry import register_model
 
 # (expand ratio, kernel, stride, output channels, repeats), Table 1 of the paper, stages 2-8.
@@ -48,7 +47,8 @@ LITE0_STAGES = [
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 # TensorFlow's batch norm defaults, which the checkpoint's statistics were computed with.
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
-EFFICIENTNET_MIN_INPUT = 32  # five stride-2 stages; smaller inputs leave a 1x1 map at the third stage
+# "SAME" padding keeps every map at least 1x1 (ceil(size / stride)), so any input size runs.
+EFFICIENTNET_MIN_INPUT = 1
 
 
 class Conv2dSame(nn.Conv2d):
@@ -142,7 +142,6 @@ class EfficientNetLite(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        require_min_input_size(x, EFFICIENTNET_MIN_INPUT, "efficientnet_lite0")
         x = self.activation(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)

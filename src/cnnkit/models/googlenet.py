@@ -53,7 +53,7 @@ INCEPTION_TABLE = {
     "5b": (832, 384, 192, 384, 48, 128, 128),
 }
 
-GOOGLENET_MIN_INPUT = 15  # below this the stride-2 stem leaves no pixel for the last max-pool
+GOOGLENET_MIN_INPUT = 31  # below this the four stride-2 stages leave no 3x3 window for the last max-pool
 
 
 class GoogLeNetOutputs(NamedTuple):

@@ -33,7 +33,7 @@ from .registry import register_model
 
 
 class FashionCNN(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, drop_rate: float = 0.5):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, drop_rate: float = 0.5):
         super().__init__()
 
         def conv(cin, cout, k):
@@ -44,10 +44,10 @@ class FashionCNN(nn.Module):
             *conv(64, 128, 3), *conv(128, 128, 3), nn.MaxPool2d(2),
             *conv(128, 256, 3), *conv(256, 256, 3), nn.MaxPool2d(2),
         )
-        self.input_size = input_size
-        side = input_size // 2 // 2 // 2  # Keras' Flatten fixes the input size; three 2x2 pools
+        self.image_size = image_size
+        side = image_size // 2 // 2 // 2  # Keras' Flatten fixes the input size; three 2x2 pools
         if side < 1:
-            raise ShapeError(f"fashion_cnn needs input_size >= 8 (three 2x2 max-pools), got {input_size}")
+            raise ShapeError(f"fashion_cnn needs image_size >= 8 (three 2x2 max-pools), got {image_size}")
         self.classifier = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(256 * side * side, 128), nn.ReLU(inplace=True), nn.Dropout(drop_rate),
@@ -56,9 +56,9 @@ class FashionCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            raise ShapeError(f"this fashion_cnn was built for {self.input_size}x{self.input_size} inputs, got "
-                             f"{x.shape[-2]}x{x.shape[-1]}; build it with input_size={x.shape[-1]}")
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            raise ShapeError(f"this fashion_cnn was built for {self.image_size}x{self.image_size} inputs, got "
+                             f"{x.shape[-2]}x{x.shape[-1]}; build it with image_size={x.shape[-1]}")
         return self.classifier(self.features(x))
 
 
@@ -93,10 +93,10 @@ class ConvAutoencoder(nn.Module):
 
 @register_model(input_size=(1, 28, 28), num_classes=10, family="small", paper="Géron 2019, ch. 14 (the notes)",
                 min_input_size=8)
-def fashion_cnn(num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+def fashion_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
                 drop_rate: float = 0.5) -> FashionCNN:
-    """The notes' Keras Fashion-MNIST CNN; ``input_size`` fixes the flatten size (28 for MNIST, 32 for CIFAR)."""
-    return FashionCNN(num_classes, in_channels, input_size, drop_rate)
+    """The notes' Keras Fashion-MNIST CNN; ``image_size`` fixes the flatten size (28 for MNIST, 32 for CIFAR)."""
+    return FashionCNN(num_classes, in_channels, image_size, drop_rate)
 
 
 @register_model(input_size=(1, 28, 28), num_classes=0, family="autoencoder", paper="the notes (seeds 004)",
