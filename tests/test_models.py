@@ -3,11 +3,11 @@ minimum-size errors, and each family's options."""
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from cnnkit.analysis import summary
 from cnnkit.errors import ShapeError
-from cnnkit.layers import BasicBlock, Bottleneck, ZeroPadShortcut
+from cnnkit.layers import BasicBlock, Bottleneck, ClassicDropout, ZeroPadShortcut
 from cnnkit.models import create_model, get_model_entry, list_models
 from cnnkit.models.googlenet import GoogLeNetOutputs
 
@@ -212,7 +212,10 @@ def test_fashion_cnn_needs_the_size_it_was_built_for():
     assert create_model("fashion_cnn", in_channels=3, image_size=32)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_alexnet_two_towers_are_grouped():
-    towers = create_model("alexnet").features
+def test_alexnet_two_towers_are_grouped_and_dropout_is_classic():
+    model = create_model("alexnet")
+    assert isinstance(model.classifier[0], ClassicDropout)
+    assert isinstance(create_model("alexnet", dropout="inverted").classifier[0], nn.Dropout)
+    towers = model.features
     assert [m.groups for m in towers if isinstance(m, nn.Conv2d)] == [1, 2, 1, 2, 2]
     assert count("alexnet", two_towers=False) > count("alexnet")

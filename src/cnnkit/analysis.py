@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
@@ -110,9 +110,7 @@ class _ReceptiveFieldMode(TorchDispatchMode):
                 field = self._pool(packet, args, field)
             elif packet in _ADAPTIVE:
                 field = self._adaptive(args, field)
-            elif packet in _DENSE:
-                field = _GLOBAL
-            elif packet is aten.mean and len(args) > 1 and _reduces_spatial(args):
+            elif packet in _DENSE or packet is aten.mean and len(args) > 1 and _reduces_spatial(args):
                 field = _GLOBAL
         out = func(*args, **kwargs)
         if field is not None:
@@ -396,19 +394,20 @@ def format_summary(report: Summary) -> str:
 
     t = report.totals
     rule = "-" * len(line(header))
-    lines = [f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}",
-             rule, line(header), rule, *(line(row) for row in table), rule,
-             f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} frozen), "
-             f"{format_bytes(t['param_bytes'])}",
-             f"multiply-accumulates per instance: {t['macs']:,} ({format_count(t['macs'])}MACs = "
-             f"{format_count(t['flops'])}FLOPs); batch: {format_count(t['batch_macs'])}MACs",
-             f"activation memory (layer outputs): {format_bytes(t['activation_bytes'])} per instance, "
-             f"{format_bytes(t['batch_activation_bytes'])} per batch of {report.batch_size}",
-             f"input: {format_bytes(t['input_bytes'])} per instance; output shape: "
-             f"{'x'.join(map(str, t['output_shape']))}; largest im2col matrix: {format_bytes(t['max_im2col_bytes'])}",
-             "MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in "
-             "input pixels, jump = input pixels between neighbouring outputs."]
+    params_line = (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} "
+                   f"frozen), {format_bytes(t['param_bytes'])}")
+    macs_line = (f"multiply-accumulates per instance: {t['macs']:,} ({format_count(t['macs'])}MACs = "
+                 f"{format_count(t['flops'])}FLOPs); batch: {format_count(t['batch_macs'])}MACs")
+    memory_line = (f"activation memory (layer outputs): {format_bytes(t['activation_bytes'])} per instance, "
+                   f"{format_bytes(t['batch_activation_bytes'])} per batch of {report.batch_size}")
+    io_line = (f"input: {format_bytes(t['input_bytes'])} per instance; output shape: "
+               f"{'x'.join(map(str, t['output_shape']))}; largest im2col matrix: {format_bytes(t['max_im2col_bytes'])}")
+    legend = ("MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in "
+              "input pixels, jump = input pixels between neighbouring outputs.")
+    title = f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}"
+    lines = [title, rule, line(header), rule, *(line(row) for row in table), rule,
+             params_line, macs_line, memory_line, io_line, legend]
     return "\n".join(lines)
 
 
-__all__ = ["summary", "Summary", "LayerRow", "parse_input_size", "format_summary"]
+__all__ = ["LayerRow", "Summary", "format_summary", "parse_input_size", "summary"]

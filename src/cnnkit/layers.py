@@ -7,8 +7,8 @@ LocalResponseNorm; this module adds the pieces the papers in the notes use and n
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ShapeError
 
@@ -554,18 +554,38 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out
 
 
-def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_width: int,
-                        groups: int = 1) -> tuple[int, int]:
+def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_width: int) -> tuple[int, int]:
     """Rows x columns of the unfolded matrix for one image (all groups stacked): C*kh*kw x H_out*W_out."""
     kh, kw = _pair(kernel_size)
     return in_channels * kh * kw, out_height * out_width
 
 
 __all__ = [
-    "ScaledTanh", "TrainableSubsampling", "PartialConv2d", "RBFOutput", "LENET_C3_TABLE",
-    "digit_prototypes", "lecun_uniform_", "conv_output_size", "require_min_input_size",
-    "ConvBNAct", "Maxout", "ClassicDropout", "InvertedDropout", "LocalResponseNorm", "GlobalAvgPoolHead",
-    "InceptionNaive", "Inception", "ZeroPadShortcut", "make_shortcut", "BasicBlock", "Bottleneck",
-    "SeparableConv2d", "TransposedConvUpsample", "MaxPoolWithIndices", "MaxUnpoolUpsample",
-    "conv2d_im2col", "im2col_matrix_shape",
+    "LENET_C3_TABLE",
+    "BasicBlock",
+    "Bottleneck",
+    "ClassicDropout",
+    "ConvBNAct",
+    "GlobalAvgPoolHead",
+    "Inception",
+    "InceptionNaive",
+    "InvertedDropout",
+    "LocalResponseNorm",
+    "MaxPoolWithIndices",
+    "MaxUnpoolUpsample",
+    "Maxout",
+    "PartialConv2d",
+    "RBFOutput",
+    "ScaledTanh",
+    "SeparableConv2d",
+    "TrainableSubsampling",
+    "TransposedConvUpsample",
+    "ZeroPadShortcut",
+    "conv2d_im2col",
+    "conv_output_size",
+    "digit_prototypes",
+    "im2col_matrix_shape",
+    "lecun_uniform_",
+    "make_shortcut",
+    "require_min_input_size",
 ]

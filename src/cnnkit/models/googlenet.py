@@ -34,8 +34,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..layers import Inception, LocalResponseNorm, require_min_input_size
 from .registry import register_model

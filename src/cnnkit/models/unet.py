@@ -17,7 +17,7 @@ width (64 in the paper); ``batch_norm=True`` adds batch norm after each convolut
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..errors import ShapeError
 from ..layers import TransposedConvUpsample

@@ -19,7 +19,7 @@ output directly). No bias anywhere except the classifier: 22,855,952 parameters 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..layers import SeparableConv2d, require_min_input_size
 from .registry import register_model
