@@ -3,6 +3,7 @@ minimum-size errors, and each family's options."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.analysis import summary
@@ -158,9 +159,11 @@ def test_googlenet_auxiliary_outputs_in_training_only():
     assert isinstance(no_aux(x), torch.Tensor)
 
 
-def test_googlenet_uses_real_5x5_convolutions():
-    model = create_model("googlenet", aux_logits=False)
+def test_googlenet_uses_real_5x5_convolutions_and_the_papers_auxiliary_pooling():
+    model = create_model("googlenet")
     assert model.inception3a.branch5x5[1][0].kernel_size == (5, 5)
+    x = torch.randn(1, 512, 14, 14)  # inception 4a's output at 224x224
+    assert torch.allclose(model.aux1.resize(model.aux1.pool(x)), F.avg_pool2d(x, 5, 3))
 
 
 def test_unet_unpadded_and_padded():

@@ -14,7 +14,7 @@ NeurIPS 2012, §3 and Fig. 2; the notes' table (seeds 002).
     F10    fully connected 4096                                              dropout 0.5, ReLU
     Out    fully connected 1000                                              softmax
 
-The paper split the network across two GPUs: C3, C6 and C7 only see the 48/192/128 maps of their own GPU,
+The paper split the network across two GPUs: C3, C6 and C7 only see the 48/192/192 maps of their own GPU,
 which ``two_towers=True`` (the default) reproduces with grouped convolutions (60,965,224 parameters at 1000
 classes, the paper's "60 million"). The paper's 224x224 crops only fit the 11x11/4 filter evenly as 227x227,
 so that is the native input.
