@@ -83,7 +83,8 @@ def build_schedule(optimizer, name: str, epochs: int, steps_per_epoch: int, mile
     elif name == "step":
         sched, interval = lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma), "epoch"
     elif name == "plateau":
-        mode = "max" if plateau_metric.endswith(("acc", "accuracy", "top5")) else "min"
+        higher_is_better = ("acc", "accuracy", "top5", "psnr", "ssim", "iou", "dice")
+        mode = "max" if plateau_metric.endswith(higher_is_better) else "min"
         sched = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=plateau_factor, patience=plateau_patience)
         interval = "epoch"
     elif name == "cosine":

@@ -35,6 +35,7 @@ from ..errors import CnnkitError, TrainingDivergedError
 from . import checkpoint as ckpt
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .optim import build_optimizer, build_schedule
+from .tasks import ClassificationTask, accumulate, format_task_epoch, is_classification
 
 
 @dataclasses.dataclass
@@ -120,7 +121,8 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
 
 class Trainer:
     def __init__(self, model: nn.Module, data: DatasetBundle, config: TrainConfig | None = None,
-                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int = 0, world_size: int = 1):
+                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int = 0, world_size: int = 1,
+                 task=None):
         self.config = config = config or TrainConfig()
         self.data, self.out = data, Path(out) if out else None
         self.callbacks = list(callbacks)
@@ -132,6 +134,7 @@ class Trainer:
         if config.precision not in ("fp32", "bf16"):
             raise CnnkitError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}.")
         self.stop_requested = False
+        self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
         in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
         if in_channels is not None and in_channels != data.image_shape[0]:
@@ -232,15 +235,15 @@ class Trainer:
         torch.manual_seed(epoch_generator(config.seed, epoch).initial_seed())  # dropout and other global draws
         aug_generator = epoch_generator(config.seed, epoch, self.device)
         total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        sums: dict = {}
         seen, start = 0, time.perf_counter()
         progress = self._progress_bar(len(self.train_loader), f"epoch {epoch}/{config.epochs}")
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(self.train_loader, 1):
-            x = self.preprocess(images, train=True, generator=aug_generator)
+            x, targets = self.task.prepare(self, images, labels, train=True, generator=aug_generator)
             with self.autocast():
                 outputs = self.forward_model(x)
-            loss = self.loss(outputs, labels)
+            loss = self.task.loss(self, outputs, targets)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
@@ -254,9 +257,8 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.schedule.step_batch()
-            logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
             total_loss += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
+            accumulate(sums, self.task.metrics(outputs, targets))
             seen += len(labels)
             if progress is not None:
                 progress.update(1)
@@ -268,9 +270,10 @@ class Trainer:
         if progress is not None:
             progress.close()
         seconds = time.perf_counter() - start
-        train = {"train_loss": total_loss.item() / max(seen, 1), "train_acc": 100.0 * correct.item() / max(seen, 1)}
+        train = {"train_loss": total_loss.item() / max(seen, 1),
+                 **{f"train_{k}": v for k, v in self.task.summarize(sums, seen).items()}}
         val = self.evaluate(self.val_set)
-        return {"epoch": epoch, **train, "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
+        return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items() if k != "images"},
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
 
@@ -286,6 +289,8 @@ class Trainer:
         """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
         confusion matrix and per-class accuracy."""
         dataset = self.data.test if dataset is None else dataset
+        if not is_classification(self.task):
+            return self.task.evaluate(self, dataset)
         was_training = self.model.training
         self.model.eval()
         loader = make_loader(dataset, self.config.eval_batch_size, shuffle=False, device=self.device,
@@ -315,7 +320,7 @@ class Trainer:
         if not patience:
             return False
         value = metrics[self.config.plateau_metric]
-        higher_is_better = self.config.plateau_metric.endswith(("acc", "top5"))
+        higher_is_better = self.config.plateau_metric.endswith(tuple(self.task.higher_is_better))
         improved = self.best is None or (value > self.best if higher_is_better else value < self.best)
         if improved:
             self.best, self.bad_epochs = value, 0
@@ -324,6 +329,8 @@ class Trainer:
         return self.bad_epochs >= patience
 
     def format_epoch(self, m: dict) -> str:
+        if not is_classification(self.task):
+            return format_task_epoch(m, self.config.epochs)
         return (f"epoch {m['epoch']:>3}/{self.config.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
                 f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
                 f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
@@ -336,14 +343,16 @@ class Trainer:
     def checkpoint_meta(self) -> dict:
         return {"dataset": self.data.name, "classes": list(self.data.classes), "preprocess": self.preprocess.state(),
                 "image_shape": list(self.data.image_shape), "epoch": self.epoch,
-                "metrics": self.history[-1] if self.history else {}, "train_config": self.config.to_dict()}
+                "metrics": self.history[-1] if self.history else {}, "train_config": self.config.to_dict(),
+                "task": self.task.describe()}
 
     def _write_epoch_files(self) -> None:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs}
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state)
         ckpt.save_model_checkpoint(self.out, self.model, self.checkpoint_meta())
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        columns = METRIC_COLUMNS if is_classification(self.task) else list(self.history[-1])
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.history)
         ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
@@ -355,6 +364,8 @@ class Trainer:
         self.log(f"resuming {self.out} after epoch {self.epoch}")
 
     def _finish(self, wall_seconds: float) -> dict:
+        if not is_classification(self.task):
+            return self.task.finish(self, wall_seconds)
         final = self.evaluate(self.data.test, with_confusion=True)
         train_seconds = sum(m["seconds"] for m in self.history)
         train_images = sum(m["seconds"] * m["images_per_second"] for m in self.history)
