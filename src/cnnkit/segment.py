@@ -1,0 +1,143 @@
+"""Semantic segmentation with U-Net (Ronneberger et al. 2015; the notes, seeds 004, "U-Net"): a pixel-to-pixel
+network trained through the one loop with cross-entropy plus Dice loss, judged by mean IoU and Dice.
+
+    data = load_segmentation_data("shapes")                      # or "segfolder:PATH" (images/ + masks/)
+    model = create_model("unet", num_classes=4, in_channels=3, padding=True, base_channels=16, batch_norm=True)
+    Trainer(model, data, TrainConfig(epochs=8, optimizer="adam", lr=3e-3), task=SegmentationTask(4)).fit()
+    write_overlay(image, predict_mask(model, image, mean, std), "overlay.png")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data.augment import normalize
+from .data.datasets import DatasetBundle
+from .errors import CnnkitError, ShapeError
+from .train.tasks import Task
+
+# Overlay colours, class 0 (background) left uncoloured.
+PALETTE = torch.tensor([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], dtype=torch.float32)
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice coefficient 2|P∩T| / (|P| + |T|) (Milletari et al. 2016), with
+    softmax probabilities for P; it weighs small classes as much as the background, which cross-entropy does not."""
+    num_classes = logits.shape[1]
+    probs = logits.float().softmax(1)
+    one_hot = F.one_hot(targets, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)
+    total = probs.sum(dims) + one_hot.sum(dims)
+    return 1 - ((2 * intersection + eps) / (total + eps)).mean()
+
+
+def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
+    """Mean IoU, mean Dice (over classes that occur in the targets or predictions) and pixel accuracy from a
+    (true x predicted) pixel-count matrix."""
+    confusion = confusion.double()
+    true_positive = confusion.diag()
+    false_positive = confusion.sum(0) - true_positive
+    false_negative = confusion.sum(1) - true_positive
+    present = (true_positive + false_positive + false_negative) > 0
+    iou = true_positive / (true_positive + false_positive + false_negative).clamp_min(1)
+    dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative).clamp_min(1)
+    return {"miou": iou[present].mean().item(), "dice": dice[present].mean().item(),
+            "pixel_acc": (true_positive.sum() / confusion.sum().clamp_min(1)).item()}
+
+
+class SegmentationTask(Task):
+    """Inputs: images scaled to [0, 1] and normalised at their own size (no resizing: it would misalign the
+    masks); targets: (N, H, W) class-index masks; loss: cross-entropy + ``dice_weight`` x Dice loss;
+    metrics: mean IoU, Dice and pixel accuracy from a confusion matrix summed over the split. With the
+    config's ``augment={"flip": True}`` image and mask are mirrored together."""
+
+    name = "segmentation"
+    higher_is_better = ("miou", "dice", "pixel_acc")
+
+    def __init__(self, num_classes: int, dice_weight: float = 1.0):
+        self.num_classes, self.dice_weight = num_classes, dice_weight
+
+    def prepare(self, trainer, images, labels, train=False, generator=None):
+        x = normalize(images.float().div_(255), trainer.preprocess.mean, trainer.preprocess.std)
+        masks = labels
+        if train and trainer.preprocess.augment.flip:
+            flip = (torch.rand(len(x), generator=generator, device=x.device) < 0.5)[:, None, None]
+            x = torch.where(flip[:, None], x.flip(-1), x)
+            masks = torch.where(flip, masks.flip(-1), masks)
+        return x, masks
+
+    def loss(self, trainer, outputs, targets):
+        if outputs.shape[-2:] != targets.shape[-2:]:
+            raise ShapeError(f"the model's output is {tuple(outputs.shape[-2:])} but the masks are "
+                             f"{tuple(targets.shape[-2:])}; build the U-Net with padding=True for same-size output")
+        loss = F.cross_entropy(outputs.float(), targets)
+        return loss + self.dice_weight * dice_loss(outputs, targets) if self.dice_weight else loss
+
+    def metrics(self, outputs, targets):
+        predicted = outputs.detach().argmax(1)
+        index = targets.flatten() * self.num_classes + predicted.flatten()
+        confusion = torch.bincount(index, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        return {"confusion": confusion}
+
+    def summarize(self, sums, count):
+        return scores_from_confusion(sums["confusion"])
+
+    def describe(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes, "dice_weight": self.dice_weight}
+
+
+def load_segmentation_data(name: str, image_size: int | None = None, num_train: int = 2000,
+                           num_test: int = 400) -> DatasetBundle:
+    """``shapes`` or ``shapes:SEED`` (the synthetic dataset), or ``segfolder:PATH`` (image/mask folders)."""
+    from .data.masks import SEGFOLDER_PREFIX, load_segmentation_folder
+    from .data.synthetic import synthetic_shapes
+
+    if name == "shapes" or name.startswith("shapes:"):
+        seed = int(name.split(":", 1)[1]) if ":" in name else 0
+        return synthetic_shapes(num_train, num_test, image_size or 64, seed)
+    if name.startswith(SEGFOLDER_PREFIX):
+        return load_segmentation_folder(name[len(SEGFOLDER_PREFIX):], image_size)
+    raise CnnkitError(f"unknown segmentation data {name!r}; expected 'shapes', 'shapes:SEED' or "
+                      f"'{SEGFOLDER_PREFIX}PATH' (a folder with images/ and masks/).")
+
+
+@torch.no_grad()
+def predict_mask(model: torch.nn.Module, image: torch.Tensor, mean, std, multiple: int = 16) -> torch.Tensor:
+    """Class indices (H, W) for one uint8 (C, H, W) image of any size: reflect-padded to a multiple of 16 (the
+    padded U-Net's four 2x2 max-pools), segmented, cropped back."""
+    model.eval()
+    x = normalize(image.float().div(255)[None], mean, std)
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(h, w) > max(pad_h, pad_w) else "replicate")
+    logits = model(x)
+    if logits.shape[-2:] != x.shape[-2:]:
+        raise ShapeError("this U-Net is unpadded (its output is smaller than its input); segment with a model "
+                         "trained with --model-arg padding=true")
+    return logits[0, :, :h, :w].argmax(0)
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """The image (uint8 C,H,W; grey is shown as RGB) with each non-background class tinted in its colour."""
+    rgb = image.float().expand(3, -1, -1) if image.shape[0] == 1 else image.float()
+    colours = PALETTE[mask % len(PALETTE)].permute(2, 0, 1)
+    tinted = torch.where(mask[None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
+    return tinted.round().clamp(0, 255).to(torch.uint8)
+
+
+def write_overlay(image: torch.Tensor, mask: torch.Tensor, path: str | Path, alpha: float = 0.5) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(image, mask, alpha).permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
+__all__ = ["SegmentationTask", "dice_loss", "load_segmentation_data", "overlay", "predict_mask",
+           "scores_from_confusion", "write_overlay"]
