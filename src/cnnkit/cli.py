@@ -24,6 +24,23 @@ EXAMPLES = {
                "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background",
     "models": "example:\n  cnnkit models --family resnet",
     "datasets": "example:\n  cnnkit datasets",
+    "stylize": """examples:
+  cnnkit stylize photo.jpg starry_night.jpg -o out.png                  # EfficientNet-Lite0, offline, 384 px
+  cnnkit stylize photo.jpg starry.jpg scream.jpg --style-weights 0.7,0.3 -o mix.png --preserve-color
+  cnnkit stylize photo.jpg starry.jpg --descriptor vgg19 --weights vgg19-dcbb9e9d.pth -o out.png
+  cnnkit stylize photo.jpg starry.jpg --optimizer adam --lr 0.02 --init noise --snapshots snaps/ -o out.png""",
+    "texture": """examples:
+  cnnkit texture starry_night.jpg -o texture.png --size 256                      # optimise from noise
+  cnnkit texture starry_night.jpg --feedforward --save-generator starry.safetensors -o sample.png
+  cnnkit texture --generator starry.safetensors --height 512 --width 1024 --count 4 -o samples.png""",
+    "denoise": """examples:
+  cnnkit denoise --train --data mnist --noise gaussian --level 0.3 --bottleneck 16 --out runs/dae-mnist
+  cnnkit denoise --train --data fashion-mnist --noise salt-and-pepper --level 0.2 --out runs/dae-fashion
+  cnnkit denoise runs/dae-mnist digit.png -o clean.png --add-noise gaussian:0.3   # corrupt, then denoise""",
+    "segment": """examples:
+  cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
+  cnnkit segment --train --data segfolder:my_data --image-size 128 --out runs/unet-mine   # images/ + masks/
+  cnnkit segment runs/unet-shapes picture.png -o overlay.png --mask-out mask.png""",
 }
 
 
@@ -92,7 +109,97 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)
+
+    p = command("stylize", "Gatys neural style transfer: a content image painted in the style of others")
+    p.add_argument("content", type=Path)
+    p.add_argument("styles", nargs="+", type=Path, help="one or more style images")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--style-weights", type=_floats, help="one weight per style image, e.g. 0.7,0.3")
+    _style_options(p, iterations=150, size=384)
+    p.add_argument("--content-layers", type=_names)
+    p.add_argument("--content-weight", type=float, help="alpha (default: the descriptor's)")
+    p.add_argument("--init", choices=["content", "noise"], default="content")
+    p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the photo's colours")
+    p.set_defaults(func=cmd_stylize)
+
+    p = command("texture", "texture synthesis: optimise noise, or train a feed-forward generator and sample it")
+    p.add_argument("style", nargs="?", type=Path, help="the texture image (not needed with --generator)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--height", type=int, help="output height (default --size)")
+    p.add_argument("--width", type=int, help="output width (default --size)")
+    _style_options(p, iterations=150, size=256)
+    p.add_argument("--feedforward", action="store_true", help="train a texture network (Ulyanov et al. 2016)")
+    p.add_argument("--train-size", type=int, default=128, help="generator training crops (pixels)")
+    p.add_argument("--train-iterations", type=int, default=300)
+    p.add_argument("--save-generator", type=Path, metavar="FILE.safetensors")
+    p.add_argument("--generator", type=Path, metavar="FILE.safetensors", help="sample a trained generator")
+    p.add_argument("--count", type=int, default=1, help="samples side by side (with a generator)")
+    p.set_defaults(func=cmd_texture)
+
+    for name, help_text in (("denoise", "train a denoising autoencoder, or denoise an image with one"),
+                            ("segment", "train a U-Net segmenter, or write the mask overlay of an image")):
+        p = command(name, help_text)
+        p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained model")
+        p.add_argument("image", nargs="?", type=Path)
+        p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-%s.png)" % name)
+        p.add_argument("--train", action="store_true", help="train through the one training loop")
+        data_help = "mnist or fashion-mnist" if name == "denoise" else "shapes[:SEED] or segfolder:PATH"
+        p.add_argument("--data", help=data_help)
+        for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int),
+                           ("--threads", int)):
+            p.add_argument(flag, type=kind)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--out", type=Path, help="run folder")
+        p.add_argument("--no-progress", action="store_true")
+        if name == "denoise":
+            p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
+            p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
+            p.add_argument("--bottleneck", type=int, default=16, help="bottleneck channels of conv_autoencoder")
+            p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
+            p.set_defaults(func=cmd_denoise)
+        else:
+            p.add_argument("--image-size", type=int, help="shapes: image size (64); folders: resize to N x N")
+            p.add_argument("--num-train", type=int, default=2000, help="shapes: training images")
+            p.add_argument("--num-test", type=int, default=400, help="shapes: test images")
+            p.add_argument("--base-channels", type=int, default=16, help="U-Net width (64 in the paper)")
+            p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
+            p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
+            p.add_argument("--size", type=int, help="resize IMAGE so its longer side is N before segmenting")
+            p.set_defaults(func=cmd_segment)
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _style_options(p, iterations: int, size: int) -> None:
+    p.add_argument("--descriptor", default="efficientnet_lite0", choices=["efficientnet_lite0", "vgg19", "vgg16"])
+    p.add_argument("--weights", type=Path, help="descriptor checkpoint (torchvision layout for VGG)")
+    p.add_argument("--style-layers", type=_names, help="comma-separated layer names (default: the descriptor's)")
+    p.add_argument("--layer-weights", type=_floats, help="w_l, one per style layer")
+    p.add_argument("--style-weight", type=float, help="beta (default: the descriptor's)")
+    p.add_argument("--tv-weight", type=float, default=1.0, help="total-variation regularisation")
+    p.add_argument("--smoothing", choices=["none", "softmax", "tanh"], help="activation smoothing (default: "
+                   "tanh for EfficientNet, none for VGG)")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    p.add_argument("--lr", type=float, help="L-BFGS step (1) or Adam pixel step (0.02)")
+    p.add_argument("--size", type=int, default=size, help=f"longer side of the output in pixels ({size})")
+    p.add_argument("--scales", type=_floats, default=[0.5, 1.0], help="coarse-to-fine fractions of --size")
+    p.add_argument("--iterations", type=int, default=iterations, help="loss evaluations over all scales")
+    p.add_argument("--snapshots", type=Path, metavar="DIR", help="write intermediate images here")
+    p.add_argument("--snapshot-every", type=int, default=25)
+    p.add_argument("--loss-csv", type=Path, help="write the loss per iteration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--no-progress", action="store_true")
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -229,6 +336,201 @@ def cmd_predict(args) -> None:
         return
     for f, ranked in zip(args.images, results):
         print(f"{f}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+
+
+def _style_config(args, **extra):
+    import torch
+
+    from .style import StyleConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lr = args.lr if args.lr is not None else (1.0 if args.optimizer == "lbfgs" else 0.02)
+    return StyleConfig(size=args.size, iterations=args.iterations, scales=tuple(args.scales), optimizer=args.optimizer,
+                       lr=lr, style_layers=args.style_layers, layer_weights=args.layer_weights,
+                       style_weight=args.style_weight, tv_weight=args.tv_weight, smoothing=args.smoothing,
+                       seed=args.seed, **extra)
+
+
+def _write_loss_csv(history: list[dict], path: Path | None) -> None:
+    if path and history:
+        import csv
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def _progress(args) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def cmd_stylize(args) -> None:
+    import time
+
+    from .style import build_descriptor, load_image, save_image, stylize
+
+    config = _style_config(args, content_layers=args.content_layers, content_weight=args.content_weight,
+                           init=args.init, preserve_color=args.preserve_color)
+    content = load_image(args.content, max(args.size * 2, 512))  # read once, rescaled per pass
+    styles = [load_image(path, max(args.size * 2, 512)) for path in args.styles]
+    descriptor = build_descriptor(args.descriptor, args.weights)
+    start = time.perf_counter()
+    image, history = stylize(content, styles, config, descriptor, args.style_weights, _progress(args),
+                             args.snapshots, args.snapshot_every if args.snapshots else 0)
+    save_image(image, args.output)
+    _write_loss_csv(history, args.loss_csv)
+    print(f"{args.output}: {image.shape[2]}x{image.shape[1]}, {len(history)} iterations in "
+          f"{time.perf_counter() - start:.1f}s; loss {history[0]['loss']:.4g} -> {history[-1]['loss']:.4g} "
+          f"(content {history[-1]['content']:.4g}, style {history[-1]['style']:.4g})")
+
+
+def cmd_texture(args) -> None:
+    import time
+
+    import torch
+
+    from .style import (build_descriptor, load_image, load_texture_generator, save_image, save_texture_generator,
+                        synthesize_texture, train_texture_generator)
+
+    height, width = args.height or args.size, args.width or args.size
+    if args.generator:
+        generator = load_texture_generator(args.generator)
+        start = time.perf_counter()
+        samples = generator.sample(height, width, args.count, seed=args.seed)
+        print(f"{args.count} sample(s) of {width}x{height} in {1000 * (time.perf_counter() - start):.0f} ms")
+        save_image(torch.cat(list(samples), dim=2), args.output)
+        return
+    if args.style is None:
+        raise CnnkitError("Give the texture image (cnnkit texture STYLE -o out.png) or a trained generator "
+                          "(--generator FILE.safetensors).")
+    config = _style_config(args)
+    style = load_image(args.style, max(args.size, args.train_size) * 2)
+    descriptor = build_descriptor(args.descriptor, args.weights)
+    start = time.perf_counter()
+    if args.feedforward:
+        generator, history = train_texture_generator(style, descriptor, args.train_iterations, args.train_size,
+                                                     config=config, seed=args.seed, progress=_progress(args))
+        if args.save_generator:
+            save_texture_generator(generator, args.save_generator)
+        image = torch.cat(list(generator.sample(height, width, args.count, seed=args.seed)), dim=2)
+    else:
+        image, history = synthesize_texture(style, height, width, config, descriptor, _progress(args),
+                                            args.snapshots, args.snapshot_every if args.snapshots else 0)
+    save_image(image, args.output)
+    _write_loss_csv(history, args.loss_csv)
+    print(f"{args.output}: {len(history)} iterations in {time.perf_counter() - start:.1f}s; "
+          f"style loss {history[0]['loss']:.4g} -> {history[-1]['loss']:.4g}")
+
+
+def _train_task(args, model, bundle, task, defaults: dict):
+    from .train import TrainConfig, Trainer
+
+    options = {**defaults, **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
+                              if getattr(args, k) is not None}}
+    config = TrainConfig(optimizer="adam", weight_decay=0.0, device=args.device, num_threads=args.threads,
+                         progress=_progress(args), **options)
+    trainer = Trainer(model, bundle, config, out=args.out, task=task)
+    return trainer, trainer.fit()
+
+
+def _output_path(args, suffix: str) -> Path:
+    return args.output or args.image.with_name(f"{args.image.stem}-{suffix}.png")
+
+
+def _need_checkpoint_and_image(args, command: str) -> None:
+    if args.checkpoint is None or args.image is None:
+        raise CnnkitError(f"Give a run folder and an image (cnnkit {command} RUN_DIR IMAGE -o out.png), or train one "
+                          f"with 'cnnkit {command} --train --data ...'.")
+
+
+def cmd_denoise(args) -> None:
+    import torch
+
+    from .data import load_dataset
+    from .data.formats import read_image
+    from .denoise import DenoisingTask, add_noise, denoise_image, denoising_report
+    from .models.registry import create_model
+    from .style import save_image
+    from .train.checkpoint import load_model_checkpoint
+
+    if args.train:
+        bundle = load_dataset(args.data or "mnist")
+        torch.manual_seed(args.seed or 0)
+        model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
+                             bottleneck_channels=args.bottleneck)
+        args.out = args.out or Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}"
+        _train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
+                    {"epochs": 3, "batch_size": 128, "lr": 3e-3})
+        report = denoising_report(model, bundle.test.images, args.noise, args.level)
+        (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
+        print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
+              f"{report['denoised_psnr']:.2f} dB ({report['psnr_gain_db']:+.2f} dB), SSIM {report['noisy_ssim']:.3f} "
+              f"-> {report['denoised_ssim']:.3f}; {args.out / 'denoising.json'}")
+        return
+    _need_checkpoint_and_image(args, "denoise")
+    model, meta = load_model_checkpoint(args.checkpoint)
+    if meta.get("task", {}).get("name") != "denoising":
+        raise CnnkitError(f"{args.checkpoint} holds a {meta.get('task', {}).get('name', 'classification')} model, "
+                          "not a denoising autoencoder; train one with 'cnnkit denoise --train'.")
+    image = read_image(args.image, meta["image_shape"][0])
+    if args.add_noise:
+        kind, _, level = args.add_noise.partition(":")
+        try:
+            noisy = add_noise(image.float()[None] / 255, kind, float(level or 0.3),
+                              torch.Generator().manual_seed(args.seed or 0))[0]
+        except ValueError:
+            raise CnnkitError(f"--add-noise {args.add_noise!r}: expected KIND:LEVEL, e.g. gaussian:0.3") from None
+        save_image(noisy.expand(3, -1, -1), _output_path(args, "noisy").with_name(f"{args.image.stem}-noisy.png"))
+        image = (noisy * 255).round().to(torch.uint8)
+    out = save_image(denoise_image(model, image).expand(3, -1, -1), _output_path(args, "denoised"))
+    print(f"{out}")
+
+
+def cmd_segment(args) -> None:
+    import torch
+
+    from .data.formats import read_image
+    from .models.registry import create_model
+    from .segment import SegmentationTask, load_segmentation_data, predict_mask, write_overlay
+    from .style import resize_longer_side
+    from .train.checkpoint import load_model_checkpoint
+
+    if args.train:
+        bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
+        torch.manual_seed(args.seed or 0)
+        model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+                             padding=True, base_channels=args.base_channels, batch_norm=True)
+        args.out = args.out or Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}"
+        trainer, summary = _train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
+                                       {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}})
+        for index in range(min(8, len(bundle.test))):
+            image = bundle.test.images[index]
+            mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
+            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png")
+        print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
+              f"{args.out / 'overlays'}")
+        return
+    _need_checkpoint_and_image(args, "segment")
+    model, meta = load_model_checkpoint(args.checkpoint)
+    if meta.get("task", {}).get("name") != "segmentation":
+        raise CnnkitError(f"{args.checkpoint} holds a {meta.get('task', {}).get('name', 'classification')} model, "
+                          "not a segmenter; train one with 'cnnkit segment --train'.")
+    image = read_image(args.image, meta["image_shape"][0])
+    if args.size:
+        image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
+    mask = predict_mask(model, image, meta["preprocess"]["mean"], meta["preprocess"]["std"])
+    out = write_overlay(image, mask, _output_path(args, "overlay"))
+    if args.mask_out:
+        from PIL import Image
+
+        args.mask_out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.to(torch.uint8).numpy()).save(args.mask_out)
+    counts = torch.bincount(mask.flatten(), minlength=len(meta["classes"]))
+    shares = ", ".join(f"{c} {100 * n / mask.numel():.1f}%" for c, n in zip(meta["classes"], counts.tolist()) if n)
+    print(f"{out}: {shares}")
 
 
 def main(argv: list[str] | None = None) -> int:
