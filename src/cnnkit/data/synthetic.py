@@ -70,7 +70,7 @@ def render_shapes(count: int, image_size: int = 64, generator: torch.Generator |
         mask = torch.zeros(size, size, dtype=torch.long)
         for _ in range(int(torch.randint(1, max_shapes + 1, (), generator=generator))):
             label = int(torch.randint(1, len(SHAPE_CLASSES), (), generator=generator))
-            radius = _uniform(generator, 0.1, 0.22) * size
+            radius = _uniform(generator, 0.14, 0.26) * size
             cy, cx = _uniform(generator, 0.15, 0.85, (2,)) * size
             inside = _shape_mask(SHAPE_CLASSES[label], ys, xs, cy, cx, radius, _uniform(generator, 0, 2 * math.pi))
             fill = torch.rand(3, 1, 1, generator=generator)
