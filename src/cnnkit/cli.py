@@ -189,6 +189,8 @@ def _style_options(p, iterations: int, size: int) -> None:
     p.add_argument("--tv-weight", type=float, default=1.0, help="total-variation regularisation")
     p.add_argument("--smoothing", choices=["none", "softmax", "tanh"], help="activation smoothing (default: "
                    "tanh for EfficientNet, none for VGG)")
+    p.add_argument("--smoothing-scale", type=float, default=0.3, help="tanh scale / softmax temperature as a "
+                   "fraction of each layer's activation std (0.3)")
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--lr", type=float, help="L-BFGS step (1) or Adam pixel step (0.02)")
     p.add_argument("--size", type=int, default=size, help=f"longer side of the output in pixels ({size})")
@@ -349,7 +351,7 @@ def _style_config(args, **extra):
     return StyleConfig(size=args.size, iterations=args.iterations, scales=tuple(args.scales), optimizer=args.optimizer,
                        lr=lr, style_layers=args.style_layers, layer_weights=args.layer_weights,
                        style_weight=args.style_weight, tv_weight=args.tv_weight, smoothing=args.smoothing,
-                       seed=args.seed, **extra)
+                       smoothing_scale=args.smoothing_scale, seed=args.seed, **extra)
 
 
 def _write_loss_csv(history: list[dict], path: Path | None) -> None:
