@@ -163,7 +163,7 @@ def smooth_activations(features: torch.Tensor, kind: str, scale: float | torch.T
 
 def smoothing_scales(features: dict[str, torch.Tensor], kind: str, fraction: float = 0.3) -> dict[str, float]:
     """One scale per layer: ``fraction`` of the standard deviation of the style image's activations there.
-    Peaks sit many standard deviations out (up to 6-8 on EfficientNet-Lite0's blocks); at 0.3 sigma tanh keeps
+    Peaks sit many standard deviations out (about 6.5 on EfficientNet-Lite0's blocks); at 0.3 sigma tanh keeps
     only each activation's sign and rough size, so no single peak can dominate a Gram matrix. Measured on
     tubingen + starry night: fraction 1 changed little against no smoothing, 0.3 removed most of the
     rainbow-coloured speckle of synthesised textures (docs/images/style_*)."""
@@ -340,7 +340,7 @@ class StyleConfig:
     """Options of :func:`stylize` and :func:`synthesize_texture`; ``None`` means the descriptor's default."""
 
     size: int = 384  # longer side of the output, pixels
-    iterations: int = 150  # loss evaluations, over all scales
+    iterations: int = 150  # loss evaluations over all scales (L-BFGS line searches may add a few)
     scales: tuple[float, ...] = (0.5, 1.0)  # coarse to fine: fractions of ``size``
     optimizer: str = "lbfgs"  # lbfgs | adam
     lr: float = 1.0  # L-BFGS step; for Adam a pixel step (0.02 is typical)
