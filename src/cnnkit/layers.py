@@ -179,6 +179,18 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     return span // stride + 1
 
 
+__all__ = [
+    "LENET_C3_TABLE",
+    "PartialConv2d",
+    "RBFOutput",
+    "ScaledTanh",
+    "TrainableSubsampling",
+    "conv_output_size",
+    "digit_prototypes",
+    "lecun_uniform_",
+]
+
+
 def require_min_input_size(x: torch.Tensor, min_size: int, model_name: str) -> None:
     """Raise a ShapeError naming the minimum input size when ``x`` is too small for the architecture.
 
@@ -560,8 +572,7 @@ def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_widt
     return in_channels * kh * kw, out_height * out_width
 
 
-__all__ = [
-    "LENET_C3_TABLE",
+__all__ += [
     "BasicBlock",
     "Bottleneck",
     "ClassicDropout",
@@ -574,18 +585,11 @@ __all__ = [
     "MaxPoolWithIndices",
     "MaxUnpoolUpsample",
     "Maxout",
-    "PartialConv2d",
-    "RBFOutput",
-    "ScaledTanh",
     "SeparableConv2d",
-    "TrainableSubsampling",
     "TransposedConvUpsample",
     "ZeroPadShortcut",
     "conv2d_im2col",
-    "conv_output_size",
-    "digit_prototypes",
     "im2col_matrix_shape",
-    "lecun_uniform_",
     "make_shortcut",
     "require_min_input_size",
 ]
