@@ -255,8 +255,9 @@ def _leaf_modules(model: nn.Module):
 def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_size: int, dtype, strict) -> Summary:
     element_bytes = torch.empty((), dtype=dtype).element_size()
     # Shapes only: swap every parameter and buffer for a meta tensor of the same shape (no copy, no compute).
-    state = {name: torch.empty(t.shape, dtype=t.dtype if not t.is_floating_point() else dtype, device="meta")
-             for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]}
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    state = {name: torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device="meta")
+             for name, t in tensors}
     x = torch.empty((batch_size, *input_size), dtype=dtype, device="meta")
 
     leaves = list(_leaf_modules(model))

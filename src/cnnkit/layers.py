@@ -168,7 +168,9 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     """(N + 2P - D(F-1) - 1) / S + 1, the notes' formula; raises when the filter does not fit evenly."""
     span = size + 2 * padding - dilation * (kernel_size - 1) - 1
     if span < 0:
-        raise ShapeError(f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}")
+        raise ShapeError(
+            f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}"
+        )
     if span % stride:
         raise ShapeError(
             f"a {kernel_size}x{kernel_size} filter with stride {stride} does not fit a {size}x{size} input "

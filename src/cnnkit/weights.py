@@ -310,8 +310,9 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     except CheckpointError as error:
         if metadata and model_name and metadata.get("model", {}).get("name") not in (None, model_name):
             saved = metadata["model"]
-            raise CheckpointError(f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
-                                  f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
+            raise CheckpointError(
+                f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
+                f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
         raise
     return model
 
