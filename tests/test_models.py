@@ -86,7 +86,11 @@ def test_every_model_has_a_readable_summary_at_its_native_input():
 
 
 def test_minimum_input_sizes_are_exact():
+    # one model per family (the members of a family share their stem and downsampling), plus both AlexNets
+    firsts = {}
     for name in MODELS:
+        firsts.setdefault(get_model_entry(name).family, name)
+    for name in sorted({*firsts.values(), "alexnet_owt"}):
         entry = get_model_entry(name)
         channels, minimum = entry.input_size[0], entry.min_input_size
         extra = {"image_size": minimum} if name == "fashion_cnn" else {}
@@ -119,8 +123,7 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ("plain20", (2, 1, 32, 32), {"in_channels": 1}),
     ("resnet18", (2, 3, 32, 32), {"num_classes": 10}),
     ("resnet50", (2, 1, 32, 32), {"num_classes": 10, "in_channels": 1, "stride_on": "1x1"}),
-    ("vgg11_bn", (2, 3, 32, 32), {"num_classes": 10}),
-    ("vgg11_lrn", (1, 1, 32, 32), {"num_classes": 10, "in_channels": 1}),
+    ("vgg11_bn", (2, 1, 32, 32), {"num_classes": 10, "in_channels": 1}),
     ("alexnet", (1, 3, 67, 67), {"num_classes": 10}),
     ("xception", (2, 3, 32, 32), {"num_classes": 10, "middle_repeats": 1}),
     ("efficientnet_lite0", (2, 4, 32, 32), {"num_classes": 10, "in_channels": 4}),
@@ -133,16 +136,10 @@ def test_forward_and_backward_on_small_inputs(name, shape, kwargs):
     assert torch.isfinite(logits).all()
 
 
-def test_vgg16_on_cifar_sized_inputs():
-    model = create_model("vgg16", num_classes=10).eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
-
-
 def test_googlenet_auxiliary_outputs_in_training_only():
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=5)
-    x, targets = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+    x, targets = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
     out = model.train()(x)
     assert isinstance(out, GoogLeNetOutputs)
     assert out.logits.shape == out.aux1.shape == out.aux2.shape == (2, 5)
@@ -216,9 +213,10 @@ def test_fashion_cnn_needs_the_size_it_was_built_for():
 
 
 def test_alexnet_two_towers_are_grouped_and_dropout_is_classic():
-    model = create_model("alexnet")
+    with torch.device("meta"):
+        model = create_model("alexnet")
+        assert isinstance(create_model("alexnet", dropout="inverted").classifier[0], nn.Dropout)
     assert isinstance(model.classifier[0], ClassicDropout)
-    assert isinstance(create_model("alexnet", dropout="inverted").classifier[0], nn.Dropout)
     towers = model.features
     assert [m.groups for m in towers if isinstance(m, nn.Conv2d)] == [1, 2, 1, 2, 2]
     assert count("alexnet", two_towers=False) > count("alexnet")
