@@ -70,6 +70,8 @@ def test_googlenet_inference_network_parameters():
     # (3x3 in the "5x5" branch, batch norm, no biases) 6,624,904.
     assert count("googlenet", aux_logits=False) == 6_998_552
     assert count("googlenet", aux_logits=False) - count("googlenet", aux_logits=False, batch_norm=True) < 30_000
+    totals = summary("googlenet").totals  # eval mode: the auxiliary classifiers are counted but unused
+    assert totals["params"] - totals["unused_params"] == 6_998_552
 
 
 # ResNet-1202 repeats ResNet-110's blocks 200 times per stage; its count is checked above, and leaving it out
