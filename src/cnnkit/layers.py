@@ -168,7 +168,9 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     """(N + 2P - D(F-1) - 1) / S + 1, the notes' formula; raises when the filter does not fit evenly."""
     span = size + 2 * padding - dilation * (kernel_size - 1) - 1
     if span < 0:
-        raise ShapeError(f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}")
+        raise ShapeError(
+            f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}"
+        )
     if span % stride:
         raise ShapeError(
             f"a {kernel_size}x{kernel_size} filter with stride {stride} does not fit a {size}x{size} input "
@@ -177,6 +179,18 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
             f"(or crop the input) so that the filter lands on the last pixel"
         )
     return span // stride + 1
+
+
+__all__ = [
+    "LENET_C3_TABLE",
+    "PartialConv2d",
+    "RBFOutput",
+    "ScaledTanh",
+    "TrainableSubsampling",
+    "conv_output_size",
+    "digit_prototypes",
+    "lecun_uniform_",
+]
 
 
 def require_min_input_size(x: torch.Tensor, min_size: int, model_name: str) -> None:
@@ -560,8 +574,7 @@ def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_widt
     return in_channels * kh * kw, out_height * out_width
 
 
-__all__ = [
-    "LENET_C3_TABLE",
+__all__ += [
     "BasicBlock",
     "Bottleneck",
     "ClassicDropout",
@@ -574,18 +587,11 @@ __all__ = [
     "MaxPoolWithIndices",
     "MaxUnpoolUpsample",
     "Maxout",
-    "PartialConv2d",
-    "RBFOutput",
-    "ScaledTanh",
     "SeparableConv2d",
-    "TrainableSubsampling",
     "TransposedConvUpsample",
     "ZeroPadShortcut",
     "conv2d_im2col",
-    "conv_output_size",
-    "digit_prototypes",
     "im2col_matrix_shape",
-    "lecun_uniform_",
     "make_shortcut",
     "require_min_input_size",
 ]
