@@ -44,7 +44,7 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """An RGB image as floats in [0, 1], (3, H, W); ``size`` scales it so its longer side is ``size`` pixels."""
     from .data.formats import read_image
 
-    image = read_image(path, 3).float().div_(255)
+    image = read_image(str(path), 3).float().div_(255)  # str: a Path would be reported by its base name only
     return resize_longer_side(image, size) if size else image
 
 
@@ -201,7 +201,8 @@ class Descriptor(nn.Module):
         for name in names:
             if name not in valid:
                 raise UnknownNameError(f"the {self.name} descriptor has no layer {name!r}."
-                                       f"{did_you_mean(name, valid)}")
+                                       f"{did_you_mean(name, valid)} Names depend on the descriptor: VGG's are "
+                                       "conv1_1, relu1_1, ..., pool5; EfficientNet-Lite0's stem, blocks.0-15, head.")
 
     def forward(self, image: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         wanted = set(layers)
