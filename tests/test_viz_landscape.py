@@ -5,12 +5,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnkit.viz import (filter_normalized_direction, fixed_subset, landscape_statistics, loss_along_line,
-                        loss_surface)
+from cnnkit.viz import (
+    filter_normalized_direction,
+    fixed_subset,
+    landscape_statistics,
+    loss_along_line,
+    loss_surface,
+)
 
 
-def tiny_net() -> nn.Module:
-    torch.manual_seed(0)
+def tiny_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=True),
@@ -70,17 +75,20 @@ def test_filter_normalised_direction_matches_each_filters_norm(setup):
 def test_line_between_checkpoints_passes_through_both(setup, tmp_path):
     model, batches, images, labels = setup
     trained = {name: value.clone() for name, value in model.state_dict().items()}
-    other = tiny_net()
+    other = tiny_net(seed=1)
     other.train()
     other(images)
     start = other.state_dict()
-    ts, losses = loss_along_line(model, start, trained, batches, steps=5, margin=0.0, png=tmp_path / "line.png")
+    # The live state dict, as the CLI passes it: its buffers are the ones the walk moves and restores.
+    ts, losses = loss_along_line(model, start, model.state_dict(), batches, steps=5, margin=0.0,
+                                 png=tmp_path / "line.png")
     assert torch.allclose(ts, torch.linspace(0, 1, 5))
     with torch.no_grad():
         at_start = F.cross_entropy(other.eval()(images), labels)
         at_end = F.cross_entropy(model.eval()(images), labels)
     assert losses[0].item() == pytest.approx(at_start.item(), rel=1e-5)
     assert losses[-1].item() == pytest.approx(at_end.item(), rel=1e-5)
+    assert at_start.item() != pytest.approx(at_end.item(), rel=1e-3)  # two different points
     assert all(torch.equal(trained[name], value) for name, value in model.state_dict().items())
 
 

@@ -17,9 +17,9 @@ plain20, the paper's Fig. 5) can be compared, not only looked at.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -115,6 +115,9 @@ def loss_along_line(
     ``start``/``end`` are state dicts of ``model``'s architecture; parameters are interpolated and so are
     float buffers (BN running statistics), while the model's own weights stay as they are.
     """
+    # Copies: ``end`` is often ``model.state_dict()``, whose buffers are the very tensors overwritten below.
+    start = {name: value.detach().clone() for name, value in start.items()}
+    end = {name: value.detach().clone() for name, value in end.items()}
     names = [name for name, _ in model.named_parameters()]
     for which, state in (("start", start), ("end", end)):
         missing = [name for name in names if name not in state]
@@ -233,7 +236,7 @@ def plot_surface(surface: LossSurface, png: str | Path, title: str = "") -> Path
     contour_axis = figure.add_subplot(1, 2, 1)
     levels = np.linspace(losses.min(), losses.max() + 1e-9, 30)
     contours = contour_axis.contour(alphas, betas, losses, levels=levels, cmap="viridis")
-    contour_axis.clabel(contours, contours.levels[::5], fontsize=7)
+    contour_axis.clabel(contours, contours.levels[::5], fmt="%.3g", fontsize=7)
     contour_axis.plot(0, 0, "r+")
     contour_axis.set_xlabel("direction 1")
     contour_axis.set_ylabel("direction 2")
