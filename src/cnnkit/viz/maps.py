@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ def plot_feature_maps(
 ) -> Path:
     """One panel per layer showing the first image's channels as a grid (each channel scaled on its own);
     ``image`` (C, H, W) in [0, 1], when given, is drawn first for reference. Fully connected outputs
-    (N, features) are drawn as a single row."""
+    (N, features) are folded into a square, one cell per feature."""
     count = len(maps) + (image is not None)
     figure, axes = plots.subplots(count, panel_size=4.0)
     axes = iter(axes)
@@ -53,6 +53,6 @@ def plot_feature_maps(
             channels = first[:max_channels].unsqueeze(1)
             grid = plots.tile(plots.scale_each(channels))
         else:
-            grid = plots.scale_each(first.flatten().unsqueeze(0)).numpy()
+            grid = plots.vector_as_square(plots.scale_each(first.flatten().unsqueeze(0)))
         plots.show(next(axes), grid, f"{name} {tuple(output.shape[1:])}", cmap="viridis")
     return plots.save(figure, png)

@@ -12,9 +12,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: the tools write PNGs, they never open windows
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
 
 def scale_each(images: torch.Tensor) -> torch.Tensor:
@@ -26,11 +26,14 @@ def scale_each(images: torch.Tensor) -> torch.Tensor:
     return scaled.view_as(images)
 
 
-def tile(images: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: float = 1.0) -> np.ndarray:
+def tile(images: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: float | None = None) -> np.ndarray:
     """Arrange an (N, C, H, W) batch with C in {1, 3} and values in [0, 1] into one (rows*H, columns*W[, 3])
-    array, ``padding`` pixels of ``pad_value`` between images."""
+    array, ``padding`` pixels of ``pad_value`` between images. The default pads grey images with NaN, which
+    imshow leaves blank whatever the colour map, and colour images with white."""
     images = images.detach().float().cpu()
     count, channels, height, width = images.shape
+    if pad_value is None:
+        pad_value = float("nan") if channels == 1 else 1.0
     columns = columns or math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     grid = torch.full((channels, rows * (height + padding) + padding, columns * (width + padding) + padding), pad_value)
@@ -52,6 +55,15 @@ def show(axis, image: np.ndarray, title: str | None = None, cmap: str = "gray") 
     axis.set_yticks([])
     if title:
         axis.set_title(title, fontsize=9)
+
+
+def vector_as_square(values: torch.Tensor) -> np.ndarray:
+    """A 1-D vector (a fully connected layer's output) folded into a near-square 2-D array, NaN-padded."""
+    values = values.detach().float().cpu().flatten()
+    side = math.ceil(math.sqrt(len(values)))
+    square = torch.full((side * side,), float("nan"))
+    square[: len(values)] = values
+    return square.view(side, side).numpy()
 
 
 def for_display(image: torch.Tensor) -> np.ndarray:
