@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -92,15 +94,21 @@ def gradcam(model: nn.Module, images: torch.Tensor, layer: str, target=None) -> 
     return cam / cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
 
 
-def plot_attribution(display_images: torch.Tensor, heatmaps: dict[str, torch.Tensor], png: str | Path) -> Path:
-    """For each image a row: the image, then each heatmap as an overlay (``heatmaps``: title -> (N, H, W))."""
+def plot_attribution(display_images: torch.Tensor, heatmaps: dict[str, torch.Tensor], png: str | Path,
+                     targets: torch.Tensor | None = None, class_names: Sequence[str] | None = None) -> Path:
+    """For each image a row: the image (titled with the class explained), then each heatmap as an overlay
+    (``heatmaps``: title -> (N, H, W))."""
     count = display_images.shape[0]
     columns = 1 + len(heatmaps)
     figure, axes = plots.subplots(count * columns, columns=columns, panel_size=3.0)
     for row in range(count):
-        plots.show(axes[row * columns], plots.for_display(display_images[row]), "input")
-        for column, (title, maps) in enumerate(heatmaps.items(), start=1):
-            plots.overlay(axes[row * columns + column], display_images[row], maps[row], title)
+        title = "input"
+        if targets is not None:
+            index = int(targets[row])
+            title = f"input: {class_names[index]}" if class_names and index < len(class_names) else f"input: class {index}"
+        plots.show(axes[row * columns], plots.for_display(display_images[row]), title)
+        for column, (name, maps) in enumerate(heatmaps.items(), start=1):
+            plots.overlay(axes[row * columns + column], display_images[row], maps[row], name)
     return plots.save(figure, png)
 
 
@@ -112,6 +120,7 @@ def explain(
     methods: tuple[str, ...] = ("saliency", "smoothgrad"),
     display_images: torch.Tensor | None = None,
     png: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the chosen ``methods`` (``"saliency"``, ``"smoothgrad"``, plus ``"gradcam"`` when ``gradcam_layer``
     is given) and, with ``png``, draw them over ``display_images`` ((N, C, H, W) in [0, 1]; default: the
@@ -127,8 +136,6 @@ def explain(
         result["gradcam"] = gradcam(model, images, gradcam_layer, used_target)
     if png is not None:
         display = display_images if display_images is not None else plots.scale_each(images)
-        titles = {f"{name} (class {used_target[0].item()})" if index == 0 else name: maps
-                  for index, (name, maps) in enumerate(result.items())}
-        plot_attribution(display, titles, png)
+        plot_attribution(display, result, png, used_target, class_names)
     result["target"] = used_target
     return result
