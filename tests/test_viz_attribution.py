@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnkit.viz import UnitOutOfRangeError, explain, gradcam, saliency, smoothgrad, total_variation
 from cnnkit.errors import UnknownNameError
+from cnnkit.viz import UnitOutOfRangeError, explain, gradcam, saliency, smoothgrad, total_variation
 
 SIZE, PATCH = 24, 8
 
@@ -87,7 +87,7 @@ def test_smoothgrad_is_less_speckled_than_the_raw_gradient(trained):
 
 
 def test_explain_writes_overlays_and_defaults_to_the_predicted_class(trained, tmp_path):
-    images, labels, _ = patch_dataset(2, seed=3)
+    images, _, _ = patch_dataset(2, seed=3)
     result = explain(trained, images, gradcam_layer="2", png=tmp_path / "explain.png")
     assert set(result) == {"saliency", "smoothgrad", "gradcam", "target"}
     assert torch.equal(result["target"], trained(images).argmax(1))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from cnnkit.errors import CheckpointError
-from cnnkit.viz import confusion, curves, embed, penultimate_features
+from cnnkit.viz import commands, penultimate_features
 
 
 class FixedFeatures(nn.Module):
@@ -39,14 +39,14 @@ def test_penultimate_features_are_the_classifier_input():
 
 
 def test_tsne_keeps_clusters_apart(tmp_path):
-    coordinates, labels = embed(FixedFeatures(10, 3), clustered_batches(), png=tmp_path / "tsne.png",
-                                class_names=["a", "b", "c"], perplexity=10)
+    coordinates, labels = commands.embed(FixedFeatures(10, 3), clustered_batches(), tmp_path,
+                                         class_names=["a", "b", "c"])
     assert coordinates.shape == (90, 2)
     distances = np.linalg.norm(coordinates[:, None] - coordinates[None], axis=-1)
     np.fill_diagonal(distances, np.inf)
     nearest_agrees = labels[distances.argmin(axis=1)] == labels
     assert nearest_agrees.mean() >= 0.95
-    assert (tmp_path / "tsne.png").stat().st_size > 0
+    assert (tmp_path / "embed.png").stat().st_size > 0
 
 
 def test_confusion_matrix_counts_true_against_predicted(tmp_path):
@@ -58,7 +58,7 @@ def test_confusion_matrix_counts_true_against_predicted(tmp_path):
     predicted = torch.tensor([0, 1, 1, 2, 0])
     labels = torch.tensor([0, 0, 1, 2, 2])
     batches = [(torch.eye(3)[predicted[:3]], labels[:3]), (torch.eye(3)[predicted[3:]], labels[3:])]
-    matrix = confusion(model, batches, png=tmp_path / "confusion.png", class_names=["cat", "dog", "eel"])
+    matrix = commands.confusion(model, batches, tmp_path, class_names=["cat", "dog", "eel"])
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert (tmp_path / "confusion.png").stat().st_size > 0
 
@@ -69,7 +69,7 @@ def test_curves_read_the_run_folder(tmp_path):
         "1,2.0,0.3,1.8,0.35,0.1,4.2\n"
         "2,1.2,0.6,1.1,0.62,0.05,4.1\n"
     )
-    metrics = curves(tmp_path, png=tmp_path / "curves.png")
+    metrics = commands.curves(tmp_path, tmp_path)
     assert metrics["epoch"].tolist() == [1.0, 2.0]
     assert metrics["val_acc"].tolist() == [0.35, 0.62]
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -77,4 +77,4 @@ def test_curves_read_the_run_folder(tmp_path):
 
 def test_curves_without_metrics_say_what_was_expected(tmp_path):
     with pytest.raises(CheckpointError, match="metrics.csv"):
-        curves(tmp_path / "no-such-run")
+        commands.curves(tmp_path / "no-such-run", tmp_path)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -53,12 +53,3 @@ def plot_confusion(matrix: torch.Tensor, png: str | Path, class_names: Sequence[
                 colour = "white" if shown[row, column] > 0.5 * shown.max() else "black"
                 axis.text(column, row, int(counts[row, column]), ha="center", va="center", fontsize=7, color=colour)
     return plots.save(figure, png)
-
-
-def confusion(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], png: str | Path | None = None,
-              class_names: Sequence[str] | None = None, num_classes: int | None = None) -> torch.Tensor:
-    """Confusion matrix of ``model`` on ``batches`` and, with ``png``, its picture."""
-    matrix = confusion_matrix(model, batches, num_classes or (len(class_names) if class_names else None))
-    if png is not None:
-        plot_confusion(matrix, png, class_names)
-    return matrix

@@ -58,11 +58,3 @@ def plot_curves(metrics: dict[str, np.ndarray], png: str | Path, title: str = ""
     if title:
         figure.suptitle(title)
     return plots.save(figure, png)
-
-
-def curves(run_dir: str | Path, png: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Training curves of the run in ``run_dir``: its metrics and, with ``png``, their picture."""
-    metrics = read_metrics(run_dir)
-    if png is not None:
-        plot_curves(metrics, png, title=Path(run_dir).name)
-    return metrics

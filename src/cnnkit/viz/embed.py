@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -71,24 +71,3 @@ def plot_embedding(coordinates: np.ndarray, labels: torch.Tensor | np.ndarray, p
     axis.set_xticks([])
     axis.set_yticks([])
     return plots.save(figure, png)
-
-
-def embed(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    png: str | Path | None = None,
-    class_names: Sequence[str] | None = None,
-    layer: str | None = None,
-    max_examples: int = 2000,
-    perplexity: float = 30.0,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """t-SNE of the penultimate features of (at most ``max_examples``) examples: (N, 2) coordinates and labels.
-
-    t-SNE is quadratic in N, so the default cap keeps it to about a minute on a laptop CPU.
-    """
-    features, labels = penultimate_features(model, batches, layer, max_examples)
-    coordinates = tsne(features, perplexity, seed)
-    if png is not None:
-        plot_embedding(coordinates, labels, png, class_names)
-    return coordinates, labels.numpy()

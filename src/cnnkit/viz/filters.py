@@ -7,8 +7,8 @@ Fig. 3; the notes' "Filters trained in the first layer"), whereas freshly initia
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn as nn

@@ -7,7 +7,7 @@ works the same on every zoo model without per-architecture code.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn

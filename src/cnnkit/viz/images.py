@@ -7,9 +7,9 @@ their dataset's own statistics (``mean=None``) get them passed explicitly by the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -18,9 +18,9 @@ pass, so the result is always a valid picture.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -55,7 +55,7 @@ class MaximizeSettings:
     seed: int = 0
 
     @classmethod
-    def unregularized(cls, **overrides) -> "MaximizeSettings":
+    def unregularized(cls, **overrides) -> MaximizeSettings:
         """Plain gradient ascent on pixels: the baseline the prior is compared with."""
         plain = cls(parameterization="pixel", decorrelate_colour=False, l2_weight=0.0, tv_weight=0.0, jitter=0,
                     blur_every=0)
