@@ -67,3 +67,11 @@ def test_data_commands_write_pictures_and_numbers(model, tmp_path):
     assert len(saved["interpolation"]["t"]) == 25
     for name in ("curves", "confusion", "embed", "landscape", "interpolation"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_image_commands_take_a_preprocessed_batch(model, tmp_path):
+    batch = (torch.rand(2, 1, 28, 28) - 0.1307) / 0.3081  # e.g. MNIST digits converted as in training
+    result = commands.gradcam(model, torch.nn.functional.pad(batch, (2, 2, 2, 2)), tmp_path, mean=[0.1307],
+                              std=[0.3081])
+    assert result["gradcam"].shape == (2, 32, 32)
+    assert (tmp_path / "gradcam.png").stat().st_size > 0

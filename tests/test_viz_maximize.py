@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from cnnkit.errors import CnnkitError, UnknownNameError
 from cnnkit.viz import MaximizeSettings, UnitOutOfRangeError, maximize_activation, total_variation
 from cnnkit.viz.images import InputSpec
 
@@ -79,3 +80,10 @@ def test_unit_out_of_range_names_the_valid_range(model):
         maximize_activation(model, SPEC, units=[6], layer="6", settings=MaximizeSettings(steps=1))
     with pytest.raises(UnitOutOfRangeError, match="valid units are 0 to 3"):
         maximize_activation(model, SPEC, units=[-1], target="logit", settings=MaximizeSettings(steps=1))
+
+
+def test_unknown_target_and_logit_with_a_layer_are_reported(model):
+    with pytest.raises(UnknownNameError, match="channel, neuron, logit"):
+        maximize_activation(model, SPEC, units=[0], layer="6", target="pixel")
+    with pytest.raises(CnnkitError, match="no layer is needed"):
+        maximize_activation(model, SPEC, units=[0], layer="6", target="logit")

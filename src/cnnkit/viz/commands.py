@@ -11,8 +11,9 @@ where needed) and calls these; each writes its PNG(s) into ``out_dir`` and retur
     cnnkit viz curves     RUN_DIR                                            -> curves(run_dir, out_dir)
     cnnkit viz landscape  CHECKPOINT --data D [--start CHECKPOINT0]          -> landscape(model, batches, out_dir, ...)
 
-``mean``/``std`` are needed only for models trained on their dataset's own statistics (``default_config``
-has ``mean=None``); pass those the checkpoint was trained with.
+IMAGE arguments are files or an already preprocessed batch. ``mean``/``std``/``size`` override the model's
+``default_config``; pass those a checkpoint was trained with (its metadata's ``preprocess``), above all for
+models trained on their dataset's own statistics (``default_config`` has ``mean=None``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import UnknownNameError
 from . import attribution
 from .confusion import confusion_matrix, plot_confusion
 from .curves import plot_curves, read_metrics
@@ -35,15 +37,23 @@ from .images import input_spec, load_image
 from .landscape import fixed_subset, loss_along_line, loss_surface
 from .maps import feature_maps, plot_feature_maps
 from .maximize import MaximizeSettings, maximize_activation
+from .plots import scale_each
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Images = Sequence[str | Path] | torch.Tensor
 MAX_DEFAULT_MAP_LAYERS = 8
 
 
-def _images(model: nn.Module, image_paths: Sequence[str | Path], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's input batch for the files, and the same images in [0, 1] for display."""
-    spec = input_spec(model, mean=mean, std=std)
-    batch = torch.cat([load_image(path, spec) for path in image_paths])
+def _images(model: nn.Module, images: Images, mean, std, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's input batch and the same images in [0, 1] for display. ``images`` is either image files
+    (read and converted by :func:`load_image`) or an already preprocessed (N, C, H, W) batch, e.g. made
+    the way the checkpoint's training data was (``cnnkit.predict``'s conversion)."""
+    if isinstance(images, torch.Tensor):
+        spec = input_spec(model, size=tuple(images.shape[-2:]), channels=images.shape[1], mean=mean, std=std)
+        display = spec.denormalize(images) if spec.mean is not None else scale_each(images)
+        return images, display
+    spec = input_spec(model, size=size, mean=mean, std=std)
+    batch = torch.cat([load_image(path, spec) for path in images])
     return batch, spec.denormalize(batch)
 
 
@@ -60,7 +70,8 @@ def default_gradcam_layer(model: nn.Module) -> str:
     """The last convolution: the highest-level features that still have a spatial layout (Selvaraju et al.)."""
     name = last_module_of_type(model, nn.Conv2d)
     if name is None:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d; pass --layer to choose Grad-CAM's layer")
+        raise UnknownNameError(f"{type(model).__name__} has no nn.Conv2d layer to default to; pass --layer with a "
+                               "layer that outputs (N, C, H, W) maps.")
     return name
 
 
@@ -70,10 +81,10 @@ def filters(model: nn.Module, out_dir: str | Path, layer: str | None = None,
     return plot_filters(model, layer, before, png=Path(out_dir) / "filters.png")
 
 
-def maps(model: nn.Module, image_paths: Sequence[str | Path], out_dir: str | Path,
-         layers: Sequence[str] | None = None, mean=None, std=None) -> dict[str, torch.Tensor]:
+def maps(model: nn.Module, images: Images, out_dir: str | Path,
+         layers: Sequence[str] | None = None, mean=None, std=None, size=None) -> dict[str, torch.Tensor]:
     """``maps.png`` (``maps_<k>.png`` for the k-th image when several): feature maps of ``layers``."""
-    images, display = _images(model, image_paths, mean, std)
+    images, display = _images(model, images, mean, std, size)
     layers = list(layers) if layers else default_map_layers(model)
     for layer in layers:
         find_layer(model, layer)  # fail on a bad name before any work, with the list of valid ones
@@ -87,28 +98,28 @@ def maps(model: nn.Module, image_paths: Sequence[str | Path], out_dir: str | Pat
 
 def maximize(model: nn.Module, units: Sequence[int], out_dir: str | Path, layer: str | None = None,
              target: str = "channel", steps: int = 200, parameterization: str = "fourier", seed: int = 0,
-             mean=None, std=None, **prior) -> torch.Tensor:
+             mean=None, std=None, size=None, **prior) -> torch.Tensor:
     """``maximize.png``: one optimised image per unit; ``prior`` overrides :class:`MaximizeSettings` fields
     (``l2_weight``, ``tv_weight``, ``jitter``, ``blur_every``, ...). Returns the images in [0, 1]."""
     settings = MaximizeSettings(steps=steps, parameterization=parameterization, seed=seed, **prior)
-    result = maximize_activation(model, input_spec(model, mean=mean, std=std), units, layer, target,
+    result = maximize_activation(model, input_spec(model, size=size, mean=mean, std=std), units, layer, target,
                                  settings=settings, png=Path(out_dir) / "maximize.png")
     return result.images
 
 
-def saliency(model: nn.Module, image_paths: Sequence[str | Path], out_dir: str | Path, target: int | None = None,
-             mean=None, std=None, class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def saliency(model: nn.Module, images: Images, out_dir: str | Path, target: int | None = None,
+             mean=None, std=None, size=None, class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """``saliency.png``: vanilla gradients and SmoothGrad for ``target`` (default: the predicted class)."""
-    images, display = _images(model, image_paths, mean, std)
+    images, display = _images(model, images, mean, std, size)
     return attribution.explain(model, images, target, display_images=display, png=Path(out_dir) / "saliency.png",
                                class_names=class_names)
 
 
-def gradcam(model: nn.Module, image_paths: Sequence[str | Path], out_dir: str | Path, layer: str | None = None,
-            target: int | None = None, mean=None, std=None,
+def gradcam(model: nn.Module, images: Images, out_dir: str | Path, layer: str | None = None,
+            target: int | None = None, mean=None, std=None, size=None,
             class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """``gradcam.png``: Grad-CAM of ``layer`` (default the last convolution) for ``target``."""
-    images, display = _images(model, image_paths, mean, std)
+    images, display = _images(model, images, mean, std, size)
     return attribution.explain(model, images, target, gradcam_layer=layer or default_gradcam_layer(model),
                                methods=(), display_images=display, png=Path(out_dir) / "gradcam.png",
                                class_names=class_names)

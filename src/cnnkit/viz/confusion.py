@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import DataError
 from . import plots
 from .hooks import evaluation_mode
 
@@ -26,7 +27,7 @@ def confusion_matrix(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
             pairs = torch.as_tensor(labels).long().cpu() * classes + logits.argmax(dim=1).cpu()
             counts += torch.bincount(pairs, minlength=classes * classes).view(classes, classes)
     if counts is None:
-        raise ValueError("confusion_matrix got no batches; the dataset split is empty")
+        raise DataError("The confusion matrix got no batches: the dataset split is empty. Check --data.")
     return counts
 
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CnnkitError
 from . import plots
 from .hooks import evaluation_mode
 
@@ -173,6 +173,9 @@ def loss_surface(
     An odd resolution puts a grid point exactly on the model itself. ``points_per_pass`` grid points are
     evaluated in one vectorised pass; lower it if memory runs short, raise it for speed on small models.
     """
+    if resolution < 3 or span <= 0:
+        raise CnnkitError(f"The landscape grid needs resolution >= 3 and span > 0 (got {resolution} and {span}); "
+                          "an odd resolution such as 21 puts a point on the model itself.")
     origin = {name: value.float() for name, value in _parameters(model).items()}
     generator = torch.Generator().manual_seed(seed)
     directions = (filter_normalized_direction(origin, generator), filter_normalized_direction(origin, generator))
@@ -199,7 +202,7 @@ def landscape_statistics(losses: torch.Tensor | np.ndarray, step: float = 1.0) -
     """
     f = torch.as_tensor(np.asarray(losses), dtype=torch.float64)
     if f.shape[0] < 3 or f.shape[1] < 3:
-        raise ValueError(f"curvature needs a grid of at least 3 x 3 points, got {tuple(f.shape)}")
+        raise CnnkitError(f"curvature needs a grid of at least 3 x 3 points, got {tuple(f.shape)}")
     centre = f[1:-1, 1:-1]
     f_xx = (f[2:, 1:-1] - 2 * centre + f[:-2, 1:-1]) / step**2
     f_yy = (f[1:-1, 2:] - 2 * centre + f[1:-1, :-2]) / step**2

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import CnnkitError, UnknownNameError
 from . import plots
 from .hooks import UnitOutOfRangeError, evaluation_mode, record_outputs
 from .images import InputSpec
@@ -192,12 +193,13 @@ def maximize_activation(
     All units are optimised together, one image each, and with ``png`` drawn side by side.
     """
     if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+        raise UnknownNameError(f"Unknown target {target!r}: use one of {', '.join(TARGETS)}.")
     if settings.parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
-                         f"not {settings.parameterization!r}")
+        raise UnknownNameError(f"Unknown parameterization {settings.parameterization!r}: use one of "
+                               f"{', '.join(PARAMETERIZATIONS)}.")
     if target == "logit" and layer is not None:
-        raise ValueError(f"target 'logit' reads the model's output; leave layer unset (got {layer!r})")
+        raise CnnkitError(f"Target 'logit' reads the model's output, so no layer is needed (got {layer!r}); "
+                          "drop the layer, or use target 'channel' or 'neuron' for a layer's unit.")
     units = [int(unit) for unit in units]
     generator = torch.Generator().manual_seed(settings.seed)
     shape = (len(units), spec.channels, spec.height, spec.width)
