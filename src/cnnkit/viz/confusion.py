@@ -1,0 +1,56 @@
+"""The confusion matrix of a classifier on a dataset, drawn with class names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import DataError
+from . import plots
+from .hooks import evaluation_mode
+
+
+def confusion_matrix(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     num_classes: int | None = None) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class. K defaults to the model's output width."""
+    counts = None
+    with torch.no_grad(), evaluation_mode(model):
+        for images, labels in batches:
+            logits = model(images)
+            classes = num_classes or logits.shape[1]
+            if counts is None:
+                counts = torch.zeros(classes, classes, dtype=torch.long)
+            pairs = torch.as_tensor(labels).long().cpu() * classes + logits.argmax(dim=1).cpu()
+            counts += torch.bincount(pairs, minlength=classes * classes).view(classes, classes)
+    if counts is None:
+        raise DataError("The confusion matrix got no batches: the dataset split is empty. Check --data.")
+    return counts
+
+
+def plot_confusion(matrix: torch.Tensor, png: str | Path, class_names: Sequence[str] | None = None,
+                   normalize: bool = True) -> Path:
+    """Heatmap of the matrix, rows normalised to recall when ``normalize``; counts written in each cell
+    when the matrix is small enough to read them."""
+    counts = matrix.numpy().astype(np.float64)
+    shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
+    classes = len(counts)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
+    figure, (axis,) = plots.subplots(1, panel_size=max(4.0, 0.45 * classes + 2))
+    image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    axis.set_xticks(range(classes), names, rotation=90, fontsize=8)
+    axis.set_yticks(range(classes), names, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    axis.set_title(f"confusion matrix (accuracy {100 * accuracy:.2f}%)")
+    if classes <= 20:
+        for row in range(classes):
+            for column in range(classes):
+                colour = "white" if shown[row, column] > 0.5 * shown.max() else "black"
+                axis.text(column, row, int(counts[row, column]), ha="center", va="center", fontsize=7, color=colour)
+    return plots.save(figure, png)
