@@ -24,6 +24,8 @@ EXAMPLES = {
                "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background",
     "models": "example:\n  cnnkit models --family resnet",
     "datasets": "example:\n  cnnkit datasets",
+    "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
+             "  cnnkit serve --checkpoints runs --port 8080",
 }
 
 
@@ -92,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)
+
+    p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
+    p.add_argument("--checkpoints", type=Path, default=Path("runs"),
+                   help="folder of run folders offered on the Draw page; Train writes its runs here (default runs)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -229,6 +239,23 @@ def cmd_predict(args) -> None:
         return
     for f, ranked in zip(args.images, results):
         print(f"{f}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+
+
+def cmd_serve(args) -> None:
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as exc:
+        raise CnnkitError(f"'cnnkit serve' needs the serve extra ({exc.name} is missing); run: "
+                          "pip install 'cnnkit[serve]'") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this address can use the playground, "
+              "including starting training runs; it has no login.", file=sys.stderr)
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
+          "Ctrl-C stops it)", flush=True)
+    uvicorn.run(create_app(args.checkpoints), host=args.host, port=args.port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:
