@@ -9,6 +9,7 @@ every batch's loss from the loss computation the loop already makes.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import threading
 import time
 import traceback
@@ -26,6 +27,15 @@ from .pictures import filters_picture
 
 FILTER_SNAPSHOTS_PER_EPOCH = 8
 TEST_IMAGES = 1000  # validation on a fixed slice of the test set keeps an epoch's end quick
+
+
+@functools.lru_cache(maxsize=2)
+def cached_dataset(name: str) -> DatasetBundle:
+    """A couple of seconds to read and check MNIST; kept for the next run (the training images are never
+    modified: runs take subsets, which are copies)."""
+    from ..data import load_dataset
+
+    return load_dataset(name)
 
 
 class TrainRequest(BaseModel):
@@ -102,7 +112,6 @@ class TrainingManager:
         self.checkpoints_dir = Path(checkpoints_dir)
         self.job: TrainingJob | None = None
         self._lock = threading.Lock()
-        self._datasets: dict[str, DatasetBundle] = {}
 
     def start(self, request: TrainRequest) -> TrainingJob:
         with self._lock:
@@ -128,19 +137,12 @@ class TrainingManager:
             name, suffix = f"{base}-{suffix}", suffix + 1
         return name
 
-    def _dataset(self, name: str) -> DatasetBundle:
-        from ..data import load_dataset
-
-        if name not in self._datasets:  # a couple of seconds to read; kept for the next run
-            self._datasets[name] = load_dataset(name)
-        return self._datasets[name]
-
     def _run(self, job: TrainingJob) -> None:
         from ..models import create_model
 
         request = job.request
         try:
-            full = self._dataset(request.dataset)
+            full = cached_dataset(request.dataset)
             order = torch.randperm(len(full.train), generator=torch.Generator().manual_seed(request.seed))
             count = min(request.train_images, len(full.train))
             data = DatasetBundle(full.name, full.train.subset(order[:count]),
