@@ -25,6 +25,7 @@ import json
 import logging
 import traceback
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -147,7 +148,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
             return {"checkpoint": name, **filters_picture(loaded.model)}
 
     @app.post("/api/draw")
-    async def draw(checkpoint: str = Form(...), image: UploadFile = File(...)):
+    async def draw(checkpoint: Annotated[str, Form()], image: Annotated[UploadFile, File()]):
         picture = decode_upload(await image.read(), image.content_type, image.filename or "drawing")
         loaded = checkpoints.load(checkpoint)
 
@@ -163,7 +164,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
         return {"examples": [{"name": n, "url": f"/examples/{n}"} for n in list_examples()]}
 
     @app.post("/api/photo")
-    async def photo(image: UploadFile | None = File(None), example: str | None = Form(None)):
+    async def photo(image: Annotated[UploadFile | None, File()] = None, example: Annotated[str | None, Form()] = None):
         if image is not None and example:
             raise ImageError("Send either an image or an example name, not both.")
         if example:

@@ -63,7 +63,8 @@ class PhotoClassifier:
         names = config["class_names"]
         return {
             "model": PHOTO_MODEL,
-            "labels": [{"label": names[i], "index": i, "p": p} for p, i in zip(top.values.tolist(), top.indices.tolist())],
+            "labels": [{"label": names[i], "index": i, "p": p}
+                       for p, i in zip(top.values.tolist(), top.indices.tolist())],
             "gradcam_layer": layer, "gradcam_class": names[best],
             "input": png_data_url(np.asarray(crop)),
             "overlay": png_data_url(overlay_heatmap(crop, heatmap)),
