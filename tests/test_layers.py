@@ -31,7 +31,7 @@ from cnnkit.layers import (
 torch.set_num_threads(1)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     groups=st.sampled_from([1, 2, 3]),
     channels_per_group=st.integers(1, 3),

@@ -324,7 +324,11 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
                              numel * element_bytes, numel * element_bytes * batch_size,
                              None if rf is None else int(rf), jump, im2col_shape, im2col_bytes))
 
+    # Layers the forward pass did not use (GoogLeNet's auxiliary classifiers in eval mode) still count in the
+    # totals, since they are trained and saved; their share is reported separately.
+    used = {id(p) for name in order for p in modules[name].parameters()}
     params = {id(p): p for p in model.parameters()}.values()
+    unused = sum(p.numel() for p in params if id(p) not in used)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
     total_macs = flop_counter.get_total_flops() // 2 // batch_size
@@ -334,6 +338,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
         "params": trainable + frozen,
         "trainable_params": trainable,
         "frozen_params": frozen,
+        "unused_params": unused,
         "param_bytes": sum(p.numel() * element_bytes for p in params),
         "macs": total_macs,
         "flops": 2 * total_macs,
@@ -397,6 +402,8 @@ def format_summary(report: Summary) -> str:
     rule = "-" * len(line(header))
     params_line = (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} "
                    f"frozen), {format_bytes(t['param_bytes'])}")
+    if t["unused_params"]:
+        params_line += f"; {t['unused_params']:,} of them in layers this forward pass does not use"
     macs_line = (f"multiply-accumulates per instance: {t['macs']:,} ({format_count(t['macs'])}MACs = "
                  f"{format_count(t['flops'])}FLOPs); batch: {format_count(t['batch_macs'])}MACs")
     memory_line = (f"activation memory (layer outputs): {format_bytes(t['activation_bytes'])} per instance, "

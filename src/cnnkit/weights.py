@@ -300,7 +300,8 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     if not path.exists():
         tags = [t for m, t in list_pretrained(model_name)] if model_name else []
         hint = f"registered tags for {model_name}: {', '.join(tags)}" if tags else (
-            f"no pretrained tags are registered for {model_name or 'this model'}")
+            f"no pretrained tags are registered for {model_name or 'this model'}; give the path of a checkpoint you "
+            f"have, e.g. a torchvision .pth file or a cnnkit run folder")
         raise CheckpointError(f"pretrained={spec_text!r} is neither an existing file or run folder nor a registered "
                               f"tag ({hint})")
     metadata = read_checkpoint_metadata(path) if path.is_dir() else None
