@@ -153,7 +153,7 @@ def curves(run_dir: str | Path, out_dir: str | Path) -> dict[str, np.ndarray]:
 
 def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
               start: Mapping[str, torch.Tensor] | None = None, num_examples: int = 1000, resolution: int = 21,
-              span: float = 1.0, seed: int = 0, points_per_pass: int = 4) -> dict[str, object]:
+              span: float = 1.0, seed: int = 0, points_per_pass: int = 1) -> dict[str, object]:
     """``landscape.png`` (contour + surface on two filter-normalised directions), ``landscape.json`` (grid and
     curvature statistics, for comparing two networks) and, with a ``start`` state dict (e.g. the
     initial checkpoint), ``interpolation.png``: the loss along the line from ``start`` to the model."""
