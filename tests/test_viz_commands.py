@@ -36,7 +36,8 @@ def test_image_commands_write_their_pictures(model, digit, tmp_path):
     out = tmp_path / "out"
     commands.filters(model, out, before=create_model("lenet5_relu", num_classes=3))
     maps = commands.maps(model, [digit, digit], out, mean=[0.1307], std=[0.3081])
-    assert list(maps) == commands.default_map_layers(model) == ["features.0", "features.3", "features.6"]
+    assert list(maps) == commands.default_map_layers(model, torch.zeros(1, 1, 32, 32)) == [
+        "features.0", "features.3", "features.6"]
     commands.maximize(model, [0, 2], out, layer="features.3", steps=3)
     result = commands.saliency(model, [digit], out, target=1, class_names=["zero", "one", "two"])
     assert result["target"].tolist() == [1]
@@ -75,3 +76,32 @@ def test_image_commands_take_a_preprocessed_batch(model, tmp_path):
                               std=[0.3081])
     assert result["gradcam"].shape == (2, 32, 32)
     assert (tmp_path / "gradcam.png").stat().st_size > 0
+
+
+class WithAuxiliaryHead(torch.nn.Module):
+    """Like GoogLeNet: an auxiliary head, defined after the main classifier, that runs only in training."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.body = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = torch.nn.Linear(6, 3)
+        self.aux = torch.nn.Sequential(torch.nn.Conv2d(4, 2, 1), torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 3))
+
+    def forward(self, x):
+        early = torch.relu(self.stem(x))
+        logits = self.fc(torch.relu(self.body(early)).mean(dim=(-2, -1)))
+        return (logits, self.aux(early)) if self.training else logits
+
+
+def test_defaults_follow_what_runs_not_what_is_defined(tmp_path):
+    from cnnkit.viz import feature_maps, penultimate_features
+
+    model = WithAuxiliaryHead()
+    images = torch.rand(2, 1, 8, 8)
+    assert commands.default_map_layers(model, images) == ["stem", "body"]
+    assert commands.default_gradcam_layer(model, images) == "body"
+    features, _ = penultimate_features(model, [(images, torch.tensor([0, 1]))])
+    assert features.shape == (2, 6)
+    with pytest.raises(UnknownNameError, match="did not run"):
+        feature_maps(model, images, ["aux.0"])

@@ -78,3 +78,13 @@ def test_curves_read_the_run_folder(tmp_path):
 def test_curves_without_metrics_say_what_was_expected(tmp_path):
     with pytest.raises(CheckpointError, match="metrics.csv"):
         commands.curves(tmp_path / "no-such-run", tmp_path)
+
+
+def test_confusion_picture_of_a_thousand_classes_stays_a_sensible_size(tmp_path):
+    from PIL import Image
+
+    from cnnkit.viz import plot_confusion
+
+    plot_confusion(torch.randint(0, 5, (1000, 1000)), tmp_path / "imagenet.png")
+    with Image.open(tmp_path / "imagenet.png") as image:
+        assert max(image.size) <= 2000

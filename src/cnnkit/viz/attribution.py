@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UnknownNameError
 from . import plots
 from .hooks import UnitOutOfRangeError, evaluation_mode, record_outputs
 
@@ -81,6 +82,9 @@ def gradcam(model: nn.Module, images: torch.Tensor, layer: str, target=None) -> 
     resolution, each scaled so its maximum is 1 (all zeros where no position supports the class)."""
     with evaluation_mode(model), record_outputs(model, [layer]) as recorded:
         scores, _ = _class_scores(model(images.detach()), target)
+        if layer not in recorded:
+            raise UnknownNameError(f"Layer {layer!r} did not run on this input in eval mode (auxiliary heads run "
+                                   "only in training); pick a layer of the main path.")
         activation = recorded[layer]
         if activation.ndim != 4:
             raise UnitOutOfRangeError(

@@ -32,7 +32,7 @@ from .confusion import confusion_matrix, plot_confusion
 from .curves import plot_curves, read_metrics
 from .embed import penultimate_features, plot_embedding, tsne
 from .filters import plot_filters
-from .hooks import find_layer, last_module_of_type
+from .hooks import executed_layers, find_layer
 from .images import input_spec, load_image
 from .landscape import fixed_subset, loss_along_line, loss_surface
 from .maps import feature_maps, plot_feature_maps
@@ -57,18 +57,20 @@ def _images(model: nn.Module, images: Images, mean, std, size) -> tuple[torch.Te
     return batch, spec.denormalize(batch)
 
 
-def default_map_layers(model: nn.Module) -> list[str]:
-    """The convolution layers, at most eight spread evenly from first to last."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+def default_map_layers(model: nn.Module, images: torch.Tensor) -> list[str]:
+    """The convolution layers that run on ``images``, at most eight spread evenly from first to last."""
+    names = executed_layers(model, images[:1], nn.Conv2d)
     if len(names) <= MAX_DEFAULT_MAP_LAYERS:
         return names
     picks = np.linspace(0, len(names) - 1, MAX_DEFAULT_MAP_LAYERS).round().astype(int)
     return [names[index] for index in picks]
 
 
-def default_gradcam_layer(model: nn.Module) -> str:
-    """The last convolution: the highest-level features that still have a spatial layout (Selvaraju et al.)."""
-    name = last_module_of_type(model, nn.Conv2d)
+def default_gradcam_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The last convolution to run: the highest-level features that still have a spatial layout
+    (Selvaraju et al. 2017)."""
+    names = executed_layers(model, images[:1], nn.Conv2d)
+    name = names[-1] if names else None
     if name is None:
         raise UnknownNameError(f"{type(model).__name__} has no nn.Conv2d layer to default to; pass --layer with a "
                                "layer that outputs (N, C, H, W) maps.")
@@ -85,7 +87,7 @@ def maps(model: nn.Module, images: Images, out_dir: str | Path,
          layers: Sequence[str] | None = None, mean=None, std=None, size=None) -> dict[str, torch.Tensor]:
     """``maps.png`` (``maps_<k>.png`` for the k-th image when several): feature maps of ``layers``."""
     images, display = _images(model, images, mean, std, size)
-    layers = list(layers) if layers else default_map_layers(model)
+    layers = list(layers) if layers else default_map_layers(model, images)
     for layer in layers:
         find_layer(model, layer)  # fail on a bad name before any work, with the list of valid ones
     result = feature_maps(model, images, layers)
@@ -120,7 +122,7 @@ def gradcam(model: nn.Module, images: Images, out_dir: str | Path, layer: str | 
             class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """``gradcam.png``: Grad-CAM of ``layer`` (default the last convolution) for ``target``."""
     images, display = _images(model, images, mean, std, size)
-    return attribution.explain(model, images, target, gradcam_layer=layer or default_gradcam_layer(model),
+    return attribution.explain(model, images, target, gradcam_layer=layer or default_gradcam_layer(model, images),
                                methods=(), display_images=display, png=Path(out_dir) / "gradcam.png",
                                class_names=class_names)
 
@@ -151,7 +153,7 @@ def curves(run_dir: str | Path, out_dir: str | Path) -> dict[str, np.ndarray]:
 
 def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
               start: Mapping[str, torch.Tensor] | None = None, num_examples: int = 1000, resolution: int = 21,
-              span: float = 1.0, seed: int = 0, points_per_pass: int = 4) -> dict[str, object]:
+              span: float = 1.0, seed: int = 0, points_per_pass: int = 1) -> dict[str, object]:
     """``landscape.png`` (contour + surface on two filter-normalised directions), ``landscape.json`` (grid and
     curvature statistics, for comparing two networks) and, with a ``start`` state dict (e.g. the
     initial checkpoint), ``interpolation.png``: the loss along the line from ``start`` to the model."""

@@ -13,6 +13,9 @@ from ..errors import DataError
 from . import plots
 from .hooks import evaluation_mode
 
+MAX_LABELLED_CLASSES = 50  # class names on the axes up to this many classes
+MAX_ANNOTATED_CLASSES = 20  # counts written in the cells up to this many
+
 
 def confusion_matrix(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                      num_classes: int | None = None) -> torch.Tensor:
@@ -39,16 +42,18 @@ def plot_confusion(matrix: torch.Tensor, png: str | Path, class_names: Sequence[
     shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
     classes = len(counts)
     names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
-    figure, (axis,) = plots.subplots(1, panel_size=max(4.0, 0.45 * classes + 2))
-    image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    # The figure grows with the class count up to a cap: 1000 ImageNet classes must not make a 50,000-pixel PNG.
+    figure, (axis,) = plots.subplots(1, panel_size=min(max(4.0, 0.45 * classes + 2), 14.0))
+    image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
     figure.colorbar(image, ax=axis, fraction=0.046)
-    axis.set_xticks(range(classes), names, rotation=90, fontsize=8)
-    axis.set_yticks(range(classes), names, fontsize=8)
+    if classes <= MAX_LABELLED_CLASSES:
+        axis.set_xticks(range(classes), names, rotation=90, fontsize=8)
+        axis.set_yticks(range(classes), names, fontsize=8)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     axis.set_title(f"confusion matrix (accuracy {100 * accuracy:.2f}%)")
-    if classes <= 20:
+    if classes <= MAX_ANNOTATED_CLASSES:
         for row in range(classes):
             for column in range(classes):
                 colour = "white" if shown[row, column] > 0.5 * shown.max() else "black"

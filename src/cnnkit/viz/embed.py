@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..errors import UnknownNameError
 from . import plots
-from .hooks import evaluation_mode, last_module_of_type, record_inputs, record_outputs
+from .hooks import evaluation_mode, record_last_input, record_outputs
 
 
 def penultimate_features(
@@ -22,15 +22,11 @@ def penultimate_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of the examples in ``batches``: (N, D) float and (N,) long.
 
-    By default the features are the *input* of the last ``nn.Linear`` (the classifier), which is the
-    penultimate representation in every zoo model; with ``layer`` they are that layer's output, flattened.
+    By default the features are the *input* of the last ``nn.Linear`` to run (the classifier), which is
+    the penultimate representation in every zoo model; with ``layer`` they are that layer's output, flattened.
     """
     if layer is None:
-        classifier = last_module_of_type(model, nn.Linear)
-        if classifier is None:
-            raise UnknownNameError(f"{type(model).__name__} has no nn.Linear classifier; pass layer= to choose "
-                                   "which layer's output to embed.")
-        recorder, key = record_inputs(model, classifier), classifier
+        recorder, key = record_last_input(model, nn.Linear), "input"
     else:
         recorder, key = record_outputs(model, [layer]), layer
     features, labels, seen = [], [], 0
@@ -39,6 +35,9 @@ def penultimate_features(
             if max_examples is not None and seen >= max_examples:
                 break
             model(images)
+            if key not in recorded:
+                raise UnknownNameError(f"{type(model).__name__} ran no nn.Linear classifier; pass layer= to choose "
+                                       "which layer's output to embed.")
             features.append(recorded[key].flatten(1).float().cpu())
             labels.append(torch.as_tensor(targets).cpu())
             seen += len(images)

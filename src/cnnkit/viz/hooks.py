@@ -36,20 +36,30 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def last_module_of_type(model: nn.Module, kind: type[nn.Module]) -> str | None:
-    """Name of the last submodule of type ``kind`` in definition order, or None."""
-    found = None
-    for name, module in model.named_modules():
-        if name and isinstance(module, kind):
-            found = name
-    return found
-
-
 def first_module_of_type(model: nn.Module, kind: type[nn.Module]) -> str | None:
     for name, module in model.named_modules():
         if name and isinstance(module, kind):
             return name
     return None
+
+
+def executed_layers(model: nn.Module, images: torch.Tensor, kind: type[nn.Module] = nn.Module) -> list[str]:
+    """Names of the submodules of type ``kind`` that run when ``model`` (in eval mode) reads ``images``, in the
+    order they first run. Definition order can mislead: GoogLeNet defines its auxiliary heads, which only
+    run in training, after its main classifier."""
+    order: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda *_, name=name: order.append(name) if name not in order else None)
+        for name, module in model.named_modules()
+        if name and isinstance(module, kind)
+    ]
+    try:
+        with torch.no_grad(), evaluation_mode(model):
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
 
 
 @contextlib.contextmanager
@@ -82,19 +92,25 @@ def record_outputs(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str,
 
 
 @contextlib.contextmanager
-def record_inputs(model: nn.Module, name: str) -> Iterator[dict[str, torch.Tensor]]:
-    """Like :func:`record_outputs`, for the (first) input of a layer: the classifier's input is the
-    penultimate-layer feature vector."""
-    recorded: dict[str, torch.Tensor] = {}
+def record_last_input(model: nn.Module, kind: type[nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, after a forward pass ``recorded["input"]`` is the input of the *last* module of type
+    ``kind`` that ran (and ``recorded["name"]`` its name): with ``nn.Linear`` that is the final classifier's
+    input, the penultimate-layer features, whatever else the model defines."""
+    recorded: dict = {}
 
-    def hook(module, inputs):
-        recorded[name] = inputs[0]
+    def make_hook(name: str):
+        def hook(module, inputs):
+            recorded["input"], recorded["name"] = inputs[0], name
 
-    handle = find_layer(model, name).register_forward_pre_hook(hook)
+        return hook
+
+    handles = [module.register_forward_pre_hook(make_hook(name))
+               for name, module in model.named_modules() if name and isinstance(module, kind)]
     try:
         yield recorded
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

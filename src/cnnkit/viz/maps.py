@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..errors import UnknownNameError
 from . import plots
 from .hooks import evaluation_mode, record_outputs
 
@@ -27,6 +28,10 @@ def feature_maps(
     """
     with torch.no_grad(), evaluation_mode(model), record_outputs(model, layers) as recorded:
         model(images)
+        idle = [name for name in layers if name not in recorded]
+        if idle:
+            raise UnknownNameError(f"Layers {', '.join(idle)} exist but did not run on this input in eval mode "
+                                   "(auxiliary heads run only in training); pick layers of the main path.")
         result = {name: recorded[name].detach() for name in layers}
     if png is not None:
         plot_feature_maps(result, png, display_image, max_channels)
