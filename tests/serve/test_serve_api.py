@@ -9,6 +9,7 @@ import struct
 import zlib
 
 import pytest
+import torch
 from conftest import TRAINED_RUN, drawn_one, png_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -127,7 +128,8 @@ def test_draw_returns_probabilities_and_maps(client, checkpoints_dir):
     from cnnkit.train.checkpoint import load_model_checkpoint
 
     model, _ = load_model_checkpoint(checkpoints_dir / TRAINED_RUN)
-    assert [m["layer"] for m in body["maps"]] == [layer for _, layer in map_layers(model)]
+    assert [m["layer"] for m in body["maps"]] == [layer for _, layer in map_layers(model, torch.zeros(1, 1, 32, 32))]
+    assert [m["layer"] for m in body["maps"]] == ["features.0", "features.3", "features.6", "classifier.1"]
     assert body["maps"][0]["shape"] == [6, 14, 14]  # conv 5x5 on 32x32, then 2x2 max-pooling
 
 
@@ -139,15 +141,9 @@ def test_drawing_is_centred_like_mnist():
     rows, cols = pixels.nonzero(as_tuple=True)
     assert rows.max() - rows.min() + 1 == 20  # the longer side scaled to 20 of 28 pixels
     total = pixels.sum()
-    centre_row = (pixels.sum(1) * torch_arange(28)).sum() / total
-    centre_col = (pixels.sum(0) * torch_arange(28)).sum() / total
+    centre_row = (pixels.sum(1) * torch.arange(28)).sum() / total
+    centre_col = (pixels.sum(0) * torch.arange(28)).sum() / total
     assert abs(centre_row - 13.5) <= 1 and abs(centre_col - 13.5) <= 1
-
-
-def torch_arange(n):
-    import torch
-
-    return torch.arange(n, dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------- bad uploads

@@ -32,6 +32,7 @@ class PhotoClassifier:
         self._lock = threading.Lock()
         self._model = None
         self._config: dict | None = None
+        self._gradcam_layer: str | None = None
 
     def _load(self):
         from ..models import create_model
@@ -58,7 +59,9 @@ class PhotoClassifier:
                 probabilities = torch.softmax(model(batch).float(), dim=1)[0]
             top = probabilities.topk(top_k)
             best = int(top.indices[0])
-            layer = default_gradcam_layer(model)
+            if self._gradcam_layer is None:  # the same network every time: find its last convolution once
+                self._gradcam_layer = default_gradcam_layer(model, batch)
+            layer = self._gradcam_layer
             heatmap = gradcam(model, batch, layer, target=best)[0]
         names = config["class_names"]
         return {

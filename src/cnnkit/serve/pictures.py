@@ -10,6 +10,7 @@ from torch import nn
 from ..predict import preprocess_from_meta
 from ..viz import conv_weights, feature_maps, plots
 from ..viz.filters import filter_images
+from ..viz.hooks import executed_layers
 from .images import colourise, grey_or_colour, png_data_url
 
 MAX_MAP_LAYERS = 8
@@ -30,16 +31,18 @@ def filters_picture(model: nn.Module) -> dict:
     return {"layer": layer, "shape": list(weights.shape), "image": png_data_url(grey_or_colour(grid))}
 
 
-def map_layers(model: nn.Module) -> list[tuple[str, str]]:
+def map_layers(model: nn.Module, batch: torch.Tensor) -> list[tuple[str, str]]:
     """(layer to record, weighted layer it belongs to) for each convolution, subsampling and hidden fully
     connected layer, at most MAX_MAP_LAYERS spread from first to last.
 
     Each weighted layer is shown after its activation, normalisation and pooling, i.e. the output of the last
     module before the next weighted one: that is what the next layer reads, and what the papers draw. The
-    model's last module is left out; its output is the bar chart.
+    model's last module is left out; its output is the bar chart. Layers are taken in the order they run on
+    ``batch`` (definition order misleads: GoogLeNet defines auxiliary heads that only run in training).
     """
-    leaves = [(name, module) for name, module in model.named_modules()
-              if name and not any(True for _ in module.children())]
+    modules = dict(model.named_modules())
+    leaves = [(name, modules[name]) for name in executed_layers(model, batch[:1])
+              if not any(True for _ in modules[name].children())]
     last = len(leaves) - 1
 
     def is_weighted(module: nn.Module) -> bool:
@@ -59,7 +62,7 @@ def map_layers(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def maps_pictures(model: nn.Module, batch: torch.Tensor) -> list[dict]:
-    pairs = map_layers(model)
+    pairs = map_layers(model, batch)
     outputs = feature_maps(model, batch, [recorded for recorded, _ in pairs])
     pictures = []
     for recorded, layer in pairs:
