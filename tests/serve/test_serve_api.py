@@ -4,6 +4,7 @@ the one-training-run rule, and a server that keeps answering after failures."""
 import base64
 import io
 import json
+import random
 import shutil
 import struct
 import zlib
@@ -176,6 +177,14 @@ def test_decompression_bomb_is_refused_before_decoding(client):
 def test_upload_over_the_size_limit_is_refused(client):
     response = draw(client, b"\x89PNG" + b"\0" * (MAX_UPLOAD_BYTES + 1))
     assert response.status_code == 413 and "5 MB" in response.json()["error"]
+
+
+def test_upload_limit_is_configurable(checkpoints_dir):
+    noise = Image.frombytes("L", (64, 64), random.Random(0).randbytes(64 * 64))  # ~4 KB as PNG: incompressible
+    with TestClient(create_app(checkpoints_dir, max_upload_bytes=2000)) as small_limit:
+        response = draw(small_limit, png_bytes(noise))
+        assert response.status_code == 413 and "limited to 1.95 KB" in response.json()["error"]
+        assert draw(small_limit, png_bytes(Image.new("L", (8, 8)))).status_code == 200
 
 
 def test_streamed_upload_without_length_is_cut_off(client):

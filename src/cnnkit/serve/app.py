@@ -37,7 +37,7 @@ from .. import __version__
 from ..errors import CnnkitError, ImageError
 from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError, http_status
-from .images import MAX_UPLOAD_BYTES, decode_upload, drawing_to_input
+from .images import MAX_UPLOAD_BYTES, decode_upload, drawing_to_input, readable_size
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
 from .pictures import draw_response, filters_picture
 from .training import TrainingManager, TrainRequest
@@ -87,8 +87,8 @@ class RequestBodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send):
-        limit = (self.max_bytes - MULTIPART_OVERHEAD) // 2**20
-        response = JSONResponse({"error": f"The request is too large; uploads are limited to {limit} MB."},
+        limit = readable_size(self.max_bytes - MULTIPART_OVERHEAD)
+        response = JSONResponse({"error": f"The request is too large; uploads are limited to {limit}."},
                                 status_code=413)
         await response({"type": "http"}, None, send)
 
@@ -149,7 +149,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
 
     @app.post("/api/draw")
     async def draw(checkpoint: Annotated[str, Form()], image: Annotated[UploadFile, File()]):
-        picture = decode_upload(await image.read(), image.content_type, image.filename or "drawing")
+        picture = decode_upload(await image.read(), image.content_type, image.filename or "drawing", max_upload_bytes)
         loaded = checkpoints.load(checkpoint)
 
         def run():
@@ -177,7 +177,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
             data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
         else:
             raise ImageError("No image: upload a file in the 'image' field or name an example.")
-        picture = decode_upload(data, content_type, name)
+        picture = decode_upload(data, content_type, name, max_upload_bytes)
         result = await asyncio.to_thread(photos.classify, picture)
         return {"source": name, **result}
 

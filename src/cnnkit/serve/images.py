@@ -25,11 +25,16 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 ALLOWED_CONTENT_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/x-ms-bmp"}
 
 
-def decode_upload(data: bytes, content_type: str | None, filename: str = "upload") -> Image.Image:
+def readable_size(size: int) -> str:
+    return f"{size / 2**20:.3g} MB" if size >= 2**20 else f"{size / 2**10:.3g} KB"
+
+
+def decode_upload(data: bytes, content_type: str | None, filename: str = "upload",
+                  max_bytes: int = MAX_UPLOAD_BYTES) -> Image.Image:
     """The first frame of an uploaded image as an RGB Pillow image, upright (EXIF orientation applied)."""
-    if len(data) > MAX_UPLOAD_BYTES:
+    if len(data) > max_bytes:
         raise UploadTooLargeError(f"{filename} is {len(data) / 2**20:.1f} MB; uploads are limited to "
-                                  f"{MAX_UPLOAD_BYTES // 2**20} MB. Use a smaller or more compressed image.")
+                                  f"{readable_size(max_bytes)}. Use a smaller or more compressed image.")
     if not data:
         raise ImageError(f"{filename} is empty; choose an image file.")
     declared = (content_type or "").split(";")[0].strip().lower()
