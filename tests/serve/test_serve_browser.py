@@ -98,15 +98,19 @@ def test_start_training_and_watch_the_curve_update(page):
     from playwright.sync_api import expect
 
     page.goto("/train")
-    page.fill("#train-images", "2000")
-    page.fill("#epochs", "2")
+    # All of MNIST for an epoch: long enough (seconds, even on a fast CPU) for the curve to be seen growing
+    # over several updates; the test then stops it, which still evaluates and saves the model.
+    page.fill("#train-images", "60000")
+    page.fill("#epochs", "1")
     page.click("#start")
-    loss_curve = page.locator("#loss-curve")
-    page.wait_for_function("Number(document.querySelector('#loss-curve').dataset.points) >= 2")
-    first = int(loss_curve.get_attribute("data-points"))
-    page.wait_for_function(f"Number(document.querySelector('#loss-curve').dataset.points) > {first}")
+    points = "Number(document.querySelector('#loss-curve').dataset.points)"
+    page.wait_for_function(f"{points} >= 2")
+    first = int(page.locator("#loss-curve").get_attribute("data-points"))
+    page.wait_for_function(f"{points} > {first}")
     expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:image/png"))
+    page.click("#stop")
     expect(page.locator("#result")).to_contain_text("Saved as", timeout=TRAINING_TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("stopped")
     expect(page.locator("#start")).to_be_enabled()
     screenshot(page, "train")
     run = page.locator("#result b").inner_text()

@@ -127,3 +127,5 @@ select.addEventListener("change", async () => {
 
 clearPad();
 loadCheckpoints();
+// Coming back from the Train page (or a terminal running `cnnkit train`): offer the new checkpoints.
+window.addEventListener("focus", loadCheckpoints);
