@@ -207,6 +207,19 @@ def test_server_keeps_serving_after_failures(client):
     assert draw(client, png_bytes(drawn_one())).status_code == 200
 
 
+def test_a_bug_becomes_a_json_500_and_the_server_carries_on(checkpoints_dir, monkeypatch):
+    app = create_app(checkpoints_dir)
+
+    def broken(picture, top_k=5):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(app.state.photos, "classify", broken)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.post("/api/photo", data={"example": "golden_gate.jpg"})
+        assert response.status_code == 500 and "simulated bug" in response.json()["error"]
+        assert test_client.get("/api/checkpoints").status_code == 200
+
+
 # ------------------------------------------------------------------------------------------------------ photo
 def test_photo_example_gives_five_labels_and_gradcam(client):
     examples = client.get("/api/photo/examples").json()["examples"]

@@ -149,10 +149,11 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
 
     @app.post("/api/draw")
     async def draw(checkpoint: Annotated[str, Form()], image: Annotated[UploadFile, File()]):
-        picture = decode_upload(await image.read(), image.content_type, image.filename or "drawing", max_upload_bytes)
-        loaded = checkpoints.load(checkpoint)
+        data = await image.read()
 
-        def run():
+        def run():  # decoding, loading and the forward pass stay off the event loop, so events keep flowing
+            loaded = checkpoints.load(checkpoint)  # a bad name is refused before the upload is even decoded
+            picture = decode_upload(data, image.content_type, image.filename or "drawing", max_upload_bytes)
             batch = drawing_to_input(picture, loaded.meta["image_shape"])
             with loaded.lock:
                 return {"checkpoint": checkpoint, **draw_response(loaded.model, loaded.meta, batch)}
@@ -177,9 +178,11 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
             data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
         else:
             raise ImageError("No image: upload a file in the 'image' field or name an example.")
-        picture = decode_upload(data, content_type, name, max_upload_bytes)
-        result = await asyncio.to_thread(photos.classify, picture)
-        return {"source": name, **result}
+
+        def run():
+            return photos.classify(decode_upload(data, content_type, name, max_upload_bytes))
+
+        return {"source": name, **await asyncio.to_thread(run)}
 
     @app.post("/api/train", status_code=202)
     def start_training(settings: TrainRequest):
