@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ..predict import preprocess_from_meta
 from ..viz import conv_weights, feature_maps, plots
 from ..viz.filters import filter_images
@@ -79,6 +80,9 @@ def maps_pictures(model: nn.Module, batch: torch.Tensor) -> list[dict]:
 @torch.no_grad()
 def classify(model: nn.Module, meta: dict, batch_uint8: torch.Tensor) -> tuple[list[dict], torch.Tensor]:
     """Probabilities of every class, in class order, and the preprocessed batch the model read."""
+    if not meta.get("classes"):
+        raise CheckpointError(f"The checkpoint of {meta['model'].get('name')} has no class names: it is not a "
+                              "classifier, so there is nothing to predict for a drawing.")
     batch = preprocess_from_meta(meta)(batch_uint8)
     logits = model(batch).float()
     probabilities = torch.softmax(logits, dim=1)[0].tolist()
