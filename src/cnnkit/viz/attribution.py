@@ -81,7 +81,9 @@ def gradcam(model: nn.Module, images: torch.Tensor, layer: str, target=None) -> 
     """Grad-CAM heatmaps for ``layer`` (a convolutional layer, usually the last): (N, H, W) at the input's
     resolution, each scaled so its maximum is 1 (all zeros where no position supports the class)."""
     with evaluation_mode(model), record_outputs(model, [layer]) as recorded:
-        scores, _ = _class_scores(model(images.detach()), target)
+        # The input requires grad so the graph exists even when every parameter is frozen (a fine-tuned
+        # backbone, or weights loaded with requires_grad=False).
+        scores, _ = _class_scores(model(images.detach().requires_grad_(True)), target)
         if layer not in recorded:
             raise UnknownNameError(f"Layer {layer!r} did not run on this input in eval mode (auxiliary heads run "
                                    "only in training); pick a layer of the main path.")
