@@ -39,6 +39,7 @@ def test_image_commands_write_their_pictures(model, digit, tmp_path):
     assert list(maps) == commands.default_map_layers(model, torch.zeros(1, 1, 32, 32)) == [
         "features.0", "features.3", "features.6"]
     commands.maximize(model, [0, 2], out, layer="features.3", steps=3)
+    commands.maximize(model, [1], out, target="logit", steps=2, class_names=["zero", "one", "two"])
     result = commands.saliency(model, [digit], out, target=1, class_names=["zero", "one", "two"])
     assert result["target"].tolist() == [1]
     result = commands.gradcam(model, [digit], out)

@@ -40,10 +40,20 @@ def _class_scores(logits: torch.Tensor, target) -> tuple[torch.Tensor, torch.Ten
     return logits.gather(1, target.view(-1, 1)).squeeze(1), target
 
 
+def scale_to_percentile(maps: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
+    """Divide each non-negative (H, W) map by its ``percentile``-th value and clip at 1. Gradient maps have a
+    few extreme pixels; scaling by the maximum would leave everything else invisible (Smilkov et al. 2017
+    clip at the 99th percentile for the same reason)."""
+    flat = maps.flatten(1)
+    scale = torch.quantile(flat, percentile / 100, dim=1).clamp_min(1e-12)
+    return (maps / scale.view(-1, *([1] * (maps.ndim - 1)))).clamp(max=1.0)
+
+
 def saliency(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
-    """Vanilla gradient saliency: (N, H, W), the largest |gradient| over channels, each map scaled to [0, 1]."""
+    """Vanilla gradient saliency: (N, H, W), the largest |gradient| over channels, scaled by
+    :func:`scale_to_percentile` into [0, 1]."""
     with evaluation_mode(model):
-        return plots.scale_each(_input_gradient(model, images, target).abs().amax(dim=1))
+        return scale_to_percentile(_input_gradient(model, images, target).abs().amax(dim=1))
 
 
 def _input_gradient(model: nn.Module, images: torch.Tensor, target) -> torch.Tensor:
@@ -62,7 +72,8 @@ def smoothgrad(
     seed: int = 0,
 ) -> torch.Tensor:
     """SmoothGrad: mean |gradient| over ``samples`` noisy copies, noise std ``noise_level`` times each image's
-    value range; (N, H, W) scaled to [0, 1]. The target is fixed from the clean image so noise cannot flip it."""
+    value range; (N, H, W) scaled like :func:`saliency`. The target is fixed from the clean image so noise
+    cannot flip it."""
     generator = torch.Generator().manual_seed(seed)
     with evaluation_mode(model):
         if target is None:
@@ -74,14 +85,16 @@ def smoothgrad(
         for _ in range(samples):
             noise = torch.randn(images.shape, generator=generator).to(images) * sigma
             total += _input_gradient(model, images + noise, target).abs()
-    return plots.scale_each((total / samples).amax(dim=1))
+    return scale_to_percentile((total / samples).amax(dim=1))
 
 
 def gradcam(model: nn.Module, images: torch.Tensor, layer: str, target=None) -> torch.Tensor:
     """Grad-CAM heatmaps for ``layer`` (a convolutional layer, usually the last): (N, H, W) at the input's
     resolution, each scaled so its maximum is 1 (all zeros where no position supports the class)."""
     with evaluation_mode(model), record_outputs(model, [layer]) as recorded:
-        scores, _ = _class_scores(model(images.detach()), target)
+        # The input requires grad so the graph exists even when every parameter is frozen (a fine-tuned
+        # backbone, or weights loaded with requires_grad=False).
+        scores, _ = _class_scores(model(images.detach().requires_grad_(True)), target)
         if layer not in recorded:
             raise UnknownNameError(f"Layer {layer!r} did not run on this input in eval mode (auxiliary heads run "
                                    "only in training); pick a layer of the main path.")

@@ -100,12 +100,14 @@ def maps(model: nn.Module, images: Images, out_dir: str | Path,
 
 def maximize(model: nn.Module, units: Sequence[int], out_dir: str | Path, layer: str | None = None,
              target: str = "channel", steps: int = 200, parameterization: str = "fourier", seed: int = 0,
-             mean=None, std=None, size=None, **prior) -> torch.Tensor:
+             mean=None, std=None, size=None, class_names: Sequence[str] | None = None, **prior) -> torch.Tensor:
     """``maximize.png``: one optimised image per unit; ``prior`` overrides :class:`MaximizeSettings` fields
-    (``l2_weight``, ``tv_weight``, ``jitter``, ``blur_every``, ...). Returns the images in [0, 1]."""
+    (``l2_weight``, ``tv_weight``, ``jitter``, ``blur_every``, ...); ``class_names`` title logit panels.
+    Returns the images in [0, 1]."""
     settings = MaximizeSettings(steps=steps, parameterization=parameterization, seed=seed, **prior)
     result = maximize_activation(model, input_spec(model, size=size, mean=mean, std=std), units, layer, target,
-                                 settings=settings, png=Path(out_dir) / "maximize.png")
+                                 settings=settings, png=Path(out_dir) / "maximize.png",
+                                 unit_names=class_names if target == "logit" else None)
     return result.images
 
 

@@ -185,12 +185,14 @@ def maximize_activation(
     position: tuple[int, int] | None = None,
     settings: MaximizeSettings = MaximizeSettings(),
     png: str | Path | None = None,
+    unit_names: Sequence[str] | None = None,
 ) -> MaximizationResult:
     """Find, for each of ``units``, an image (of the shape ``spec`` describes) that maximises it.
 
     ``target``: ``"channel"`` (mean of a channel of ``layer``), ``"neuron"`` (one position of a channel,
     default the centre) or ``"logit"`` (a class score of the model's output; ``layer`` must be None).
-    All units are optimised together, one image each, and with ``png`` drawn side by side.
+    All units are optimised together, one image each, and with ``png`` drawn side by side (titled with
+    ``unit_names[unit]`` when given, e.g. the class names for logits).
     """
     if target not in TARGETS:
         raise UnknownNameError(f"Unknown target {target!r}: use one of {', '.join(TARGETS)}.")
@@ -243,15 +245,17 @@ def maximize_activation(
             final = activations(final_images).detach().cpu()
     result = MaximizationResult(units, final_images.cpu(), spec.normalize(final_images).cpu(), start, final)
     if png is not None:
-        plot_maximization(result, png, title=where if target != "logit" else "class logits")
+        plot_maximization(result, png, title=where if target != "logit" else "class logits", unit_names=unit_names)
     return result
 
 
-def plot_maximization(result: MaximizationResult, png: str | Path, title: str = "") -> Path:
-    """One panel per unit, titled with the activation reached."""
+def plot_maximization(result: MaximizationResult, png: str | Path, title: str = "",
+                      unit_names: Sequence[str] | None = None) -> Path:
+    """One panel per unit, titled with its name (or index) and the activation reached."""
     figure, axes = plots.subplots(len(result.units), panel_size=2.5)
     for axis, unit, image, value in zip(axes, result.units, result.images, result.final_activation):
-        plots.show(axis, plots.for_display(image), f"unit {unit}: {value:.3g}")
+        name = unit_names[unit] if unit_names is not None and unit < len(unit_names) else f"unit {unit}"
+        plots.show(axis, plots.for_display(image), f"{name}: {value:.3g}")
     if title:
         figure.suptitle(title)
     return plots.save(figure, png)
