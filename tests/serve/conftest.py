@@ -18,15 +18,15 @@ SERVER_START_SECONDS = 30
 
 @pytest.fixture(scope="session")
 def checkpoints_dir(tmp_path_factory, shared_data) -> Path:
-    """A checkpoints folder holding one LeNet-5 (ReLU) trained for an epoch on 1,000 MNIST digits: enough
-    for every page to have something to show, in a few seconds."""
+    """A checkpoints folder holding one LeNet-5 (ReLU) trained for an epoch on 512 MNIST digits: a real run
+    folder written by the Trainer, in a second or two; the tests check what the pages show, not how well."""
     from cnnkit import TrainConfig, Trainer, create_model
     from cnnkit.data.datasets import DatasetBundle
     from cnnkit.serve.training import cached_dataset
 
     root = tmp_path_factory.mktemp("checkpoints")
     full = cached_dataset("mnist")
-    data = DatasetBundle(full.name, full.train.subset(torch.arange(1000)), full.test.subset(torch.arange(300)),
+    data = DatasetBundle(full.name, full.train.subset(torch.arange(512)), full.test.subset(torch.arange(200)),
                          full.classes, full.mean, full.std)
     torch.manual_seed(0)
     model = create_model("lenet5_relu")
