@@ -256,10 +256,10 @@ def test_photo_refuses_a_bad_upload(client):
 
 
 # ------------------------------------------------------------------------------------------------------ train
-def read_events(client, until: str) -> list[tuple[str, dict]]:
+def read_events(client, until: str, url: str = "/api/train/events", headers=None) -> list[tuple[str, dict]]:
     """Events of the current run from the start, up to and including the first of type ``until``."""
     events = []
-    with client.stream("GET", "/api/train/events") as stream:
+    with client.stream("GET", url, headers=headers or {}) as stream:
         kind = None
         for line in stream.iter_lines():
             if line.startswith("event: "):
@@ -303,6 +303,11 @@ def test_one_training_run_at_a_time_and_stopping_keeps_the_checkpoint(client):
     batch_steps = [data["step"] for kind, data in events if kind == "batch"]
     assert batch_steps == sorted(batch_steps) and max(batch_steps) < 1  # stopped within the first epoch
     assert client.get("/api/train").json()["job"]["state"] == "stopped"
+    # A reconnecting page gets only what it missed; a garbled Last-Event-ID replays everything.
+    last_two = len(events) - 2
+    assert read_events(client, "done", f"/api/train/events?after={last_two}") == events[-1:]
+    assert read_events(client, "done", headers={"Last-Event-ID": str(last_two - 1)}) == events[-2:]
+    assert read_events(client, "done", headers={"Last-Event-ID": "x'; DROP"}) == events
 
     names = [r["name"] for r in client.get("/api/checkpoints").json()["checkpoints"]]
     assert run in names
