@@ -49,6 +49,8 @@ class TrainRequest(BaseModel):
 
 
 class LiveTrainer(Trainer):
+    """The Trainer, reporting every batch (and now and then its filters) to a job, and obeying its Stop."""
+
     def __init__(self, job: TrainingJob, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.job = job
@@ -104,7 +106,8 @@ class TrainingJob:
 
     def describe(self) -> dict:
         return {"run": self.run_name, "state": self.state, "settings": self.request.model_dump(),
-                "events": len(self.events), "stop_requested": self.stop_requested}
+                "events": len(self.events), "stop_requested": self.stop_requested,
+                "started": _dt.datetime.fromtimestamp(self.started, _dt.UTC).isoformat(timespec="seconds")}
 
 
 class TrainingManager:
