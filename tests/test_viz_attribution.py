@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cnnkit.errors import UnknownNameError
 from cnnkit.viz import UnitOutOfRangeError, explain, gradcam, saliency, smoothgrad, total_variation
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 SIZE, PATCH = 24, 8
 

@@ -9,6 +9,7 @@ from PIL import Image
 from cnnkit.errors import UnknownNameError
 from cnnkit.models.registry import create_model
 from cnnkit.viz import commands
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from PIL import Image
 from cnnkit.errors import ImageError, UnknownNameError
 from cnnkit.models.registry import create_model
 from cnnkit.viz import InputSpec, feature_maps, input_spec, layer_names, load_image
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 @pytest.fixture
