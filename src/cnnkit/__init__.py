@@ -1,5 +1,6 @@
 """cnnkit: build, train, transfer, inspect and apply convolutional neural networks, on PyTorch."""
 
+from .analysis import summary
 from .data import load_dataset
 from .errors import CnnkitError
 from .models import create_model, list_models, register_model
