@@ -8,13 +8,14 @@ from .train import TrainConfig, Trainer, load_model_checkpoint
 
 __version__ = "0.1.0"
 __all__ = [
-           "CnnkitError",
-           "TrainConfig",
-           "Trainer",
-           "__version__",
-           "create_model",
-           "list_models",
-           "load_dataset",
-           "load_model_checkpoint",
-           "register_model",
+    "CnnkitError",
+    "TrainConfig",
+    "Trainer",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_dataset",
+    "load_model_checkpoint",
+    "register_model",
+    "summary",
 ]
