@@ -17,9 +17,16 @@ linear layer read by softmax cross-entropy. ``lenet5_relu`` is the modern varian
 
 from __future__ import annotations
 
-import torch.nn as nn
+from torch import nn
 
-from ..layers import LENET_C3_TABLE, PartialConv2d, RBFOutput, ScaledTanh, TrainableSubsampling, lecun_uniform_
+from ..layers import (
+    LENET_C3_TABLE,
+    PartialConv2d,
+    RBFOutput,
+    ScaledTanh,
+    TrainableSubsampling,
+    lecun_uniform_,
+)
 from .registry import register_model
 
 

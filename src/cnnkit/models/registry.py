@@ -12,9 +12,10 @@ model (``model.cnnkit_config``) so a checkpoint can rebuild exactly the same net
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from ..errors import UnknownNameError, did_you_mean
 

@@ -1,0 +1,116 @@
+"""Batched augmentation on tensors: one call transforms a whole (N, C, H, W) batch on the CPU or the GPU.
+
+Per-sample Python work in the hot loop is what makes the usual Dataset + transforms pipeline slow; here
+each operation is a handful of tensor ops over the batch, with randomness from an explicit generator so
+that a resumed run draws exactly the same augmentations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None,
+                mode: str = "constant") -> torch.Tensor:
+    """Pad by ``padding`` on each side, then crop back to the original size at a random offset per image
+    (i.e. a random translation by up to ``padding`` pixels). ``mode``: 'constant' (zeros) or 'reflect'."""
+    if padding <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode=mode)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # n,1,h,1
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # n,1,1,w
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < p
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None, value: float = 0.0) -> torch.Tensor:
+    """Erase one ``size`` x ``size`` square per image at a random centre (DeVries & Taylor 2017); the square
+    may overlap the border, as in the paper, so the erased area varies."""
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), device=x.device, generator=generator)[:, None, None]
+    cx = torch.randint(0, w, (n,), device=x.device, generator=generator)[:, None, None]
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    half = size // 2
+    inside = (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    return x.masked_fill(inside[:, None], value)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    crop: int = 0  # random-crop padding in pixels (0: off)
+    crop_mode: str = "constant"
+    flip: bool = False
+    cutout: int = 0  # square size (0: off)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> AugmentConfig:
+        values = dict(values or {})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown augmentation option(s) {sorted(unknown)}; valid: crop, crop_mode, flip, cutout")
+        return cls(**values)
+
+
+class Preprocess:
+    """uint8 batch -> float batch the model reads: to [0, 1], fit to the model's input size, augment (when
+    training), normalise, and optionally channels_last. Runs wherever the batch is."""
+
+    def __init__(self, mean, std, input_size: tuple[int, int] | None = None, augment: AugmentConfig | None = None,
+                 channels_last: bool = False, dtype: torch.dtype = torch.float32):
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.input_size = tuple(input_size) if input_size else None
+        self.augment = augment or AugmentConfig()
+        self.channels_last, self.dtype = channels_last, dtype
+
+    def fit_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's 28x28 digits centred in
+        32x32, as in the paper); other sizes are resized bilinearly."""
+        if self.input_size is None or tuple(x.shape[-2:]) == self.input_size:
+            return x
+        (h, w), (th, tw) = x.shape[-2:], self.input_size
+        if h <= th and w <= tw and (th - h) % 2 == 0 and (tw - w) % 2 == 0:
+            return F.pad(x, ((tw - w) // 2, (tw - w) // 2, (th - h) // 2, (th - h) // 2))
+        return F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=h > th)
+
+    def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None):
+        x = images.to(self.dtype).div_(255)
+        x = self.fit_size(x)
+        if train:
+            a = self.augment
+            if a.crop:
+                x = random_crop(x, a.crop, generator, a.crop_mode)
+            if a.flip:
+                x = random_flip(x, generator)
+        x = normalize(x, self.mean, self.std)
+        if train and self.augment.cutout:
+            x = cutout(x, self.augment.cutout, generator)  # after normalising, so erased pixels are the mean
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def state(self) -> dict:
+        """What a checkpoint records so predict/eval convert images exactly as training did."""
+        return {"mean": list(self.mean), "std": list(self.std),
+                "input_size": list(self.input_size) if self.input_size else None}

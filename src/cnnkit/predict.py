@@ -1,0 +1,38 @@
+"""Classify image files with a trained checkpoint, converting each image the way the model was trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .data.augment import Preprocess
+from .data.formats import read_image
+from .errors import ImageError
+
+
+def preprocess_from_meta(meta: dict) -> Preprocess:
+    p = meta["preprocess"]
+    return Preprocess(p["mean"], p["std"], p.get("input_size"))
+
+
+@torch.no_grad()
+def predict_files(model: torch.nn.Module, meta: dict, files: list[str | Path], top_k: int = 5,
+                  invert: bool = False) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) for each image. Images of any size or mode are converted to the
+    training data's channels and size; ``invert`` flips dark-on-light drawings to MNIST's light-on-dark."""
+    channels, height, width = meta["image_shape"]
+    preprocess = preprocess_from_meta(meta)
+    batch = []
+    for f in files:
+        image = read_image(f, channels, (height, width))
+        batch.append(255 - image if invert else image)
+    if not batch:
+        raise ImageError("no image files given")
+    model.eval()
+    probabilities = torch.softmax(model(preprocess(torch.stack(batch))).float(), dim=1)
+    classes = meta["classes"]
+    k = min(top_k, len(classes))
+    top = probabilities.topk(k, dim=1)
+    return [[(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+            for values, indices in zip(top.values, top.indices)]

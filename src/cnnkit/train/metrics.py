@@ -1,0 +1,24 @@
+"""Classification metrics computed on tensors: top-k accuracy, confusion matrix, per-class accuracy."""
+
+from __future__ import annotations
+
+import torch
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
+    """How many targets are among the k highest logits, for each k (k larger than the class count counts all)."""
+    maxk = min(max(ks), logits.shape[1])
+    top = logits.topk(maxk, dim=1).indices
+    hits = top.eq(targets[:, None])
+    return {k: int(hits[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
+
+
+def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[true, predicted]."""
+    flat = targets.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    totals = confusion.sum(1).clamp(min=1)
+    return confusion.diag().float() / totals

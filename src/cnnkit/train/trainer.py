@@ -1,0 +1,412 @@
+"""The one training loop. Recipes, the CLI and the benchmarks all call :class:`Trainer`; none writes its own.
+
+    bundle = load_dataset("mnist")
+    model = create_model("lenet5")
+    Trainer(model, bundle, TrainConfig(epochs=10, lr=0.05), out="runs/lenet5").fit()
+
+Everything random in an epoch (shuffling, augmentation, dropout) is drawn from generators seeded by
+(seed, epoch). A run resumed from the checkpoint written after epoch k therefore replays epochs k+1... exactly
+as the uninterrupted run would have, and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import AugmentConfig, Preprocess
+from ..data.datasets import DatasetBundle
+from ..data.loader import epoch_generator, make_loader
+from ..errors import CnnkitError, TrainingDivergedError
+from . import checkpoint as ckpt
+from .metrics import confusion_matrix, per_class_accuracy, topk_correct
+from .optim import build_optimizer, build_schedule
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "onecycle"  # constant | step | plateau | cosine | onecycle
+    milestones: tuple[int, ...] = ()  # epochs at which `step` multiplies the LR by `gamma`
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    onecycle_pct: float = 0.25
+    plateau_metric: str = "val_loss"
+    plateau_patience: int = 2
+    plateau_factor: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    accumulate: int = 1  # batches whose gradients are summed before one optimiser step
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    val_split: float = 0.0  # fraction of the training set held out for validation; 0: validate on the test set
+    early_stopping: int | None = None  # stop after this many epochs without improving `plateau_metric`
+    augment: dict = dataclasses.field(default_factory=dict)  # crop, crop_mode, flip, cutout
+    input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int | None = None
+    num_workers: int = 2  # image-folder decoding processes
+    lr_multipliers: dict = dataclasses.field(default_factory=dict)  # {"parameter prefix": factor}
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise CnnkitError(f"Unknown training option(s) {unknown}. Valid options: {', '.join(sorted(names))}.")
+        values = dict(values)
+        for key in ("milestones", "betas"):
+            if key in values and values[key] is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "seconds",
+                  "images_per_second"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CnnkitError(f"--device {name} was asked for, but this machine has no CUDA GPU; use --device cpu.")
+    return device
+
+
+def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tuple[int, int] | None:
+    """Train at the data's native size unless asked otherwise or the architecture needs another: a model with
+    a fixed input (LeNet-5 reads 32x32, so MNIST's 28x28 digits are padded) gets exactly that, and one with a
+    minimum (AlexNet needs ~63 px) gets its paper's size when the images are smaller."""
+    if requested:
+        return (requested, requested)
+    cfg = getattr(model, "default_config", None) or {}
+    if not cfg:
+        return None
+    native, paper = tuple(image_shape[-2:]), tuple(cfg["input_size"][-2:])
+    fixed = cfg.get("min_input_size", 1) >= max(paper)
+    if (fixed and native != paper) or min(native) < cfg.get("min_input_size", 1):
+        return paper
+    return None
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, data: DatasetBundle, config: TrainConfig | None = None,
+                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int = 0, world_size: int = 1):
+        self.config = config = config or TrainConfig()
+        self.data, self.out = data, Path(out) if out else None
+        self.callbacks = list(callbacks)
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.device = resolve_device(config.device)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        if config.precision not in ("fp32", "bf16"):
+            raise CnnkitError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}.")
+        self.stop_requested = False
+
+        in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
+        if in_channels is not None and in_channels != data.image_shape[0]:
+            raise CnnkitError(f"The model reads {in_channels}-channel images but {data.name} has "
+                              f"{data.image_shape[0]}; build it with in_channels={data.image_shape[0]}.")
+        self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+
+        cfg = getattr(model, "default_config", None) or {}
+        mean = cfg.get("mean") or data.mean
+        std = cfg.get("std") or data.std
+        self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
+                                     AugmentConfig.from_dict(config.augment), config.channels_last)
+
+        train_set, val_set = data.train, data.test
+        self.val_source = "test"
+        if config.val_split > 0:
+            order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(config.seed))
+            n_val = int(round(len(order) * config.val_split))
+            train_set, val_set = data.train.subset(order[n_val:]), data.train.subset(order[:n_val])
+            self.val_source = f"{n_val} images held out of the training set"
+        loader_args = dict(seed=config.seed, device=self.device, rank=rank, world_size=world_size,
+                           num_workers=config.num_workers)
+        self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, **loader_args)
+        self.val_set = val_set
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
+                                         config.weight_decay, config.nesterov, config.betas, config.lr_multipliers)
+        steps = math.ceil(len(self.train_loader) / config.accumulate)
+        self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs, steps, config.milestones,
+                                       config.gamma, config.warmup_epochs, config.plateau_metric,
+                                       config.plateau_patience, config.plateau_factor, config.onecycle_pct)
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy; a model that returns auxiliary logits in training (GoogLeNet) adds them with the
+        weight it declares (``auxiliary_loss_weight``, 0.3 in the paper)."""
+        smoothing = self.config.label_smoothing
+        if isinstance(outputs, (tuple, list)):
+            main, *aux = outputs
+            weight = getattr(self.model, "auxiliary_loss_weight", 0.3)
+            loss = F.cross_entropy(main.float(), targets, label_smoothing=smoothing)
+            return loss + sum(weight * F.cross_entropy(a.float(), targets, label_smoothing=smoothing) for a in aux)
+        return F.cross_entropy(outputs.float(), targets, label_smoothing=smoothing)
+
+    def log(self, text: str) -> None:
+        if self.is_main:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------------------------------ training
+    def fit(self, resume: bool = False) -> dict:
+        config = self.config
+        if self.out and self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self._resume()
+            else:
+                ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
+        elif resume:
+            raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
+        start = time.perf_counter()
+        self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
+                 f"{torch.get_num_threads()} threads, validating on {self.val_source}")
+        while self.epoch < config.epochs and not self.stop_requested:
+            metrics = self.train_epoch(self.epoch + 1)
+            self.epoch += 1
+            self.history.append(metrics)
+            self.schedule.step_epoch(metrics)
+            stop = self._early_stopping(metrics)
+            if self.out and self.is_main:
+                self._write_epoch_files()
+            self.log(self.format_epoch(metrics))
+            for cb in self.callbacks:
+                cb(self, metrics)
+            if stop:
+                self.log(f"early stopping: {config.plateau_metric} did not improve for {config.early_stopping} epochs")
+                break
+        return self._finish(time.perf_counter() - start)
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model, "cnnkit_config", {}).get("name", type(self.model).__name__)
+
+    def train_epoch(self, epoch: int) -> dict:
+        config, model = self.config, self.model
+        model.train()
+        self.train_loader.set_epoch(epoch)
+        torch.manual_seed(epoch_generator(config.seed, epoch).initial_seed())  # dropout and other global draws
+        aug_generator = epoch_generator(config.seed, epoch, self.device)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, start = 0, time.perf_counter()
+        progress = self._progress_bar(len(self.train_loader), f"epoch {epoch}/{config.epochs}")
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (images, labels) in enumerate(self.train_loader, 1):
+            x = self.preprocess(images, train=True, generator=aug_generator)
+            with self.autocast():
+                outputs = self.forward_model(x)
+            loss = self.loss(outputs, labels)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
+                    f"{self.optimizer.param_groups[0]['lr']:.3g}). "
+                    + (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). " if self.out and epoch > 1 else "")
+                    + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
+            (loss / config.accumulate).backward()
+            if step % config.accumulate == 0 or step == len(self.train_loader):
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.schedule.step_batch()
+            logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+            total_loss += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            if progress is not None:
+                progress.update(1)
+                if step % 20 == 0:
+                    progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                                         img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if self.stop_requested:
+                break
+        if progress is not None:
+            progress.close()
+        seconds = time.perf_counter() - start
+        train = {"train_loss": total_loss.item() / max(seen, 1), "train_acc": 100.0 * correct.item() / max(seen, 1)}
+        val = self.evaluate(self.val_set)
+        return {"epoch": epoch, **train, "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
+                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                "images_per_second": round(seen / seconds, 1)}
+
+    def _progress_bar(self, total: int, desc: str):
+        if not (self.config.progress and self.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    @torch.no_grad()
+    def evaluate(self, dataset=None, with_confusion: bool = False) -> dict:
+        """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
+        confusion matrix and per-class accuracy."""
+        dataset = self.data.test if dataset is None else dataset
+        was_training = self.model.training
+        self.model.eval()
+        loader = make_loader(dataset, self.config.eval_batch_size, shuffle=False, device=self.device,
+                             num_workers=self.config.num_workers)
+        n_classes = len(self.data.classes)
+        total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
+        confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
+        for images, labels in loader:
+            with self.autocast():
+                logits = self.forward_model(self.preprocess(images))
+            logits = logits.float()
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            hits = topk_correct(logits, labels, (1, 5))
+            hits1, hits5, seen = hits1 + hits[1], hits5 + hits[5], seen + len(labels)
+            if with_confusion:
+                confusion += confusion_matrix(logits.argmax(1), labels, n_classes)
+        self.model.train(was_training)
+        result = {"loss": total_loss / max(seen, 1), "acc": 100.0 * hits1 / max(seen, 1),
+                  "top5": 100.0 * hits5 / max(seen, 1), "images": seen}
+        if with_confusion:
+            result["confusion"] = confusion.cpu()
+            result["per_class_acc"] = (100 * per_class_accuracy(confusion)).cpu()
+        return result
+
+    def _early_stopping(self, metrics: dict) -> bool:
+        patience = self.config.early_stopping
+        if not patience:
+            return False
+        value = metrics[self.config.plateau_metric]
+        higher_is_better = self.config.plateau_metric.endswith(("acc", "top5"))
+        improved = self.best is None or (value > self.best if higher_is_better else value < self.best)
+        if improved:
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= patience
+
+    def format_epoch(self, m: dict) -> str:
+        return (f"epoch {m['epoch']:>3}/{self.config.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
+                f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
+                f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
+
+    # ------------------------------------------------------------------------------------ run folder files
+    def run_description(self) -> dict:
+        return {"model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.name,
+                "config": self.config.to_dict()}
+
+    def checkpoint_meta(self) -> dict:
+        return {"dataset": self.data.name, "classes": list(self.data.classes), "preprocess": self.preprocess.state(),
+                "image_shape": list(self.data.image_shape), "epoch": self.epoch,
+                "metrics": self.history[-1] if self.history else {}, "train_config": self.config.to_dict()}
+
+    def _write_epoch_files(self) -> None:
+        state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs}
+        ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state)
+        ckpt.save_model_checkpoint(self.out, self.model, self.checkpoint_meta())
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
+
+    def _resume(self) -> None:
+        state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule)
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
+        self.log(f"resuming {self.out} after epoch {self.epoch}")
+
+    def _finish(self, wall_seconds: float) -> dict:
+        final = self.evaluate(self.data.test, with_confusion=True)
+        train_seconds = sum(m["seconds"] for m in self.history)
+        train_images = sum(m["seconds"] * m["images_per_second"] for m in self.history)
+        summary = {
+            "model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.describe(),
+            "epochs_completed": self.epoch, "test_loss": final["loss"], "test_acc": final["acc"],
+            "test_top5": final["top5"], "test_error": 100 - final["acc"], "test_top5_error": 100 - final["top5"],
+            "per_class_acc": {c: round(float(a), 2) for c, a in zip(self.data.classes, final["per_class_acc"])},
+            "wall_seconds": round(wall_seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "train_images_per_second": round(train_images / max(train_seconds, 1e-9), 1),
+            "config": self.config.to_dict(), "device": describe_device(self.device),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        }
+        if self.out and self.is_main:
+            ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
+            with open(self.out / "confusion.csv", "w") as f:
+                f.write("true\\predicted," + ",".join(self.data.classes) + "\n")
+                f.writelines(c + "," + ",".join(map(str, row)) + "\n" for c, row in zip(self.data.classes, final["confusion"].tolist()))
+            if self.history:
+                plot_curves(self.history, self.out / "curves.png", title=f"{self.model_name} on {self.data.name}")
+        self.log(f"test accuracy {final['acc']:.2f}% (top-5 {final['top5']:.2f}%), loss {final['loss']:.4f}; "
+                 f"{self.epoch} epochs in {wall_seconds:.1f}s" + (f"; run folder {self.out}" if self.out else ""))
+        return summary
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {os.cpu_count()}-core {platform.processor() or platform.machine()}"
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train beside validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [m["train_loss"] for m in history], "o-", label="train")
+    ax_loss.plot(epochs, [m["val_loss"] for m in history], "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(epochs, [m["train_acc"] for m in history], "o-", label="train")
+    ax_acc.plot(epochs, [m["val_acc"] for m in history], "s-", label="validation")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

@@ -1,0 +1,25 @@
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty download cache, so nothing leaks between tests or into ~/.cache."""
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets (CNNKIT_DATA, as .ci/run sets it); tests that need them fail loudly without them."""
+    root = Path(os.environ.get("CNNKIT_DATA", REPO.parent / "shared" / "datasets"))
+    if not (root / "mnist").is_dir():
+        pytest.fail(f"real datasets not found at {root}; set CNNKIT_DATA=../shared/datasets")
+    return root

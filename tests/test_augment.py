@@ -1,0 +1,58 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnnkit.data.augment import AugmentConfig, Preprocess, cutout, random_crop, random_flip
+
+
+def ramp(n=4, c=2, h=8, w=8):
+    return torch.arange(n * c * h * w, dtype=torch.float32).reshape(n, c, h, w)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), h=st.integers(2, 12), w=st.integers(2, 12), pad=st.integers(0, 4))
+def test_random_crop_keeps_shape_and_is_a_translation(n, h, w, pad):
+    x = torch.rand(n, 3, h, w) + 1  # strictly positive so zero padding is recognisable
+    out = random_crop(x, pad, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (pad,) * 4)
+    for i in range(n):  # each output is exactly one window of the padded image
+        windows = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                   if torch.equal(padded[i, :, dy:dy + h, dx:dx + w], out[i])]
+        assert windows
+
+
+def test_flip_is_per_sample_and_an_involution():
+    x = ramp(64)
+    g = torch.Generator().manual_seed(3)
+    out = random_flip(x, g)
+    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(64)]
+    kept = [torch.equal(out[i], x[i]) for i in range(64)]
+    assert all(f or k for f, k in zip(flipped, kept)) and 10 < sum(flipped) < 54
+    assert torch.equal(random_flip(out, torch.Generator().manual_seed(3)), x)
+
+
+def test_cutout_erases_at_most_the_square():
+    x = torch.ones(32, 3, 16, 16)
+    out = cutout(x, 6, torch.Generator().manual_seed(0))
+    erased = (out[:, 0] == 0).flatten(1).sum(1)
+    assert (erased <= 36).all() and (erased > 0).all()
+    assert torch.equal((out == 0).all(1), (out[:, :1] == 0).squeeze(1))  # same square in every channel
+
+
+def test_augmentation_is_reproducible_from_the_generator():
+    pre = Preprocess((0.5,), (0.25,), augment=AugmentConfig(crop=2, flip=True, cutout=4))
+    images = torch.randint(0, 256, (16, 1, 12, 12), dtype=torch.uint8)
+    a = pre(images, train=True, generator=torch.Generator().manual_seed(7))
+    b = pre(images, train=True, generator=torch.Generator().manual_seed(7))
+    c = pre(images, train=True, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_preprocess_pads_small_images_and_normalises():
+    pre = Preprocess((0.5,), (0.5,), input_size=(32, 32))
+    images = torch.full((2, 1, 28, 28), 255, dtype=torch.uint8)
+    out = pre(images)
+    assert out.shape == (2, 1, 32, 32)
+    assert torch.allclose(out[:, :, 2:30, 2:30], torch.ones(1)) and torch.allclose(out[:, :, 0], -torch.ones(1))
+    assert Preprocess((0.5,), (0.5,), input_size=(16, 16))(images).shape == (2, 1, 16, 16)

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from cnnkit.errors import CheckpointError, TrainingDivergedError
+from cnnkit.models import create_model
+from cnnkit.train import TrainConfig, Trainer, load_model_checkpoint
+from cnnkit.train.checkpoint import save_model_checkpoint
+from helpers import bar_dataset
+
+FAST = dict(batch_size=32, lr=0.01, optimizer="adam", weight_decay=1e-4, progress=False,
+            augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64)
+
+
+def fresh_model(seed=0, name="lenet5_relu"):
+    torch.manual_seed(seed)
+    return create_model(name, num_classes=2)
+
+
+def test_fit_learns_and_writes_the_run_folder(tmp_path):
+    summary = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=3, **FAST), out=tmp_path).fit()
+    assert summary["test_acc"] > 90
+    for name in ("metrics.csv", "curves.png", "summary.json", "checkpoint.safetensors", "checkpoint.json",
+                 "last.safetensors", "config.json", "confusion.csv"):
+        assert (tmp_path / name).is_file(), name
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss") and len(rows) == 4
+    model, meta = load_model_checkpoint(tmp_path)
+    assert meta["classes"] == ["horizontal", "vertical"] and meta["epoch"] == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs_completed"] == 3
+
+
+def test_resume_continues_exactly(tmp_path):
+    data = bar_dataset()
+    full = Trainer(fresh_model(), data, TrainConfig(epochs=3, **FAST), out=tmp_path / "full")
+    full.fit()
+    # An interrupted run: the same seed, stopped after 2 of 3 epochs (as if killed during epoch 3).
+    part = Trainer(fresh_model(), data, TrainConfig(epochs=3, **FAST), out=tmp_path / "part")
+    part.callbacks.append(lambda trainer, metrics: setattr(trainer, "stop_requested", metrics["epoch"] == 2))
+    part.fit()
+    assert part.epoch == 2
+    resumed = Trainer(fresh_model(seed=123), data, TrainConfig(epochs=3, **FAST), out=tmp_path / "part")
+    resumed.fit(resume=True)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "part" / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=3, **FAST), out=tmp_path)
+    original_loss = trainer.loss
+
+    def poisoned(outputs, targets):
+        loss = original_loss(outputs, targets)
+        return loss * float("nan") if trainer.epoch == 1 else loss
+
+    trainer.loss = poisoned
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 1.*last.safetensors \(epoch 1\)"):
+        trainer.fit()
+    model, meta = load_model_checkpoint(tmp_path)
+    assert meta["epoch"] == 1 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_mismatched_checkpoint_lists_the_keys(tmp_path):
+    save_model_checkpoint(tmp_path, fresh_model(), {"classes": ["a", "b"]})
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta["model"]["name"] = "lenet5"
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="missing from the checkpoint.*features.s2.weight"):
+        load_model_checkpoint(tmp_path)
+
+
+def test_corrupt_checkpoint_is_detected(tmp_path):
+    save_model_checkpoint(tmp_path, fresh_model(), {"classes": ["a", "b"]})
+    weights = tmp_path / "checkpoint.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_model_checkpoint(tmp_path)
+
+
+def test_channel_mismatch_is_explained():
+    with pytest.raises(Exception, match="in_channels=1"):
+        Trainer(create_model("lenet5_relu", in_channels=3, num_classes=2), bar_dataset(), TrainConfig(**FAST))
