@@ -1,17 +1,18 @@
 """Attribution on a task whose answer is known: the class is decided by a small striped patch placed at a
 random position, so an honest explanation must point at the patch.
 
-The tiny CNN is trained with a plain loop in the fixture (about a second) because the project's Trainer is
-not merged yet; switch to it once it is.
+The tiny CNN is trained by the project's Trainer in the fixture (about a second).
 """
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
 from cnnkit.errors import UnknownNameError
+from cnnkit.train import TrainConfig, Trainer
 from cnnkit.viz import UnitOutOfRangeError, explain, gradcam, saliency, smoothgrad, total_variation
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 SIZE, PATCH = 24, 8
 
@@ -40,16 +41,17 @@ def trained():
         nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.ReLU(inplace=True),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2),
     )
-    images, labels, _ = patch_dataset(1024, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(4):
-        order = torch.randperm(len(images))
-        for start in range(0, len(images), 64):
-            batch = order[start:start + 64]
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    # The project's one training loop, on the images as uint8 with mean 0 and std 1, so that the Trainer's
+    # preprocessing gives back the float images the tests below feed the model.
+    def as_dataset(count, seed):
+        images, labels, _ = patch_dataset(count, seed)
+        return TensorImageDataset((images * 255).round().to(torch.uint8), labels, ["horizontal", "vertical"])
+
+    bundle = DatasetBundle("patches", as_dataset(1024, seed=0), as_dataset(128, seed=1), ["horizontal", "vertical"],
+                           mean=(0.0,), std=(1.0,))
+    config = TrainConfig(epochs=4, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0, schedule="constant",
+                         progress=False, eval_batch_size=128, device="cpu", num_threads=1)
+    Trainer(model, bundle, config).fit()
     return model.eval()
 
 

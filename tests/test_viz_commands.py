@@ -9,6 +9,7 @@ from PIL import Image
 from cnnkit.errors import UnknownNameError
 from cnnkit.models.registry import create_model
 from cnnkit.viz import commands
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 @pytest.fixture
@@ -28,7 +29,8 @@ def digit(tmp_path):
 
 def batches(count: int = 24):
     generator = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(count, 1, 32, 32, generator=generator), torch.randint(0, 3, (count,), generator=generator)
+    images = torch.rand(count, 1, 32, 32, generator=generator)
+    labels = torch.randint(0, 3, (count,), generator=generator)
     return [(images[start:start + 8], labels[start:start + 8]) for start in range(0, count, 8)]
 
 
@@ -55,7 +57,8 @@ def test_maps_rejects_an_unknown_layer_before_working(model, digit, tmp_path):
 
 def test_data_commands_write_pictures_and_numbers(model, tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n1,1,0.5,1,0.5,0.1,1\n")
+    header = "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds"
+    (tmp_path / "run" / "metrics.csv").write_text(f"{header}\n1,1,0.5,1,0.5,0.1,1\n")
     commands.curves(tmp_path / "run", tmp_path)
     matrix = commands.confusion(model, batches(), tmp_path, class_names=["a", "b", "c"])
     assert matrix.sum() == 24

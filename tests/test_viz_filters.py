@@ -9,6 +9,7 @@ import torch.nn as nn
 from cnnkit.errors import CheckpointError, UnknownNameError
 from cnnkit.models.registry import create_model
 from cnnkit.viz import conv_weights, plot_filters, spatial_autocorrelation
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 def gabor_filters(count: int, size: int = 5) -> torch.Tensor:

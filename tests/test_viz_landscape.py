@@ -12,6 +12,7 @@ from cnnkit.viz import (
     loss_along_line,
     loss_surface,
 )
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 def tiny_net(seed: int = 0) -> nn.Module:

@@ -7,6 +7,7 @@ import torch.nn as nn
 from cnnkit.errors import CnnkitError, UnknownNameError
 from cnnkit.viz import MaximizeSettings, UnitOutOfRangeError, maximize_activation, total_variation
 from cnnkit.viz.images import InputSpec
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 SPEC = InputSpec(3, 16, 16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

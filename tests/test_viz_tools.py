@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from cnnkit.errors import CheckpointError
 from cnnkit.viz import commands, penultimate_features
+from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 
 class FixedFeatures(nn.Module):

@@ -24,6 +24,8 @@ EXAMPLES = {
                "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background",
     "models": "example:\n  cnnkit models --family resnet",
     "datasets": "example:\n  cnnkit datasets",
+    "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
+               "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
     "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
              "  cnnkit serve --checkpoints runs --port 8080",
 }
@@ -48,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("datasets", "list the dataset catalog and which datasets are present locally")
     p.set_defaults(func=cmd_datasets)
+
+    p = command("summary", "per-layer shapes, parameters, multiply-accumulates, memory and receptive fields")
+    p.add_argument("model", help="model name (see 'cnnkit models')")
+    p.add_argument("--input", help="input size CxHxW or HxW (default: the model's native input)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation-memory column")
+    p.set_defaults(func=cmd_summary)
 
     p = command("train", "train a model with the one training loop")
     p.add_argument("model", nargs="?", help="model name (see 'cnnkit models'); may come from --recipe")
@@ -127,6 +135,12 @@ def cmd_datasets(args) -> None:
         print(f"{row['name']:<15} {'yes' if row['local'] else 'no':<6} {row['description']}")
     print(f"{'imagefolder:PATH':<15} {'':<6} a folder with one sub-folder per class (or train/ and val/ sub-folders)")
     print("searched: " + ", ".join(str(r) for r in data_roots()) + ", then the download mirrors")
+
+
+def cmd_summary(args) -> None:
+    from .analysis import summary
+
+    print(summary(args.model, args.input, batch_size=args.batch_size))
 
 
 def _parse_model_args(pairs: list[str]) -> dict:

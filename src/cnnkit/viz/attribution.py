@@ -32,7 +32,8 @@ def _class_scores(logits: torch.Tensor, target) -> tuple[torch.Tensor, torch.Ten
     if target.numel() == 1:
         target = target.expand(count)
     if target.numel() != count:
-        raise UnitOutOfRangeError(f"Got {target.numel()} target classes for {count} images; give one per image or one for all.")
+        raise UnitOutOfRangeError(f"Got {target.numel()} target classes for {count} images; "
+                                  "give one per image or one for all.")
     bad = target[(target < 0) | (target >= classes)]
     if bad.numel():
         raise UnitOutOfRangeError(f"Class {bad[0].item()} is out of range: the model has {classes} classes, "
@@ -122,7 +123,8 @@ def plot_attribution(display_images: torch.Tensor, heatmaps: dict[str, torch.Ten
         title = "input"
         if targets is not None:
             index = int(targets[row])
-            title = f"input: {class_names[index]}" if class_names and index < len(class_names) else f"input: class {index}"
+            named = class_names and index < len(class_names)
+            title = f"input: {class_names[index]}" if named else f"input: class {index}"
         plots.show(axes[row * columns], plots.for_display(display_images[row]), title)
         for column, (name, maps) in enumerate(heatmaps.items(), start=1):
             plots.overlay(axes[row * columns + column], display_images[row], maps[row], name)

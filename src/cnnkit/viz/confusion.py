@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DataError
+from ..train.metrics import confusion_matrix as count_confusions
 from . import plots
 from .hooks import evaluation_mode
 
@@ -25,10 +26,8 @@ def confusion_matrix(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
         for images, labels in batches:
             logits = model(images)
             classes = num_classes or logits.shape[1]
-            if counts is None:
-                counts = torch.zeros(classes, classes, dtype=torch.long)
-            pairs = torch.as_tensor(labels).long().cpu() * classes + logits.argmax(dim=1).cpu()
-            counts += torch.bincount(pairs, minlength=classes * classes).view(classes, classes)
+            batch_counts = count_confusions(logits.argmax(dim=1).cpu(), torch.as_tensor(labels).cpu(), classes)
+            counts = batch_counts if counts is None else counts + batch_counts
     if counts is None:
         raise DataError("The confusion matrix got no batches: the dataset split is empty. Check --data.")
     return counts

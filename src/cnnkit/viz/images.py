@@ -89,7 +89,8 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[flo
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise ImageError(f"{what} has {len(values)} values but the model takes {channels} channels; give 1 or {channels}.")
+        raise ImageError(f"{what} has {len(values)} values but the model takes {channels} channels; "
+                         f"give 1 or {channels}.")
     return values
 
 

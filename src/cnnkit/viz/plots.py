@@ -26,7 +26,8 @@ def scale_each(images: torch.Tensor) -> torch.Tensor:
     return scaled.view_as(images)
 
 
-def tile(images: torch.Tensor, columns: int | None = None, padding: int = 1, pad_value: float | None = None) -> np.ndarray:
+def tile(images: torch.Tensor, columns: int | None = None, padding: int = 1,
+         pad_value: float | None = None) -> np.ndarray:
     """Arrange an (N, C, H, W) batch with C in {1, 3} and values in [0, 1] into one (rows*H, columns*W[, 3])
     array, ``padding`` pixels of ``pad_value`` between images. The default pads grey images with NaN, which
     imshow leaves blank whatever the colour map, and colour images with white."""
