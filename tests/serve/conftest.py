@@ -1,18 +1,13 @@
 """Fixtures of the `cnnkit serve` tests: a small trained checkpoint, and the app served on a loopback port."""
 
-import io
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from serve_helpers import TRAINED_RUN, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts"
-TRAINED_RUN = "digits"
 SERVER_START_SECONDS = 30
 
 
@@ -34,25 +29,6 @@ def checkpoints_dir(tmp_path_factory, shared_data) -> Path:
                          num_workers=0)
     Trainer(model, data, config, out=root / TRAINED_RUN).fit()
     return root
-
-
-def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format)
-    return buffer.getvalue()
-
-
-def drawn_one() -> Image.Image:
-    """A canvas-sized drawing of a '1': a thick white vertical stroke on black."""
-    image = Image.new("RGB", (280, 280))
-    ImageDraw.Draw(image).line([(150, 50), (140, 230)], fill=(255, 255, 255), width=20)
-    return image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

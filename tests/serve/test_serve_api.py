@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 import torch
-from conftest import TRAINED_RUN, drawn_one, png_bytes
+from serve_helpers import TRAINED_RUN, drawn_one, png_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 
