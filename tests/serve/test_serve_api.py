@@ -327,6 +327,13 @@ def test_zoo_models_and_resnet18_summary(client):
     assert sum(s["params"] for s in body["stages"]) == 11_689_512
 
 
+def test_zoo_stage_of_parallel_branches_reports_their_concatenation(client):
+    body = client.get("/api/zoo/summary", params={"model": "googlenet"}).json()
+    stages = {s["name"]: s["output_shape"] for s in body["stages"]}
+    assert stages["inception3a"] == [256, 28, 28]  # Szegedy et al. 2014, Table 1: 64 + 128 + 32 + 32 maps
+    assert stages["inception5b"] == [1024, 7, 7]
+
+
 def test_zoo_input_size_changes_macs_not_parameters(client):
     small = client.get("/api/zoo/summary", params={"model": "resnet18", "input_size": "128x128"}).json()
     large = client.get("/api/zoo/summary", params={"model": "resnet18", "input_size": "256x256"}).json()

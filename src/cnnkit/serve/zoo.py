@@ -56,8 +56,38 @@ def zoo_summary(model: str, input_size: tuple[int, ...]) -> dict:
     totals = {key: t[key] for key in ("params", "trainable_params", "param_bytes", "macs", "flops",
                                       "activation_bytes", "input_bytes")}
     totals["output_shape"] = list(t["output_shape"])
-    return {"model": model, "input_size": list(input_size), "rows": rows, "totals": totals,
-            "stages": stages(rows)}
+    drawn = stages(rows)
+    for stage in drawn:  # a composite stage (an inception module) outputs more than its last leaf layer
+        stage["output_shape"] = module_output_shapes(model, input_size).get(stage["name"], stage["output_shape"])
+    return {"model": model, "input_size": list(input_size), "rows": rows, "totals": totals, "stages": drawn}
+
+
+@functools.lru_cache(maxsize=64)
+def module_output_shapes(model: str, input_size: tuple[int, ...]) -> dict[str, list[int]]:
+    """Output shape (without the batch) of every module that runs, from one pass on the meta device (shapes
+    only, no arithmetic)."""
+    import torch
+
+    from ..models.registry import create_model
+
+    with torch.device("meta"):
+        network = create_model(model, in_channels=input_size[0]).eval()
+    shapes: dict[str, list[int]] = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                shapes[name] = list(output.shape[1:])
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in network.named_modules() if name]
+    try:
+        with torch.no_grad():
+            network(torch.empty((1, *input_size), device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
 
 
 def stages(rows: list[dict]) -> list[dict]:
