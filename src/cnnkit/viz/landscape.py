@@ -236,21 +236,29 @@ def plot_line(ts: torch.Tensor, losses: torch.Tensor, png: str | Path) -> Path:
     return plots.save(figure, png)
 
 
-def plot_surface(surface: LossSurface, png: str | Path, title: str = "") -> Path:
-    """Contour plot and 3-D surface of the loss, side by side, with the curvature statistics in the title."""
+def plot_surface(surface: LossSurface, png: str | Path, title: str = "", clip_factor: float = 5.0) -> Path:
+    """Contour plot and 3-D surface of the loss, side by side, with the curvature statistics in the title.
+
+    Far from the minimum the loss can explode by orders of magnitude and flatten everything else in the
+    picture, so both plots stop at ``clip_factor`` times the loss at the centre (Li et al. likewise plot up to
+    a fixed loss). The statistics use the unclipped grid.
+    """
     alphas, betas = np.meshgrid(surface.alphas.numpy(), surface.betas.numpy(), indexing="ij")
     losses = surface.losses.numpy()
+    centre = losses[len(losses) // 2, len(losses) // 2]
+    ceiling = min(float(losses.max()), clip_factor * max(float(centre), 1e-6))
+    shown = np.minimum(losses, ceiling)
     figure = plots.plt.figure(figsize=(11, 5))
     contour_axis = figure.add_subplot(1, 2, 1)
-    levels = np.linspace(losses.min(), losses.max() + 1e-9, 30)
-    contours = contour_axis.contour(alphas, betas, losses, levels=levels, cmap="viridis")
+    levels = np.linspace(shown.min(), ceiling + 1e-9, 30)
+    contours = contour_axis.contour(alphas, betas, shown, levels=levels, cmap="viridis")
     contour_axis.clabel(contours, contours.levels[::5], fmt="%.3g", fontsize=7)
     contour_axis.plot(0, 0, "r+")
     contour_axis.set_xlabel("direction 1")
     contour_axis.set_ylabel("direction 2")
     surface_axis = figure.add_subplot(1, 2, 2, projection="3d")
-    surface_axis.plot_surface(alphas, betas, losses, cmap="viridis", linewidth=0, antialiased=True)
-    surface_axis.set_zlabel("loss")
+    surface_axis.plot_surface(alphas, betas, shown, cmap="viridis", linewidth=0, antialiased=True)
+    surface_axis.set_zlabel("loss" if ceiling >= losses.max() else f"loss (clipped at {ceiling:.3g})")
     stats = surface.statistics
     summary = ", ".join(f"{name} {value:.3g}" for name, value in stats.items())
     figure.suptitle(f"{title}\n{summary}" if title else summary, fontsize=9)
