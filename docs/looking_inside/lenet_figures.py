@@ -1,11 +1,12 @@
-"""Regenerate the Fashion-MNIST pictures of the README's "Looking inside" section with one command:
+"""Regenerate the Fashion-MNIST and MNIST pictures of the README's "Looking inside" section, one command each:
 
-    PYTHONPATH=src python docs/looking_inside/fashion_figures.py [--run runs/lenet5-fashion]
+    PYTHONPATH=src python docs/looking_inside/lenet_figures.py --data fashion-mnist [--run RUN_DIR]
+    PYTHONPATH=src python docs/looking_inside/lenet_figures.py --data mnist [--run RUN_DIR]
 
-It trains ``lenet5_relu`` on Fashion-MNIST with the one training loop (3 epochs, under a minute on a 2-core CPU),
-unless --run names a finished run folder. Then it draws training curves, the confusion matrix, a t-SNE of the
-penultimate features, feature maps, Grad-CAM, first-layer filters and class-logit maximisation. The PNGs land in
-``fashion/`` next to this script.
+It trains ``lenet5_relu`` with the one training loop (3 epochs, under a minute on a 2-core CPU), unless --run
+names a finished run folder on the same dataset. Then it draws training curves, the confusion matrix, a t-SNE of
+the penultimate features, feature maps, Grad-CAM, first-layer filters and class-logit maximisation. The PNGs land
+in ``fashion-mnist/`` or ``mnist/`` next to this script.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ REPO = HERE.parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, help="a finished lenet5_relu run on fashion-mnist (skips training)")
+    parser.add_argument("--data", choices=["fashion-mnist", "mnist"], default="fashion-mnist")
+    parser.add_argument("--run", type=Path, help="a finished lenet5_relu run on --data (skips training)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=HERE / "fashion")
+    parser.add_argument("--out", type=Path, help="default: a folder named after --data next to this script")
     args = parser.parse_args()
-    bundle = load_dataset("fashion-mnist")
+    args.out = args.out or HERE / args.data
+    bundle = load_dataset(args.data)
     torch.manual_seed(0)
     if args.run:
         model, meta = load_model_checkpoint(args.run)
@@ -41,7 +44,7 @@ def main() -> None:
     else:
         model = create_model("lenet5_relu", num_classes=len(bundle.classes))
         initial = {key: value.detach().clone() for key, value in model.state_dict().items()}
-        run_dir = REPO / "runs" / "lenet5-fashion"
+        run_dir = REPO / "runs" / f"lenet5-{args.data}"
         config = TrainConfig(epochs=args.epochs, lr=0.05, schedule="onecycle", progress=False)
         trainer = Trainer(model, bundle, config, out=run_dir)
         trainer.fit()
