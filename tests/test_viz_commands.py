@@ -46,6 +46,8 @@ def test_image_commands_write_their_pictures(model, digit, tmp_path):
     assert result["target"].tolist() == [1]
     result = commands.gradcam(model, [digit], out)
     assert result["gradcam"].shape == (1, 32, 32)
+    # The last convolution, features.6 (C5), outputs 1x1 maps; Grad-CAM defaults to the one before it.
+    assert commands.default_gradcam_layer(model, torch.zeros(1, 1, 32, 32)) == "features.3"
     for name in ("filters", "maps_0", "maps_1", "maximize", "saliency", "gradcam"):
         assert (out / f"{name}.png").stat().st_size > 0
 

@@ -67,14 +67,18 @@ def default_map_layers(model: nn.Module, images: torch.Tensor) -> list[str]:
 
 
 def default_gradcam_layer(model: nn.Module, images: torch.Tensor) -> str:
-    """The last convolution to run: the highest-level features that still have a spatial layout
-    (Selvaraju et al. 2017)."""
+    """The last convolution to run whose output still has a spatial layout (more than 1x1): the
+    highest-level features that can say *where* (Selvaraju et al. 2017). LeNet-5's C5 is a convolution with
+    1x1 output, so its Grad-CAM would be a constant."""
     names = executed_layers(model, images[:1], nn.Conv2d)
-    name = names[-1] if names else None
-    if name is None:
-        raise UnknownNameError(f"{type(model).__name__} has no nn.Conv2d layer to default to; pass --layer with a "
-                               "layer that outputs (N, C, H, W) maps.")
-    return name
+    spatial = []
+    if names:
+        shapes = feature_maps(model, images[:1], names)
+        spatial = [name for name in names if shapes[name].shape[-2] * shapes[name].shape[-1] > 1]
+    if not spatial:
+        raise UnknownNameError(f"{type(model).__name__} has no nn.Conv2d layer with spatial output to default to; "
+                               "pass --layer with a layer that outputs (N, C, H, W) maps.")
+    return spatial[-1]
 
 
 def filters(model: nn.Module, out_dir: str | Path, layer: str | None = None,

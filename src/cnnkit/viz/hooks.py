@@ -76,7 +76,8 @@ def record_outputs(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str,
     def make_hook(name: str):
         def hook(module, inputs, output):
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}, not a tensor; pick another layer")
+                raise CnnkitError(f"Layer {name!r} returns a {type(output).__name__}, not a tensor, so it cannot be "
+                                  "shown or differentiated; pick one of its submodules or a layer after it.")
             recorded[name] = output
             return output.clone()
 

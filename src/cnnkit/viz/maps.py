@@ -46,7 +46,7 @@ def plot_feature_maps(
 ) -> Path:
     """One panel per layer showing the first image's channels as a grid (each channel scaled on its own);
     ``image`` (C, H, W) in [0, 1], when given, is drawn first for reference. Fully connected outputs
-    (N, features) are folded into a square, one cell per feature."""
+    (N, features) and 1x1 maps are folded into a square, one cell per feature, scaled together."""
     count = len(maps) + (image is not None)
     figure, axes = plots.subplots(count, panel_size=4.0)
     axes = iter(axes)
@@ -54,7 +54,7 @@ def plot_feature_maps(
         plots.show(next(axes), plots.for_display(image), "input")
     for name, output in maps.items():
         first = output[0]
-        if first.ndim == 3:
+        if first.ndim == 3 and first.shape[-2] * first.shape[-1] > 1:
             channels = first[:max_channels].unsqueeze(1)
             grid = plots.tile(plots.scale_each(channels))
         else:

@@ -95,6 +95,6 @@ def save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")  # titles of wide image rows can fall outside otherwise
     plt.close(figure)
     return path
