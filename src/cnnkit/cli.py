@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation-memory column")
     p.set_defaults(func=cmd_summary)
 
+    from .viz.cli import add_parser as add_viz_parser
+
+    add_viz_parser(sub)
+
     p = command("train", "train a model with the one training loop")
     p.add_argument("model", nargs="?", help="model name (see 'cnnkit models'); may come from --recipe")
     p.add_argument("--data", help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
