@@ -12,14 +12,14 @@ STAMP  := $(VENV)/.cnnkit-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,pretrained,analysis]"
+	$(PY) -m pip install -q -e ".[dev,pretrained,analysis,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/demo-lenet5
-	@echo "Next: 'cnnkit predict runs/demo-lenet5 some_digit.png', 'cnnkit models', 'cnnkit --help'."
+	@echo "Next: 'cnnkit serve' and open http://127.0.0.1:8000 to draw digits for runs/demo-lenet5, classify photos, train live and explore the zoo; or 'cnnkit predict runs/demo-lenet5 some_digit.png', 'cnnkit models', 'cnnkit --help'."
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -5,19 +5,20 @@ import torch
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
 
 
-def bar_dataset(n_train=256, n_test=128, size=32, seed=0) -> DatasetBundle:
+def bar_dataset(n_train=256, n_test=128, size=32, seed=0, channels=1) -> DatasetBundle:
     """Two classes, learnable in a few steps: a bright horizontal or vertical bar at a random place."""
     g = torch.Generator().manual_seed(seed)
 
     def make(n):
         labels = torch.randint(0, 2, (n,), generator=g)
-        images = torch.randint(0, 40, (n, 1, size, size), generator=g, dtype=torch.uint8)
+        images = torch.randint(0, 40, (n, channels, size, size), generator=g, dtype=torch.uint8)
         where = torch.randint(4, size - 4, (n,), generator=g)
         for i in range(n):
             if labels[i] == 0:
-                images[i, 0, where[i], 4:-4] = 250
+                images[i, :, where[i], 4:-4] = 250
             else:
-                images[i, 0, 4:-4, where[i]] = 250
+                images[i, :, 4:-4, where[i]] = 250
         return TensorImageDataset(images, labels, ["horizontal", "vertical"])
 
-    return DatasetBundle("bars", make(n_train), make(n_test), ["horizontal", "vertical"], (0.1,), (0.2,))
+    return DatasetBundle("bars", make(n_train), make(n_test), ["horizontal", "vertical"], (0.1,) * channels,
+                         (0.2,) * channels)

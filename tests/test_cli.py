@@ -93,3 +93,15 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+def test_viz_commands_write_pictures(trained_run, tmp_path, capsys):
+    out = tmp_path / "viz"
+    image = tmp_path / "shapes" / "square" / "1.png"
+    for argv in (["filters", trained_run], ["maps", trained_run, image], ["gradcam", trained_run, image],
+                 ["curves", trained_run]):
+        code, _, err = run(capsys, "viz", *argv, "-o", out)
+        assert code == 0, err
+    assert {p.name for p in out.glob("*.png")} >= {"filters.png", "maps.png", "gradcam.png", "curves.png"}
+    code, _, err = run(capsys, "viz", "maps", trained_run, image, "--layer", "features.99", "-o", out)
+    assert code == 2 and "Valid names" in err and "features.0" in err

@@ -59,3 +59,9 @@ def test_unknown_names():
     opt = build_optimizer(torch.nn.Linear(1, 1), "sgd", lr=0.1)
     with pytest.raises(UnknownNameError, match="Valid names"):
         build_schedule(opt, "exponential", 1, 1)
+
+
+@pytest.mark.parametrize("steps", range(1, 11))
+def test_onecycle_survives_very_short_runs(steps):
+    values = lrs("onecycle", epochs=1, steps=steps)
+    assert len(values) == steps and all(0 < v <= 0.1 + 1e-9 for v in values)

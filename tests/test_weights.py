@@ -1,15 +1,15 @@
 """Weight loading: the ImageNet EfficientNet-Lite0 on a real photo, foreign layouts, cnnkit run folders, and
 errors that list the offending keys."""
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from cnnkit.train.checkpoint import save_model_checkpoint
 from PIL import Image
-from safetensors.torch import save_file
 
 from cnnkit.errors import CheckpointError
 from cnnkit.models import create_model
@@ -117,9 +117,7 @@ def test_cifar_resnet_third_party_layout_loads(tmp_path):
 def test_cnnkit_run_folder_round_trip_and_wrong_architecture(tmp_path):
     torch.manual_seed(0)
     source = create_model("resnet20", num_classes=10)
-    save_file(source.state_dict(), str(tmp_path / "checkpoint.safetensors"))
-    (tmp_path / "checkpoint.json").write_text(json.dumps(
-        {"model": {"name": "resnet20", "num_classes": 10, "in_channels": 3, "kwargs": {}}}))
+    save_model_checkpoint(tmp_path, source, {"classes": [str(i) for i in range(10)]})
     assert _same_weights(source, create_model("resnet20", pretrained=str(tmp_path)))
     with pytest.raises(CheckpointError, match=r"saved from 'resnet20'.*not 'resnet32'.*missing from the checkpoint "
                                               r"\(\d+\): layer1\.3\.conv1\.weight"):

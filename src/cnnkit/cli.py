@@ -41,6 +41,10 @@ EXAMPLES = {
   cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
   cnnkit segment --train --data segfolder:my_data --image-size 128 --out runs/unet-mine   # images/ + masks/
   cnnkit segment runs/unet-shapes picture.png -o overlay.png --mask-out mask.png""",
+    "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
+               "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
+    "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
+             "  cnnkit serve --checkpoints runs --port 8080",
 }
 
 
@@ -63,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("datasets", "list the dataset catalog and which datasets are present locally")
     p.set_defaults(func=cmd_datasets)
+
+    p = command("summary", "per-layer shapes, parameters, multiply-accumulates, memory and receptive fields")
+    p.add_argument("model", help="model name (see 'cnnkit models')")
+    p.add_argument("--input", help="input size CxHxW or HxW (default: the model's native input)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation-memory column")
+    p.set_defaults(func=cmd_summary)
+
+    from .viz.cli import add_parser as add_viz_parser
+
+    add_viz_parser(sub)
 
     p = command("train", "train a model with the one training loop")
     p.add_argument("model", nargs="?", help="model name (see 'cnnkit models'); may come from --recipe")
@@ -166,6 +180,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
             p.add_argument("--size", type=int, help="resize IMAGE so its longer side is N before segmenting")
             p.set_defaults(func=cmd_segment)
+
+    p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
+    p.add_argument("--checkpoints", type=Path, default=Path("runs"),
+                   help="folder of run folders offered on the Draw page; Train writes its runs here (default runs)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -226,6 +248,12 @@ def cmd_datasets(args) -> None:
         print(f"{row['name']:<15} {'yes' if row['local'] else 'no':<6} {row['description']}")
     print(f"{'imagefolder:PATH':<15} {'':<6} a folder with one sub-folder per class (or train/ and val/ sub-folders)")
     print("searched: " + ", ".join(str(r) for r in data_roots()) + ", then the download mirrors")
+
+
+def cmd_summary(args) -> None:
+    from .analysis import summary
+
+    print(summary(args.model, args.input, batch_size=args.batch_size))
 
 
 def _parse_model_args(pairs: list[str]) -> dict:
@@ -533,6 +561,23 @@ def cmd_segment(args) -> None:
     counts = torch.bincount(mask.flatten(), minlength=len(meta["classes"]))
     shares = ", ".join(f"{c} {100 * n / mask.numel():.1f}%" for c, n in zip(meta["classes"], counts.tolist()) if n)
     print(f"{out}: {shares}")
+
+
+def cmd_serve(args) -> None:
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as exc:
+        raise CnnkitError(f"'cnnkit serve' needs the serve extra ({exc.name} is missing); run: "
+                          "pip install 'cnnkit[serve]'") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this address can use the playground, "
+              "including starting training runs; it has no login.", file=sys.stderr)
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
+          "Ctrl-C stops it)", flush=True)
+    uvicorn.run(create_app(args.checkpoints), host=args.host, port=args.port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ wrong-shape keys, so a checkpoint of another architecture can never half-load.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import re
 from collections.abc import Callable
@@ -24,9 +23,8 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, UnknownNameError
-
-CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
-CHECKPOINT_METADATA = "checkpoint.json"
+from .train.checkpoint import META_FILE, read_checkpoint_meta
+from .train.checkpoint import MODEL_FILE as CHECKPOINT_WEIGHTS
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _IGNORED_MISSING = ("num_batches_tracked",)  # old checkpoints predate this batch-norm buffer
 
@@ -159,16 +157,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(data)
-
-
-def read_checkpoint_metadata(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / CHECKPOINT_METADATA
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,7 +292,7 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
             f"have, e.g. a torchvision .pth file or a cnnkit run folder")
         raise CheckpointError(f"pretrained={spec_text!r} is neither an existing file or run folder nor a registered "
                               f"tag ({hint})")
-    metadata = read_checkpoint_metadata(path) if path.is_dir() else None
+    metadata = read_checkpoint_meta(path) if (path / META_FILE).is_file() else None
     state = read_state_dict(path)
     try:
         load_state_dict_into(model, state, layout)

@@ -120,18 +120,13 @@ def read_checkpoint_meta(path: str | Path) -> dict:
 
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """load_state_dict, with an error that lists every missing, unexpected and wrongly shaped key."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def show(title, items):
-            return f"\n  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else "") if items else ""
-        raise CheckpointError(f"{source} does not match the model's architecture:" + show("missing keys", missing)
-                              + show("unexpected keys", unexpected) + show("shape mismatches", shapes)
-                              + "\nBuild the model the checkpoint was trained with (see its checkpoint.json).")
-    model.load_state_dict(state)
+    from ..weights import compare_state_dict
+
+    mismatch = compare_state_dict(model, state)
+    if not mismatch.ok:
+        raise CheckpointError(f"{source} does not match the model's architecture: {mismatch.describe()}. "
+                              "Build the model the checkpoint was trained with (see its checkpoint.json).")
+    model.load_state_dict(state, strict=False)  # keys verified above; only num_batches_tracked may be absent
 
 
 def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):

@@ -1,0 +1,113 @@
+"""Regenerate the README's screenshots of `cnnkit serve` (docs/images/serve-*.png).
+
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py
+
+Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
+minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the four
+pages and saves each as a palette PNG small enough to commit.
+"""
+
+import re
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+import uvicorn
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+
+from cnnkit import TrainConfig, Trainer, create_model
+from cnnkit.data.datasets import DatasetBundle
+from cnnkit.serve import create_app
+from cnnkit.serve.training import cached_dataset
+
+OUT = Path(__file__).resolve().parent / "images"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+MAX_BYTES = 150_000
+
+
+def train_digits(root: Path) -> None:
+    full = cached_dataset("mnist")
+    order = torch.randperm(len(full.train), generator=torch.Generator().manual_seed(0))
+    data = DatasetBundle(full.name, full.train.subset(order[:10_000]), full.test.subset(torch.arange(2000)),
+                         full.classes, full.mean, full.std)
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=3, lr=0.003, optimizer="adam", weight_decay=0.0, batch_size=64, progress=False,
+                         augment={"crop": 2})
+    Trainer(create_model("lenet5_relu"), data, config, out=root / "lenet5-relu-mnist").fit()
+
+
+def save_small(path: Path, width: int = 1100) -> None:
+    """Scale to ``width`` and reduce to a 128-colour palette until the file is under MAX_BYTES."""
+    image = Image.open(path).convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    for colours in (128, 64, 32):
+        image.quantize(colours, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        if path.stat().st_size <= MAX_BYTES:
+            return
+    sys.exit(f"{path} is {path.stat().st_size} bytes even with 32 colours; crop the page")
+
+
+def draw_seven(page) -> None:
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 70, box["y"] + 60)
+    page.mouse.down()
+    for x, y in [(210, 60), (190, 110), (150, 170), (130, 230)]:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=10)
+    page.mouse.up()
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        train_digits(root)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
+            page.set_default_timeout(120_000)
+
+            page.goto("/")
+            expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
+            draw_seven(page)
+            expect(page.locator("#maps figure")).to_have_count(4)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(OUT / "serve-draw.png"), full_page=True)
+
+            page.goto("/photo")
+            page.locator("#examples button").nth(1).click()
+            expect(page.locator("#labels li")).to_have_count(5)
+            page.screenshot(path=str(OUT / "serve-photo.png"), full_page=True)
+
+            page.goto("/train")
+            page.fill("#train-images", "3000")
+            page.fill("#epochs", "2")
+            page.click("#start")
+            expect(page.locator("#result")).to_contain_text("Saved as")
+            page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
+
+            page.goto("/zoo?model=resnet18&input_size=3x224x224")
+            expect(page.locator("#total-params")).to_have_text("11,689,512")
+            page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+            browser.close()
+        server.should_exit = True
+    for name in ("draw", "photo", "train", "zoo"):
+        save_small(OUT / f"serve-{name}.png")
+        print(OUT / f"serve-{name}.png", (OUT / f"serve-{name}.png").stat().st_size, "bytes")
+
+
+if __name__ == "__main__":
+    main()

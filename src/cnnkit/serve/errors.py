@@ -1,0 +1,61 @@
+"""Errors of the web playground. Each carries the HTTP status the API answers with; the app turns every
+CnnkitError into ``{"error": message}`` so a failed request never takes the server down."""
+
+from __future__ import annotations
+
+from ..errors import CheckpointError, CnnkitError, ImageError, ShapeError, UnknownNameError
+
+
+class UploadTooLargeError(ImageError):
+    http_status = 413
+
+
+class UnsupportedImageTypeError(ImageError):
+    http_status = 415
+
+
+class CheckpointNameError(CheckpointError):
+    """A checkpoint name that is not a plain folder name inside the configured checkpoints folder."""
+
+    http_status = 400
+
+
+class CheckpointNotFoundError(CheckpointError, UnknownNameError):
+    http_status = 404
+
+    def __str__(self) -> str:
+        return CnnkitError.__str__(self)
+
+
+class TrainingBusyError(CnnkitError):
+    """A second training job while one runs: the machine trains one model at a time."""
+
+    http_status = 409
+
+
+class NoTrainingError(CnnkitError):
+    http_status = 409
+
+
+class ModelUnavailableError(CnnkitError):
+    """A model the page needs (the pretrained EfficientNet-Lite0) cannot be loaded on this machine."""
+
+    http_status = 503
+
+
+def http_status(error: CnnkitError) -> int:
+    """The status for errors raised by the rest of cnnkit, which know nothing of HTTP."""
+    explicit = getattr(error, "http_status", None)
+    if explicit:
+        return explicit
+    if isinstance(error, UnknownNameError):
+        return 404
+    if isinstance(error, (ImageError, ShapeError)):
+        return 400
+    if isinstance(error, CheckpointError):
+        return 422  # the named checkpoint exists but cannot be used (corrupt, mismatched)
+    return 400
+
+
+class UnknownExampleError(UnknownNameError):
+    http_status = 404

@@ -1,0 +1,74 @@
+"""The Photo page: the pretrained EfficientNet-Lite0's top-5 ImageNet labels and a Grad-CAM overlay."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import CheckpointError
+from ..viz import gradcam
+from ..viz.commands import default_gradcam_layer
+from .errors import ModelUnavailableError
+from .images import overlay_heatmap, photo_to_input, png_data_url
+
+PHOTO_MODEL, PHOTO_WEIGHTS = "efficientnet_lite0", "imagenet"
+EXAMPLES_DIR = Path(__file__).with_name("examples")
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def list_examples() -> list[str]:
+    return sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+
+class PhotoClassifier:
+    """Loads the network on first use (about a second) rather than at start-up, so `cnnkit serve` starts at
+    once and the other pages work on machines without the pretrained weights."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._model = None
+        self._config: dict | None = None
+        self._gradcam_layer: str | None = None
+
+    def _load(self):
+        from ..models import create_model
+        from ..weights import pretrained_config
+
+        if self._model is None:
+            try:
+                model = create_model(PHOTO_MODEL, pretrained=PHOTO_WEIGHTS)
+            except CheckpointError as exc:
+                raise ModelUnavailableError(f"The Photo page needs the pretrained {PHOTO_MODEL}: {exc}") from None
+            self._config = pretrained_config(PHOTO_MODEL, PHOTO_WEIGHTS)
+            self._model = model.eval()
+        return self._model, self._config
+
+    def classify(self, image: Image.Image, top_k: int = 5) -> dict:
+        with self._lock:  # Grad-CAM hooks attach to the one shared model
+            model, config = self._load()
+            crop = photo_to_input(image, config["resize"], config["crop"], config["interpolation"])
+            pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
+            mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+            batch = (pixels - mean) / std
+            with torch.no_grad():
+                probabilities = torch.softmax(model(batch).float(), dim=1)[0]
+            top = probabilities.topk(top_k)
+            best = int(top.indices[0])
+            if self._gradcam_layer is None:  # the same network every time: find its last convolution once
+                self._gradcam_layer = default_gradcam_layer(model, batch)
+            layer = self._gradcam_layer
+            heatmap = gradcam(model, batch, layer, target=best)[0]
+        names = config["class_names"]
+        return {
+            "model": PHOTO_MODEL,
+            "labels": [{"label": names[i], "index": i, "p": p}
+                       for p, i in zip(top.values.tolist(), top.indices.tolist())],
+            "gradcam_layer": layer, "gradcam_class": names[best],
+            "input": png_data_url(np.asarray(crop)),
+            "overlay": png_data_url(overlay_heatmap(crop, heatmap)),
+        }

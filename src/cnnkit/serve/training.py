@@ -1,0 +1,177 @@
+"""The Train page's job: one small training run at a time, in a background thread, reported as events.
+
+The run is cnnkit's one training loop (:class:`~cnnkit.train.Trainer`) writing an ordinary run folder into the
+checkpoints folder, so the model appears in the Draw page's list after its first epoch. Trainer callbacks fire
+once per epoch, too rarely for a curve that moves during a one-epoch demo, so :class:`LiveTrainer` also reports
+every batch's loss from the loss computation the loop already makes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from ..data.datasets import DatasetBundle
+from ..errors import CnnkitError
+from ..train import TrainConfig, Trainer
+from .errors import NoTrainingError, TrainingBusyError
+from .pictures import filters_picture
+
+FILTER_SNAPSHOTS_PER_EPOCH = 8
+TEST_IMAGES = 1000  # validation on a fixed slice of the test set keeps an epoch's end quick
+
+
+@functools.lru_cache(maxsize=2)
+def cached_dataset(name: str) -> DatasetBundle:
+    """A couple of seconds to read and check MNIST; kept for the next run (the training images are never
+    modified: runs take subsets, which are copies)."""
+    from ..data import load_dataset
+
+    return load_dataset(name)
+
+
+class TrainRequest(BaseModel):
+    model: Literal["lenet5_relu", "lenet5"] = "lenet5_relu"
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    epochs: int = Field(2, ge=1, le=20)
+    lr: float = Field(0.003, gt=0, le=1)
+    train_images: int = Field(5000, ge=200, le=60000)
+    batch_size: int = Field(64, ge=8, le=512)
+    seed: int = Field(0, ge=0)
+
+
+class LiveTrainer(Trainer):
+    """The Trainer, reporting every batch (and now and then its filters) to a job, and obeying its Stop."""
+
+    def __init__(self, job: TrainingJob, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job = job
+        self.batches_per_epoch = len(self.train_loader)
+        self.batch_in_epoch = 0
+        self.snapshot_every = max(1, self.batches_per_epoch // FILTER_SNAPSHOTS_PER_EPOCH)
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.batch_in_epoch = 0
+        return super().train_epoch(epoch)
+
+    def loss(self, outputs, targets):
+        loss = super().loss(outputs, targets)
+        logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        self.batch_in_epoch += 1
+        step = self.epoch + self.batch_in_epoch / self.batches_per_epoch  # in epochs, for the x axis
+        self.job.publish("batch", {"epoch": self.epoch + 1, "step": round(step, 4),
+                                   "loss": float(loss.detach()),
+                                   "acc": 100.0 * float((logits.argmax(1) == targets).float().mean())})
+        if self.batch_in_epoch % self.snapshot_every == 0:
+            self.job.publish("filters", {"step": round(step, 4), **filters_picture(self.model)})
+        if self.job.stop_requested:
+            self.stop_requested = True  # the loop finishes this batch, evaluates and saves the checkpoint
+        return loss
+
+
+class TrainingJob:
+    def __init__(self, request: TrainRequest, run_name: str):
+        self.request, self.run_name = request, run_name
+        self.state = "starting"  # starting -> running -> finished | stopped | failed
+        self.stop_requested = False
+        self.events: list[dict] = []
+        self._lock = threading.Lock()
+        self.started = time.time()
+
+    def publish(self, kind: str, data: dict) -> None:
+        with self._lock:
+            self.events.append({"id": len(self.events), "type": kind, "data": data})
+
+    def finish(self, state: str, data: dict) -> None:
+        """The last event and the final state together, so a reader that sees the state also sees the event."""
+        with self._lock:
+            self.events.append({"id": len(self.events), "type": "done", "data": {"state": state, **data}})
+            self.state = state
+
+    def events_since(self, index: int) -> list[dict]:
+        with self._lock:
+            return self.events[index:]
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("finished", "stopped", "failed")
+
+    def describe(self) -> dict:
+        return {"run": self.run_name, "state": self.state, "settings": self.request.model_dump(),
+                "events": len(self.events), "stop_requested": self.stop_requested,
+                "started": _dt.datetime.fromtimestamp(self.started, _dt.UTC).isoformat(timespec="seconds")}
+
+
+class TrainingManager:
+    def __init__(self, checkpoints_dir: Path):
+        self.checkpoints_dir = Path(checkpoints_dir)
+        self.job: TrainingJob | None = None
+        self._lock = threading.Lock()
+
+    def start(self, request: TrainRequest) -> TrainingJob:
+        with self._lock:
+            if self.job is not None and not self.job.done:
+                raise TrainingBusyError(f"Training run {self.job.run_name!r} is still {self.job.state}; this "
+                                        "machine trains one model at a time. Wait for it to finish, or stop it.")
+            self.job = TrainingJob(request, self._new_run_name(request))
+        threading.Thread(target=self._run, args=(self.job,), name=f"train-{self.job.run_name}", daemon=True).start()
+        return self.job
+
+    def stop(self) -> TrainingJob:
+        job = self.job
+        if job is None or job.done:
+            raise NoTrainingError("No training run is in progress; start one first.")
+        job.stop_requested = True
+        return job
+
+    def _new_run_name(self, request: TrainRequest) -> str:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = f"{request.model}-{request.dataset}-{stamp}"
+        name, suffix = base, 2
+        while (self.checkpoints_dir / name).exists():
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        return name
+
+    def _run(self, job: TrainingJob) -> None:
+        from ..models import create_model
+
+        request = job.request
+        try:
+            full = cached_dataset(request.dataset)
+            order = torch.randperm(len(full.train), generator=torch.Generator().manual_seed(request.seed))
+            count = min(request.train_images, len(full.train))
+            data = DatasetBundle(full.name, full.train.subset(order[:count]),
+                                 full.test.subset(torch.arange(min(TEST_IMAGES, len(full.test)))),
+                                 full.classes, full.mean, full.std,
+                                 note=f"{count:,} training images, the first {TEST_IMAGES:,} test images")
+            torch.manual_seed(request.seed)
+            model = create_model(request.model, num_classes=len(data.classes), in_channels=data.image_shape[0])
+            config = TrainConfig(epochs=request.epochs, lr=request.lr, batch_size=request.batch_size,
+                                 optimizer="adam", weight_decay=0.0, schedule="onecycle", seed=request.seed,
+                                 progress=False, num_workers=0)
+            trainer = LiveTrainer(job, model, data, config, out=self.checkpoints_dir / job.run_name,
+                                  callbacks=[lambda t, metrics: job.publish("epoch", {**metrics, "run": job.run_name})])
+            job.state = "running"
+            job.publish("started", {"run": job.run_name, "settings": request.model_dump(),
+                                    "batches_per_epoch": trainer.batches_per_epoch, "data": data.describe(),
+                                    **filters_picture(model)})
+            if job.stop_requested:
+                trainer.stop_requested = True
+            summary = trainer.fit()
+            saved = summary["epochs_completed"] > 0  # stopped before the first batch: nothing to keep
+            job.finish("stopped" if job.stop_requested else "finished", {
+                "run": job.run_name, "epochs_completed": summary["epochs_completed"], "test_acc": summary["test_acc"],
+                "checkpoint": job.run_name if saved else None, **filters_picture(trainer.model)})
+        except CnnkitError as exc:
+            job.finish("failed", {"run": job.run_name, "error": str(exc)})
+        except Exception as exc:  # the server must outlive a bug in a run; the page shows what happened
+            traceback.print_exc()
+            job.finish("failed", {"run": job.run_name, "error": f"internal error: {type(exc).__name__}: {exc}"})

@@ -1,0 +1,156 @@
+"""``cnnkit viz SUBCOMMAND``: argument parsing over :mod:`cnnkit.viz.commands`.
+
+MODEL arguments are a cnnkit run folder (its checkpoint says how images were preprocessed and names the
+classes), or a zoo name, optionally with a pretrained tag: ``efficientnet_lite0:imagenet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import CnnkitError
+
+EXAMPLES = """examples:
+  cnnkit viz filters runs/demo-lenet5 -o viz/
+  cnnkit viz maps runs/demo-lenet5 digit.png --layer features.c1 features.c3
+  cnnkit viz maximize efficientnet_lite0:imagenet --target logit --unit 417 --unit 948
+  cnnkit viz gradcam efficientnet_lite0:imagenet photo.jpg --class 821
+  cnnkit viz saliency runs/demo-lenet5 digit.png
+  cnnkit viz embed runs/demo-lenet5 --data mnist
+  cnnkit viz confusion runs/demo-lenet5 --data mnist
+  cnnkit viz curves runs/demo-lenet5
+  cnnkit viz landscape runs/resnet20-cifar10 --data cifar10 --examples 500 --resolution 11"""
+
+
+def load_for_tools(spec: str):
+    """(model, info) for a run folder or ``NAME[:TAG]``; info holds classes, mean, std, size, dataset."""
+    from ..models.registry import create_model
+    from ..train.checkpoint import load_model_checkpoint
+
+    if Path(spec).exists():
+        model, meta = load_model_checkpoint(spec)
+        pre = meta["preprocess"]
+        size = tuple(pre["input_size"]) if pre.get("input_size") else tuple(meta["image_shape"][1:])
+        info = {"classes": meta["classes"], "mean": pre["mean"], "std": pre["std"], "size": size,
+                "dataset": meta.get("dataset")}
+        return model.eval(), info
+    name, _, tag = spec.partition(":")
+    model = create_model(name, pretrained=tag or None)
+    info = {"classes": None, "mean": None, "std": None, "size": None, "dataset": None}
+    if tag:
+        from ..weights import pretrained_config
+
+        cfg = pretrained_config(name, tag)
+        info.update(classes=cfg["class_names"], mean=cfg["mean"], std=cfg["std"], size=tuple(cfg["input_size"][1:]))
+    return model.eval(), info
+
+
+def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250):
+    """Preprocessed (images, labels) batches of a dataset's test split, converted as the model was trained."""
+    from ..data import Preprocess, load_dataset, make_loader
+
+    name = data or info.get("dataset")
+    if not name:
+        raise CnnkitError("Name the dataset with --data (mnist, fashion-mnist, cifar10, ...).")
+    bundle = load_dataset(name)
+    if info["classes"] is not None and list(bundle.classes) != list(info["classes"]):
+        raise CnnkitError(f"The model was trained on {len(info['classes'])} other classes than {name}'s "
+                          f"{len(bundle.classes)}; use the dataset it was trained on ({info.get('dataset')}).")
+    preprocess = Preprocess(info["mean"] or bundle.mean, info["std"] or bundle.std, info["size"])
+    test = bundle.test if limit >= len(bundle.test) else bundle.test.subset(range(limit))
+    for images, labels in make_loader(test, batch_size):
+        yield preprocess(images), labels
+
+
+def add_parser(sub) -> None:
+    viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
+                         "saliency, Grad-CAM, t-SNE, confusion, curves, loss landscape",
+                         description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    tools = viz.add_subparsers(dest="tool", metavar="TOOL")
+    tools.required = True
+
+    def tool(name, help_text, model=True):
+        p = tools.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        if model:
+            p.add_argument("model", metavar="MODEL",
+                           help="run folder, or NAME[:TAG] such as efficientnet_lite0:imagenet")
+        p.add_argument("-o", "--out", type=Path, default=Path("viz"), help="output folder (default viz/)")
+        p.set_defaults(func=run, tool=name)
+        return p
+
+    p = tool("filters", "kernels of the first convolution (or --layer) as a grid")
+    p.add_argument("--layer")
+    p.add_argument("--before", help="another checkpoint (e.g. the untrained model) to show beside it")
+    p = tool("maps", "feature maps of chosen layers for one input")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--layer", nargs="+", dest="layers", help="layer names (default: up to 8 convolutions)")
+    p = tool("maximize", "activation maximisation with natural-image priors")
+    p.add_argument("--layer", help="layer whose unit to maximise (not needed for --target logit)")
+    p.add_argument("--unit", type=int, action="append", required=True, help="channel, neuron or class index")
+    p.add_argument("--target", choices=["channel", "neuron", "logit"], default="channel")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--parameterization", choices=["fourier", "pixel"], default="fourier")
+    p.add_argument("--seed", type=int, default=0)
+    for name in ("saliency", "gradcam"):
+        p = tool(name, "vanilla gradients and SmoothGrad" if name == "saliency" else "Grad-CAM overlay")
+        p.add_argument("images", nargs="+", type=Path)
+        p.add_argument("--class", type=int, dest="target", help="class index to explain (default: the prediction)")
+        if name == "gradcam":
+            p.add_argument("--layer", help="convolution to read (default: the last with spatial output)")
+    for name, text in (("embed", "t-SNE of penultimate features of the test set"),
+                       ("confusion", "confusion matrix with class names"),
+                       ("landscape", "loss landscape: 2-D filter-normalised plane (and 1-D line with --start)")):
+        p = tool(name, text)
+        p.add_argument("--data", help="dataset (default: the one the model was trained on)")
+        p.add_argument("--examples", type=int, default=2000 if name != "landscape" else 1000)
+        if name == "landscape":
+            p.add_argument("--start", help="checkpoint at the other end of the 1-D interpolation")
+            p.add_argument("--resolution", type=int, default=21)
+            p.add_argument("--span", type=float, default=1.0)
+    p = tool("curves", "training curves of a run folder", model=False)
+    p.add_argument("run_dir", type=Path)
+
+
+def run(args) -> None:
+    from . import commands
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.tool == "curves":
+        commands.curves(args.run_dir, out)
+        return _done(out, "curves.png")
+    model, info = load_for_tools(args.model)
+    look = {"mean": info["mean"], "std": info["std"], "size": info["size"]}
+    if args.tool == "filters":
+        before = load_for_tools(args.before)[0] if args.before else None
+        commands.filters(model, out, args.layer, before)
+        return _done(out, "filters.png")
+    if args.tool == "maps":
+        commands.maps(model, [str(i) for i in args.images], out, args.layers, **look)
+        return _done(out, "maps*.png")
+    if args.tool == "maximize":
+        commands.maximize(model, args.unit, out, args.layer, args.target, args.steps, args.parameterization,
+                          args.seed, class_names=info["classes"], **look)
+        return _done(out, "maximize.png")
+    if args.tool in ("saliency", "gradcam"):
+        kwargs = {"layer": args.layer} if args.tool == "gradcam" else {}
+        getattr(commands, args.tool)(model, [str(i) for i in args.images], out, target=args.target,
+                                     class_names=info["classes"], **kwargs, **look)
+        return _done(out, f"{args.tool}.png")
+    batches = list(test_batches(info, args.data, args.examples))
+    if args.tool == "embed":
+        commands.embed(model, batches, out, info["classes"], max_examples=args.examples)
+    elif args.tool == "confusion":
+        commands.confusion(model, batches, out, info["classes"])
+    else:
+        start = load_for_tools(args.start)[0].state_dict() if args.start else None
+        summary = commands.landscape(model, batches, out, start, args.examples, args.resolution, args.span)
+        print("curvature statistics:", summary["statistics"])
+    _done(out, f"{args.tool}.png")
+
+
+def _done(out: Path, pattern: str) -> None:
+    print("wrote " + ", ".join(str(p) for p in sorted(out.glob(pattern))))

@@ -1,0 +1,182 @@
+"""One function per ``cnnkit viz SUBCOMMAND``: the CLI parses arguments, loads the checkpoint (and the data
+where needed) and calls these; each writes its PNG(s) into ``out_dir`` and returns what it computed.
+
+    cnnkit viz filters    CHECKPOINT [--layer L] [--before CHECKPOINT0]      -> filters(model, out_dir, ...)
+    cnnkit viz maps       CHECKPOINT IMAGE... [--layer L ...]                -> maps(model, images, out_dir, ...)
+    cnnkit viz maximize   CHECKPOINT --layer L --unit i [--unit j ...]       -> maximize(model, units, out_dir, ...)
+    cnnkit viz saliency   CHECKPOINT IMAGE... [--class c]                    -> saliency(model, images, out_dir, ...)
+    cnnkit viz gradcam    CHECKPOINT IMAGE... [--layer L] [--class c]        -> gradcam(model, images, out_dir, ...)
+    cnnkit viz embed      CHECKPOINT --data D                                -> embed(model, batches, out_dir, ...)
+    cnnkit viz confusion  CHECKPOINT --data D                                -> confusion(model, batches, out_dir, ...)
+    cnnkit viz curves     RUN_DIR                                            -> curves(run_dir, out_dir)
+    cnnkit viz landscape  CHECKPOINT --data D [--start CHECKPOINT0]          -> landscape(model, batches, out_dir, ...)
+
+IMAGE arguments are files or an already preprocessed batch. ``mean``/``std``/``size`` override the model's
+``default_config``; pass those a checkpoint was trained with (its metadata's ``preprocess``), above all for
+models trained on their dataset's own statistics (``default_config`` has ``mean=None``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import UnknownNameError
+from . import attribution
+from .confusion import confusion_matrix, plot_confusion
+from .curves import plot_curves, read_metrics
+from .embed import penultimate_features, plot_embedding, tsne
+from .filters import plot_filters
+from .hooks import executed_layers, find_layer
+from .images import input_spec, load_image
+from .landscape import fixed_subset, loss_along_line, loss_surface
+from .maps import feature_maps, plot_feature_maps
+from .maximize import MaximizeSettings, maximize_activation
+from .plots import scale_each
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Images = Sequence[str | Path] | torch.Tensor
+MAX_DEFAULT_MAP_LAYERS = 8
+
+
+def _images(model: nn.Module, images: Images, mean, std, size) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's input batch and the same images in [0, 1] for display. ``images`` is either image files
+    (read and converted by :func:`load_image`) or an already preprocessed (N, C, H, W) batch, e.g. made
+    the way the checkpoint's training data was (``cnnkit.predict``'s conversion)."""
+    if isinstance(images, torch.Tensor):
+        spec = input_spec(model, size=tuple(images.shape[-2:]), channels=images.shape[1], mean=mean, std=std)
+        display = spec.denormalize(images) if spec.mean is not None else scale_each(images)
+        return images, display
+    spec = input_spec(model, size=size, mean=mean, std=std)
+    batch = torch.cat([load_image(path, spec) for path in images])
+    return batch, spec.denormalize(batch)
+
+
+def default_map_layers(model: nn.Module, images: torch.Tensor) -> list[str]:
+    """The convolution layers that run on ``images``, at most eight spread evenly from first to last."""
+    names = executed_layers(model, images[:1], nn.Conv2d)
+    if len(names) <= MAX_DEFAULT_MAP_LAYERS:
+        return names
+    picks = np.linspace(0, len(names) - 1, MAX_DEFAULT_MAP_LAYERS).round().astype(int)
+    return [names[index] for index in picks]
+
+
+def default_gradcam_layer(model: nn.Module, images: torch.Tensor) -> str:
+    """The last convolution to run whose output still has a spatial layout (more than 1x1): the
+    highest-level features that can say *where* (Selvaraju et al. 2017). LeNet-5's C5 is a convolution with
+    1x1 output, so its Grad-CAM would be a constant."""
+    names = executed_layers(model, images[:1], nn.Conv2d)
+    spatial = []
+    if names:
+        shapes = feature_maps(model, images[:1], names)
+        spatial = [name for name in names if shapes[name].shape[-2] * shapes[name].shape[-1] > 1]
+    if not spatial:
+        raise UnknownNameError(f"{type(model).__name__} has no nn.Conv2d layer with spatial output to default to; "
+                               "pass --layer with a layer that outputs (N, C, H, W) maps.")
+    return spatial[-1]
+
+
+def filters(model: nn.Module, out_dir: str | Path, layer: str | None = None,
+            before: nn.Module | Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``filters.png``: the kernels of ``layer`` (default the first convolution), next to ``before`` if given."""
+    return plot_filters(model, layer, before, png=Path(out_dir) / "filters.png")
+
+
+def maps(model: nn.Module, images: Images, out_dir: str | Path,
+         layers: Sequence[str] | None = None, mean=None, std=None, size=None) -> dict[str, torch.Tensor]:
+    """``maps.png`` (``maps_<k>.png`` for the k-th image when several): feature maps of ``layers``."""
+    images, display = _images(model, images, mean, std, size)
+    layers = list(layers) if layers else default_map_layers(model, images)
+    for layer in layers:
+        find_layer(model, layer)  # fail on a bad name before any work, with the list of valid ones
+    result = feature_maps(model, images, layers)
+    for index in range(len(images)):
+        name = "maps.png" if len(images) == 1 else f"maps_{index}.png"
+        plot_feature_maps({layer: output[index:index + 1] for layer, output in result.items()},
+                                      Path(out_dir) / name, display[index])
+    return result
+
+
+def maximize(model: nn.Module, units: Sequence[int], out_dir: str | Path, layer: str | None = None,
+             target: str = "channel", steps: int = 200, parameterization: str = "fourier", seed: int = 0,
+             mean=None, std=None, size=None, class_names: Sequence[str] | None = None, **prior) -> torch.Tensor:
+    """``maximize.png``: one optimised image per unit; ``prior`` overrides :class:`MaximizeSettings` fields
+    (``l2_weight``, ``tv_weight``, ``jitter``, ``blur_every``, ...); ``class_names`` title logit panels.
+    Returns the images in [0, 1]."""
+    settings = MaximizeSettings(steps=steps, parameterization=parameterization, seed=seed, **prior)
+    result = maximize_activation(model, input_spec(model, size=size, mean=mean, std=std), units, layer, target,
+                                 settings=settings, png=Path(out_dir) / "maximize.png",
+                                 unit_names=class_names if target == "logit" else None)
+    return result.images
+
+
+def saliency(model: nn.Module, images: Images, out_dir: str | Path, target: int | None = None,
+             mean=None, std=None, size=None, class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``saliency.png``: vanilla gradients and SmoothGrad for ``target`` (default: the predicted class)."""
+    images, display = _images(model, images, mean, std, size)
+    return attribution.explain(model, images, target, display_images=display, png=Path(out_dir) / "saliency.png",
+                               class_names=class_names)
+
+
+def gradcam(model: nn.Module, images: Images, out_dir: str | Path, layer: str | None = None,
+            target: int | None = None, mean=None, std=None, size=None,
+            class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``gradcam.png``: Grad-CAM of ``layer`` (default the last convolution) for ``target``."""
+    images, display = _images(model, images, mean, std, size)
+    return attribution.explain(model, images, target, gradcam_layer=layer or default_gradcam_layer(model, images),
+                               methods=(), display_images=display, png=Path(out_dir) / "gradcam.png",
+                               class_names=class_names)
+
+
+def embed(model: nn.Module, batches: Batches, out_dir: str | Path, class_names: Sequence[str] | None = None,
+          max_examples: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``embed.png``: t-SNE of the penultimate features of the first ``max_examples`` test examples."""
+    features, labels = penultimate_features(model, batches, max_examples=max_examples)
+    coordinates = tsne(features, seed=seed)
+    plot_embedding(coordinates, labels, Path(out_dir) / "embed.png", class_names)
+    return coordinates, labels.numpy()
+
+
+def confusion(model: nn.Module, batches: Batches, out_dir: str | Path,
+              class_names: Sequence[str] | None = None) -> torch.Tensor:
+    """``confusion.png``: the confusion matrix on ``batches`` with class names."""
+    matrix = confusion_matrix(model, batches, len(class_names) if class_names else None)
+    plot_confusion(matrix, Path(out_dir) / "confusion.png", class_names)
+    return matrix
+
+
+def curves(run_dir: str | Path, out_dir: str | Path) -> dict[str, np.ndarray]:
+    """``curves.png``: loss, accuracy and learning rate per epoch from ``RUN_DIR/metrics.csv``."""
+    metrics = read_metrics(run_dir)
+    plot_curves(metrics, Path(out_dir) / "curves.png", title=Path(run_dir).name)
+    return metrics
+
+
+def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
+              start: Mapping[str, torch.Tensor] | None = None, num_examples: int = 1000, resolution: int = 21,
+              span: float = 1.0, seed: int = 0, points_per_pass: int = 1) -> dict[str, object]:
+    """``landscape.png`` (contour + surface on two filter-normalised directions), ``landscape.json`` (grid and
+    curvature statistics, for comparing two networks) and, with a ``start`` state dict (e.g. the
+    initial checkpoint), ``interpolation.png``: the loss along the line from ``start`` to the model."""
+    out_dir = Path(out_dir)
+    subset = fixed_subset(batches, num_examples)
+    surface = loss_surface(model, subset, resolution, span, seed, points_per_pass=points_per_pass,
+                                            png=out_dir / "landscape.png")
+    summary: dict[str, object] = {
+        "statistics": surface.statistics,
+        "alphas": surface.alphas.tolist(),
+        "losses": surface.losses.tolist(),
+        "num_examples": sum(len(labels) for _, labels in subset),
+        "seed": seed,
+    }
+    if start is not None:
+        ts, losses = loss_along_line(model, start, model.state_dict(), subset,
+                                                      png=out_dir / "interpolation.png")
+        summary["interpolation"] = {"t": ts.tolist(), "loss": losses.tolist()}
+    (out_dir / "landscape.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,60 @@
+"""Training curves from a run folder's ``metrics.csv`` (written by the trainer, one row per epoch)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError
+from . import plots
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The columns of ``RUN_DIR/metrics.csv`` as float arrays (empty cells become NaN)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} does not exist: expected a run folder written by `cnnkit train` "
+                              "(it holds metrics.csv). Check the folder name.")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [name for name in ("epoch", "train_loss") if rows and name not in rows[0]]
+    if not rows or missing:
+        raise CheckpointError(f"{str(path)!r} has no rows or lacks the columns {missing}; expected the header "
+                              f"{','.join(COLUMNS)}.")
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return {name: np.array([number(row.get(name)) for row in rows]) for name in rows[0]}
+
+
+def plot_curves(metrics: dict[str, np.ndarray], png: str | Path, title: str = "") -> Path:
+    """Loss, accuracy and learning rate against epoch, train and validation together."""
+    epochs = metrics["epoch"]
+    figure, axes = plots.subplots(3, columns=3, panel_size=4.0)
+    for axis, quantity in zip(axes[:2], ("loss", "acc")):
+        for split in ("train", "val"):
+            values = metrics.get(f"{split}_{quantity}")
+            if values is not None and not np.all(np.isnan(values)):
+                axis.plot(epochs, values, marker=".", label=split)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(quantity)
+        axis.legend()
+        axis.grid(alpha=0.3)
+    if "lr" in metrics:
+        axes[2].plot(epochs, metrics["lr"], marker=".")
+        if np.all(metrics["lr"] > 0):  # warm-up from 0 cannot go on a log axis
+            axes[2].set_yscale("log")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("learning rate")
+    axes[2].grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return plots.save(figure, png)

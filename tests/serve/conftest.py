@@ -1,0 +1,54 @@
+"""Fixtures of the `cnnkit serve` tests: a small trained checkpoint, and the app served on a loopback port."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from serve_helpers import TRAINED_RUN, free_port
+
+SERVER_START_SECONDS = 30
+
+
+@pytest.fixture(scope="session")
+def checkpoints_dir(tmp_path_factory, shared_data) -> Path:
+    """A checkpoints folder holding one LeNet-5 (ReLU) trained for an epoch on 512 MNIST digits: a real run
+    folder written by the Trainer, in a second or two; the tests check what the pages show, not how well."""
+    from cnnkit import TrainConfig, Trainer, create_model
+    from cnnkit.data.datasets import DatasetBundle
+    from cnnkit.serve.training import cached_dataset
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    full = cached_dataset("mnist")
+    data = DatasetBundle(full.name, full.train.subset(torch.arange(512)), full.test.subset(torch.arange(200)),
+                         full.classes, full.mean, full.std)
+    torch.manual_seed(0)
+    model = create_model("lenet5_relu")
+    config = TrainConfig(epochs=1, lr=0.003, optimizer="adam", weight_decay=0.0, batch_size=64, progress=False,
+                         num_workers=0)
+    Trainer(model, data, config, out=root / TRAINED_RUN).fit()
+    return root
+
+
+@pytest.fixture(scope="session")
+def live_server(checkpoints_dir):
+    """The app under uvicorn on a free loopback port, in a background thread, for the browser tests."""
+    import uvicorn
+
+    from cnnkit.serve import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(checkpoints_dir), host="127.0.0.1", port=port, log_level="warning",
+                            timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail(f"cnnkit serve did not start on 127.0.0.1:{port} within {SERVER_START_SECONDS} s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
