@@ -83,3 +83,12 @@ def test_corrupt_checkpoint_is_detected(tmp_path):
 def test_channel_mismatch_is_explained():
     with pytest.raises(Exception, match="in_channels=1"):
         Trainer(create_model("lenet5_relu", in_channels=3, num_classes=2), bar_dataset(), TrainConfig(**FAST))
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    config = TrainConfig(epochs=2, precision="bf16", channels_last=True, label_smoothing=0.1, grad_clip=1.0,
+                         val_split=0.25, early_stopping=5, **FAST)
+    trainer = Trainer(fresh_model(), bar_dataset(), config)
+    summary = trainer.fit()
+    assert summary["test_acc"] > 80 and trainer.val_source.startswith("64 images held out")
+    assert next(trainer.model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
