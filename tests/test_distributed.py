@@ -165,6 +165,12 @@ def test_torchrun_command_for_one_node_and_for_several():
         distributed.torchrun_command(4, ["train"], nnodes="2")
 
 
+def test_the_workers_command_line_leaves_out_nproc():
+    """torchrun's parser stops at --nproc after the module name (an ambiguous --nproc-per-node)."""
+    assert cli._without_nproc(["train", "m", "--nproc", "2", "--epochs", "1", "--npro=3", "--no-progress"]) == [
+        "train", "m", "--epochs", "1", "--no-progress"]
+
+
 # ------------------------------------------------------------------------------------------------ scale_lr
 def test_scale_lr_follows_the_global_batch_and_warms_up():
     data = bar_dataset(n_train=8, n_test=8)

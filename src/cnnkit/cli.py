@@ -194,9 +194,10 @@ def _launch_torchrun(args) -> None:
     threads = args.num_threads
     if threads is None and device_kind == "cpu":
         threads = max(1, distributed.usable_cpu_cores() // args.nproc)
-    # The workers re-run this very command line; under torchrun they see --nproc and carry on training.
+    # The workers re-run this command line, less --nproc (torchrun's own parser would take it for an
+    # ambiguous abbreviation of --nproc-per-node and stop).
     out = args.resume if args.resume and str(args.resume) != "auto" else args.out
-    command = distributed.torchrun_command(args.nproc, args.argv, args.nnodes, args.node_rank, args.rdzv_endpoint,
+    command = distributed.torchrun_command(args.nproc, _without_nproc(args.argv), args.nnodes, args.node_rank, args.rdzv_endpoint,
                                            rdzv_id=f"cnnkit-{Path(out).name if out else args.model}",
                                            max_restarts=args.max_restarts)
     status = distributed.launch(command, threads)
@@ -204,6 +205,20 @@ def _launch_torchrun(args) -> None:
         raise CnnkitError(f"torchrun exited with status {status}: a worker failed (its error is printed above)"
                           + ("; the run folder keeps the last completed epoch: continue it with --resume."
                              if out else "."))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """argv less the --nproc option (in any form argparse accepts: --nproc 2, --nproc=2, --npro 2, ...)."""
+    kept, skip_value = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) >= len("--np") and "--nproc".startswith(name):
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
 
 
 def _train(args) -> None:
