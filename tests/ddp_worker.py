@@ -71,11 +71,13 @@ def stop_after(epochs: int):
     return lambda trainer, metrics: setattr(trainer, "stop_requested", metrics["epoch"] >= epochs)
 
 
-def rank_main(rank: int, world_size: int, port: int, root: str) -> None:
+def rank_main(rank: int, world_size: int, store_port: int, root: str) -> None:
+    """One rank, with the environment torchrun's agent gives its workers: the store is the parent's."""
     from cnnkit.train import TrainConfig, Trainer, distributed
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store_port),
+                      TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
     try:
         for label, (model_name, options, epochs, train_images) in RUNS.items():

@@ -7,7 +7,6 @@ environment torchrun would set; the fault-tolerance test runs the real command l
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -26,18 +25,14 @@ from ddp_worker import RUNS, SGD, TEST_IMAGES, TRAIN_IMAGES, build, mnist_subset
 from helpers import bar_dataset
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNKIT_DATA", str(shared_data))
-        mp.spawn(rank_main, args=(2, free_port(), str(root)), nprocs=2, join=True)
+        # The parent hosts the rendezvous store, as torchrun's agent does, on a port it already holds.
+        store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+        mp.spawn(rank_main, args=(2, store.port, str(root)), nprocs=2, join=True)
     return root
 
 
