@@ -177,3 +177,17 @@ def test_scale_lr_follows_the_global_batch_and_warms_up():
     with pytest.raises(CnnkitError, match="needs a warm-up"):
         Trainer(create_model("lenet5_relu", num_classes=2), data,
                 TrainConfig(**{**config.to_dict(), "schedule": "step", "milestones": (4,)}))
+
+
+def test_a_run_resumed_with_more_epochs_follows_the_longer_schedule(tmp_path):
+    """Same re-layout when only the epoch budget changes (cnnkit train --resume RUN --epochs N): one-cycle
+    spans all epochs, and the saved one-cycle would run out of steps."""
+    data = bar_dataset(n_train=128, n_test=16)
+    config = dict(batch_size=8, optimizer="sgd", lr=0.05, schedule="onecycle", progress=False, num_threads=1)
+    Trainer(create_model("lenet5_relu", num_classes=2), data, TrainConfig(epochs=1, **config), out=tmp_path).fit()
+    resumed = Trainer(create_model("lenet5_relu", num_classes=2), data, TrainConfig(epochs=2, **config),
+                      out=tmp_path)
+    resumed.fit(resume=True)
+    planned = Trainer(create_model("lenet5_relu", num_classes=2), data, TrainConfig(epochs=2, **config))
+    planned.fit()
+    assert [m["lr"] for m in resumed.history[1:]] == pytest.approx([m["lr"] for m in planned.history[1:]])

@@ -417,7 +417,8 @@ class Trainer:
 
     def _write_epoch_files(self) -> None:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
-                 "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale}
+                 "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
+                 "epochs": self.config.epochs}
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state)
         ckpt.save_model_checkpoint(self.out, self.model, self.checkpoint_meta())
         buffer = io.StringIO()
@@ -433,20 +434,26 @@ class Trainer:
         self.log(f"resuming {self.out} after epoch {self.epoch}")
         saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
         saved_scale = state.get("lr_scale", 1.0)
-        if saved_steps != self.steps_per_epoch or saved_scale != self.lr_scale:
-            self._refit_schedule(state.get("world_size", 1), saved_steps, saved_scale)
+        saved_epochs = state.get("epochs", self.config.epochs)
+        if (saved_steps, saved_scale, saved_epochs) != (self.steps_per_epoch, self.lr_scale, self.config.epochs):
+            self._refit_schedule(state.get("world_size", 1), saved_steps, saved_scale, saved_epochs)
 
-    def _refit_schedule(self, saved_world_size: int, saved_steps: int, saved_scale: float) -> None:
-        """The run continues with another number of processes. The weights, the optimiser's moments and the
-        epoch do not depend on it; the schedule does: steps per epoch change with the global batch, and so
-        does the learning rate under scale_lr. A schedule that steps per batch is therefore rebuilt for this
-        run's geometry and advanced to the start of the next epoch, exactly where an uninterrupted run at
-        this world size would stand; an epoch-wise schedule keeps its state, its rates rescaled."""
-        self.log(f"the run continues on {self.world_size} process(es) after {saved_world_size}: "
-                 f"{self.steps_per_epoch} optimiser steps per epoch instead of {saved_steps}"
-                 + (f", learning rate x{self.lr_scale:g} instead of x{saved_scale:g}"
-                    if saved_scale != self.lr_scale else "")
-                 + "; the learning-rate schedule is laid out again for the new global batch")
+    def _refit_schedule(self, saved_world_size: int, saved_steps: int, saved_scale: float, saved_epochs: int) -> None:
+        """The run continues with another number of processes, or another epoch budget. The weights, the
+        optimiser's moments and the epoch do not depend on them; the schedule does: steps per epoch change with
+        the global batch, the learning rate too under scale_lr, and a per-batch schedule spans all epochs. A
+        schedule that steps per batch is therefore rebuilt for this run and advanced to the start of the next
+        epoch, exactly where an uninterrupted run planned this way would stand; an epoch-wise schedule keeps
+        its state, its rates rescaled."""
+        changes = []
+        if saved_world_size != self.world_size or saved_steps != self.steps_per_epoch:
+            changes.append(f"{self.world_size} process(es) instead of {saved_world_size}, {self.steps_per_epoch} "
+                           f"optimiser steps per epoch instead of {saved_steps}")
+        if saved_scale != self.lr_scale:
+            changes.append(f"learning rate x{self.lr_scale:g} instead of x{saved_scale:g}")
+        if saved_epochs != self.config.epochs:
+            changes.append(f"{self.config.epochs} epochs instead of {saved_epochs}")
+        self.log("the run continues with " + "; ".join(changes) + ": the learning-rate schedule is laid out again")
         if self.schedule.interval == "batch":
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 for key in ("initial_lr", "max_lr", "min_lr"):  # set by the saved schedule; torch keeps them
