@@ -79,12 +79,16 @@ def rank_main(rank: int, world_size: int, store_port: int, root: str) -> None:
                       LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store_port),
                       TORCHELASTIC_USE_AGENT_STORE="True")
     torch.set_num_threads(1)
+
+    def run(label, model_name, options, epochs, train_images):  # the Trainer and its DDP wrapper end here
+        trainer = Trainer(build(model_name), mnist_subset(train_images), TrainConfig(**{**SGD, **options}),
+                          out=f"{root}/{label}", callbacks=[stop_after(epochs)])
+        assert (trainer.rank, trainer.world_size) == (rank, world_size)
+        trainer.fit()
+
     try:
-        for label, (model_name, options, epochs, train_images) in RUNS.items():
-            trainer = Trainer(build(model_name), mnist_subset(train_images), TrainConfig(**{**SGD, **options}),
-                              out=f"{root}/{label}", callbacks=[stop_after(epochs)])
-            assert (trainer.rank, trainer.world_size) == (rank, world_size)
-            trainer.fit()
+        for label, spec in RUNS.items():
+            run(label, *spec)
     finally:
         distributed.shutdown()
 

@@ -8,6 +8,7 @@ sums all-reduced for metrics, and the ``cnnkit train --nproc N`` launcher.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -93,7 +94,10 @@ def init_from_environment(device_name: str = "auto") -> tuple[int, int]:
 
 
 def shutdown() -> None:
+    """Leave the process group. DDP wrappers no longer referenced are collected first: a DDP reducer that
+    outlives its group can abort the process at exit ("terminate called without an active exception")."""
     if is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
