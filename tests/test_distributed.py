@@ -132,6 +132,11 @@ def test_cuda_processes_without_a_gpu_are_refused(capsys):
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
+def test_launcher_options_without_nproc_are_explained(capsys):
+    assert cli.main(["train", "lenet5", "--data", "mnist", "--max-restarts", "2"]) == 2
+    assert "--max-restarts configure the torchrun launch: add --nproc N" in capsys.readouterr().err
+
+
 def test_nproc_must_match_what_torchrun_started(monkeypatch, capsys):
     for name, value in dict(RANK="0", WORLD_SIZE="4", LOCAL_RANK="0", LOCAL_WORLD_SIZE="4", MASTER_ADDR="localhost",
                             MASTER_PORT="29500").items():

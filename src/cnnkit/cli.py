@@ -178,6 +178,11 @@ def cmd_train(args) -> None:
 
     if args.nproc is not None and not distributed.launched_by_torchrun():
         return _launch_torchrun(args)
+    launcher_options = {"--nnodes": args.nnodes, "--node-rank": args.node_rank, "--rdzv-endpoint": args.rdzv_endpoint,
+                        "--max-restarts": args.max_restarts or None}
+    given = [name for name, value in launcher_options.items() if value is not None]
+    if given and args.nproc is None and not distributed.launched_by_torchrun():
+        raise CnnkitError(f"{', '.join(given)} configure the torchrun launch: add --nproc N (processes on this node).")
     if args.nproc is not None and int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc)) != args.nproc:
         raise CnnkitError(f"--nproc {args.nproc} was given, but torchrun started {os.environ['LOCAL_WORLD_SIZE']} "
                           "processes on this node; launching with torchrun, leave --nproc out.")
@@ -197,9 +202,9 @@ def _launch_torchrun(args) -> None:
     # The workers re-run this command line, less --nproc (torchrun's own parser would take it for an
     # ambiguous abbreviation of --nproc-per-node and stop).
     out = args.resume if args.resume and str(args.resume) != "auto" else args.out
-    command = distributed.torchrun_command(args.nproc, _without_nproc(args.argv), args.nnodes, args.node_rank, args.rdzv_endpoint,
-                                           rdzv_id=f"cnnkit-{Path(out).name if out else args.model}",
-                                           max_restarts=args.max_restarts)
+    rdzv_id = f"cnnkit-{Path(out).name if out else args.model}"  # the same on every node running this command
+    command = distributed.torchrun_command(args.nproc, _without_nproc(args.argv), args.nnodes, args.node_rank,
+                                           args.rdzv_endpoint, rdzv_id=rdzv_id, max_restarts=args.max_restarts)
     status = distributed.launch(command, threads)
     if status != 0:
         raise CnnkitError(f"torchrun exited with status {status}: a worker failed (its error is printed above)"
