@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +19,9 @@ EXAMPLES = {
     "train": """examples:
   cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/lenet5
   cnnkit train resnet20 --data cifar10 --epochs 30 --lr 0.1 --schedule onecycle --batch-size 256
-  cnnkit train lenet5 --data mnist --out runs/lenet5 --resume runs/lenet5   # continue an interrupted run""",
+  cnnkit train lenet5 --data mnist --out runs/lenet5 --resume runs/lenet5   # continue an interrupted run
+  cnnkit train lenet5 --data mnist --nproc 2 --out runs/ddp     # data-parallel: 2 processes through torchrun
+  torchrun --nproc-per-node 4 --max-restarts 3 -m cnnkit train resnet20 --data cifar10 --scale-lr""",
     "eval": "example:\n  cnnkit eval runs/lenet5 --data mnist",
     "predict": "examples:\n  cnnkit predict runs/lenet5 digit.png other.jpg --top-k 3\n"
                "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background",
@@ -105,8 +108,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last epoch")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
+                        "continue --out if it holds a checkpoint, else start it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
+    p.add_argument("--accumulate", type=int, metavar="BATCHES",
+                   help="batches per optimiser step (gradient accumulation)")
+    p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (cosine schedule)")
+    dp = p.add_argument_group("data-parallel training (PyTorch DDP through torchrun; see README 'Scaling out')")
+    dp.add_argument("--nproc", type=int, metavar="N",
+                    help="start N processes on this node through torchrun (one per GPU, or CPU processes with gloo)")
+    dp.add_argument("--nnodes", help="with --nproc: number of nodes (or MIN:MAX for elastic c10d rendezvous)")
+    dp.add_argument("--node-rank", type=int, help="with --nproc: this node's rank (static rendezvous)")
+    dp.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="with --nproc: the rendezvous every node joins")
+    dp.add_argument("--max-restarts", type=int, default=0,
+                    help="with --nproc: restart the workers up to this many times after a failure; each restart "
+                         "continues from the run folder's last checkpoint")
+    dp.add_argument("--sync-batchnorm", action="store_true", default=None,
+                    help="BatchNorm statistics over the global batch of all processes")
+    dp.add_argument("--scale-lr", action="store_true", default=None,
+                    help="linear scaling rule: lr x global batch / reference batch, with warm-up")
+    dp.add_argument("--reference-batch", type=int, help="the batch --lr was tuned for (default: --batch-size)")
     p.set_defaults(func=cmd_train)
 
     p = command("eval", "evaluate a checkpoint on a dataset's test split")
@@ -284,18 +306,76 @@ def load_recipe(path: Path) -> dict:
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "milestones", "weight_decay", "momentum",
                "nesterov", "label_smoothing", "grad_clip", "precision", "channels_last", "compile", "val_split",
-               "early_stopping", "seed", "device", "num_threads", "num_workers")
+               "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate", "warmup_epochs",
+               "sync_batchnorm", "scale_lr", "reference_batch")
 
 
 def cmd_train(args) -> None:
+    from .train import distributed
+
+    if args.nproc is not None and not distributed.launched_by_torchrun():
+        return _launch_torchrun(args)
+    launcher_options = {"--nnodes": args.nnodes, "--node-rank": args.node_rank, "--rdzv-endpoint": args.rdzv_endpoint,
+                        "--max-restarts": args.max_restarts or None}
+    given = [name for name, value in launcher_options.items() if value is not None]
+    if given and args.nproc is None and not distributed.launched_by_torchrun():
+        raise CnnkitError(f"{', '.join(given)} configure the torchrun launch: add --nproc N (processes on this node).")
+    if args.nproc is not None and int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc)) != args.nproc:
+        raise CnnkitError(f"--nproc {args.nproc} was given, but torchrun started {os.environ['LOCAL_WORLD_SIZE']} "
+                          "processes on this node; launching with torchrun, leave --nproc out.")
+    try:
+        _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _launch_torchrun(args) -> None:
+    from .train import distributed
+
+    device_kind = distributed.check_process_count(args.nproc, args.device or "auto")
+    threads = args.num_threads
+    if threads is None and device_kind == "cpu":
+        threads = max(1, distributed.usable_cpu_cores() // args.nproc)
+    # The workers re-run this command line, less --nproc (torchrun's own parser would take it for an
+    # ambiguous abbreviation of --nproc-per-node and stop).
+    out = args.resume if args.resume and str(args.resume) != "auto" else args.out
+    rdzv_id = f"cnnkit-{Path(out).name if out else args.model}"  # the same on every node running this command
+    command = distributed.torchrun_command(args.nproc, _without_nproc(args.argv), args.nnodes, args.node_rank,
+                                           args.rdzv_endpoint, rdzv_id=rdzv_id, max_restarts=args.max_restarts)
+    status = distributed.launch(command, threads)
+    if status != 0:
+        raise CnnkitError(f"torchrun exited with status {status}: a worker failed (its error is printed above)"
+                          + ("; the run folder keeps the last completed epoch: continue it with --resume."
+                             if out else "."))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """argv less the --nproc option (in any form argparse accepts: --nproc 2, --nproc=2, --npro 2, ...)."""
+    kept, skip_value = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) >= len("--np") and "--nproc".startswith(name):
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
+def _train(args) -> None:
     import torch
 
     from .data import load_dataset
     from .models.registry import create_model, get_model_entry
     from .train import TrainConfig, Trainer
+    from .train import distributed
     from .train.checkpoint import STATE_FILE
 
     recipe: dict = {}
+    auto_resume = args.resume is not None and str(args.resume) == "auto"
+    if auto_resume:
+        args.resume = None
     if args.resume:
         config_file = args.resume / "config.json"
         if not (args.resume / STATE_FILE).is_file() or not config_file.is_file():
@@ -330,7 +410,12 @@ def cmd_train(args) -> None:
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
     out = args.resume or args.out or Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
-    Trainer(model, bundle, config, out=out).fit(resume=bool(args.resume))
+    resume = bool(args.resume)
+    # A worker group that torchrun restarted after a failure (--max-restarts) re-runs the original command
+    # line: it continues from the checkpoint the failed attempt left, if that attempt finished an epoch.
+    if (auto_resume or distributed.restart_count() > 0) and (Path(out) / STATE_FILE).is_file():
+        resume = True
+    Trainer(model, bundle, config, out=out).fit(resume=resume)
 
 
 def cmd_eval(args) -> None:
@@ -582,6 +667,7 @@ def cmd_serve(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

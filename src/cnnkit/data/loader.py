@@ -3,6 +3,8 @@
 In-memory datasets: the whole uint8 tensor is moved to the device once; each epoch draws a permutation from
 a generator seeded by (seed, epoch), so the order is reproducible, a resumed run sees the same batches, and
 distributed ranks take disjoint interleaved shards of the same permutation (every sample once per epoch).
+Interleaving makes rank r's batch b the r-th stripe of positions [b*W*B, (b+1)*W*B) of the permutation, so W
+ranks with batch B see, step for step, exactly the samples of one process with batch W*B.
 Image folders: a torch DataLoader with worker processes decodes files; the same batched augmentation follows.
 """
 
@@ -15,10 +17,12 @@ import torch
 from .datasets import FolderImageDataset, TensorImageDataset
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator whose state depends only on (seed, epoch): the basis of exact resume."""
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu", stream: int = 0) -> torch.Generator:
+    """A generator whose state depends only on (seed, epoch): the basis of exact resume. ``stream`` gives
+    distributed ranks their own draws (augmentation, dropout) for their different samples; the shuffling
+    permutation uses stream 0 on every rank, since all ranks must agree on it."""
     g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919) % (2**63))
+    g.manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + int(stream) * 104_729) % (2**63))
     return g
 
 
@@ -34,23 +38,43 @@ class InMemoryLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _usable(self) -> int:
+        """How many samples of the permutation an epoch uses. Every rank must run the same number of steps
+        (DDP all-reduces at each one), and a rank must never get an empty batch: when the last global batch
+        has fewer samples than there are ranks, those few (< world_size) are left out of this epoch; the
+        permutation changes every epoch, so it is never the same ones."""
+        n, global_batch = len(self.labels), self.batch_size * self.world_size
+        tail = n % global_batch
+        if self.drop_last:
+            return n - tail
+        if self.shuffle and 0 < tail < self.world_size:
+            return n - tail
+        return n
+
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
         if self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))
         else:
             order = torch.arange(n)
-        return order[self.rank:: self.world_size].to(self.device)
+        return order[:self._usable()][self.rank:: self.world_size].to(self.device)
 
     def __len__(self) -> int:
-        n = len(range(self.rank, len(self.labels), self.world_size))
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return math.ceil(self._usable() / (self.batch_size * self.world_size))
+
+    def global_batch_size(self, index: int) -> int:
+        """Samples in batch ``index`` summed over all ranks: a rank's loss is weighted by its share of them,
+        so DDP's average of the ranks' gradients is the gradient of the mean loss over the global batch even
+        when the last batch is split unevenly."""
+        global_batch = self.batch_size * self.world_size
+        return min(global_batch, self._usable() - index * global_batch)
 
     def __iter__(self):
         indices = self._indices()
         for b in range(len(self)):
             idx = indices[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            if len(idx):  # an unshuffled (evaluation) shard may end a batch earlier than the others
+                yield self.images[idx], self.labels[idx]
 
 
 class FolderLoader:
@@ -60,9 +84,15 @@ class FolderLoader:
                  drop_last: bool = False, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
                  num_workers: int = 2):
         self.dataset, self.device, self.seed = dataset, torch.device(device), seed
-        if world_size > 1:
+        self.batch_size, self.world_size = batch_size, world_size
+        if world_size > 1 and shuffle:
+            # DistributedSampler pads the shards to equal length with a few repeated samples, so every rank
+            # runs the same number of steps.
             self.sampler = torch.utils.data.DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed,
                                                                drop_last=drop_last)
+        elif world_size > 1:
+            # Evaluation must not count padded repeats: plain interleaved shards, possibly one sample shorter.
+            self.sampler = range(rank, len(dataset), world_size)
         elif shuffle:
             self.sampler = torch.utils.data.RandomSampler(dataset, generator=epoch_generator(seed, 0))
         else:
@@ -80,6 +110,11 @@ class FolderLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def global_batch_size(self, index: int) -> int:
+        """Padded shards are equally long, so batch ``index`` has the same size on every rank."""
+        local = len(self.sampler) - index * self.batch_size
+        return min(self.batch_size, local) * self.world_size
 
     def __iter__(self):
         for images, labels in self.loader:

@@ -7,6 +7,10 @@
 Everything random in an epoch (shuffling, augmentation, dropout) is drawn from generators seeded by
 (seed, epoch). A run resumed from the checkpoint written after epoch k therefore replays epochs k+1... exactly
 as the uninterrupted run would have, and ends with the same weights.
+
+Launched by torchrun (``torchrun --nproc-per-node N -m cnnkit train ...``), the same loop runs data-parallel:
+every rank trains a DistributedDataParallel copy of the model on its shard of each global batch, the metrics
+are sums all-reduced over the ranks, and only rank 0 prints and writes the run folder. See ``distributed.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +38,7 @@ from ..data.datasets import DatasetBundle
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
 from . import checkpoint as ckpt
+from . import distributed
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .optim import build_optimizer, build_schedule
 from .tasks import ClassificationTask, accumulate, format_task_epoch, is_classification
@@ -60,6 +66,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     accumulate: int = 1  # batches whose gradients are summed before one optimiser step
+    scale_lr: bool = False  # linear scaling rule: lr * global batch / reference_batch (Goyal et al. 2017)
+    reference_batch: int | None = None  # the batch `lr` was tuned for; default: batch_size (one process)
+    sync_batchnorm: bool = False  # under DDP, BatchNorm statistics over the global batch instead of each rank's
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
     compile: bool = False
@@ -94,13 +103,8 @@ METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "va
                   "images_per_second"]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CnnkitError(f"--device {name} was asked for, but this machine has no CUDA GPU; use --device cpu.")
-    return device
+def resolve_device(name: str, world_size: int = 1) -> torch.device:
+    return distributed.device_for_this_process(name, world_size)
 
 
 def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tuple[int, int] | None:
@@ -121,14 +125,22 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
 
 class Trainer:
     def __init__(self, model: nn.Module, data: DatasetBundle, config: TrainConfig | None = None,
-                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int = 0, world_size: int = 1,
-                 task=None):
+                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int | None = None,
+                 world_size: int | None = None, task=None):
+        """``rank`` and ``world_size`` default to the process group's; a process started by torchrun joins its
+        group here if nobody has yet. Under DDP every rank constructs a Trainer and calls ``fit``. ``task``
+        (see :mod:`cnnkit.train.tasks`) defaults to classification."""
         self.config = config = config or TrainConfig()
         self.data, self.out = data, Path(out) if out else None
         self.callbacks = list(callbacks)
-        self.rank, self.world_size = rank, world_size
-        self.is_main = rank == 0
-        self.device = resolve_device(config.device)
+        group_rank, group_size = distributed.init_from_environment(config.device)
+        self.rank = group_rank if rank is None else rank
+        self.world_size = group_size if world_size is None else world_size
+        if self.world_size > 1 and not distributed.is_initialized():
+            raise CnnkitError(f"world_size={self.world_size} needs a torch.distributed process group: launch with "
+                              "'torchrun --nproc-per-node N' (or 'cnnkit train --nproc N').")
+        self.is_main = self.rank == 0
+        self.device = resolve_device(config.device, self.world_size)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         if config.precision not in ("fp32", "bf16"):
@@ -140,10 +152,18 @@ class Trainer:
         if in_channels is not None and in_channels != data.image_shape[0]:
             raise CnnkitError(f"The model reads {in_channels}-channel images but {data.name} has "
                               f"{data.image_shape[0]}; build it with in_channels={data.image_shape[0]}.")
+        if config.sync_batchnorm and self.world_size > 1:
+            model = distributed.convert_batchnorm(model, self.device)
         self.model = model.to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        # self.model stays the bare module (checkpoints, tools, callbacks see its own parameter names); the
+        # forward and backward passes go through the DDP wrapper, which all-reduces the gradients.
+        self.parallel_model = self.model
+        if self.world_size > 1:
+            self.parallel_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward_model = torch.compile(self.parallel_model) if config.compile else self.parallel_model
 
         cfg = getattr(model, "default_config", None) or {}
         mean = cfg.get("mean") or data.mean
@@ -158,22 +178,44 @@ class Trainer:
             n_val = int(round(len(order) * config.val_split))
             train_set, val_set = data.train.subset(order[n_val:]), data.train.subset(order[:n_val])
             self.val_source = f"{n_val} images held out of the training set"
-        loader_args = dict(seed=config.seed, device=self.device, rank=rank, world_size=world_size,
+        loader_args = dict(seed=config.seed, device=self.device, rank=self.rank, world_size=self.world_size,
                            num_workers=config.num_workers)
         self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, **loader_args)
         self.val_set = val_set
-        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr, config.momentum,
+        self.global_batch = config.batch_size * self.world_size * config.accumulate
+        self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr * self.lr_scale, config.momentum,
                                          config.weight_decay, config.nesterov, config.betas, config.lr_multipliers)
-        steps = math.ceil(len(self.train_loader) / config.accumulate)
-        self.schedule = build_schedule(self.optimizer, config.schedule, config.epochs, steps, config.milestones,
-                                       config.gamma, config.warmup_epochs, config.plateau_metric,
-                                       config.plateau_patience, config.plateau_factor, config.onecycle_pct)
+        # The schedule moves the groups' learning rates; a schedule rebuilt on resume starts from these.
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
+        self.warmup_epochs = self._warmup_epochs()
+        self.schedule = self._build_schedule()
         self.history: list[dict] = []
         self.epoch = 0
         self.best: float | None = None
         self.bad_epochs = 0
 
     # ------------------------------------------------------------------------------------------ helpers
+    def _warmup_epochs(self) -> float:
+        """A learning rate scaled up for a large global batch needs a warm-up (Goyal et al. 2017, sec. 2.2):
+        one-cycle ramps up by itself; cosine gets --warmup-epochs, by default the paper's 5 epochs (at most a
+        quarter of the run); the epoch-wise schedules cannot ramp within an epoch and are refused."""
+        config = self.config
+        if not (config.scale_lr and self.lr_scale > 1) or config.warmup_epochs or config.schedule == "onecycle":
+            return config.warmup_epochs
+        if config.schedule == "cosine":
+            return min(5.0, config.epochs / 4)
+        raise CnnkitError(f"scale_lr raises the learning rate {self.lr_scale:g}x (global batch {self.global_batch}), "
+                          f"which needs a warm-up, but the {config.schedule!r} schedule steps once per epoch; use "
+                          "--schedule onecycle or cosine, or train without --scale-lr.")
+
+    def _build_schedule(self):
+        config = self.config
+        return build_schedule(self.optimizer, config.schedule, config.epochs, self.steps_per_epoch,
+                              config.milestones, config.gamma, self.warmup_epochs, config.plateau_metric,
+                              config.plateau_patience, config.plateau_factor, config.onecycle_pct)
+
     def autocast(self):
         if self.config.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -197,17 +239,21 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict:
         config = self.config
-        if self.out and self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if resume:
-                self._resume()
-            else:
-                ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
-        elif resume:
+        if resume and not self.out:
             raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
+        if resume:
+            self._resume()  # on every rank: each holds its own copy of the model and optimiser state
+        elif self.out and self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
         start = time.perf_counter()
         self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
                  f"{torch.get_num_threads()} threads, validating on {self.val_source}")
+        if self.world_size > 1:
+            self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
+                     f"batch {config.batch_size} per process, global batch {self.global_batch}"
+                     + (f", learning rate x{self.lr_scale:g} (linear scaling)" if self.lr_scale != 1 else "")
+                     + (", synchronised BatchNorm" if config.sync_batchnorm else ""))
         while self.epoch < config.epochs and not self.stop_requested:
             metrics = self.train_epoch(self.epoch + 1)
             self.epoch += 1
@@ -219,6 +265,8 @@ class Trainer:
             self.log(self.format_epoch(metrics))
             for cb in self.callbacks:
                 cb(self, metrics)
+            if self.world_size > 1:  # a callback that stops one rank must stop them all, or the others hang
+                self.stop_requested = distributed.any_rank(self.stop_requested, self.device)
             if stop:
                 self.log(f"early stopping: {config.plateau_metric} did not improve for {config.early_stopping} epochs")
                 break
@@ -232,8 +280,9 @@ class Trainer:
         config, model = self.config, self.model
         model.train()
         self.train_loader.set_epoch(epoch)
-        torch.manual_seed(epoch_generator(config.seed, epoch).initial_seed())  # dropout and other global draws
-        aug_generator = epoch_generator(config.seed, epoch, self.device)
+        # Dropout and other global draws, and augmentation: a stream of their own for each rank.
+        torch.manual_seed(epoch_generator(config.seed, epoch, stream=self.rank).initial_seed())
+        aug_generator = epoch_generator(config.seed, epoch, self.device, stream=self.rank)
         total_loss = torch.zeros((), device=self.device)
         sums: dict = {}
         seen, start = 0, time.perf_counter()
@@ -241,17 +290,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(self.train_loader, 1):
             x, targets = self.task.prepare(self, images, labels, train=True, generator=aug_generator)
-            with self.autocast():
-                outputs = self.forward_model(x)
-            loss = self.task.loss(self, outputs, targets)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
-                    f"{self.optimizer.param_groups[0]['lr']:.3g}). "
-                    + (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). " if self.out and epoch > 1 else "")
-                    + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
-            (loss / config.accumulate).backward()
-            if step % config.accumulate == 0 or step == len(self.train_loader):
+            updates = step % config.accumulate == 0 or step == len(self.train_loader)
+            # DDP all-reduces gradients in backward(); the micro-batches before an update only accumulate.
+            no_sync = self.parallel_model.no_sync() if self.world_size > 1 and not updates else nullcontext()
+            with no_sync:
+                with self.autocast():
+                    outputs = self.forward_model(x)
+                loss = self.task.loss(self, outputs, targets)
+                self._check_finite(loss, epoch, step)
+                share = 1.0
+                if self.world_size > 1:
+                    share = len(labels) * self.world_size / self.train_loader.global_batch_size(step - 1)
+                (loss * (share / config.accumulate)).backward()
+            if updates:
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 self.optimizer.step()
@@ -264,18 +315,32 @@ class Trainer:
                 progress.update(1)
                 if step % 20 == 0:
                     progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
-                                         img_s=f"{seen / (time.perf_counter() - start):.0f}")
+                                         img_s=f"{seen * self.world_size / (time.perf_counter() - start):.0f}")
             if self.stop_requested:
                 break
         if progress is not None:
             progress.close()
         seconds = time.perf_counter() - start
-        train = {"train_loss": total_loss.item() / max(seen, 1),
+        # Sums over this rank's shard; under DDP they are added up across ranks (task metrics are sums too).
+        sums["loss"], sums["seen"] = total_loss.double(), torch.tensor(float(seen), device=self.device).double()
+        if self.world_size > 1:
+            sums = {k: distributed.all_reduce_sum(v.double()) for k, v in sorted(sums.items())}
+        seen = int(sums.pop("seen").item())
+        train = {"train_loss": sums.pop("loss").item() / max(seen, 1),
                  **{f"train_{k}": v for k, v in self.task.summarize(sums, seen).items()}}
         val = self.evaluate(self.val_set)
         return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items() if k != "images"},
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        if not torch.isfinite(loss):
+            last_good = (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). "
+                         if self.out and epoch > 1 else "")
+            raise TrainingDivergedError(
+                f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
+                f"{self.optimizer.param_groups[0]['lr']:.3g}). " + last_good
+                + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
 
     def _progress_bar(self, total: int, desc: str):
         if not (self.config.progress and self.is_main):
@@ -287,20 +352,27 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, dataset=None, with_confusion: bool = False) -> dict:
         """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
-        confusion matrix and per-class accuracy."""
+        confusion matrix and per-class accuracy.
+
+        Under DDP this is collective (call it on every rank): each rank evaluates an interleaved shard of the
+        split and the sums of loss, hits and counts (and the confusion matrix) are all-reduced, so every rank
+        returns the figures of the whole split."""
         dataset = self.data.test if dataset is None else dataset
         if not is_classification(self.task):
             return self.task.evaluate(self, dataset)
         was_training = self.model.training
         self.model.eval()
         loader = make_loader(dataset, self.config.eval_batch_size, shuffle=False, device=self.device,
-                             num_workers=self.config.num_workers)
+                             num_workers=self.config.num_workers, rank=self.rank, world_size=self.world_size)
+        # Under DDP the bare model: evaluation has no gradients to all-reduce, and DDP's forward could sync
+        # buffers in step with the other ranks, whose shards may hold one batch fewer.
+        eval_model = self.forward_model if self.world_size == 1 else self.model
         n_classes = len(self.data.classes)
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
         for images, labels in loader:
             with self.autocast():
-                logits = self.forward_model(self.preprocess(images))
+                logits = eval_model(self.preprocess(images))
             logits = logits.float()
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             hits = topk_correct(logits, labels, (1, 5))
@@ -308,6 +380,13 @@ class Trainer:
             if with_confusion:
                 confusion += confusion_matrix(logits.argmax(1), labels, n_classes)
         self.model.train(was_training)
+        if self.world_size > 1:
+            sums = distributed.all_reduce_sum(torch.tensor([total_loss, hits1, hits5, seen], dtype=torch.float64,
+                                                           device=self.device))
+            total_loss = sums[0].item()
+            hits1, hits5, seen = (int(value) for value in sums[1:].tolist())
+            if with_confusion:
+                distributed.all_reduce_sum(confusion)
         result = {"loss": total_loss / max(seen, 1), "acc": 100.0 * hits1 / max(seen, 1),
                   "top5": 100.0 * hits5 / max(seen, 1), "images": seen}
         if with_confusion:
@@ -347,7 +426,9 @@ class Trainer:
                 "task": self.task.describe()}
 
     def _write_epoch_files(self) -> None:
-        state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs}
+        state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+                 "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
+                 "epochs": self.config.epochs}
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state)
         ckpt.save_model_checkpoint(self.out, self.model, self.checkpoint_meta())
         buffer = io.StringIO()
@@ -362,6 +443,47 @@ class Trainer:
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
         self.log(f"resuming {self.out} after epoch {self.epoch}")
+        saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
+        saved_scale = state.get("lr_scale", 1.0)
+        saved_epochs = state.get("epochs", self.config.epochs)
+        if (saved_steps, saved_scale, saved_epochs) != (self.steps_per_epoch, self.lr_scale, self.config.epochs):
+            self._refit_schedule(state.get("world_size", 1), saved_steps, saved_scale, saved_epochs)
+
+    def _refit_schedule(self, saved_world_size: int, saved_steps: int, saved_scale: float, saved_epochs: int) -> None:
+        """The run continues with another number of processes, or another epoch budget. The weights, the
+        optimiser's moments and the epoch do not depend on them; the schedule does: steps per epoch change with
+        the global batch, the learning rate too under scale_lr, and a per-batch schedule spans all epochs. A
+        schedule that steps per batch is therefore rebuilt for this run and advanced to the start of the next
+        epoch, exactly where an uninterrupted run planned this way would stand; an epoch-wise schedule keeps
+        its state, its rates rescaled."""
+        changes = []
+        if saved_world_size != self.world_size or saved_steps != self.steps_per_epoch:
+            changes.append(f"{self.world_size} process(es) instead of {saved_world_size}, {self.steps_per_epoch} "
+                           f"optimiser steps per epoch instead of {saved_steps}")
+        if saved_scale != self.lr_scale:
+            changes.append(f"learning rate x{self.lr_scale:g} instead of x{saved_scale:g}")
+        if saved_epochs != self.config.epochs:
+            changes.append(f"{self.config.epochs} epochs instead of {saved_epochs}")
+        self.log("the run continues with " + "; ".join(changes) + ": the learning-rate schedule is laid out again")
+        if self.schedule.interval == "batch":
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                for key in ("initial_lr", "max_lr", "min_lr"):  # set by the saved schedule; torch keeps them
+                    group.pop(key, None)
+                group["lr"] = base
+            self.schedule = self._build_schedule()
+            with warnings.catch_warnings():  # stepping a scheduler without optimiser steps is the point here
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(self.epoch * self.steps_per_epoch):
+                    self.schedule.step_batch()
+            return
+        ratio = self.lr_scale / saved_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        scheduler = self.schedule.scheduler
+        if scheduler is not None and hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
 
     def _finish(self, wall_seconds: float) -> dict:
         if not is_classification(self.task):
