@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,9 +21,10 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model
 from cnnkit.train import TrainConfig, Trainer
 from cnnkit.train import distributed
-from conftest import REPO
 from ddp_worker import RUNS, SGD, TEST_IMAGES, TRAIN_IMAGES, build, mnist_subset, rank_main, stop_after
 from helpers import bar_dataset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
