@@ -39,3 +39,8 @@ def did_you_mean(name: str, choices) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return f"{hint} Valid names: {', '.join(choices)}."
+
+
+class ShapeError(CnnkitError, ValueError):
+    """An input whose size does not fit a layer or an architecture (a filter that does not fit, an image
+    smaller than the model's minimum input size)."""

