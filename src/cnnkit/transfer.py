@@ -224,11 +224,11 @@ def _stage_index(model_stages: list[Stage], name: str) -> int:
     return names.index(name)
 
 
-def top_stages(model: nn.Module, count: int) -> list[str]:
+def upper_stages(model: nn.Module, count: int) -> list[str]:
     """The ``count`` highest stages below the classifier (the ones the notes fine-tune first)."""
     body = [s.name for s in stages(model) if s.name != CLASSIFIER]
     if not 0 <= count <= len(body):
-        raise CnnkitError(f"top_stages={count}: the model has {len(body)} stages below the classifier "
+        raise CnnkitError(f"{count} upper stages: the model has {len(body)} stages below the classifier "
                           f"({', '.join(body)}); give 0..{len(body)}.")
     return body[len(body) - count:]
 
@@ -607,3 +607,180 @@ def format_probe_table(rows: list[dict]) -> str:
         mark = "  <- best" if r["accuracy"] == best else ""
         lines.append(f"{r['stage']:<14} {r['features']:>8} {r['accuracy']:>8.2f}% {r['C']:>6g}{mark}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ strategies
+STRATEGIES = ("linear", "head", "two-phase", "full")
+
+
+def prepare(model: nn.Module, data, *, new_head: bool = True, channel_mode: str = "sum") -> nn.Module:
+    """Fit a pretrained model to a dataset: adapt the input channels (1-channel data on an RGB backbone sums
+    the first-layer filters by default, see ``adapt_input_channels``), put a new head for the dataset's
+    classes, and make the training loop use the backbone's own normalisation."""
+    channels = data.image_shape[0]
+    model_channels = getattr(model, "cnnkit_config", {}).get("in_channels") or _first_conv(model)[1].in_channels
+    if channels != model_channels:
+        if channels != 1 and channel_mode != "repeat":
+            raise ShapeError(f"the model reads {model_channels}-channel images but {data.name} has {channels}; "
+                             "adapt it with channel_mode='repeat' (--channels repeat) or load the data with "
+                             f"{model_channels} channels.")
+        adapt_input_channels(model, channels, channel_mode)
+    num_classes = len(data.classes)
+    if new_head:
+        replace_head(model, num_classes)
+    else:
+        current = getattr(model, "cnnkit_config", {}).get("num_classes")
+        if current is not None and current != num_classes:
+            raise CnnkitError(f"the model predicts {current} classes but {data.name} has {num_classes}; "
+                              "keep new_head=True (drop --keep-head) to train a new classifier for them.")
+    pretrained = getattr(model, "pretrained_config", None)
+    if pretrained:  # the Trainer normalises with default_config: make it the pretrained weights' own
+        model.default_config = {**(getattr(model, "default_config", None) or {}),
+                                "mean": list(pretrained["mean"]), "std": list(pretrained["std"])}
+    return model
+
+
+def _native_input_size(model: nn.Module) -> int | None:
+    cfg = getattr(model, "pretrained_config", None) or {}
+    size = cfg.get("crop") or (cfg.get("input_size") or [None])[-1]
+    return int(size) if size else None
+
+
+def finetune(model: nn.Module, data, strategy: str = "two-phase", config=None, *, top_stages: int = 2,
+             lr_factor: float = 0.1, head_epochs: int | None = None, stage: str | Sequence[str] | None = None,
+             lr_decay: float | None = None, new_head: bool = True, channel_mode: str = "sum", out=None,
+             callbacks=()) -> dict:
+    """Transfer ``model`` to ``data`` with one of the notes' strategies, through the one training loop.
+
+    ``linear``: logistic regression on the pooled features of ``stage`` (default: every stage, a comparison
+    table). ``head``: train only the new classifier, the base frozen. ``two-phase``: the head first
+    (``head_epochs``, default ``config.epochs``), then the ``top_stages`` highest stages too at
+    ``lr x lr_factor`` (0.1 in the notes). ``full``: every layer from the start. ``lr_decay`` adds
+    discriminative learning rates (each stage ``lr_decay`` times the one above) to the trainable stages.
+    Images are resized to the backbone's input size unless ``config.input_size`` says otherwise; ``callbacks``
+    go to every Trainer (called after each epoch with the trainer and its metrics).
+    Returns ``{"strategy", "phases": [Trainer summaries], "test_acc"}`` (``"probes"`` for ``linear``)."""
+    from pathlib import Path
+
+    from .train import TrainConfig, Trainer
+
+    if strategy not in STRATEGIES:
+        raise UnknownNameError(f"Unknown strategy {strategy!r}.{did_you_mean(strategy, STRATEGIES)}")
+    config = config or TrainConfig()
+    prepare(model, data, new_head=new_head or strategy == "linear", channel_mode=channel_mode)
+    if config.input_size is None and _native_input_size(model):
+        config = dataclasses.replace(config, input_size=_native_input_size(model))
+    if strategy == "linear":
+        rows = linear_probe(model, data, stage, input_size=config.input_size, progress=config.progress)
+        return {"strategy": strategy, "probes": rows, "test_acc": max(r["accuracy"] for r in rows)}
+    out = Path(out) if out else None
+
+    def with_decay(cfg, first_stage=None):
+        if lr_decay is None:
+            return cfg
+        return dataclasses.replace(cfg, lr_multipliers={**stage_lr_multipliers(model, lr_decay, first_stage),
+                                                        **cfg.lr_multipliers})
+
+    phases = []
+    if strategy == "full":
+        unfreeze(model)
+        phases.append(Trainer(model, data, with_decay(config), out=out, callbacks=callbacks).fit())
+    else:
+        freeze(model)
+        head_config = dataclasses.replace(config, epochs=head_epochs or config.epochs)
+        head_out = (out / "head") if out and strategy == "two-phase" else out
+        phases.append(Trainer(model, data, head_config, out=head_out, callbacks=callbacks).fit())
+        if strategy == "two-phase" and top_stages > 0:
+            first = upper_stages(model, top_stages)[0]
+            unfreeze(model, from_=first)
+            tuned = dataclasses.replace(config, lr=config.lr * lr_factor)
+            phases.append(Trainer(model, data, with_decay(tuned, first), out=out, callbacks=callbacks).fit())
+    return {"strategy": strategy, "phases": phases, "test_acc": phases[-1]["test_acc"]}
+
+
+
+# ------------------------------------------------------------------------------------------ advice
+@dataclasses.dataclass(frozen=True)
+class Advice:
+    data: str  # "very little" | "quite a lot"
+    similarity: str  # "very similar" | "very different"
+    strategy: str  # a finetune() strategy
+    stages: str  # which stages to train or probe
+    recommendation: str
+    reason: str
+
+
+LITTLE_DATA_BELOW = 10_000  # labelled images; below this, fine-tuning many layers mostly overfits
+
+
+def advise(n_images: int, similarity: str | float, little_data_below: int = LITTLE_DATA_BELOW) -> Advice:
+    """The notes' 2x2 table (seed 000, "Transfer Learning?"): very little / quite a lot of data x a dataset very
+    similar / very different from the one the network was pretrained on. ``similarity`` is "similar" or
+    "different" (or a number in [0, 1], >= 0.5 meaning similar)."""
+    if isinstance(similarity, (int, float)):
+        similar = float(similarity) >= 0.5
+    else:
+        key = similarity.strip().lower().replace("very ", "")
+        if key not in ("similar", "different"):
+            raise CnnkitError(f"similarity must be 'similar' or 'different' (or a number in [0, 1]), not {similarity!r}.")
+        similar = key == "similar"
+    if n_images < 0:
+        raise CnnkitError(f"n_images must be >= 0, got {n_images}.")
+    little = n_images < little_data_below
+    data = "very little" if little else "quite a lot"
+    kind = "very similar" if similar else "very different"
+    if little and similar:
+        return Advice(data, kind, "linear", "top", "Use a linear classifier on the top layer.",
+                      "The top features already describe this kind of image, and with few labels any layer you "
+                      "train beyond a linear classifier overfits.")
+    if little:
+        return Advice(data, kind, "linear", "each", "You're in trouble: try linear classifiers on features from "
+                      "different stages and keep the best (cnnkit finetune --strategy linear).",
+                      "Upper layers are specific to the original task, so the best features may sit lower, and there "
+                      "is too little data to retrain them.")
+    if similar:
+        return Advice(data, kind, "two-phase", "a few top stages", "Fine-tune a few layers: train the new head with "
+                      "the base frozen, then unfreeze the top stages at about 0.1x the learning rate.",
+                      "Generic lower layers transfer as they are; enough data lets the specific top layers adapt "
+                      "without overfitting.")
+    return Advice(data, kind, "full", "most stages", "Fine-tune a larger number of layers (or all of them), after "
+                  "a head-only warm-up, at a reduced learning rate.",
+                  "A different domain needs more of the network to change, and there is enough data to change it; "
+                  "pretrained weights remain a better start than random ones.")
+
+
+# ------------------------------------------------------------------------------------------ pretrained predict
+def load_photo(path, config: dict) -> torch.Tensor:
+    """A photo as the pretrained weights saw their evaluation images: shorter side resized to
+    ``config["resize"]`` (with the config's interpolation), centre crop of ``config["crop"]``; uint8 (3, H, W)."""
+    from .data.formats import read_image
+
+    image = read_image(path, 3).float()[None]  # raises ImageError naming the file when it cannot be read
+    height, width = image.shape[-2:]
+    scale = config["resize"] / min(height, width)
+    size = (max(config["crop"], round(height * scale)), max(config["crop"], round(width * scale)))
+    mode = config.get("interpolation", "bilinear")
+    image = F.interpolate(image, size=size, mode=mode, align_corners=False, antialias=True).clamp_(0, 255)
+    top, left = (size[0] - config["crop"]) // 2, (size[1] - config["crop"]) // 2
+    return image[0, :, top:top + config["crop"], left:left + config["crop"]].round().to(torch.uint8)
+
+
+@torch.no_grad()
+def classify_images(model: nn.Module, files, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) per photo for a model loaded with registered pretrained weights
+    (``create_model("efficientnet_lite0", pretrained="imagenet")``), using the weights' own preprocessing."""
+    from .data.augment import Preprocess
+
+    config = getattr(model, "pretrained_config", None)
+    if not config or not config.get("class_names"):
+        raise CnnkitError("this model carries no pretrained configuration with class names; build it with "
+                          "create_model(NAME, pretrained=TAG) (see cnnkit.weights.list_pretrained()).")
+    if not files:
+        raise CnnkitError("no image files given.")
+    batch = torch.stack([load_photo(f, config) for f in files])
+    model.eval()
+    probabilities = torch.softmax(model(Preprocess(config["mean"], config["std"])(batch)).float(), dim=1)
+    top = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    names = config["class_names"]
+    return [[(names[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+            for values, indices in zip(top.values, top.indices)]
