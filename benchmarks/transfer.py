@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,9 +33,9 @@ from safetensors.torch import load_file, save_file
 
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
 from cnnkit.data.catalog import cache_dir
-from cnnkit.transfer import (extract_features, feature_bundle, fit_linear_probe, format_probe_table, freeze,
-                             pool_features, replace_head, stage_outputs, stages, train_on_features,
-                             transfer_preprocess, unfreeze)
+from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
+                             freeze, pool_features, replace_head, stage_outputs, stages, train_on_features,
+                             transfer_preprocess, unfreeze, upper_stages)
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
@@ -54,7 +53,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"cpu: {os.cpu_count()}-core {model}" if not torch.cuda.is_available() else f"cuda: {torch.cuda.get_device_name(0)}"
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {os.cpu_count()}-core {model}"
 
 
 def commit() -> str:
@@ -182,16 +183,28 @@ def pretrained_with_new_head():
     return model
 
 
+def cached_training(args, cache, model, after: str, key: str, epochs: int, lr: float) -> tuple[float, float]:
+    """Train the stages of ``model`` above ``after`` on the cached ``key`` features of the training images and
+    their mirror images, validating each epoch on 1,000 cached test images; returns the accuracy on the
+    whole cached test set and the seconds taken."""
+    train, train_flip, test, _ = cache
+    monitor = torch.randperm(len(test["labels"]), generator=torch.Generator().manual_seed(args.seed))[:1000]
+    bundle = feature_bundle(f"cifar10 {key}", torch.cat([train[key], train_flip[key]]),
+                            torch.cat([train["labels"], train_flip["labels"]]), test[key][monitor],
+                            test["labels"][monitor], [str(c) for c in range(10)])
+    whole = test[key] if test[key].ndim == 4 else test[key][:, :, None, None]
+    whole_test = FeatureDataset(whole, test["labels"], bundle.classes)
+    start = time.perf_counter()
+    trainer = train_on_features(model, after, bundle, tail_config(args, epochs, lr))
+    trainer.fit()
+    accuracy = trainer.evaluate(whole_test)["acc"]
+    return accuracy, time.perf_counter() - start
+
+
 def head_phase(args, cache, model) -> tuple[float, float]:
     """Phase 1: only the new classifier, on the cached pooled head features (flips included)."""
-    train, train_flip, test, _ = cache
     freeze(model)
-    bundle = feature_bundle("cifar10 head features", torch.cat([train["pooled.head"], train_flip["pooled.head"]]),
-                            torch.cat([train["labels"], train_flip["labels"]]), test["pooled.head"], test["labels"],
-                            [str(c) for c in range(10)])
-    start = time.perf_counter()
-    summary = train_on_features(model, "head", bundle, tail_config(args, args.head_epochs, args.lr))
-    return summary["test_acc"], time.perf_counter() - start
+    return cached_training(args, cache, model, "head", "pooled.head", args.head_epochs, args.lr)
 
 
 def step_head(args, cache) -> None:
@@ -202,20 +215,15 @@ def step_head(args, cache) -> None:
 
 
 def step_two_phase(args, cache) -> None:
-    train, train_flip, test, _ = cache
     model = pretrained_with_new_head()
     head_accuracy, head_seconds = head_phase(args, cache, model)
     boundary = {2: "stage7", 3: "stage6"}[args.top_stages]
-    thawed = unfreeze(model, from_=stages(model)[[s.name for s in stages(model)].index(boundary) + 1].name)
-    bundle = feature_bundle(f"cifar10 {boundary} maps", torch.cat([train[f"map.{boundary}"], train_flip[f"map.{boundary}"]]),
-                            torch.cat([train["labels"], train_flip["labels"]]), test[f"map.{boundary}"], test["labels"],
-                            [str(c) for c in range(10)])
+    thawed = unfreeze(model, from_=upper_stages(model, args.top_stages)[0])
     model.to(memory_format=torch.channels_last)
-    start = time.perf_counter()
     # The notes' recipe: after the head has converged, continue with the top stages at 0.1x the learning rate.
-    summary = train_on_features(model, boundary, bundle, tail_config(args, args.finetune_epochs, args.lr * 0.1))
-    seconds = time.perf_counter() - start
-    record("transfer_cifar10_1000", f"two-phase (top {args.top_stages} stages)", summary["test_acc"],
+    accuracy, seconds = cached_training(args, cache, model, boundary, f"map.{boundary}", args.finetune_epochs,
+                                        args.lr * 0.1)
+    record("transfer_cifar10_1000", f"two-phase (top {args.top_stages} stages)", accuracy,
            head_seconds + seconds, data=args.data_tag, train_images=1000, head_accuracy=round(head_accuracy, 2),
            phase2_seconds=round(seconds, 1), unfrozen=thawed, head_epochs=args.head_epochs,
            finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_lr=args.lr * 0.1,
@@ -228,7 +236,8 @@ def monitored(bundle, train, monitor: int, seed: int):
     from cnnkit.data.datasets import DatasetBundle
 
     pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(seed))[:monitor]
-    return DatasetBundle(bundle.name, train, bundle.test.subset(pick), bundle.classes, bundle.mean, bundle.std, bundle.note)
+    return DatasetBundle(bundle.name, train, bundle.test.subset(pick), bundle.classes, bundle.mean, bundle.std,
+                         bundle.note)
 
 
 def step_full(args, cache) -> None:
@@ -288,7 +297,8 @@ def step_mnist_fashion(args, cache) -> None:
     pretrain_seconds = time.perf_counter() - start
     few = target.train.subset(few_shot_indices(target.train.labels, args.per_class, args.seed))
     names = [s.name for s in stages(pretrained)[:-1]]
-    for label, model in (("mnist-pretrained", pretrained), ("random-init", create_model("lenet5_relu", num_classes=10))):
+    random_init = create_model("lenet5_relu", num_classes=10)
+    for label, model in (("mnist-pretrained", pretrained), ("random-init", random_init)):
         preprocess = transfer_preprocess(model, data_mean=target.mean, data_std=target.std)
         start = time.perf_counter()
         train_x = extract_features(model, few, names, preprocess=preprocess, channels_last=False)
@@ -308,7 +318,8 @@ def step_mnist_fashion(args, cache) -> None:
         summary = Trainer(model, monitored(target, few, 2000, args.seed), tune).fit()
         final = Trainer(model, target, TrainConfig(progress=False)).evaluate(target.test)
         record("transfer_mnist_to_fashion_1000", label, final["acc"], time.perf_counter() - start,
-               data="fashion-mnist", train_images=len(few), epochs=tune.epochs, monitor_acc=round(summary["test_acc"], 2))
+               data="fashion-mnist", train_images=len(few), epochs=tune.epochs,
+               monitor_acc=round(summary["test_acc"], 2))
 
 
 def main() -> None:

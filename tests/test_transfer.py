@@ -201,8 +201,14 @@ def test_training_on_cached_features_updates_the_model_itself():
     bundle = feature_bundle("bars layer2", maps["train"], data.train.labels, maps["test"], data.test.labels,
                             data.classes)
     before = model.layer3[0].conv1.weight.clone()
-    summary = train_on_features(model, "layer2", bundle, quick(epochs=2))
+    trainer = train_on_features(model, "layer2", bundle, quick(epochs=2))
+    summary = trainer.fit()
     assert not torch.equal(before, model.layer3[0].conv1.weight) and summary["epochs_completed"] == 2
+    model.eval()
+    with torch.no_grad():  # the tail's test accuracy is the whole model's on the images
+        logits = model((data.test.images.float() / 255 - 0.1) / 0.2)
+    whole = 100.0 * (logits.argmax(1) == data.test.labels).float().mean().item()
+    assert trainer.evaluate(bundle.test)["acc"] == pytest.approx(whole)
     with pytest.raises(CnnkitError, match="float"):
         feature_bundle("bad", data.train.images, data.train.labels, maps["test"], data.test.labels, data.classes)
 
@@ -272,7 +278,8 @@ def test_cli_predict_with_pretrained_imagenet_weights(capsys, tmp_path):
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (300, 200), (20, 120, 200)).save(photo)
-    code, out, err = run(capsys, "predict", "--model", "efficientnet_lite0", "--pretrained", "imagenet", photo, "--json")
+    code, out, err = run(capsys, "predict", "--model", "efficientnet_lite0", "--pretrained", "imagenet", photo,
+                         "--json")
     assert code == 0, err
     ranked = json.loads(out)[str(photo)]
     assert len(ranked) == 5 and all(isinstance(n, str) and 0 <= p <= 1 for n, p in ranked)

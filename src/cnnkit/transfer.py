@@ -176,7 +176,8 @@ def _autoencoder_stages(m) -> list[Stage]:
 def _unet_stages(m) -> list[Stage]:
     # Skip connections make U-Net a graph, not a chain: its stage outputs are read with forward hooks.
     out = [Stage(f"down{i}", (f"down.{i - 1}.",), None, f"down.{i - 1}") for i in range(1, len(m.down) + 1)]
-    out += [Stage(f"up{i}", (f"upsample.{i - 1}.", f"up.{i - 1}."), None, f"up.{i - 1}") for i in range(1, len(m.up) + 1)]
+    out += [Stage(f"up{i}", (f"upsample.{i - 1}.", f"up.{i - 1}."), None, f"up.{i - 1}")
+            for i in range(1, len(m.up) + 1)]
     return out + [Stage("head", ("head.",), None, "head")]
 
 
@@ -325,13 +326,13 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     if not layers:
         raise HeadNotFoundError(f"could not find the output layer of {model_name}: its last stage "
                                 f"{stages(model)[-1].name!r} has no layer with parameters. Replace it yourself "
-                                f"(setattr on the model) or register a stage definition in cnnkit.transfer.STAGE_BUILDERS.")
+                                "(setattr on the model) or register a stage definition in "
+                                "cnnkit.transfer.STAGE_BUILDERS.")
     for name, layer in layers:
         if not isinstance(layer, nn.Linear):
+            hint = " (build lenet5 with output='linear')" if type(layer).__name__ == "RBFOutput" else ""
             raise HeadNotFoundError(f"the output layer of {model_name} ({name}) is a {type(layer).__name__}, not a "
-                                    f"linear layer, so replace_head cannot renew it"
-                                    + (" (build lenet5 with output='linear')" if type(layer).__name__ == "RBFOutput" else "")
-                                    + ".")
+                                    f"linear layer, so replace_head cannot renew it{hint}.")
         head = nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None).to(layer.weight.device,
                                                                                           layer.weight.dtype)
         nn.init.normal_(head.weight, std=0.01)
@@ -385,11 +386,10 @@ def adapt_input_channels(model: nn.Module, in_channels: int, mode: str = "sum") 
     for attr in ("default_config", "pretrained_config"):
         config = getattr(model, attr, None)
         if config and config.get("mean"):
-            mean, std = config["mean"], config["std"]
-            config = {**config, "mean": [sum(mean) / len(mean)] * in_channels if in_channels == 1 else
-                      (list(mean) * in_channels)[:in_channels],
-                      "std": [sum(std) / len(std)] * in_channels if in_channels == 1 else (list(std) * in_channels)[:in_channels]}
-            setattr(model, attr, config)
+            def fit(values):
+                return [sum(values) / len(values)] if in_channels == 1 else (list(values) * in_channels)[:in_channels]
+
+            setattr(model, attr, {**config, "mean": fit(config["mean"]), "std": fit(config["std"])})
     return model
 
 
@@ -508,7 +508,8 @@ class StageTail(nn.Module):
         model_stages = stages(model)
         index = _stage_index(model_stages, after)
         if any(s.forward is None for s in model_stages):
-            raise CnnkitError(f"{type(model).__name__} is not a chain of stages, so its top cannot run on cached features.")
+            raise CnnkitError(f"{type(model).__name__} is not a chain of stages, so its top cannot run on cached "
+                              "features.")
         self.body = nn.Sequential(*(s.forward for s in model_stages[index + 1:]))
         name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
         self.cnnkit_config = {"name": f"{name} above {after}"}
@@ -546,14 +547,13 @@ class FeatureDataset(TensorImageDataset):
         return FeatureDataset(self.images[indices], self.labels[indices], self.classes)
 
 
-def train_on_features(model: nn.Module, after: str, bundle, config, out=None) -> dict:
-    """Train the stages of ``model`` above ``after`` on a ``feature_bundle`` of that stage's cached outputs
-    (through the Trainer). The model's own modules are updated; returns the Trainer's summary."""
+def train_on_features(model: nn.Module, after: str, bundle, config, out=None, callbacks=()):
+    """A Trainer for the stages of ``model`` above ``after``, reading a ``feature_bundle`` of that stage's cached
+    outputs: ``.fit()`` trains the model's own modules (shared with the tail), ``.evaluate(FeatureDataset)``
+    scores it on other cached features."""
     from .train import Trainer
 
-    tail = StageTail(model, after)
-    summary = Trainer(tail, bundle, config, out=out).fit()
-    return summary
+    return Trainer(StageTail(model, after), bundle, config, out=out, callbacks=callbacks)
 
 
 # ------------------------------------------------------------------------------------------ linear probes
@@ -566,7 +566,8 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
         from sklearn.model_selection import cross_val_score
         from sklearn.preprocessing import StandardScaler
     except ImportError:
-        raise CnnkitError("linear probes use scikit-learn, which is not installed; run: pip install 'cnnkit[analysis]'") from None
+        raise CnnkitError("linear probes use scikit-learn, which is not installed; run: "
+                          "pip install 'cnnkit[analysis]'") from None
     start = time.perf_counter()
     scaler = StandardScaler().fit(train_x.float().numpy())
     xtr, xte = scaler.transform(train_x.float().numpy()), scaler.transform(test_x.float().numpy())
@@ -722,7 +723,8 @@ def advise(n_images: int, similarity: str | float, little_data_below: int = LITT
     else:
         key = similarity.strip().lower().replace("very ", "")
         if key not in ("similar", "different"):
-            raise CnnkitError(f"similarity must be 'similar' or 'different' (or a number in [0, 1]), not {similarity!r}.")
+            raise CnnkitError(f"similarity must be 'similar' or 'different' (or a number in [0, 1]), "
+                              f"not {similarity!r}.")
         similar = key == "similar"
     if n_images < 0:
         raise CnnkitError(f"n_images must be >= 0, got {n_images}.")
