@@ -111,53 +111,95 @@ def stage_features(model, images: torch.Tensor, flip: bool, batch_size: int = 50
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def cached_split(model, images, labels, path: Path, flip: bool = False, chunk: int = 1000) -> dict[str, torch.Tensor]:
-    """Features of one split, computed in chunks that are saved as they finish (an interrupted run resumes at
-    the next chunk)."""
-    parts = []
-    for start in range(0, len(images), chunk):
-        file = path.with_name(f"{path.stem}-{start:05d}.safetensors")
-        if not file.is_file():
-            t0 = time.perf_counter()
-            tensors = stage_features(model, images[start:start + chunk], flip)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(file.with_suffix(".tmp")))
-            os.replace(file.with_suffix(".tmp"), file)
-            print(f"  cached {file.name}: {min(chunk, len(images) - start)} images in {time.perf_counter() - t0:.0f}s",
-                  flush=True)
-        parts.append(load_file(str(file)))
-    out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    out["labels"] = labels
-    return out
+def _claim(lock: Path) -> bool:
+    """Take the lock file of a chunk, or return False while another live process holds it."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False
+            except (ProcessLookupError, ValueError):  # its owner died: the lock is stale
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
 
 
-def feature_cache(per_class: int, seed: int) -> tuple[dict, dict, dict, float]:
-    bundle, train, _ = cifar_few_shot(per_class, seed)
-    model = create_model(BACKBONE, pretrained=TAG)
-    folder = cache_folder(per_class, seed)
-    start = time.perf_counter()
-    splits = {
-        "train": cached_split(model, train.images, train.labels, folder / "train"),
-        "train_flip": cached_split(model, train.images, train.labels, folder / "train_flip", flip=True),
-        "test": cached_split(model, bundle.test.images, bundle.test.labels, folder / "test"),
-    }
-    return splits["train"], splits["train_flip"], splits["test"], time.perf_counter() - start
+class FeatureCache:
+    """The pretrained backbone's features of the 1,000 training images, their mirror images and the test set:
+    every stage's pooled output plus the maps of MAP_STAGES (float16), in chunks of 1,000 images saved in the
+    cnnkit cache dir as they finish. Built on first use; an interrupted run resumes at the next chunk, and
+    benchmark processes running side by side share the work (a chunk another process is computing is waited
+    for)."""
 
+    chunk = 1000
 
-def timed_cache(per_class: int, seed: int):
-    """The cache plus the seconds it took to build, as recorded when it was first built."""
-    folder = cache_folder(per_class, seed)
-    timing = folder / "seconds.json"
-    existed = timing.is_file()
-    train, train_flip, test, seconds = feature_cache(per_class, seed)
-    if not existed:
-        timing.write_text(json.dumps({"seconds": seconds, "images": len(train["labels"]) * 2 + len(test["labels"])}))
-    return train, train_flip, test, json.loads(timing.read_text())
+    def __init__(self, per_class: int, seed: int):
+        self.bundle, self.train_set, self.data_tag = cifar_few_shot(per_class, seed)
+        self.folder = cache_folder(per_class, seed)
+        self._model = None
+        self._splits: dict[str, dict] = {}
+
+    def _source(self, split: str):
+        images = self.bundle.test if split == "test" else self.train_set
+        return images.images, images.labels, split == "train_flip"
+
+    def _chunk(self, split: str, start: int) -> dict[str, torch.Tensor]:
+        images, _, flip = self._source(split)
+        file = self.folder / f"{split}-{start:05d}.safetensors"
+        lock = file.with_suffix(".lock")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while not file.is_file():
+            if not _claim(lock):
+                time.sleep(10)
+                continue
+            try:
+                if not file.is_file():
+                    if self._model is None:
+                        self._model = create_model(BACKBONE, pretrained=TAG)
+                    t0 = time.perf_counter()
+                    tensors = stage_features(self._model, images[start:start + self.chunk], flip)
+                    seconds = time.perf_counter() - t0
+                    save_file(tensors, str(file.with_suffix(".tmp")), metadata={"seconds": f"{seconds:.1f}"})
+                    os.replace(file.with_suffix(".tmp"), file)
+                    print(f"  cached {file.name}: {len(tensors['pooled.head'])} images in {seconds:.0f}s", flush=True)
+            finally:
+                lock.unlink(missing_ok=True)
+        return load_file(str(file))
+
+    def split(self, name: str, chunks: int | None = None) -> dict[str, torch.Tensor]:
+        """The features of a split ('train', 'train_flip', 'test'), or of its first ``chunks`` chunks."""
+        images, labels, _ = self._source(name)
+        starts = list(range(0, len(images), self.chunk))[:chunks]
+        key = f"{name}:{len(starts)}"
+        if key not in self._splits:
+            parts = [self._chunk(name, start) for start in starts]
+            out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            out["labels"] = labels[:len(out["pooled.head"])]
+            self._splits[key] = out
+        return self._splits[key]
+
+    def seconds(self) -> tuple[float, int]:
+        """Seconds spent computing the whole cache (as its chunks recorded them) and the images it holds."""
+        from safetensors import safe_open
+
+        total, images = 0.0, 0
+        for file in sorted(self.folder.glob("*.safetensors")):
+            with safe_open(str(file), "pt") as f:
+                total += float((f.metadata() or {}).get("seconds", "nan"))
+                images += f.get_slice("pooled.head").get_shape()[0]
+        return total, images
 
 
 # --------------------------------------------------------------------------------------------- steps
 def step_probe(args, cache) -> None:
-    train, train_flip, test, timing = cache
+    train, train_flip, test = cache.split("train"), cache.split("train_flip"), cache.split("test")
+    cache_seconds, _ = cache.seconds()
     names = [k.split(".", 1)[1] for k in train if k.startswith("pooled.")]
     rows = []
     for name in names:
@@ -167,7 +209,7 @@ def step_probe(args, cache) -> None:
         rows.append({"stage": name, **row})
         record("transfer_cifar10_1000", f"linear-probe:{name}", row["accuracy"], row["seconds"],
                data=args.data_tag, train_images=1000, test_images=len(test["labels"]), features=row["features"],
-               C=row["C"], feature_cache_seconds=round(timing["seconds"], 1), note="logistic regression, flips cached")
+               C=row["C"], feature_cache_seconds=round(cache_seconds, 1), note="logistic regression, flips cached")
     print(format_probe_table(rows), flush=True)
 
 
@@ -185,19 +227,18 @@ def pretrained_with_new_head():
 
 def cached_training(args, cache, model, after: str, key: str, epochs: int, lr: float) -> tuple[float, float]:
     """Train the stages of ``model`` above ``after`` on the cached ``key`` features of the training images and
-    their mirror images, validating each epoch on 1,000 cached test images; returns the accuracy on the
-    whole cached test set and the seconds taken."""
-    train, train_flip, test, _ = cache
-    monitor = torch.randperm(len(test["labels"]), generator=torch.Generator().manual_seed(args.seed))[:1000]
+    their mirror images, validating each epoch on the first 1,000 cached test images (watched, never used to
+    choose anything); returns the accuracy on the whole cached test set and the seconds taken."""
+    train, train_flip, monitor = cache.split("train"), cache.split("train_flip"), cache.split("test", chunks=1)
     bundle = feature_bundle(f"cifar10 {key}", torch.cat([train[key], train_flip[key]]),
-                            torch.cat([train["labels"], train_flip["labels"]]), test[key][monitor],
-                            test["labels"][monitor], [str(c) for c in range(10)])
-    whole = test[key] if test[key].ndim == 4 else test[key][:, :, None, None]
-    whole_test = FeatureDataset(whole, test["labels"], bundle.classes)
+                            torch.cat([train["labels"], train_flip["labels"]]), monitor[key], monitor["labels"],
+                            [str(c) for c in range(10)])
     start = time.perf_counter()
     trainer = train_on_features(model, after, bundle, tail_config(args, epochs, lr))
     trainer.fit()
-    accuracy = trainer.evaluate(whole_test)["acc"]
+    test = cache.split("test")  # the whole test set, waited for if another process is still caching it
+    whole = test[key] if test[key].ndim == 4 else test[key][:, :, None, None]
+    accuracy = trainer.evaluate(FeatureDataset(whole, test["labels"], bundle.classes))["acc"]
     return accuracy, time.perf_counter() - start
 
 
@@ -241,7 +282,7 @@ def monitored(bundle, train, monitor: int, seed: int):
 
 
 def step_full(args, cache) -> None:
-    bundle, train, data_tag = cifar_few_shot(args.per_class, args.seed)
+    bundle, train, data_tag = cache.bundle, cache.train_set, cache.data_tag
     model = pretrained_with_new_head()
     head_accuracy, head_seconds = head_phase(args, cache, model)  # a converged head first: see the notes
     unfreeze(model)
@@ -338,14 +379,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    needs_cache = {"cache", "probe", "head", "two-phase", "full"} & set(args.steps)
-    cache = timed_cache(args.per_class, args.seed) if needs_cache else None
-    args.data_tag = cifar_few_shot(args.per_class, args.seed)[2] if needs_cache else None
-    if cache is not None:
-        print(f"feature cache: {cache[3]['images']} images through {BACKBONE} in {cache[3]['seconds']:.0f}s "
-              f"({cache_folder(args.per_class, args.seed)})", flush=True)
+    cache = FeatureCache(args.per_class, args.seed)
+    args.data_tag = cache.data_tag
     for step in args.steps:
-        if step != "cache":
+        if step == "cache":
+            for split in ("train", "train_flip", "test"):
+                cache.split(split)
+            seconds, images = cache.seconds()
+            print(f"feature cache: {images} images through {BACKBONE} in {seconds:.0f}s ({cache.folder})", flush=True)
+        else:
             globals()[f"step_{step.replace('-', '_')}"](args, cache)
 
 
