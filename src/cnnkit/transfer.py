@@ -450,7 +450,10 @@ def transfer_preprocess(model: nn.Module, image_shape=None, input_size: int | No
     if mean is None:
         raise CnnkitError("the model declares no normalisation and no dataset mean/std was given.")
     size = input_size or (cfg.get("input_size") or [None])[-1]
-    return Preprocess(mean, std, (size, size) if size else None, AugmentConfig.from_dict(augment))
+    # Always interpolate: zero-padding a 32x32 image into 224x224 (the loop's default for small images) would
+    # show the backbone a thumbnail in a black frame.
+    return Preprocess(mean, std, (size, size) if size else None, AugmentConfig.from_dict(augment),
+                      resize="interpolate")
 
 
 @torch.no_grad()
@@ -671,6 +674,7 @@ def finetune(model: nn.Module, data, strategy: str = "two-phase", config=None, *
     prepare(model, data, new_head=new_head or strategy == "linear", channel_mode=channel_mode)
     if config.input_size is None and _native_input_size(model):
         config = dataclasses.replace(config, input_size=_native_input_size(model))
+    config = dataclasses.replace(config, resize="interpolate")  # enlarge small images, never frame them
     if strategy == "linear":
         rows = linear_probe(model, data, stage, input_size=config.input_size, progress=config.progress)
         return {"strategy": strategy, "probes": rows, "test_acc": max(r["accuracy"] for r in rows)}
