@@ -195,6 +195,15 @@ class FeatureCache:
             self._splits[key] = out
         return self._splits[key]
 
+    def build(self) -> None:
+        """Compute every missing chunk of every split, those no other process is computing first."""
+        pending = [(split, start) for split in ("train", "train_flip", "test")
+                   for start in range(0, len(self._source(split)[0]), self.chunk)]
+        while pending:
+            pending = [(split, start) for split, start in pending if self._chunk(split, start) is None]
+            if pending:
+                time.sleep(10)
+
     def seconds(self) -> tuple[float, int]:
         """Seconds spent computing the whole cache (as its chunks recorded them) and the images it holds."""
         from safetensors import safe_open
@@ -397,8 +406,7 @@ def main() -> None:
     args.data_tag = cache.data_tag
     for step in args.steps:
         if step == "cache":
-            for split in ("train", "train_flip", "test"):
-                cache.split(split)
+            cache.build()
             seconds, images = cache.seconds()
             print(f"feature cache: {images} images through {BACKBONE} in {seconds:.0f}s ({cache.folder})", flush=True)
         else:
