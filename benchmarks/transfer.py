@@ -340,12 +340,12 @@ def scratch(args, name: str, model_name: str, epochs: int, lr: float, augment: d
 
 
 def step_scratch_same(args, cache) -> None:
-    scratch(args, "scratch: efficientnet_lite0", BACKBONE, args.scratch_epochs, 0.1,
+    scratch(args, "scratch: efficientnet_lite0", BACKBONE, args.scratch_epochs, args.scratch_lr,
             {"flip": True, "crop": 4, "crop_mode": "reflect"})
 
 
 def step_scratch_small(args, cache) -> None:
-    scratch(args, "scratch: resnet20 + augmentation", "resnet20", args.scratch_epochs, 0.1,
+    scratch(args, "scratch: resnet20 + augmentation", "resnet20", args.scratch_epochs, args.scratch_lr,
             {"flip": True, "crop": 4, "crop_mode": "reflect", "cutout": 8})
 
 
@@ -399,6 +399,7 @@ def main() -> None:
     parser.add_argument("--full-epochs", type=int, default=2)
     parser.add_argument("--full-size", type=int, default=160)
     parser.add_argument("--scratch-epochs", type=int, default=60)
+    parser.add_argument("--scratch-lr", type=float, default=0.1)
     # One thread: on a shared CPU, two threads that wait for each other at every operation were measured 2x
     # (convolutions) to 20x (the linear head) slower than one.
     parser.add_argument("--threads", type=int, default=1)
