@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
 from cnnkit.data.catalog import cache_dir
 from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
-                             freeze, pool_features, replace_head, stage_outputs, stages, train_on_features,
-                             transfer_preprocess, unfreeze, upper_stages)
+                             freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
+                             train_on_features, transfer_preprocess, unfreeze, upper_stages)
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
@@ -308,6 +308,8 @@ def step_full(args, cache) -> None:
     model = pretrained_with_new_head()
     head_accuracy, head_seconds = head_phase(args, cache, model)  # a converged head first: see the notes
     unfreeze(model)
+    if args.full_bn_eval:
+        hold_batchnorm_statistics(model)
     config = TrainConfig(epochs=args.full_epochs, lr=args.lr * 0.1, batch_size=32, optimizer="sgd", nesterov=True,
                          weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, input_size=args.full_size,
                          resize="interpolate",
@@ -321,6 +323,7 @@ def step_full(args, cache) -> None:
     record("transfer_cifar10_1000", "full fine-tuning", final["acc"], head_seconds + seconds, data=data_tag,
            train_images=1000, test_images=final["images"], input_size=args.full_size, epochs=args.full_epochs,
            lr=args.lr * 0.1, head_accuracy=round(head_accuracy, 2),
+           bn_statistics="held (eval)" if args.full_bn_eval else "updated",
            note="all layers trainable after the cached head phase; flips")
 
 
@@ -398,6 +401,8 @@ def main() -> None:
                         help="stages unfrozen in phase 2 besides the classifier: stage8 + head (cached stage7 maps)")
     parser.add_argument("--full-epochs", type=int, default=2)
     parser.add_argument("--full-size", type=int, default=160)
+    parser.add_argument("--full-bn-eval", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep BN running statistics fixed during full fine-tuning (default)")
     parser.add_argument("--scratch-epochs", type=int, default=60)
     parser.add_argument("--scratch-lr", type=float, default=0.1)
     # One thread: on a shared CPU, two threads that wait for each other at every operation were measured 2x

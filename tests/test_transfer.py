@@ -12,8 +12,9 @@ from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
 from cnnkit.errors import CnnkitError, ImageError, ShapeError, UnknownNameError
 from cnnkit.transfer import (HeadNotFoundError, adapt_input_channels, advise, extract_features, feature_bundle,
-                             finetune, freeze, is_frozen, replace_head, stage_lr_multipliers, stage_names,
-                             stage_outputs, stages, train_on_features, unfreeze, upper_stages)
+                             finetune, freeze, hold_batchnorm_statistics, is_frozen, replace_head,
+                             stage_lr_multipliers, stage_names, stage_outputs, stages, train_on_features, unfreeze,
+                             upper_stages)
 
 # (model, kwargs, input size): small enough to run every stage in well under a second each.
 CHAIN_MODELS = [
@@ -91,6 +92,15 @@ def test_frozen_batchnorm_updates_its_statistics_only_when_asked():
     Trainer(model, data, quick()).fit()
     assert not torch.equal(before, model.bn1.running_mean)
     assert not model.bn1.weight.requires_grad
+
+
+def test_held_batchnorm_keeps_its_statistics_but_learns_its_scale():
+    data = bar_dataset(n_train=32, n_test=16, size=16)
+    model = small_bn_net()
+    assert hold_batchnorm_statistics(model) == 19
+    mean, scale = model.bn1.running_mean.clone(), model.bn1.weight.clone()
+    Trainer(model, data, quick()).fit()
+    assert torch.equal(mean, model.bn1.running_mean) and not torch.equal(scale, model.bn1.weight)
 
 
 def test_unfreeze_restores_training_from_a_stage_up():

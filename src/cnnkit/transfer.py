@@ -277,6 +277,20 @@ def unfreeze(model: nn.Module, from_: str | None = None) -> list[str]:
     return [s.name for s in thawed]
 
 
+def hold_batchnorm_statistics(model: nn.Module) -> int:
+    """Keep every batch-norm layer in eval mode (its running statistics used and left as they are) while its
+    scale and shift stay trainable: for fine-tuning a whole pretrained network with small batches, where batch
+    statistics are noisy and a low BN momentum (EfficientNet's 0.01) leaves the running ones lagging the
+    weights. ``unfreeze`` releases them. Returns the number of layers held."""
+    held = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.train = types.MethodType(_train_frozen, module)
+            nn.Module.train(module, False)
+            held += 1
+    return held
+
+
 def is_frozen(model: nn.Module, stage: str) -> bool:
     selected = stages(model)[_stage_index(stages(model), stage)]
     params = [p for n, p in model.named_parameters() if selected.owns(n.rsplit(".", 1)[0])]
