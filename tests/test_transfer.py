@@ -265,7 +265,7 @@ def test_cli_finetune_from_a_run_folder_and_predict_with_its_checkpoint(tmp_path
             Image.new("RGB", (32, 32), colour).save(tmp_path / "imgs" / cls / f"{i}.png")
     code, out, err = run(capsys, "finetune", "--from", source, "--data", f"imagefolder:{tmp_path / 'imgs'}",
                          "--strategy", "two-phase", "--top-stages", "1", "--epochs", "1", "--batch-size", "8",
-                         "--out", tmp_path / "tuned", "--no-progress")
+                         "--workers", "0", "--out", tmp_path / "tuned", "--no-progress")
     assert code == 0, err
     assert "two-phase: test accuracy" in out
     meta = json.loads((tmp_path / "tuned" / "checkpoint.json").read_text())

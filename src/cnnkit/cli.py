@@ -125,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
     p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
@@ -332,7 +333,8 @@ def cmd_finetune(args) -> None:
         pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(args.seed))[:args.test_subset]
         bundle = dataclasses.replace(bundle, test=bundle.test.subset(pick))
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, input_size=args.input_size,
-                         seed=args.seed, device=args.device, num_threads=args.num_threads, channels_last=True,
+                         seed=args.seed, device=args.device, num_threads=args.num_threads,
+                         num_workers=args.num_workers, channels_last=True,
                          augment={"flip": True} if bundle.image_shape[0] == 3 else {},
                          progress=not args.no_progress and sys.stderr.isatty())
     result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,
