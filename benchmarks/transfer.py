@@ -310,7 +310,7 @@ def step_full(args, cache) -> None:
     unfreeze(model)
     if args.full_bn_eval:
         hold_batchnorm_statistics(model)
-    config = TrainConfig(epochs=args.full_epochs, lr=args.lr * 0.1, batch_size=32, optimizer="sgd", nesterov=True,
+    config = TrainConfig(epochs=args.full_epochs, lr=args.full_lr, batch_size=32, optimizer="sgd", nesterov=True,
                          weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, input_size=args.full_size,
                          resize="interpolate",
                          augment={"flip": True}, channels_last=True, seed=args.seed, progress=False,
@@ -322,7 +322,7 @@ def step_full(args, cache) -> None:
     seconds = time.perf_counter() - start
     record("transfer_cifar10_1000", "full fine-tuning", final["acc"], head_seconds + seconds, data=data_tag,
            train_images=1000, test_images=final["images"], input_size=args.full_size, epochs=args.full_epochs,
-           lr=args.lr * 0.1, head_accuracy=round(head_accuracy, 2),
+           lr=args.full_lr, head_accuracy=round(head_accuracy, 2),
            bn_statistics="held (eval)" if args.full_bn_eval else "updated",
            note="all layers trainable after the cached head phase; flips")
 
@@ -401,6 +401,9 @@ def main() -> None:
                         help="stages unfrozen in phase 2 besides the classifier: stage8 + head (cached stage7 maps)")
     parser.add_argument("--full-epochs", type=int, default=2)
     parser.add_argument("--full-size", type=int, default=160)
+    # 0.005 (0.1x the head's) wrecked the pretrained features within one epoch (train accuracy at chance): the
+    # depthwise filters of the lower stages need a far smaller step than the new head.
+    parser.add_argument("--full-lr", type=float, default=0.0005)
     parser.add_argument("--full-bn-eval", action=argparse.BooleanOptionalAction, default=True,
                         help="keep BN running statistics fixed during full fine-tuning (default)")
     parser.add_argument("--scratch-epochs", type=int, default=60)
