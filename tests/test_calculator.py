@@ -1,11 +1,10 @@
 """The notes' worked examples, reproduced by cnnkit.analysis.summary and cnnkit.layers (seeds 002-004)."""
 
-import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from cnnkit.analysis import parse_input_size, summary
 from cnnkit.errors import CnnkitError, ShapeError

@@ -2,22 +2,36 @@
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from cnnkit.errors import ShapeError
 from cnnkit.layers import (
-    BasicBlock, Bottleneck, ClassicDropout, ConvBNAct, GlobalAvgPoolHead, Inception, InceptionNaive,
-    InvertedDropout, LocalResponseNorm, MaxPoolWithIndices, MaxUnpoolUpsample, Maxout, SeparableConv2d,
-    TransposedConvUpsample, conv2d_im2col, im2col_matrix_shape, make_shortcut,
+    BasicBlock,
+    Bottleneck,
+    ClassicDropout,
+    ConvBNAct,
+    GlobalAvgPoolHead,
+    Inception,
+    InceptionNaive,
+    InvertedDropout,
+    LocalResponseNorm,
+    Maxout,
+    MaxPoolWithIndices,
+    MaxUnpoolUpsample,
+    SeparableConv2d,
+    TransposedConvUpsample,
+    conv2d_im2col,
+    im2col_matrix_shape,
+    make_shortcut,
 )
 
 torch.set_num_threads(1)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     groups=st.sampled_from([1, 2, 3]),
     channels_per_group=st.integers(1, 3),

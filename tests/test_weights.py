@@ -67,7 +67,8 @@ def test_missing_weight_package_says_how_to_install(monkeypatch):
 
 
 def test_unknown_tag_lists_the_registered_ones():
-    with pytest.raises(CheckpointError, match="neither an existing file.*registered tags for efficientnet_lite0: imagenet"):
+    expected = "neither an existing file.*registered tags for efficientnet_lite0: imagenet"
+    with pytest.raises(CheckpointError, match=expected):
         create_model("efficientnet_lite0", pretrained="imagenet21k")
 
 

@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
@@ -110,9 +110,7 @@ class _ReceptiveFieldMode(TorchDispatchMode):
                 field = self._pool(packet, args, field)
             elif packet in _ADAPTIVE:
                 field = self._adaptive(args, field)
-            elif packet in _DENSE:
-                field = _GLOBAL
-            elif packet is aten.mean and len(args) > 1 and _reduces_spatial(args):
+            elif packet in _DENSE or packet is aten.mean and len(args) > 1 and _reduces_spatial(args):
                 field = _GLOBAL
         out = func(*args, **kwargs)
         if field is not None:
@@ -257,8 +255,9 @@ def _leaf_modules(model: nn.Module):
 def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_size: int, dtype, strict) -> Summary:
     element_bytes = torch.empty((), dtype=dtype).element_size()
     # Shapes only: swap every parameter and buffer for a meta tensor of the same shape (no copy, no compute).
-    state = {name: torch.empty(t.shape, dtype=t.dtype if not t.is_floating_point() else dtype, device="meta")
-             for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]}
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    state = {name: torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device="meta")
+             for name, t in tensors}
     x = torch.empty((batch_size, *input_size), dtype=dtype, device="meta")
 
     leaves = list(_leaf_modules(model))
@@ -325,7 +324,11 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
                              numel * element_bytes, numel * element_bytes * batch_size,
                              None if rf is None else int(rf), jump, im2col_shape, im2col_bytes))
 
+    # Layers the forward pass did not use (GoogLeNet's auxiliary classifiers in eval mode) still count in the
+    # totals, since they are trained and saved; their share is reported separately.
+    used = {id(p) for name in order for p in modules[name].parameters()}
     params = {id(p): p for p in model.parameters()}.values()
+    unused = sum(p.numel() for p in params if id(p) not in used)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
     total_macs = flop_counter.get_total_flops() // 2 // batch_size
@@ -335,6 +338,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
         "params": trainable + frozen,
         "trainable_params": trainable,
         "frozen_params": frozen,
+        "unused_params": unused,
         "param_bytes": sum(p.numel() * element_bytes for p in params),
         "macs": total_macs,
         "flops": 2 * total_macs,
@@ -396,19 +400,22 @@ def format_summary(report: Summary) -> str:
 
     t = report.totals
     rule = "-" * len(line(header))
-    lines = [f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}",
-             rule, line(header), rule, *(line(row) for row in table), rule,
-             f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} frozen), "
-             f"{format_bytes(t['param_bytes'])}",
-             f"multiply-accumulates per instance: {t['macs']:,} ({format_count(t['macs'])}MACs = "
-             f"{format_count(t['flops'])}FLOPs); batch: {format_count(t['batch_macs'])}MACs",
-             f"activation memory (layer outputs): {format_bytes(t['activation_bytes'])} per instance, "
-             f"{format_bytes(t['batch_activation_bytes'])} per batch of {report.batch_size}",
-             f"input: {format_bytes(t['input_bytes'])} per instance; output shape: "
-             f"{'x'.join(map(str, t['output_shape']))}; largest im2col matrix: {format_bytes(t['max_im2col_bytes'])}",
-             "MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in "
-             "input pixels, jump = input pixels between neighbouring outputs."]
+    params_line = (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} "
+                   f"frozen), {format_bytes(t['param_bytes'])}")
+    if t["unused_params"]:
+        params_line += f"; {t['unused_params']:,} of them in layers this forward pass does not use"
+    macs_line = (f"multiply-accumulates per instance: {t['macs']:,} ({format_count(t['macs'])}MACs = "
+                 f"{format_count(t['flops'])}FLOPs); batch: {format_count(t['batch_macs'])}MACs")
+    memory_line = (f"activation memory (layer outputs): {format_bytes(t['activation_bytes'])} per instance, "
+                   f"{format_bytes(t['batch_activation_bytes'])} per batch of {report.batch_size}")
+    io_line = (f"input: {format_bytes(t['input_bytes'])} per instance; output shape: "
+               f"{'x'.join(map(str, t['output_shape']))}; largest im2col matrix: {format_bytes(t['max_im2col_bytes'])}")
+    legend = ("MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in "
+              "input pixels, jump = input pixels between neighbouring outputs.")
+    title = f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}"
+    lines = [title, rule, line(header), rule, *(line(row) for row in table), rule,
+             params_line, macs_line, memory_line, io_line, legend]
     return "\n".join(lines)
 
 
-__all__ = ["summary", "Summary", "LayerRow", "parse_input_size", "format_summary"]
+__all__ = ["LayerRow", "Summary", "format_summary", "parse_input_size", "summary"]

@@ -7,8 +7,8 @@ LocalResponseNorm; this module adds the pieces the papers in the notes use and n
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .errors import ShapeError
 
@@ -168,7 +168,9 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
     """(N + 2P - D(F-1) - 1) / S + 1, the notes' formula; raises when the filter does not fit evenly."""
     span = size + 2 * padding - dilation * (kernel_size - 1) - 1
     if span < 0:
-        raise ShapeError(f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}")
+        raise ShapeError(
+            f"a {kernel_size}x{kernel_size} filter does not fit a {size}x{size} input with padding {padding}"
+        )
     if span % stride:
         raise ShapeError(
             f"a {kernel_size}x{kernel_size} filter with stride {stride} does not fit a {size}x{size} input "
@@ -177,6 +179,18 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
             f"(or crop the input) so that the filter lands on the last pixel"
         )
     return span // stride + 1
+
+
+__all__ = [
+    "LENET_C3_TABLE",
+    "PartialConv2d",
+    "RBFOutput",
+    "ScaledTanh",
+    "TrainableSubsampling",
+    "conv_output_size",
+    "digit_prototypes",
+    "lecun_uniform_",
+]
 
 
 def require_min_input_size(x: torch.Tensor, min_size: int, model_name: str) -> None:
@@ -554,18 +568,30 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out
 
 
-def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_width: int,
-                        groups: int = 1) -> tuple[int, int]:
+def im2col_matrix_shape(in_channels: int, kernel_size, out_height: int, out_width: int) -> tuple[int, int]:
     """Rows x columns of the unfolded matrix for one image (all groups stacked): C*kh*kw x H_out*W_out."""
     kh, kw = _pair(kernel_size)
     return in_channels * kh * kw, out_height * out_width
 
 
-__all__ = [
-    "ScaledTanh", "TrainableSubsampling", "PartialConv2d", "RBFOutput", "LENET_C3_TABLE",
-    "digit_prototypes", "lecun_uniform_", "conv_output_size", "require_min_input_size",
-    "ConvBNAct", "Maxout", "ClassicDropout", "InvertedDropout", "LocalResponseNorm", "GlobalAvgPoolHead",
-    "InceptionNaive", "Inception", "ZeroPadShortcut", "make_shortcut", "BasicBlock", "Bottleneck",
-    "SeparableConv2d", "TransposedConvUpsample", "MaxPoolWithIndices", "MaxUnpoolUpsample",
-    "conv2d_im2col", "im2col_matrix_shape",
+__all__ += [
+    "BasicBlock",
+    "Bottleneck",
+    "ClassicDropout",
+    "ConvBNAct",
+    "GlobalAvgPoolHead",
+    "Inception",
+    "InceptionNaive",
+    "InvertedDropout",
+    "LocalResponseNorm",
+    "MaxPoolWithIndices",
+    "MaxUnpoolUpsample",
+    "Maxout",
+    "SeparableConv2d",
+    "TransposedConvUpsample",
+    "ZeroPadShortcut",
+    "conv2d_im2col",
+    "im2col_matrix_shape",
+    "make_shortcut",
+    "require_min_input_size",
 ]

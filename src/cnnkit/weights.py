@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .errors import CheckpointError, UnknownNameError
 
@@ -136,18 +137,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} does not exist; give a .safetensors/.pth file, a cnnkit run "
                               f"folder containing {CHECKPOINT_WEIGHTS}, or a registered tag such as 'imagenet'")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except Exception as error:  # safetensors raises its own error types for corrupt headers
+        except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
     if path.suffix not in _TORCH_SUFFIXES:
         raise CheckpointError(f"unknown checkpoint format {path.suffix!r} for {path}; expected .safetensors, "
                               f"{', '.join(_TORCH_SUFFIXES)} or a cnnkit run folder")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} could not be read as tensors with torch.load(weights_only=True): {error}. "
                               f"cnnkit never unpickles arbitrary objects; re-save it as a plain state dict") from None
     for wrapper in ("state_dict", "model_state_dict", "model", "net"):
@@ -179,8 +181,7 @@ def _strip_prefixes(state: dict) -> dict:
     out = {}
     for key, value in state.items():
         for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+            key = key.removeprefix(prefix)
         out[key] = value
     return out
 
@@ -299,7 +300,8 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     if not path.exists():
         tags = [t for m, t in list_pretrained(model_name)] if model_name else []
         hint = f"registered tags for {model_name}: {', '.join(tags)}" if tags else (
-            f"no pretrained tags are registered for {model_name or 'this model'}")
+            f"no pretrained tags are registered for {model_name or 'this model'}; give the path of a checkpoint you "
+            f"have, e.g. a torchvision .pth file or a cnnkit run folder")
         raise CheckpointError(f"pretrained={spec_text!r} is neither an existing file or run folder nor a registered "
                               f"tag ({hint})")
     metadata = read_checkpoint_metadata(path) if path.is_dir() else None
@@ -309,14 +311,25 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     except CheckpointError as error:
         if metadata and model_name and metadata.get("model", {}).get("name") not in (None, model_name):
             saved = metadata["model"]
-            raise CheckpointError(f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
-                                  f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
+            raise CheckpointError(
+                f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
+                f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
         raise
     return model
 
 
 __all__ = [
-    "load_pretrained", "pretrained_config", "list_pretrained", "register_pretrained", "PretrainedEntry",
-    "read_state_dict", "convert_state_dict", "compare_state_dict", "load_state_dict_into", "class_names",
-    "from_torchvision", "from_cifar_resnet", "KeyMismatch",
+    "KeyMismatch",
+    "PretrainedEntry",
+    "class_names",
+    "compare_state_dict",
+    "convert_state_dict",
+    "from_cifar_resnet",
+    "from_torchvision",
+    "list_pretrained",
+    "load_pretrained",
+    "load_state_dict_into",
+    "pretrained_config",
+    "read_state_dict",
+    "register_pretrained",
 ]

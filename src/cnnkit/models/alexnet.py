@@ -14,7 +14,7 @@ NeurIPS 2012, §3 and Fig. 2; the notes' table (seeds 002).
     F10    fully connected 4096                                              dropout 0.5, ReLU
     Out    fully connected 1000                                              softmax
 
-The paper split the network across two GPUs: C3, C6 and C7 only see the 48/192/128 maps of their own GPU,
+The paper split the network across two GPUs: C3, C6 and C7 only see the 48/192/192 maps of their own GPU,
 which ``two_towers=True`` (the default) reproduces with grouped convolutions (60,965,224 parameters at 1000
 classes, the paper's "60 million"). The paper's 224x224 crops only fit the 11x11/4 filter evenly as 227x227,
 so that is the native input.
@@ -29,9 +29,9 @@ inputs larger than the native one also work.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from ..layers import LocalResponseNorm, require_min_input_size
+from ..layers import ClassicDropout, LocalResponseNorm, require_min_input_size
 from .registry import register_model
 
 # Smallest inputs for which the third max-pool still has a 3x3 window (see the table above):
@@ -42,9 +42,14 @@ ALEXNET_OWT_MIN_INPUT = 63
 
 class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True,
-                 drop_rate: float = 0.5):
+                 drop_rate: float = 0.5, dropout: str = "classic"):
         super().__init__()
         groups = 2 if two_towers else 1
+        # §4.2: "At test time, we use all the neurons but multiply their outputs by 0.5" -- classic dropout.
+        # "inverted" (nn.Dropout) gives the same expected activations with a no-op at test time.
+        if dropout not in ("classic", "inverted"):
+            raise ValueError(f"dropout must be 'classic' or 'inverted', not {dropout!r}")
+        make_dropout = ClassicDropout if dropout == "classic" else nn.Dropout
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 96, 11, stride=4),
             nn.ReLU(inplace=True),
@@ -64,10 +69,10 @@ class AlexNet(nn.Module):
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
-            nn.Dropout(drop_rate),
+            make_dropout(drop_rate),
             nn.Linear(256 * 6 * 6, 4096),
             nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
+            make_dropout(drop_rate),
             nn.Linear(4096, 4096),
             nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
@@ -133,10 +138,10 @@ class AlexNetOWT(nn.Module):
 
 @register_model(input_size=(3, 227, 227), num_classes=1000, family="alexnet", paper="Krizhevsky et al. 2012",
                 min_input_size=ALEXNET_MIN_INPUT)
-def alexnet(num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True,
-            drop_rate: float = 0.5) -> AlexNet:
+def alexnet(num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True, drop_rate: float = 0.5,
+            dropout: str = "classic") -> AlexNet:
     """The 2012 AlexNet: 96-256-384-384-256 maps, LRN, overlapping pooling, dropout 0.5, FC 4096-4096."""
-    return AlexNet(num_classes, in_channels, two_towers, drop_rate)
+    return AlexNet(num_classes, in_channels, two_towers, drop_rate, dropout)
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000, family="alexnet", paper="Krizhevsky 2014",

@@ -34,8 +34,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..layers import Inception, LocalResponseNorm, require_min_input_size
 from .registry import register_model
@@ -69,8 +69,10 @@ class AuxiliaryClassifier(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, batch_norm: bool = False):
         super().__init__()
-        # 5x5/3 average pooling gives 4x4 at the 14x14 native size; the adaptive pool keeps 4x4 for other sizes.
-        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        # The paper's 5x5/3 average pooling gives 4x4 on the native 14x14 maps; the adaptive pool after it is
+        # then an identity, and brings other input sizes to the 4x4 the fully connected layer expects.
+        self.pool = nn.AvgPool2d(5, stride=3)
+        self.resize = nn.AdaptiveAvgPool2d((4, 4))
         self.conv = nn.Conv2d(in_channels, 128, 1, bias=not batch_norm)
         self.bn = nn.BatchNorm2d(128) if batch_norm else nn.Identity()
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
@@ -78,7 +80,9 @@ class AuxiliaryClassifier(nn.Module):
         self.fc2 = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(self.pool(x))), inplace=True)
+        if min(x.shape[-2:]) >= 5:  # a per-batch shape check: maps smaller than the window skip it
+            x = self.pool(x)
+        x = F.relu(self.bn(self.conv(self.resize(x))), inplace=True)
         x = F.relu(self.fc1(torch.flatten(x, 1)), inplace=True)
         return self.fc2(self.dropout(x))
 

@@ -25,7 +25,7 @@ and 8x8 maps with 16, 32 and 64 filters, global average pooling and a 10-way fc:
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, GlobalAvgPoolHead
 from .registry import register_model
@@ -45,7 +45,7 @@ class ResNet(nn.Module):
     """The ImageNet ResNet. Attribute names follow torchvision (conv1, bn1, layer1..4, fc) so its state dicts
     load directly; the shortcut is called ``shortcut`` here and ``downsample`` there (see cnnkit.weights)."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers, num_classes: int = 1000,
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers, num_classes: int = 1000,
                  in_channels: int = 3, shortcut: str = "B", residual: bool = True, stride_on: str = "3x3",
                  zero_init_residual: bool = False):
         super().__init__()
@@ -53,7 +53,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        block_kwargs = dict(shortcut=shortcut, residual=residual)
+        block_kwargs = {"shortcut": shortcut, "residual": residual}
         if block is Bottleneck:
             block_kwargs["stride_on"] = stride_on
         channels = 64
@@ -90,7 +90,7 @@ class CifarResNet(nn.Module):
         for index, width in enumerate(CIFAR_WIDTHS):
             stride = 1 if index == 0 else 2
             stage, channels = _make_stage(BasicBlock, channels, width, blocks_per_stage, stride,
-                                          dict(shortcut=shortcut, residual=residual))
+                                          {"shortcut": shortcut, "residual": residual})
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.head = GlobalAvgPoolHead(channels, num_classes)
@@ -130,10 +130,10 @@ def _resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
     return ResNet(block, layers, num_classes, in_channels, **kwargs)
 
 
-_IMAGENET = dict(input_size=(3, 224, 224), num_classes=1000, family="resnet", paper="He et al. 2015",
-                 min_input_size=1, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-_CIFAR = dict(input_size=(3, 32, 32), num_classes=10, family="resnet_cifar", paper="He et al. 2015, §4.2",
-              min_input_size=1)
+_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "family": "resnet", "paper": "He et al. 2015",
+             "min_input_size": 1, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+_CIFAR = {"input_size": (3, 32, 32), "num_classes": 10, "family": "resnet_cifar", "paper": "He et al. 2015, §4.2",
+          "min_input_size": 1}
 
 
 @register_model(**_IMAGENET)

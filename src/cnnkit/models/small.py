@@ -25,7 +25,7 @@ mirror the encoder back to the input's size and channels, ending in a sigmoid fo
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..errors import ShapeError
 from ..layers import require_min_input_size

@@ -1,12 +1,13 @@
 """U-Net: Ronneberger, Fischer, Brox, "U-Net: convolutional networks for biomedical image segmentation",
 MICCAI 2015, §2 and Fig. 1 (the notes, seeds 004).
 
-    level  contracting path (two 3x3 conv + ReLU, then 2x2 max-pool)   expansive path (up-conv 2x2, concat, two 3x3)
-    1      64      572 -> 570 -> 568                                   64 + 64   -> 392 -> 390 -> 388, 1x1 conv -> classes
-    2      128     284 -> 282 -> 280                                   128 + 128 -> 200 -> 198 -> 196
-    3      256     140 -> 138 -> 136                                   256 + 256 -> 104 -> 102 -> 100
-    4      512     68 -> 66 -> 64                                      512 + 512 -> 56 -> 54 -> 52
-    5      1024    32 -> 30 -> 28 (bottom)
+    level  maps  contracting path: 2 x (3x3 conv, ReLU),   expansive path: up-conv 2x2, concatenate the
+                 then 2x2 max-pool                       cropped skip, 2 x (3x3 conv, ReLU)
+    1      64    572 -> 570 -> 568                        64 + 64   -> 392 -> 390 -> 388, 1x1 conv -> classes
+    2      128   284 -> 282 -> 280                        128 + 128 -> 200 -> 198 -> 196
+    3      256   140 -> 138 -> 136                        256 + 256 -> 104 -> 102 -> 100
+    4      512   68 -> 66 -> 64                           512 + 512 -> 56 -> 54 -> 52
+    5      1024  32 -> 30 -> 28 (bottom)
 
 The paper's convolutions are unpadded ("valid"), so a 572x572 tile gives a 388x388 map and the skip
 connections are centre-cropped before concatenation; valid input sizes are 188 + 16k. ``padding=True`` pads
@@ -17,7 +18,7 @@ width (64 in the paper); ``batch_norm=True`` adds batch norm after each convolut
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..errors import ShapeError
 from ..layers import TransposedConvUpsample

@@ -19,7 +19,7 @@ An adaptive average pool to 7x7 sits before the head, as in torchvision: an iden
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..layers import LocalResponseNorm, require_min_input_size
 from .registry import register_model
@@ -95,8 +95,8 @@ def _vgg(config: str, num_classes: int, in_channels: int, batch_norm: bool, drop
     return VGG(config, num_classes, in_channels, batch_norm, drop_rate)
 
 
-_IMAGENET = dict(input_size=(3, 224, 224), num_classes=1000, family="vgg", min_input_size=VGG_MIN_INPUT,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+_IMAGENET = {"input_size": (3, 224, 224), "num_classes": 1000, "family": "vgg", "min_input_size": VGG_MIN_INPUT,
+             "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 _PAPER = "Simonyan & Zisserman 2015"
 
 

@@ -12,14 +12,14 @@
 
 "sep" is a 3x3 depthwise-separable convolution followed by batch norm; ReLU comes before each separable
 convolution inside the residual blocks (the first one of the entry flow's first block reads the stem's ReLU
-output directly). No bias anywhere except the classifier: 22,855,952 parameters at 1000 classes (the paper's
-22.8 M; Keras reports 22.9 M counting batch norm's running statistics).
+output directly). No bias anywhere except the classifier: 22,855,952 parameters at 1000 classes, exactly the
+count of the paper's Table 3 (Keras reports 22.9 M because it adds batch norm's running statistics).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ..layers import SeparableConv2d, require_min_input_size
 from .registry import register_model
