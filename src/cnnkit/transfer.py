@@ -27,6 +27,10 @@ statistics and overwrite its running mean/variance (Keras issue 9214), silently 
 ``freeze`` therefore installs a ``train()`` override on every module of a frozen stage that keeps it in eval
 mode (BN uses and keeps its running statistics; dropout and stochastic depth are off, so a frozen base is a
 deterministic feature extractor). The Trainer calls ``model.train()`` every epoch and needs no change.
+``hold_batchnorm_statistics`` does the same for every BN layer of a network fine-tuned whole with small batches.
+
+Small images are always enlarged to the backbone's input size (``resize="interpolate"``), never zero-padded
+into a frame as the training loop does by default for LeNet-style inputs.
 """
 
 from __future__ import annotations
