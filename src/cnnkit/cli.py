@@ -24,7 +24,14 @@ EXAMPLES = {
   torchrun --nproc-per-node 4 --max-restarts 3 -m cnnkit train resnet20 --data cifar10 --scale-lr""",
     "eval": "example:\n  cnnkit eval runs/lenet5 --data mnist",
     "predict": "examples:\n  cnnkit predict runs/lenet5 digit.png other.jpg --top-k 3\n"
-               "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background",
+               "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background\n"
+               "  cnnkit predict --model efficientnet_lite0 --pretrained imagenet photo.jpg   # top-5 ImageNet labels",
+    "finetune": """examples:
+  cnnkit finetune --from efficientnet_lite0:imagenet --data cifar10 --strategy linear --train-subset 1000
+  cnnkit finetune --from efficientnet_lite0:imagenet --data cifar10 --strategy two-phase --top-stages 2 \\
+      --train-subset 1000 --epochs 5 --lr 0.05 --out runs/lite0-cifar10
+  cnnkit finetune --from runs/lenet5_relu-mnist --data fashion-mnist --strategy full --train-subset 1000
+  cnnkit finetune --from resnet50-0676ba61.pth --model resnet50 --data imagefolder:photos --strategy head""",
     "models": "example:\n  cnnkit models --family resnet",
     "datasets": "example:\n  cnnkit datasets",
     "stylize": """examples:
@@ -138,9 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=cmd_eval)
 
-    p = command("predict", "classify image files with a checkpoint (top-k classes)")
-    p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json)")
-    p.add_argument("images", nargs="+", type=Path)
+    p = command("predict", "classify image files with a checkpoint or pretrained weights (top-k classes)")
+    p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json); omit with --model/--pretrained")
+    p.add_argument("images", nargs="*", type=Path)
+    p.add_argument("--model", help="a registered model to build instead of reading a run folder")
+    p.add_argument("--pretrained", help="with --model: a pretrained tag (imagenet) or weights file")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -210,6 +219,34 @@ def _parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_serve)
+
+    p = command("finetune", "transfer a pretrained model or checkpoint to a dataset (cnnkit.transfer)")
+    p.add_argument("--from", dest="source", required=True, metavar="PRETRAINED|CHECKPOINT",
+                   help="MODEL:TAG (efficientnet_lite0:imagenet), a cnnkit run folder, or a weights file with --model")
+    p.add_argument("--model", help="model to build for a weights file or a bare tag")
+    p.add_argument("--data", required=True, help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--strategy", choices=["linear", "head", "two-phase", "full"], default="two-phase")
+    p.add_argument("--stage", action="append", help="--strategy linear: a stage to probe (repeatable; default all)")
+    p.add_argument("--top-stages", type=int, default=2, help="two-phase: stages unfrozen in phase 2 (default 2)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--test-subset", type=int, metavar="N", help="evaluate on N test images (default all)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs per phase (default 5)")
+    p.add_argument("--head-epochs", type=int, help="two-phase: epochs of the head phase (default --epochs)")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr-factor", type=float, default=0.1, help="two-phase: phase-2 learning rate factor (0.1)")
+    p.add_argument("--lr-decay", type=float, help="discriminative LRs: each stage this times the one above")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--input-size", type=int, help="resize images to this (default: the backbone's, 224)")
+    p.add_argument("--channels", choices=["sum", "average", "repeat"], default="sum",
+                   help="adapting an RGB backbone to grey data: sum (default) or average the first filters")
+    p.add_argument("--keep-head", action="store_true", help="keep the classifier (same classes as the checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
+    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
@@ -444,8 +481,21 @@ def cmd_predict(args) -> None:
     from .predict import predict_files
     from .train.checkpoint import load_model_checkpoint
 
-    model, meta = load_model_checkpoint(args.checkpoint)
-    results = predict_files(model, meta, args.images, args.top_k, args.invert)
+    if args.model or args.pretrained:
+        from .models.registry import create_model
+        from .transfer import classify_images
+
+        if not (args.model and args.pretrained):
+            raise CnnkitError("--model and --pretrained go together: cnnkit predict --model efficientnet_lite0 "
+                              "--pretrained imagenet photo.jpg")
+        args.images = [args.checkpoint, *args.images]  # no run folder: the first positional is an image
+        model = create_model(args.model, pretrained=args.pretrained)
+        results = classify_images(model, args.images, args.top_k)
+    else:
+        if not args.images:
+            raise CnnkitError("name at least one image: cnnkit predict RUN_DIR image.png")
+        model, meta = load_model_checkpoint(args.checkpoint)
+        results = predict_files(model, meta, args.images, args.top_k, args.invert)
     if args.json:
         print(json.dumps({str(f): r for f, r in zip(args.images, results)}, indent=2))
         return
@@ -663,6 +713,69 @@ def cmd_serve(args) -> None:
     print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
           "Ctrl-C stops it)", flush=True)
     uvicorn.run(create_app(args.checkpoints), host=args.host, port=args.port, log_level="warning")
+
+def _load_source(args):
+    """The model named by ``finetune --from``: MODEL:TAG, a cnnkit run folder, or a weights file (--model)."""
+    from .models.registry import create_model
+    from .train.checkpoint import load_model_checkpoint
+
+    path = Path(args.source)
+    if path.is_dir() and (path / "checkpoint.json").is_file():
+        return load_model_checkpoint(path)[0]
+    if path.exists() or args.model:
+        if not args.model:
+            raise CnnkitError(f"--from {path} is a weights file; name its architecture with --model NAME.")
+        return create_model(args.model, pretrained=str(path) if path.exists() else args.source)
+    if ":" in args.source:
+        name, tag = args.source.split(":", 1)
+        return create_model(name, pretrained=tag)
+    raise CnnkitError(f"--from {args.source!r} is neither MODEL:TAG (e.g. efficientnet_lite0:imagenet), a cnnkit run "
+                      "folder, nor an existing weights file.")
+
+
+def _balanced_subset(dataset, n: int, seed: int):
+    import torch
+
+    labels = dataset.labels
+    classes = int(labels.max()) + 1
+    if n < classes:
+        raise CnnkitError(f"--train-subset {n} is fewer than one image per class ({classes} classes).")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    per_class = [order[labels[order] == c] for c in range(classes)]
+    quota = [n // classes + (1 if c < n % classes else 0) for c in range(classes)]
+    return dataset.subset(torch.cat([idx[:q] for idx, q in zip(per_class, quota)]).sort().values)
+
+
+def cmd_finetune(args) -> None:
+    import dataclasses
+
+    import torch
+
+    from .data import load_dataset
+    from .train import TrainConfig
+    from .transfer import finetune, format_probe_table
+
+    torch.manual_seed(args.seed)
+    model = _load_source(args)
+    pretrained = getattr(model, "pretrained_config", None) or {}
+    size = args.input_size or pretrained.get("crop") or model.default_config["input_size"][-1]
+    bundle = load_dataset(args.data, image_size=size, channels=model.cnnkit_config["in_channels"])
+    if args.train_subset:
+        bundle = dataclasses.replace(bundle, train=_balanced_subset(bundle.train, args.train_subset, args.seed))
+    if args.test_subset:
+        pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(args.seed))[:args.test_subset]
+        bundle = dataclasses.replace(bundle, test=bundle.test.subset(pick))
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, input_size=args.input_size,
+                         seed=args.seed, device=args.device, num_threads=args.num_threads,
+                         num_workers=args.num_workers, channels_last=True,
+                         augment={"flip": True} if bundle.image_shape[0] == 3 else {},
+                         progress=not args.no_progress and sys.stderr.isatty())
+    result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,
+                      head_epochs=args.head_epochs, stage=args.stage, lr_decay=args.lr_decay,
+                      new_head=not args.keep_head, channel_mode=args.channels, out=args.out)
+    if args.strategy == "linear":
+        print(format_probe_table(result["probes"]))
+    print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from .errors import ImageError
 
 def preprocess_from_meta(meta: dict) -> Preprocess:
     p = meta["preprocess"]
-    return Preprocess(p["mean"], p["std"], p.get("input_size"))
+    return Preprocess(p["mean"], p["std"], p.get("input_size"), resize=p.get("resize", "auto"))
 
 
 @torch.no_grad()

@@ -78,19 +78,23 @@ class Preprocess:
     training), normalise, and optionally channels_last. Runs wherever the batch is."""
 
     def __init__(self, mean, std, input_size: tuple[int, int] | None = None, augment: AugmentConfig | None = None,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32):
+                 channels_last: bool = False, dtype: torch.dtype = torch.float32, resize: str = "auto"):
+        if resize not in ("auto", "interpolate"):
+            raise ValueError(f"resize must be 'auto' or 'interpolate', not {resize!r}")
         self.mean, self.std = tuple(mean), tuple(std)
         self.input_size = tuple(input_size) if input_size else None
+        self.resize = resize
         self.augment = augment or AugmentConfig()
         self.channels_last, self.dtype = channels_last, dtype
 
     def fit_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's 28x28 digits centred in
-        32x32, as in the paper); other sizes are resized bilinearly."""
+        """With ``resize="auto"``, smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's
+        28x28 digits centred in 32x32, as in the paper); other sizes are resized bilinearly. ``"interpolate"``
+        always resizes: a pretrained backbone must see CIFAR's 32x32 images enlarged to its 224, not framed."""
         if self.input_size is None or tuple(x.shape[-2:]) == self.input_size:
             return x
         (h, w), (th, tw) = x.shape[-2:], self.input_size
-        if h <= th and w <= tw and (th - h) % 2 == 0 and (tw - w) % 2 == 0:
+        if self.resize == "auto" and h <= th and w <= tw and (th - h) % 2 == 0 and (tw - w) % 2 == 0:
             return F.pad(x, ((tw - w) // 2, (tw - w) // 2, (th - h) // 2, (th - h) // 2))
         return F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=h > th)
 
@@ -113,4 +117,4 @@ class Preprocess:
     def state(self) -> dict:
         """What a checkpoint records so predict/eval convert images exactly as training did."""
         return {"mean": list(self.mean), "std": list(self.std),
-                "input_size": list(self.input_size) if self.input_size else None}
+                "input_size": list(self.input_size) if self.input_size else None, "resize": self.resize}

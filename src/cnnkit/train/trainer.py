@@ -77,6 +77,7 @@ class TrainConfig:
     early_stopping: int | None = None  # stop after this many epochs without improving `plateau_metric`
     augment: dict = dataclasses.field(default_factory=dict)  # crop, crop_mode, flip, cutout
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
+    resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int | None = None
     num_workers: int = 2  # image-folder decoding processes
@@ -169,7 +170,8 @@ class Trainer:
         mean = cfg.get("mean") or data.mean
         std = cfg.get("std") or data.std
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
-                                     AugmentConfig.from_dict(config.augment), config.channels_last)
+                                     AugmentConfig.from_dict(config.augment), config.channels_last,
+                                     resize=config.resize)
 
         train_set, val_set = data.train, data.test
         self.val_source = "test"

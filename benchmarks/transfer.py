@@ -1,0 +1,428 @@
+"""Does transfer learning pay? ImageNet-pretrained EfficientNet-Lite0 -> CIFAR-10 with 100 labelled images per
+class, against training from scratch on the same 1,000 images; and MNIST -> Fashion-MNIST stage by stage.
+
+    CNNKIT_DATA=/work/shared/datasets PYTHONPATH=src python benchmarks/transfer.py            # everything
+    ... benchmarks/transfer.py --steps cache probe head two-phase                             # some steps
+
+Protocol (issue 9): 1,000 training images (the first 100 of each class in a seeded permutation of the
+training set), evaluated on the full 10,000-image test set (the lossy JPEG copy when that is what is present).
+Inputs are resized to the 224 px the backbone was trained at and normalised as it expects.
+
+What is cached. The pretrained base's outputs at every stage are computed once (one pass over the 1,000 training
+images, their mirror images, and the test set) and stored in the cnnkit cache dir. A frozen base in eval mode is
+a fixed function, so training the layers above a frozen stage on its cached outputs is the same computation as
+training the whole model with that stage frozen (augmentation: the cached mirror images). ``head`` and
+``two-phase`` run that way, through the one Trainer; ``full`` and the scratch baselines train on images.
+
+Each figure is appended to benchmarks/results.jsonl (one JSON object per figure) and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cnnkit import TrainConfig, Trainer, create_model, load_dataset
+from cnnkit.data.catalog import cache_dir
+from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
+                             freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
+                             train_on_features, transfer_preprocess, unfreeze, upper_stages)
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
+MAP_STAGES = ("stage7",)  # spatial outputs kept for fine-tuning the stages above them
+STEPS = ("cache", "probe", "head", "two-phase", "full", "scratch-same", "scratch-small", "mnist-fashion")
+
+
+# --------------------------------------------------------------------------------------------- recording
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {os.cpu_count()}-core {model}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def record(benchmark: str, variant: str, accuracy: float, seconds: float, **extra) -> None:
+    row = {"benchmark": benchmark, "variant": variant, "metric": "accuracy", "value": round(accuracy, 2),
+           "seconds": round(seconds, 1), **extra, "device": machine(), "date": _dt.date.today().isoformat(),
+           "commit": commit()}
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"RESULT {variant:<34} {accuracy:6.2f}%  {seconds:8.1f}s   {json.dumps(extra)}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+def few_shot_indices(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    chosen = [order[labels[order] == c][:per_class] for c in range(int(labels.max()) + 1)]
+    return torch.cat(chosen).sort().values
+
+
+def cifar_few_shot(per_class: int, seed: int):
+    bundle = load_dataset("cifar10")
+    train = bundle.train.subset(few_shot_indices(bundle.train.labels, per_class, seed))
+    data_tag = "cifar10-jpeg" if "lossy" in bundle.note else "cifar10"
+    return bundle, train, data_tag
+
+
+# --------------------------------------------------------------------------------------------- feature cache
+def cache_folder(per_class: int, seed: int) -> Path:
+    return cache_dir() / "transfer" / f"{BACKBONE}-{TAG}-cifar10-{INPUT_SIZE}px-{per_class}pc-seed{seed}"
+
+
+@torch.no_grad()
+def stage_features(model, images: torch.Tensor, flip: bool, batch_size: int = 50) -> dict[str, torch.Tensor]:
+    """One pass: every stage's pooled output, plus the maps of MAP_STAGES (float16, to halve the cache)."""
+    names = [s.name for s in stages(model)[:-1]]
+    preprocess = transfer_preprocess(model)
+    model.eval().to(memory_format=torch.channels_last)  # NHWC: depthwise convolutions run ~5x faster on CPU
+    out: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        x = preprocess(x.flip(3) if flip else x).contiguous(memory_format=torch.channels_last)
+        for name, value in stage_outputs(model, x, names).items():
+            out.setdefault(f"pooled.{name}", []).append(pool_features(value))
+            if name in MAP_STAGES:
+                out.setdefault(f"map.{name}", []).append(value.half().contiguous())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _claim(lock: Path) -> bool:
+    """Take the lock file of a chunk, or return False while another live process holds it."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False
+            except (ProcessLookupError, ValueError):  # its owner died: the lock is stale
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+class FeatureCache:
+    """The pretrained backbone's features of the 1,000 training images, their mirror images and the test set:
+    every stage's pooled output plus the maps of MAP_STAGES (float16), in chunks of 1,000 images saved in the
+    cnnkit cache dir as they finish. Built on first use; an interrupted run resumes at the next chunk, and
+    benchmark processes running side by side share the work (a chunk another process is computing is waited
+    for)."""
+
+    chunk = 1000
+
+    def __init__(self, per_class: int, seed: int):
+        self.bundle, self.train_set, self.data_tag = cifar_few_shot(per_class, seed)
+        # The test files are sorted by class; a seeded shuffle makes every chunk (the first one is the
+        # per-epoch monitor) a sample of all ten classes.
+        order = torch.randperm(len(self.bundle.test), generator=torch.Generator().manual_seed(seed))
+        self.test_set = self.bundle.test.subset(order)
+        self.folder = cache_folder(per_class, seed)
+        self._model = None
+        self._splits: dict[str, dict] = {}
+
+    def _source(self, split: str):
+        images = self.test_set if split == "test" else self.train_set
+        return images.images, images.labels, split == "train_flip"
+
+    def _chunk(self, split: str, start: int) -> dict[str, torch.Tensor] | None:
+        """A chunk's features: loaded, or computed here; None while another process is computing it."""
+        images, _, flip = self._source(split)
+        file = self.folder / f"{split}-{start:05d}.safetensors"
+        lock = file.with_suffix(".lock")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not file.is_file():
+            if not _claim(lock):
+                return None
+            try:
+                if not file.is_file():
+                    if self._model is None:
+                        self._model = create_model(BACKBONE, pretrained=TAG)
+                    t0 = time.perf_counter()
+                    tensors = stage_features(self._model, images[start:start + self.chunk], flip)
+                    seconds = time.perf_counter() - t0
+                    save_file(tensors, str(file.with_suffix(".tmp")), metadata={"seconds": f"{seconds:.1f}"})
+                    os.replace(file.with_suffix(".tmp"), file)
+                    print(f"  cached {file.name}: {len(tensors['pooled.head'])} images in {seconds:.0f}s", flush=True)
+            finally:
+                lock.unlink(missing_ok=True)
+        return load_file(str(file))
+
+    def split(self, name: str, chunks: int | None = None) -> dict[str, torch.Tensor]:
+        """The features of a split ('train', 'train_flip', 'test'), or of its first ``chunks`` chunks. Chunks
+        other processes are computing are skipped at first, then waited for."""
+        images, labels, _ = self._source(name)
+        starts = list(range(0, len(images), self.chunk))[:chunks]
+        key = f"{name}:{len(starts)}"
+        if key not in self._splits:
+            parts: dict[int, dict] = {}
+            while len(parts) < len(starts):
+                for start in starts:
+                    if start not in parts and (chunk := self._chunk(name, start)) is not None:
+                        parts[start] = chunk
+                if len(parts) < len(starts):
+                    time.sleep(10)
+            out = {k: torch.cat([parts[s][k] for s in starts]) for k in parts[starts[0]]}
+            out["labels"] = labels[:len(out["pooled.head"])]
+            self._splits[key] = out
+        return self._splits[key]
+
+    def build(self) -> None:
+        """Compute every missing chunk of every split, those no other process is computing first."""
+        pending = [(split, start) for split in ("train", "train_flip", "test")
+                   for start in range(0, len(self._source(split)[0]), self.chunk)]
+        while pending:
+            pending = [(split, start) for split, start in pending if self._chunk(split, start) is None]
+            if pending:
+                time.sleep(10)
+
+    def seconds(self) -> tuple[float, int]:
+        """Seconds spent computing the whole cache (as its chunks recorded them) and the images it holds."""
+        from safetensors import safe_open
+
+        total, images = 0.0, 0
+        for file in sorted(self.folder.glob("*.safetensors")):
+            with safe_open(str(file), "pt") as f:
+                total += float((f.metadata() or {}).get("seconds", "nan"))
+                images += f.get_slice("pooled.head").get_shape()[0]
+        return total, images
+
+
+# --------------------------------------------------------------------------------------------- steps
+def step_probe(args, cache) -> None:
+    train, train_flip, test = cache.split("train"), cache.split("train_flip"), cache.split("test")
+    cache_seconds, _ = cache.seconds()
+    names = [k.split(".", 1)[1] for k in train if k.startswith("pooled.")]
+    rows = []
+    for name in names:
+        x = torch.cat([train[f"pooled.{name}"], train_flip[f"pooled.{name}"]])
+        y = torch.cat([train["labels"], train_flip["labels"]])
+        row = fit_linear_probe(x, y, test[f"pooled.{name}"], test["labels"])
+        rows.append({"stage": name, **row})
+        record("transfer_cifar10_1000", f"linear-probe:{name}", row["accuracy"], row["seconds"],
+               data=args.data_tag, train_images=1000, test_images=len(test["labels"]), features=row["features"],
+               C=row["C"], feature_cache_seconds=round(cache_seconds, 1), note="logistic regression, flips cached")
+    print(format_probe_table(rows), flush=True)
+
+
+def tail_config(args, epochs: int, lr: float) -> TrainConfig:
+    return TrainConfig(epochs=epochs, lr=lr, batch_size=64, optimizer="sgd", momentum=0.9, nesterov=True,
+                       weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1,
+                       seed=args.seed, progress=False, eval_batch_size=500)
+
+
+def pretrained_with_new_head():
+    model = create_model(BACKBONE, pretrained=TAG)
+    replace_head(model, 10)
+    return model
+
+
+def cached_training(args, cache, model, after: str, key: str, epochs: int, lr: float) -> tuple[float, float]:
+    """Train the stages of ``model`` above ``after`` on the cached ``key`` features of the training images and
+    their mirror images, validating each epoch on the first 1,000 cached test images (watched, never used to
+    choose anything); returns the accuracy on the whole cached test set and the seconds taken."""
+    train, train_flip, monitor = cache.split("train"), cache.split("train_flip"), cache.split("test", chunks=1)
+    bundle = feature_bundle(f"cifar10 {key}", torch.cat([train[key], train_flip[key]]),
+                            torch.cat([train["labels"], train_flip["labels"]]), monitor[key], monitor["labels"],
+                            [str(c) for c in range(10)])
+    start = time.perf_counter()
+    trainer = train_on_features(model, after, bundle, tail_config(args, epochs, lr))
+    trainer.fit()
+    seconds = time.perf_counter() - start
+    test = cache.split("test")  # the whole test set, waited for (not timed) if another process is caching it
+    whole = test[key] if test[key].ndim == 4 else test[key][:, :, None, None]
+    start = time.perf_counter()
+    accuracy = trainer.evaluate(FeatureDataset(whole, test["labels"], bundle.classes))["acc"]
+    return accuracy, seconds + time.perf_counter() - start
+
+
+def head_phase(args, cache, model) -> tuple[float, float]:
+    """Phase 1: only the new classifier, on the cached pooled head features (flips included)."""
+    freeze(model)
+    return cached_training(args, cache, model, "head", "pooled.head", args.head_epochs, args.lr)
+
+
+def step_head(args, cache) -> None:
+    model = pretrained_with_new_head()
+    accuracy, seconds = head_phase(args, cache, model)
+    record("transfer_cifar10_1000", "head-only", accuracy, seconds, data=args.data_tag, train_images=1000,
+           epochs=args.head_epochs, lr=args.lr, note="base frozen (BN in eval), cached head features, flips cached")
+
+
+def step_two_phase(args, cache) -> None:
+    model = pretrained_with_new_head()
+    head_accuracy, head_seconds = head_phase(args, cache, model)
+    boundary = "stage7"
+    thawed = unfreeze(model, from_=upper_stages(model, args.top_stages)[0])
+    model.to(memory_format=torch.channels_last)
+    # The notes' recipe: after the head has converged, continue with the top stages at 0.1x the learning rate.
+    accuracy, seconds = cached_training(args, cache, model, boundary, f"map.{boundary}", args.finetune_epochs,
+                                        args.lr * 0.1)
+    record("transfer_cifar10_1000", f"two-phase (top {args.top_stages} stages)", accuracy,
+           head_seconds + seconds, data=args.data_tag, train_images=1000, head_accuracy=round(head_accuracy, 2),
+           phase2_seconds=round(seconds, 1), unfrozen=thawed, head_epochs=args.head_epochs,
+           finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_lr=args.lr * 0.1,
+           note=f"phase 2 trains the stages above {boundary} on its cached maps (flips cached)")
+
+
+def monitored(bundle, train, monitor: int, seed: int):
+    """A bundle that trains on ``train`` and validates each epoch on a fixed slice of the test set; the figure
+    reported is a separate evaluation on the whole test set."""
+    from cnnkit.data.datasets import DatasetBundle
+
+    pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(seed))[:monitor]
+    return DatasetBundle(bundle.name, train, bundle.test.subset(pick), bundle.classes, bundle.mean, bundle.std,
+                         bundle.note)
+
+
+def step_full(args, cache) -> None:
+    bundle, train, data_tag = cache.bundle, cache.train_set, cache.data_tag
+    model = pretrained_with_new_head()
+    head_accuracy, head_seconds = head_phase(args, cache, model)  # a converged head first: see the notes
+    unfreeze(model)
+    if args.full_bn_eval:
+        hold_batchnorm_statistics(model)
+    config = TrainConfig(epochs=args.full_epochs, lr=args.full_lr, batch_size=32, optimizer="sgd", nesterov=True,
+                         weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, input_size=args.full_size,
+                         resize="interpolate",
+                         augment={"flip": True}, channels_last=True, seed=args.seed, progress=False,
+                         eval_batch_size=100)
+    start = time.perf_counter()
+    trainer = Trainer(model, monitored(bundle, train, 500, args.seed), config)
+    trainer.fit()
+    final = trainer.evaluate(bundle.test)
+    seconds = time.perf_counter() - start
+    record("transfer_cifar10_1000", "full fine-tuning", final["acc"], head_seconds + seconds, data=data_tag,
+           train_images=1000, test_images=final["images"], input_size=args.full_size, epochs=args.full_epochs,
+           lr=args.full_lr, head_accuracy=round(head_accuracy, 2),
+           bn_statistics="held (eval)" if args.full_bn_eval else "updated",
+           note="all layers trainable after the cached head phase; flips")
+
+
+def scratch(args, name: str, model_name: str, epochs: int, lr: float, augment: dict, **model_args) -> None:
+    bundle, train, data_tag = cifar_few_shot(args.per_class, args.seed)
+    torch.manual_seed(args.seed)
+    model = create_model(model_name, num_classes=10, **model_args)
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=64, optimizer="sgd", nesterov=True, weight_decay=5e-4,
+                         schedule="onecycle", label_smoothing=0.1, augment=augment, channels_last=True,
+                         seed=args.seed, progress=False, eval_batch_size=1000)
+    start = time.perf_counter()
+    trainer = Trainer(model, monitored(bundle, train, 1000, args.seed), config)
+    trainer.fit()
+    final = trainer.evaluate(bundle.test)
+    record("transfer_cifar10_1000", name, final["acc"], time.perf_counter() - start, data=data_tag, train_images=1000,
+           test_images=final["images"], model=model_name, input_size=32, epochs=epochs, lr=lr, augment=augment)
+
+
+def step_scratch_same(args, cache) -> None:
+    scratch(args, "scratch: efficientnet_lite0", BACKBONE, args.scratch_epochs, args.scratch_lr,
+            {"flip": True, "crop": 4, "crop_mode": "reflect"})
+
+
+def step_scratch_small(args, cache) -> None:
+    scratch(args, "scratch: resnet20 + augmentation", "resnet20", args.scratch_epochs, args.scratch_lr,
+            {"flip": True, "crop": 4, "crop_mode": "reflect", "cutout": 8})
+
+
+def step_mnist_fashion(args, cache) -> None:
+    """A small CNN trained on all of MNIST, transferred to Fashion-MNIST with 1,000 labels: a linear probe on
+    each stage (which stages transfer?), then fine-tuning against training from scratch."""
+    source, target = load_dataset("mnist"), load_dataset("fashion-mnist")
+    config = TrainConfig(epochs=2, lr=0.05, batch_size=128, schedule="onecycle", seed=args.seed, progress=False)
+    torch.manual_seed(args.seed)
+    pretrained = create_model("lenet5_relu", num_classes=10)
+    start = time.perf_counter()
+    Trainer(pretrained, source, config).fit()
+    pretrain_seconds = time.perf_counter() - start
+    few = target.train.subset(few_shot_indices(target.train.labels, args.per_class, args.seed))
+    names = [s.name for s in stages(pretrained)[:-1]]
+    random_init = create_model("lenet5_relu", num_classes=10)
+    for label, model in (("mnist-pretrained", pretrained), ("random-init", random_init)):
+        preprocess = transfer_preprocess(model, data_mean=target.mean, data_std=target.std)
+        start = time.perf_counter()
+        train_x = extract_features(model, few, names, preprocess=preprocess, channels_last=False)
+        test_x = extract_features(model, target.test, names, preprocess=preprocess, channels_last=False)
+        for name in names:
+            row = fit_linear_probe(train_x[name], few.labels, test_x[name], target.test.labels)
+            record("transfer_mnist_to_fashion_1000", f"linear-probe:{label}:{name}", row["accuracy"],
+                   time.perf_counter() - start, data="fashion-mnist", train_images=len(few), features=row["features"],
+                   source="mnist" if label == "mnist-pretrained" else None, pretrain_seconds=round(pretrain_seconds, 1))
+    tune = TrainConfig(epochs=30, lr=0.05, batch_size=64, schedule="onecycle", seed=args.seed, progress=False,
+                       augment={"crop": 2})
+    for label, model in (("fine-tune all (from mnist)", pretrained),
+                         ("scratch", create_model("lenet5_relu", num_classes=10))):
+        if label.startswith("fine-tune"):
+            replace_head(model, 10)
+        start = time.perf_counter()
+        summary = Trainer(model, monitored(target, few, 2000, args.seed), tune).fit()
+        final = Trainer(model, target, TrainConfig(progress=False)).evaluate(target.test)
+        record("transfer_mnist_to_fashion_1000", label, final["acc"], time.perf_counter() - start,
+               data="fashion-mnist", train_images=len(few), epochs=tune.epochs,
+               monitor_acc=round(summary["test_acc"], 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--head-epochs", type=int, default=30)
+    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--top-stages", type=int, choices=(2,), default=2,
+                        help="stages unfrozen in phase 2 besides the classifier: stage8 + head (cached stage7 maps)")
+    parser.add_argument("--full-epochs", type=int, default=2)
+    parser.add_argument("--full-size", type=int, default=160)
+    # 0.005 (0.1x the head's) wrecked the pretrained features within one epoch (train accuracy at chance): the
+    # depthwise filters of the lower stages need a far smaller step than the new head.
+    parser.add_argument("--full-lr", type=float, default=0.0005)
+    parser.add_argument("--full-bn-eval", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep BN running statistics fixed during full fine-tuning (default)")
+    parser.add_argument("--scratch-epochs", type=int, default=60)
+    parser.add_argument("--scratch-lr", type=float, default=0.1)
+    # One thread: on a shared CPU, two threads that wait for each other at every operation were measured 2x
+    # (convolutions) to 20x (the linear head) slower than one.
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = FeatureCache(args.per_class, args.seed)
+    args.data_tag = cache.data_tag
+    for step in args.steps:
+        if step == "cache":
+            cache.build()
+            seconds, images = cache.seconds()
+            print(f"feature cache: {images} images through {BACKBONE} in {seconds:.0f}s ({cache.folder})", flush=True)
+        else:
+            globals()[f"step_{step.replace('-', '_')}"](args, cache)
+
+
+if __name__ == "__main__":
+    main()
