@@ -46,7 +46,8 @@ def worker(args) -> None:
                          schedule="constant", device=args.device, num_threads=args.threads, progress=False,
                          eval_batch_size=1000)
     try:
-        Trainer(create_model(args.model), data, config, out=args.out).fit()
+        model = create_model(args.model, num_classes=len(data.classes), in_channels=data.image_shape[0])
+        Trainer(model, data, config, out=args.out).fit()
     finally:
         distributed.shutdown()
 
