@@ -20,11 +20,8 @@ Each figure is appended to benchmarks/results.jsonl (one JSON object per figure)
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,42 +34,18 @@ from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, f
                              freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
                              train_on_features, transfer_preprocess, unfreeze, upper_stages)
 
-RESULTS = Path(__file__).with_name("results.jsonl")
+sys.path.insert(0, str(Path(__file__).parent))
+from record import record as shared_record  # noqa: E402
+
 BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
 MAP_STAGES = ("stage7",)  # spatial outputs kept for fine-tuning the stages above them
 STEPS = ("cache", "probe", "head", "two-phase", "full", "scratch-same", "scratch-small", "mnist-fashion")
 
 
 # --------------------------------------------------------------------------------------------- recording
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)}"
-    return f"cpu: {os.cpu_count()}-core {model}"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def record(benchmark: str, variant: str, accuracy: float, seconds: float, **extra) -> None:
-    row = {"benchmark": benchmark, "variant": variant, "metric": "accuracy", "value": round(accuracy, 2),
-           "seconds": round(seconds, 1), **extra, "device": machine(), "date": _dt.date.today().isoformat(),
-           "commit": commit()}
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(f"RESULT {variant:<34} {accuracy:6.2f}%  {seconds:8.1f}s   {json.dumps(extra)}", flush=True)
+    """One accuracy figure (with its wall time) in results.jsonl, through the shared recorder."""
+    shared_record(benchmark, variant, "accuracy", round(accuracy, 2), seconds=round(seconds, 1), **extra)
 
 
 # --------------------------------------------------------------------------------------------- data
