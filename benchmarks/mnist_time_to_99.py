@@ -122,7 +122,7 @@ def run_cnnkit(recipe: Path, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "mnist_fast.yaml")
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "lenet5_mnist.yaml")
     parser.add_argument("--runs", type=int, default=3, help="cnnkit seeds")
     parser.add_argument("--baseline-epochs", type=int, default=14)
     parser.add_argument("--skip-baseline", action="store_true")

@@ -10,6 +10,7 @@ from helpers import bar_dataset
 FAMILIES = [
     # model, channels, data size, TrainConfig extras
     ("fashion_cnn", 1, 28, {}),
+    ("mnist_fast_cnn", 1, 28, {}),
     ("alexnet_owt", 3, 32, {"input_size": 64}),  # needs >= 63 px: the Trainer resizes
     ("vgg11_bn", 3, 32, {}),
     ("googlenet", 3, 32, {}),  # auxiliary classifiers take part in the loss
@@ -33,3 +34,9 @@ def test_family_trains(name, channels, size, extra):
     assert torch.isfinite(torch.tensor(summary["test_loss"]))
     moved = [k for k, v in model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert len(moved) > len(before) // 2, f"only {len(moved)} of {len(before)} tensors changed"
+
+
+def test_mnist_fast_cnn_is_the_documented_size():
+    model = create_model("mnist_fast_cnn")
+    assert sum(p.numel() for p in model.parameters()) == 18426
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
