@@ -6,6 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.cnnkit-installed
+# Datasets: $CNNKIT_DATA if set, else the shared folder beside the checkout when there is one
+# (cnnkit then falls back to ~/.cache/cnnkit and the download mirrors).
+CNNKIT_DATA ?= $(abspath $(wildcard ../shared/datasets))
+export CNNKIT_DATA
 
 .PHONY: demo test install lint clean
 
