@@ -619,7 +619,6 @@ def cmd_denoise(args) -> None:
     from .denoise import DenoisingTask, add_noise, denoise_image, denoising_report
     from .models.registry import create_model
     from .style import save_image
-    from .train.checkpoint import load_model_checkpoint
 
     if args.train:
         bundle = load_dataset(args.data or "mnist")
@@ -636,10 +635,7 @@ def cmd_denoise(args) -> None:
               f"-> {report['denoised_ssim']:.3f}; {args.out / 'denoising.json'}")
         return
     _need_checkpoint_and_image(args, "denoise")
-    model, meta = load_model_checkpoint(args.checkpoint)
-    if meta.get("task", {}).get("name") != "denoising":
-        raise CnnkitError(f"{args.checkpoint} holds a {meta.get('task', {}).get('name', 'classification')} model, "
-                          "not a denoising autoencoder; train one with 'cnnkit denoise --train'.")
+    model, meta = _load_task_checkpoint(args.checkpoint, "denoising", "a denoising autoencoder", "denoise")
     image = read_image(args.image, meta["image_shape"][0])
     if args.add_noise:
         kind, _, level = args.add_noise.partition(":")
@@ -654,6 +650,17 @@ def cmd_denoise(args) -> None:
     print(f"{out}")
 
 
+def _load_task_checkpoint(path, task: str, what: str, command: str):
+    """(model, meta) of a run trained for ``task``; another task's checkpoint is refused with the fix."""
+    from .train.checkpoint import load_model_checkpoint
+
+    model, meta = load_model_checkpoint(path)
+    found = meta.get("task", {}).get("name", "classification")
+    if found != task:
+        raise CnnkitError(f"{path} holds a {found} model, not {what}; train one with 'cnnkit {command} --train'.")
+    return model, meta
+
+
 def cmd_segment(args) -> None:
     import torch
 
@@ -661,7 +668,6 @@ def cmd_segment(args) -> None:
     from .models.registry import create_model
     from .segment import SegmentationTask, load_segmentation_data, predict_mask, write_overlay
     from .style import resize_longer_side
-    from .train.checkpoint import load_model_checkpoint
 
     if args.train:
         bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
@@ -679,10 +685,7 @@ def cmd_segment(args) -> None:
               f"{args.out / 'overlays'}")
         return
     _need_checkpoint_and_image(args, "segment")
-    model, meta = load_model_checkpoint(args.checkpoint)
-    if meta.get("task", {}).get("name") != "segmentation":
-        raise CnnkitError(f"{args.checkpoint} holds a {meta.get('task', {}).get('name', 'classification')} model, "
-                          "not a segmenter; train one with 'cnnkit segment --train'.")
+    model, meta = _load_task_checkpoint(args.checkpoint, "segmentation", "a segmenter", "segment")
     image = read_image(args.image, meta["image_shape"][0])
     if args.size:
         image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
