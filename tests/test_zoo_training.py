@@ -11,6 +11,7 @@ FAMILIES = [
     # model, channels, data size, TrainConfig extras
     ("fashion_cnn", 1, 28, {}),
     ("mnist_fast_cnn", 1, 28, {}),
+    ("cifar_fast_cnn", 3, 32, {}),  # whitening filters set from the data before the first step
     ("alexnet_owt", 3, 32, {"input_size": 64}),  # needs >= 63 px: the Trainer resizes
     ("vgg11_bn", 3, 32, {}),
     ("googlenet", 3, 32, {}),  # auxiliary classifiers take part in the loss
@@ -40,3 +41,10 @@ def test_mnist_fast_cnn_is_the_documented_size():
     model = create_model("mnist_fast_cnn")
     assert sum(p.numel() for p in model.parameters()) == 18426
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_cifar_fast_cnn_is_the_documented_size():
+    model = create_model("cifar_fast_cnn")
+    assert sum(p.numel() for p in model.parameters()) == 1972792
+    assert sum(p.numel() for p in model.parameters() if not p.requires_grad) == 288 + 1152  # whitening, BN scales
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

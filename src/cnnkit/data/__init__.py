@@ -7,6 +7,7 @@ from .datasets import (
                        TensorImageDataset,
                        describe_catalog,
                        load_dataset,
+                       random_subset,
 )
 from .formats import read_image
 from .loader import InMemoryLoader, make_loader
@@ -18,6 +19,7 @@ __all__ = [
                        "FolderImageDataset",
                        "InMemoryLoader",
                        "LossyDataWarning",
+                       "random_subset",
                        "Preprocess",
                        "TensorImageDataset",
                        "cutout",

@@ -97,6 +97,16 @@ class DatasetBundle:
         return text + (f" ({self.note})" if self.note else "")
 
 
+def random_subset(dataset, count: int, seed: int = 0):
+    """``count`` items of ``dataset`` drawn once at random (the same for a given seed), keeping the dataset type.
+    Never take "the first N" of a split: some copies are sorted by class (the CIFAR-10 JPEG copy's first 1,000
+    test images are all aeroplanes)."""
+    if count >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+    return dataset.subset(order.sort().values)
+
+
 def channel_stats(images: torch.Tensor, max_images: int = 20000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] units, from (a deterministic slice of) the training images."""
     sample = images[:: max(1, len(images) // max_images)].float().div_(255)
@@ -284,4 +294,5 @@ __all__ = [
     "TensorImageDataset",
     "describe_catalog",
     "load_dataset",
+    "random_subset",
 ]

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
-from ..data.datasets import DatasetBundle
+from ..data.datasets import DatasetBundle, random_subset
 from ..errors import CnnkitError
 from ..train import TrainConfig, Trainer
 from .errors import NoTrainingError, TrainingBusyError
@@ -149,9 +149,9 @@ class TrainingManager:
             order = torch.randperm(len(full.train), generator=torch.Generator().manual_seed(request.seed))
             count = min(request.train_images, len(full.train))
             data = DatasetBundle(full.name, full.train.subset(order[:count]),
-                                 full.test.subset(torch.arange(min(TEST_IMAGES, len(full.test)))),
+                                 random_subset(full.test, TEST_IMAGES),
                                  full.classes, full.mean, full.std,
-                                 note=f"{count:,} training images, the first {TEST_IMAGES:,} test images")
+                                 note=f"{count:,} training images, {TEST_IMAGES:,} test images drawn at random")
             torch.manual_seed(request.seed)
             model = create_model(request.model, num_classes=len(data.classes), in_channels=data.image_shape[0])
             config = TrainConfig(epochs=request.epochs, lr=request.lr, batch_size=request.batch_size,

@@ -7,6 +7,8 @@ Schedules that change within an epoch (cosine, one-cycle, warm-up) step once per
 
 from __future__ import annotations
 
+import fnmatch
+
 import torch
 from torch.optim import lr_scheduler
 
@@ -18,15 +20,19 @@ SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
 
 def param_groups(model: torch.nn.Module, weight_decay: float, lr: float, lr_multipliers: dict | None = None):
     """Trainable parameters in groups: no weight decay on biases and normalisation parameters (their scale is
-    not what an L2 prior is about), and optional per-prefix learning-rate multipliers for discriminative
-    fine-tuning (``{"features.": 0.1}``)."""
+    not what an L2 prior is about), and optional learning-rate multipliers for discriminative fine-tuning by
+    name prefix (``{"features.": 0.1}``) or shell-style pattern (``{"*norm*.bias": 64}``); the first match wins."""
     lr_multipliers = lr_multipliers or {}
+
+    def matches(name: str, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(name, pattern) if any(c in pattern for c in "*?[") else name.startswith(pattern)
+
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = 0.0 if p.ndim <= 1 else weight_decay
-        mult = next((m for prefix, m in lr_multipliers.items() if name.startswith(prefix)), 1.0)
+        mult = next((m for pattern, m in lr_multipliers.items() if matches(name, pattern)), 1.0)
         groups.setdefault((decay, mult), []).append(p)
     if not groups:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import AugmentConfig, Preprocess
-from ..data.datasets import DatasetBundle
+from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
 from . import checkpoint as ckpt
@@ -76,6 +76,8 @@ class TrainConfig:
     val_split: float = 0.0  # fraction of the training set held out for validation; 0: validate on the test set
     early_stopping: int | None = None  # stop after this many epochs without improving `plateau_metric`
     augment: dict = dataclasses.field(default_factory=dict)  # crop, crop_mode, flip, cutout
+    validate_every: int = 1  # classification: validate after every k-th epoch and the last; 0: the last only
+    tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
     resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -146,7 +148,11 @@ class Trainer:
             torch.set_num_threads(config.num_threads)
         if config.precision not in ("fp32", "bf16"):
             raise CnnkitError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}.")
+        if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
+            raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
+                              f"epoch; they cannot be used with validate_every={config.validate_every}.")
         self.stop_requested = False
+        self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
         self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
         in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
@@ -245,9 +251,11 @@ class Trainer:
             raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
         if resume:
             self._resume()  # on every rank: each holds its own copy of the model and optimiser state
-        elif self.out and self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
+        else:
+            self._initialize_from_data()
+            if self.out and self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
         start = time.perf_counter()
         self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
                  f"{torch.get_num_threads()} threads, validating on {self.val_source}")
@@ -273,6 +281,20 @@ class Trainer:
                 self.log(f"early stopping: {config.plateau_metric} did not improve for {config.early_stopping} epochs")
                 break
         return self._finish(time.perf_counter() - start)
+
+    def _initialize_from_data(self, count: int = 5000) -> None:
+        """A model with a data-dependent initialisation (``initialize_from_data``, e.g. cifar_fast_cnn's
+        whitening filters) gets ``count`` training images drawn at random, preprocessed without augmentation. Every
+        rank computes it from the same images, so DDP replicas start identical; a resumed run has it in its
+        weights already."""
+        initialize = getattr(self.model, "initialize_from_data", None)
+        if initialize is None:
+            return
+        sample = random_subset(self.data.train, count, self.config.seed)
+        images = getattr(sample, "images", None)
+        if images is None:
+            images = torch.stack([sample[i][0] for i in range(len(sample))])
+        initialize(self.preprocess(images.to(self.device)).contiguous())
 
     @property
     def model_name(self) -> str:
@@ -330,8 +352,18 @@ class Trainer:
         seen = int(sums.pop("seen").item())
         train = {"train_loss": sums.pop("loss").item() / max(seen, 1),
                  **{f"train_{k}": v for k, v in self.task.summarize(sums, seen).items()}}
-        val = self.evaluate(self.val_set)
-        return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items() if k != "images"},
+        last = epoch == config.epochs
+        every = config.validate_every
+        if last or (every and epoch % every == 0) or not is_classification(self.task):
+            # After the last epoch on the test set, with the confusion matrix that the run's summary needs too.
+            final = last and self.val_set is self.data.test and is_classification(self.task)
+            val = self.evaluate(self.val_set, with_confusion=final)
+            if final:
+                self.final_evaluation = (epoch, val)
+        else:  # skipped to save time: the time-to-accuracy recipes only need the final figure
+            val = {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()
+                                            if k not in ("images", "confusion", "per_class_acc")},
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
 
@@ -373,9 +405,11 @@ class Trainer:
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
         for images, labels in loader:
+            x = self.preprocess(images)
             with self.autocast():
-                logits = eval_model(self.preprocess(images))
-            logits = logits.float()
+                logits = eval_model(x).float()
+                if self.config.tta_flip:  # the mirror image is as likely a view of the object as the image
+                    logits = (logits + eval_model(x.flip(3)).float()) / 2
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             hits = topk_correct(logits, labels, (1, 5))
             hits1, hits5, seen = hits1 + hits[1], hits5 + hits[5], seen + len(labels)
@@ -490,7 +524,10 @@ class Trainer:
     def _finish(self, wall_seconds: float) -> dict:
         if not is_classification(self.task):
             return self.task.finish(self, wall_seconds)
-        final = self.evaluate(self.data.test, with_confusion=True)
+        if self.final_evaluation and self.final_evaluation[0] == self.epoch:
+            final = self.final_evaluation[1]
+        else:
+            final = self.evaluate(self.data.test, with_confusion=True)
         train_seconds = sum(m["seconds"] for m in self.history)
         train_images = sum(m["seconds"] * m["images_per_second"] for m in self.history)
         summary = {

@@ -48,7 +48,7 @@ def load_for_tools(spec: str):
 
 def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250):
     """Preprocessed (images, labels) batches of a dataset's test split, converted as the model was trained."""
-    from ..data import Preprocess, load_dataset, make_loader
+    from ..data import Preprocess, load_dataset, make_loader, random_subset
 
     name = data or info.get("dataset")
     if not name:
@@ -58,7 +58,7 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
         raise CnnkitError(f"The model was trained on {len(info['classes'])} other classes than {name}'s "
                           f"{len(bundle.classes)}; use the dataset it was trained on ({info.get('dataset')}).")
     preprocess = Preprocess(info["mean"] or bundle.mean, info["std"] or bundle.std, info["size"])
-    test = bundle.test if limit >= len(bundle.test) else bundle.test.subset(range(limit))
+    test = random_subset(bundle.test, limit)  # a fixed draw: the same images on every call
     for images, labels in make_loader(test, batch_size):
         yield preprocess(images), labels
 
