@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--schedule", choices=["constant", "step", "plateau", "cosine", "onecycle"])
-    p.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], help="epochs for --schedule step, e.g. 30,60")
+    p.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")],
+                   help="epochs for --schedule step, e.g. 30,60")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--nesterov", action="store_true", default=None)
@@ -472,7 +473,8 @@ def cmd_eval(args) -> None:
     trainer.preprocess.mean, trainer.preprocess.std = meta["preprocess"]["mean"], meta["preprocess"]["std"]
     result = trainer.evaluate(bundle.test, with_confusion=True)
     print(f"{meta['model']['name']} on {bundle.name} test ({result['images']:,} images): top-1 accuracy "
-          f"{result['acc']:.2f}% (error {100 - result['acc']:.2f}%), top-5 {result['top5']:.2f}%, loss {result['loss']:.4f}")
+          f"{result['acc']:.2f}% (error {100 - result['acc']:.2f}%), top-5 {result['top5']:.2f}%, "
+          f"loss {result['loss']:.4f}")
     for name, acc in zip(bundle.classes, result["per_class_acc"].tolist()):
         print(f"  {name:<14} {acc:6.2f}%")
 

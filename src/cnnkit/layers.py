@@ -93,7 +93,8 @@ class PartialConv2d(nn.Module):
         return F.conv2d(x, self.dense_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, connections={len(self.weight)}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"connections={len(self.weight)}")
 
 
 # The RBF output's fixed 7x12 bitmaps, "stylized images of the characters" (paper, Fig. 3 and section II.B):
@@ -125,7 +126,8 @@ _DIGIT_BITMAPS = {
 def digit_prototypes(num_classes: int = 10, seed: int = 0) -> torch.Tensor:
     """The (num_classes, 84) matrix of +-1 RBF centres: the digit bitmaps, then random +-1 codes
     (seeded) for any class beyond ten, since the paper only drew the ten digits."""
-    rows = [[1.0 if c == "#" else -1.0 for line in _DIGIT_BITMAPS[d] for c in line] for d in range(min(10, num_classes))]
+    rows = [[1.0 if c == "#" else -1.0 for line in _DIGIT_BITMAPS[d] for c in line]
+            for d in range(min(10, num_classes))]
     protos = torch.tensor(rows) if rows else torch.empty(0, 84)
     if num_classes > 10:
         g = torch.Generator().manual_seed(seed)

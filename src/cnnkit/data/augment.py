@@ -111,16 +111,12 @@ class Preprocess:
         if early:
             x = self._geometric(x, generator)
         x = x.to(self.dtype)
-        if x is images:  # already float: the in-place arithmetic below must not touch the caller's tensor
+        if x is images:  # already float: the in-place division below must not touch the caller's tensor
             x = x.clone()
-        if resized:
-            x = self.fit_size(x)  # linear in the pixel values, so resizing before scaling to [0, 1] is the same
+        x = self.fit_size(x.div_(255))
         if train and not early:
             x = self._geometric(x, generator)
-        # x / 255, then (x - mean) / std, as one multiply and one subtract over the batch.
-        scale = torch.tensor([1 / (255 * s) for s in self.std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], dtype=x.dtype, device=x.device)
-        x = x.mul_(scale).sub_(shift.view(1, -1, 1, 1))
+        x = normalize(x, self.mean, self.std)
         if train and a.cutout:
             x = cutout(x, a.cutout, generator)  # after normalising, so erased pixels are the mean
         if self.channels_last:

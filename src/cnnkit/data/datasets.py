@@ -35,7 +35,8 @@ class TensorImageDataset:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise DataError(f"images must be a uint8 (N,C,H,W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise DataError(f"images must be a uint8 (N,C,H,W) tensor, got {self.images.dtype} "
+                            f"{tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
 
@@ -93,7 +94,8 @@ class DatasetBundle:
 
     def describe(self) -> str:
         c, h, w = self.image_shape
-        text = f"{self.name}: {len(self.train):,} train / {len(self.test):,} test, {c}x{h}x{w}, {len(self.classes)} classes"
+        text = (f"{self.name}: {len(self.train):,} train / {len(self.test):,} test, {c}x{h}x{w}, "
+                f"{len(self.classes)} classes")
         return text + (f" ({self.note})" if self.note else "")
 
 

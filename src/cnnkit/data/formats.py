@@ -32,7 +32,8 @@ def read_maybe_gzip(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{path} is a corrupt or truncated gzip file ({exc}). Delete it and download it again.") from None
+            raise DataError(f"{path} is a corrupt or truncated gzip file ({exc}). "
+                            "Delete it and download it again.") from None
     return raw
 
 
@@ -117,7 +118,8 @@ def parse_cifar_python(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     label_key = "labels" if "labels" in batch else "fine_labels"
     if "data" not in batch or label_key not in batch:
-        raise DataError(f"{source}: a CIFAR python batch needs 'data' and 'labels' (or 'fine_labels'); has {sorted(batch)}.")
+        raise DataError(f"{source}: a CIFAR python batch needs 'data' and 'labels' (or 'fine_labels'); "
+                        f"has {sorted(batch)}.")
     images = np.asarray(batch["data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if images.ndim != 2 or images.shape[1] != CIFAR_IMAGE_BYTES or len(images) != len(labels):
@@ -144,7 +146,8 @@ class ArchiveOrFolder:
                 self._tar = tarfile.open(self.path, "r:*")
                 self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-                raise DataError(f"{self.path} is a corrupt or truncated archive ({exc}). Delete it and download it again.") from None
+                raise DataError(f"{self.path} is a corrupt or truncated archive ({exc}). "
+                                "Delete it and download it again.") from None
         else:
             self._members = {str(p.relative_to(self.path)): p for p in self.path.rglob("*") if p.is_file()}
 
@@ -162,7 +165,8 @@ class ArchiveOrFolder:
         try:
             return self._tar.extractfile(member).read() if self._tar else Path(member).read_bytes()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{self.path}: member {name} cannot be read ({exc}); the archive is corrupt or truncated.") from None
+            raise DataError(f"{self.path}: member {name} cannot be read ({exc}); "
+                            "the archive is corrupt or truncated.") from None
 
     def close(self):
         if self._tar:
@@ -263,7 +267,8 @@ def read_image(source: str | Path | BinaryIO, channels: int, size: tuple[int, in
             elif channels == 3:
                 im = im.convert("RGB")
             else:
-                raise ImageError(f"{name}: cannot convert an image to {channels} channels; models read 1 (grey) or 3 (RGB).")
+                raise ImageError(f"{name}: cannot convert an image to {channels} channels; "
+                                 "models read 1 (grey) or 3 (RGB).")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im)

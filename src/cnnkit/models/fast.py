@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..layers import require_min_input_size
 from .registry import register_model
 
 
@@ -112,12 +113,13 @@ class FastCIFARNet(nn.Module):
         self.whiten.bias.zero_()
 
     def forward(self, x):
+        require_min_input_size(x, 9, "cifar_fast_cnn")  # 2x2 stem, then three 2x2 pools need 8 pixels
         x = self.blocks(nn.functional.gelu(self.whiten(x)))
         return self.fc(self.pool(x).flatten(1)) * self.logit_scale
 
 
 @register_model(input_size=(3, 32, 32), num_classes=10, family="fast", paper="airbench94 layout (Jordan 2024)",
-                min_input_size=8)
+                min_input_size=9)
 def cifar_fast_cnn(num_classes: int = 10, in_channels: int = 3,
                    widths: tuple[int, int, int] = (64, 256, 256)) -> FastCIFARNet:
     """airbench94's network for CIFAR-10: data-whitened 2x2 stem, three pooled conv blocks, 118 M MACs."""

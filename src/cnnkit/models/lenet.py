@@ -50,7 +50,8 @@ class LeNet5(nn.Module):
         self.classifier.add_module("flatten", nn.Flatten())
         self.classifier.add_module("f6", nn.Linear(120, 84))
         self.classifier.add_module("f6_act", ScaledTanh())
-        self.classifier.add_module("output", RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes))
+        self.classifier.add_module("output",
+                                   RBFOutput(84, num_classes) if output == "rbf" else nn.Linear(84, num_classes))
         lecun_uniform_(self)
 
     def forward(self, x):
@@ -65,7 +66,8 @@ class LeNet5ReLU(nn.Module):
             nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(16, 120, 5), nn.ReLU(inplace=True),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(120, 84), nn.ReLU(inplace=True),
+                                        nn.Linear(84, num_classes))
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -75,7 +75,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file.") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is corrupt or truncated.") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); "
+                              "it is corrupt or truncated.") from None
 
 
 # ----------------------------------------------------------------------------------------------- model files
@@ -160,7 +161,8 @@ def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict) -> 
                 opt_scalars.setdefault(str(idx), {})[key] = value
     header = {"state": state, "optimizer_param_groups": opt["param_groups"], "optimizer_scalars": opt_scalars,
               "scheduler": schedule.state_dict()}
-    atomic_save_tensors(tensors, Path(run_dir) / STATE_FILE, {"cnnkit_train_state": json.dumps(header, default=_json_default)})
+    atomic_save_tensors(tensors, Path(run_dir) / STATE_FILE,
+                        {"cnnkit_train_state": json.dumps(header, default=_json_default)})
 
 
 def _json_default(value):

@@ -105,7 +105,8 @@ def build_schedule(optimizer, name: str, epochs: int, steps_per_epoch: int, mile
         # whenever there is room (very short runs, e.g. a few batches in a test or a tiny fine-tune).
         warmup_steps = max(onecycle_pct * total, 2.0) if total >= 4 else onecycle_pct * total
         sched = lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                        total_steps=total + 1, pct_start=warmup_steps / (total + 1), anneal_strategy="linear",
+                                        total_steps=total + 1, pct_start=warmup_steps / (total + 1),
+                                        anneal_strategy="linear",
                                         cycle_momentum=False, div_factor=25.0, final_div_factor=1e3)
         return Schedule(sched, "batch")
     else:

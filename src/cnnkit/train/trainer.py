@@ -446,7 +446,8 @@ class Trainer:
     def format_epoch(self, m: dict) -> str:
         if not is_classification(self.task):
             return format_task_epoch(m, self.config.epochs)
-        return (f"epoch {m['epoch']:>3}/{self.config.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
+        return (f"epoch {m['epoch']:>3}/{self.config.epochs}  "
+                f"train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
                 f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
                 f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
 
@@ -545,7 +546,8 @@ class Trainer:
             ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
             with open(self.out / "confusion.csv", "w") as f:
                 f.write("true\\predicted," + ",".join(self.data.classes) + "\n")
-                f.writelines(c + "," + ",".join(map(str, row)) + "\n" for c, row in zip(self.data.classes, final["confusion"].tolist()))
+                f.writelines(c + "," + ",".join(map(str, row)) + "\n"
+                             for c, row in zip(self.data.classes, final["confusion"].tolist()))
             if self.history:
                 plot_curves(self.history, self.out / "curves.png", title=f"{self.model_name} on {self.data.name}")
         self.log(f"test accuracy {final['acc']:.2f}% (top-5 {final['top5']:.2f}%), loss {final['loss']:.4f}; "
