@@ -140,12 +140,13 @@ def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def compress_image(model: FactorizedPriorCompressor, image: torch.Tensor) -> bytes:
-    """The ``.cnk`` file of one image: (C, H, W) uint8, or floats in [0, 1]."""
+def compress_image(model: FactorizedPriorCompressor, image: torch.Tensor, tables: CodingTables | None = None) -> bytes:
+    """The ``.cnk`` file of one image: (C, H, W) uint8, or floats in [0, 1]. ``tables``: the model's
+    ``entropy_model.coding_tables()``, computed once by callers that code many images."""
     model.eval()
     x = _as_batch(model, image)
     latent = model.quantized_latent(pad_to_multiple(x))[0]
-    tables = model.entropy_model.coding_tables()
+    tables = tables or model.entropy_model.coding_tables()
     payload = encode_latent(latent, tables)
     fields = _FIELDS.pack(MAGIC, VERSION, x.shape[1], x.shape[2], x.shape[3], *latent.shape, tables.fingerprint,
                           len(payload))
@@ -180,14 +181,15 @@ def read_header(data: bytes) -> Header:
 
 
 @torch.no_grad()
-def decompress_latent(model: FactorizedPriorCompressor, data: bytes) -> tuple[Header, torch.Tensor]:
+def decompress_latent(model: FactorizedPriorCompressor, data: bytes,
+                      tables: CodingTables | None = None) -> tuple[Header, torch.Tensor]:
     """(header, the rounded latent (M, h, w)) of a ``.cnk`` file, after every check."""
     header = read_header(bytes(data))
     if (header.channels, header.latent_channels) != (model.in_channels, model.latent_channels):
         raise BitstreamError(f"the file holds a {header.channels}-channel image with a {header.latent_channels}-"
                              f"channel latent, but this model codes {model.in_channels}-channel images with "
                              f"{model.latent_channels}; decompress it with the checkpoint that compressed it")
-    tables = model.entropy_model.coding_tables()
+    tables = tables or model.entropy_model.coding_tables()
     if header.fingerprint != tables.fingerprint:
         raise BitstreamError("the file was written by another model (its entropy-model fingerprint differs); "
                              "decompress it with the checkpoint that compressed it")
@@ -196,10 +198,10 @@ def decompress_latent(model: FactorizedPriorCompressor, data: bytes) -> tuple[He
 
 
 @torch.no_grad()
-def decompress(model: FactorizedPriorCompressor, data: bytes) -> torch.Tensor:
+def decompress(model: FactorizedPriorCompressor, data: bytes, tables: CodingTables | None = None) -> torch.Tensor:
     """The image (C, H, W) uint8 of a ``.cnk`` file."""
     model.eval()
-    header, latent = decompress_latent(model, data)
+    header, latent = decompress_latent(model, data, tables)
     reconstruction = model.synthesis(latent[None].to(next(model.parameters()).device))
     image = reconstruction[0, :, :header.height, :header.width].clamp(0, 1)
     return (image * 255).round().to(torch.uint8).cpu()

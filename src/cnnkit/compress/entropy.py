@@ -14,6 +14,7 @@ the same P to integer frequencies for the range coder, so a file costs R bits pl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import zlib
@@ -109,7 +110,8 @@ class FactorizedEntropyModel(nn.Module):
     def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(quantised latent, its likelihoods): uniform noise in training (a differentiable stand-in for
         rounding), rounding in evaluation. Computed in fp32 even under autocast."""
-        with torch.autocast(latent.device.type, enabled=False):
+        device = latent.device.type
+        with torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else contextlib.nullcontext():
             latent = latent.float()
             if self.training:
                 quantised = latent + torch.rand_like(latent) - 0.5
