@@ -213,6 +213,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--size", type=int, help="resize IMAGE so its longer side is N before segmenting")
             p.set_defaults(func=cmd_segment)
 
+    from .compress_cli import add_parsers as add_compression_parsers
+
+    add_compression_parsers(sub)
+
     p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
     p.add_argument("--checkpoints", type=Path, default=Path("runs"),
                    help="folder of run folders offered on the Draw page; Train writes its runs here (default runs)")

@@ -44,3 +44,7 @@ def did_you_mean(name: str, choices) -> str:
 class ShapeError(CnnkitError, ValueError):
     """An input whose size does not fit a layer or an architecture (a filter that does not fit, an image
     smaller than the model's minimum input size)."""
+
+
+class BitstreamError(CnnkitError):
+    """A compressed image file that is truncated, corrupt, of another format, or written by another model."""

@@ -2,3 +2,4 @@
 
 from . import alexnet, efficientnet, googlenet, lenet, resnet, small, unet, vgg, xception  # noqa: F401
 from . import fast  # noqa: F401
+from ..compress import model as _compression  # noqa: F401  (compress_factorized)

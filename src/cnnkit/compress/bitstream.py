@@ -1,0 +1,207 @@
+"""The ``.cnk`` file: a learned codec's image as a real bitstream.
+
+    offset  bytes  field
+    0       4      magic b"CNKC"
+    4       1      format version (1)
+    5       1      image channels (1 grey, 3 RGB)
+    6       2      image height            big-endian unsigned
+    8       2      image width
+    10      2      latent channels M
+    12      2      latent height  = ceil(height / 16)
+    14      2      latent width   = ceil(width / 16)
+    16      4      model fingerprint: CRC-32 of the model's coding tables
+    20      4      payload length in bytes
+    24      4      CRC-32 of bytes 0-23 and the payload
+    28      ...    payload: the rounded latent, range-coded
+
+The payload codes the latent channel by channel, row by row, each value with its channel's frequency table
+(:meth:`FactorizedEntropyModel.coding_tables`). A value outside the table is coded as the escape symbol followed
+by its zigzag-mapped magnitude in 4-bit groups (a count, then the groups), so any integer round-trips.
+
+Decoding checks everything before it trusts anything: the magic and version, header fields that agree with
+each other and with the model, the length, the CRC-32 (a flipped bit or a cut file is caught here), the model
+fingerprint (a file decoded with another checkpoint would give a wrong image), and that the coder ends exactly
+at the end of the payload. Each failure raises :class:`BitstreamError` saying which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+
+import torch
+
+from ..errors import BitstreamError, ImageError
+from .entropy import CodingTables
+from .model import DOWNSAMPLING, FactorizedPriorCompressor, pad_to_multiple
+from .rans import RansDecoder, encode, uniform_symbol
+
+MAGIC = b"CNKC"
+VERSION = 1
+_FIELDS = struct.Struct(">4sBBHHHHHII")  # everything before the CRC
+_CRC = struct.Struct(">I")
+HEADER_BYTES = _FIELDS.size + _CRC.size
+_NIBBLE = 4
+_MAX_MAGNITUDE = 1 << 60  # 15 nibbles: the count of groups fits one nibble
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    channels: int
+    height: int
+    width: int
+    latent_channels: int
+    latent_height: int
+    latent_width: int
+    fingerprint: int
+    payload_bytes: int
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.latent_channels, self.latent_height, self.latent_width
+
+
+def _zigzag(value: int) -> int:
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _unzigzag(code: int) -> int:
+    return code // 2 if code % 2 == 0 else -(code + 1) // 2
+
+
+def encode_latent(latent: torch.Tensor, tables: CodingTables) -> bytes:
+    """Range-code an integer latent (M, h, w) with one frequency table per channel."""
+    values = latent.detach().cpu()
+    if values.ndim != 3 or len(values) != len(tables.cdfs):
+        raise ValueError(f"expected a latent of shape ({len(tables.cdfs)}, h, w), got {tuple(values.shape)}")
+    if not torch.isfinite(values).all() or values.abs().max() >= _MAX_MAGNITUDE or (values != values.round()).any():
+        raise ValueError("the latent must hold finite integers")
+    starts, freqs = [], []
+    for channel, cdf in enumerate(tables.cdfs):
+        escape, offset = len(cdf) - 2, tables.offsets[channel]
+        for value in values[channel].flatten().to(torch.int64).tolist():
+            symbol = value - offset
+            if 0 <= symbol < escape:
+                starts.append(cdf[symbol])
+                freqs.append(cdf[symbol + 1] - cdf[symbol])
+                continue
+            starts.append(cdf[escape])
+            freqs.append(cdf[escape + 1] - cdf[escape])
+            code = _zigzag(value)
+            groups = max(1, -(-code.bit_length() // _NIBBLE))
+            for symbol in [groups - 1] + [(code >> (_NIBBLE * k)) & 0xF for k in reversed(range(groups))]:
+                start, freq = uniform_symbol(symbol, _NIBBLE)
+                starts.append(start)
+                freqs.append(freq)
+    return encode(starts, freqs)
+
+
+def decode_latent(payload: bytes, shape: tuple[int, int, int], tables: CodingTables) -> torch.Tensor:
+    """The integer latent of ``shape`` (M, h, w) coded in ``payload``, as float32."""
+    channels, height, width = shape
+    decoder = RansDecoder(payload)
+    values = []
+    for channel in range(channels):
+        cdf, offset = tables.cdfs[channel], tables.offsets[channel]
+        escape = len(cdf) - 2
+        for _ in range(height * width):
+            symbol = decoder.decode(cdf)
+            if symbol != escape:
+                values.append(symbol + offset)
+                continue
+            code = 0
+            for _ in range(decoder.decode_uniform(_NIBBLE) + 1):
+                code = (code << _NIBBLE) | decoder.decode_uniform(_NIBBLE)
+            values.append(_unzigzag(code))
+    decoder.finish()
+    return torch.tensor(values, dtype=torch.float64).reshape(shape).float()
+
+
+def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) uint8 image, or floats in [0, 1], as a (1, C, H, W) float batch on the model's device."""
+    if not torch.is_tensor(image) or image.ndim != 3:
+        raise ImageError(f"expected one image as a (channels, height, width) tensor, got "
+                         f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}")
+    if image.shape[0] != model.in_channels:
+        raise ImageError(f"the image has {image.shape[0]} channel(s) but this model compresses "
+                         f"{model.in_channels}-channel images; convert it (1: grey, 3: RGB)")
+    if not (1 <= min(image.shape[1:]) and max(image.shape[1:]) <= 0xFFFF):
+        raise ImageError(f"image size {image.shape[2]}x{image.shape[1]} is outside 1..65535 pixels per side")
+    if image.dtype == torch.uint8:
+        x = image.float() / 255
+    elif image.is_floating_point():
+        x = image.float()
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise ImageError("a float image must hold values in [0, 1]")
+    else:
+        raise ImageError(f"expected a uint8 or float image, got {image.dtype}")
+    return x[None].to(next(model.parameters()).device)
+
+
+@torch.no_grad()
+def compress_image(model: FactorizedPriorCompressor, image: torch.Tensor, tables: CodingTables | None = None) -> bytes:
+    """The ``.cnk`` file of one image: (C, H, W) uint8, or floats in [0, 1]. ``tables``: the model's
+    ``entropy_model.coding_tables()``, computed once by callers that code many images."""
+    model.eval()
+    x = _as_batch(model, image)
+    latent = model.quantized_latent(pad_to_multiple(x))[0]
+    tables = tables or model.entropy_model.coding_tables()
+    payload = encode_latent(latent, tables)
+    fields = _FIELDS.pack(MAGIC, VERSION, x.shape[1], x.shape[2], x.shape[3], *latent.shape, tables.fingerprint,
+                          len(payload))
+    return fields + _CRC.pack(zlib.crc32(payload, zlib.crc32(fields))) + payload
+
+
+def read_header(data: bytes) -> Header:
+    """The header of a ``.cnk`` file, after checking its magic, version, length and CRC."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise BitstreamError(f"not a cnnkit compressed image: it starts with {bytes(data[:4])!r}, not {MAGIC!r}")
+    if len(data) < HEADER_BYTES:
+        raise BitstreamError(f"the file is truncated: {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
+    magic, version, *fields = _FIELDS.unpack_from(data)
+    if version != VERSION:
+        raise BitstreamError(f"format version {version} is not supported (this cnnkit reads version {VERSION}); "
+                             "compress the image again with this version")
+    header = Header(*fields)
+    available = len(data) - HEADER_BYTES
+    if available != header.payload_bytes:
+        state = "truncated" if available < header.payload_bytes else "followed by extra bytes"
+        raise BitstreamError(f"the file is {state}: its header announces {header.payload_bytes} payload bytes, "
+                             f"{available} follow it")
+    (crc,) = _CRC.unpack_from(data, _FIELDS.size)
+    if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[:_FIELDS.size])) != crc:
+        raise BitstreamError("the file is corrupt: its CRC-32 checksum does not match its contents")
+    expected = (-(-header.height // DOWNSAMPLING), -(-header.width // DOWNSAMPLING))
+    if min(header.height, header.width, header.channels, header.latent_channels) == 0 or \
+            (header.latent_height, header.latent_width) != expected:
+        raise BitstreamError(f"inconsistent header: a {header.height}x{header.width} image cannot have a "
+                             f"{header.latent_height}x{header.latent_width} latent")
+    return header
+
+
+@torch.no_grad()
+def decompress_latent(model: FactorizedPriorCompressor, data: bytes,
+                      tables: CodingTables | None = None) -> tuple[Header, torch.Tensor]:
+    """(header, the rounded latent (M, h, w)) of a ``.cnk`` file, after every check."""
+    header = read_header(bytes(data))
+    if (header.channels, header.latent_channels) != (model.in_channels, model.latent_channels):
+        raise BitstreamError(f"the file holds a {header.channels}-channel image with a {header.latent_channels}-"
+                             f"channel latent, but this model codes {model.in_channels}-channel images with "
+                             f"{model.latent_channels}; decompress it with the checkpoint that compressed it")
+    tables = tables or model.entropy_model.coding_tables()
+    if header.fingerprint != tables.fingerprint:
+        raise BitstreamError("the file was written by another model (its entropy-model fingerprint differs); "
+                             "decompress it with the checkpoint that compressed it")
+    latent = decode_latent(bytes(data[HEADER_BYTES:]), header.latent_shape, tables)
+    return header, latent
+
+
+@torch.no_grad()
+def decompress(model: FactorizedPriorCompressor, data: bytes, tables: CodingTables | None = None) -> torch.Tensor:
+    """The image (C, H, W) uint8 of a ``.cnk`` file."""
+    model.eval()
+    header, latent = decompress_latent(model, data, tables)
+    reconstruction = model.synthesis(latent[None].to(next(model.parameters()).device))
+    image = reconstruction[0, :, :header.height, :header.width].clamp(0, 1)
+    return (image * 255).round().to(torch.uint8).cpu()

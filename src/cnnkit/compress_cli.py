@@ -1,0 +1,103 @@
+"""``cnnkit compress`` and ``cnnkit decompress``: argument parsing over :mod:`cnnkit.compress`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import CnnkitError
+
+EXAMPLES = {
+    "compress": """examples:
+  cnnkit compress --train --data cifar10 --lambda 0.01 --out runs/compress-cifar10   # train a codec
+  cnnkit compress runs/compress-cifar10 photo.png -o photo.cnk                      # write a .cnk file""",
+    "decompress": "example:\n  cnnkit decompress runs/compress-cifar10 photo.cnk -o photo-decoded.png",
+}
+
+
+def add_parsers(sub) -> None:
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("compress", "learned image compression (Ballé et al.): train a codec, or write an image's .cnk file")
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained compressor")
+    p.add_argument("image", nargs="?", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="compressed file (default IMAGE.cnk)")
+    p.add_argument("--train", action="store_true", help="train a compressor through the one training loop")
+    p.add_argument("--data", help="training data: cifar10 (default), mnist, fashion-mnist or imagefolder:PATH")
+    p.add_argument("--lambda", dest="lmbda", type=float, default=0.01,
+                   help="rate-distortion trade-off: loss = lambda x 255^2 x MSE + bits per pixel (0.01)")
+    p.add_argument("--channels", type=int, default=64, help="N, the transforms' width (128 in the paper)")
+    p.add_argument("--latent-channels", type=int, default=96, help="M, the latent's channels (192 in the paper)")
+    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
+        p.add_argument(flag, type=kind)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compress)
+
+    p = command("decompress", "decode a .cnk file with the compressor that wrote it")
+    p.add_argument("checkpoint", type=Path, help="run folder of the compressor")
+    p.add_argument("file", type=Path, help="a .cnk file written by 'cnnkit compress'")
+    p.add_argument("-o", "--output", type=Path, help="decoded image (default FILE.png)")
+    p.set_defaults(func=cmd_decompress)
+
+
+def _load_compressor(path: Path):
+    from .cli import _load_task_checkpoint
+
+    return _load_task_checkpoint(path, "compression", "a compressor", "compress")
+
+
+def cmd_compress(args) -> None:
+    from .compress import compress_image
+
+    if args.train:
+        return _train(args)
+    if args.checkpoint is None or args.image is None:
+        raise CnnkitError("Give a run folder and an image (cnnkit compress RUN_DIR IMAGE -o out.cnk), or train a "
+                          "compressor with 'cnnkit compress --train --data cifar10'.")
+    from .data.formats import read_image
+
+    model, meta = _load_compressor(args.checkpoint)
+    image = read_image(args.image, meta["image_shape"][0])
+    data = compress_image(model, image)
+    output = args.output or args.image.with_suffix(".cnk")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(data)
+    height, width = image.shape[1:]
+    print(f"{output}: {len(data):,} bytes, {8 * len(data) / (height * width):.3f} bpp ({width}x{height} image)")
+
+
+def cmd_decompress(args) -> None:
+    from .compress import decompress
+    from .style import save_image
+
+    model, _ = _load_compressor(args.checkpoint)
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise CnnkitError(f"cannot read {args.file} ({exc.strerror or exc}).") from None
+    image = decompress(model, data)
+    out = save_image(image.float() / 255, args.output or args.file.with_suffix(".png"))
+    print(f"{out}: {image.shape[2]}x{image.shape[1]}")
+
+
+def _train(args) -> None:
+    import torch
+
+    from .cli import _train_task
+    from .compress import CompressionTask
+    from .data import load_dataset
+    from .models.registry import create_model
+
+    bundle = load_dataset(args.data or "cifar10")
+    torch.manual_seed(args.seed or 0)
+    model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
+                         latent_channels=args.latent_channels)
+    args.out = args.out or Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}"
+    _, summary = _train_task(args, model, bundle, CompressionTask(args.lmbda),
+                             {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0})
+    print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
+          f"'cnnkit compress {args.out} IMAGE' writes a file")
