@@ -51,6 +51,14 @@ EXAMPLES = {
   cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
   cnnkit segment --train --data segfolder:my_data --image-size 128 --out runs/unet-mine   # images/ + masks/
   cnnkit segment runs/unet-shapes picture.png -o overlay.png --mask-out mask.png""",
+    "translate": """examples:
+  cnnkit translate --train --task colorize --train-subset 5000 --out runs/p2p-colorize   # cifar10, grey -> RGB
+  cnnkit translate --train --task edges --l1-only --out runs/l1-edges        # fashion-mnist, the L1-only U-Net
+  cnnkit translate runs/p2p-colorize grey.png -o colour.png
+  cnnkit translate runs/p2p-colorize photo.jpg -o colour.png --make-input    # grey it first, then colourise""",
+    "gan": """examples:
+  cnnkit gan --train --data mnist --epochs 5 --out runs/dcgan-mnist   # samples/epoch_NNN.png, FID-like score
+  cnnkit gan runs/dcgan-mnist -o samples.png --count 64 --seed 3""",
     "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
                "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
     "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
@@ -191,12 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--train", action="store_true", help="train through the one training loop")
         data_help = "mnist or fashion-mnist" if name == "denoise" else "shapes[:SEED] or segfolder:PATH"
         p.add_argument("--data", help=data_help)
-        for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int),
-                           ("--threads", int)):
-            p.add_argument(flag, type=kind)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--out", type=Path, help="run folder")
-        p.add_argument("--no-progress", action="store_true")
+        _train_options(p)
         if name == "denoise":
             p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
             p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
@@ -216,6 +219,34 @@ def _parser() -> argparse.ArgumentParser:
     from .compress_cli import add_parsers as add_compression_parsers
 
     add_compression_parsers(sub)
+
+    p = command("translate", "train pix2pix (colorize, edges, inpaint), or translate an image with it")
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained pix2pix model")
+    p.add_argument("image", nargs="?", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-translated.png)")
+    p.add_argument("--make-input", action="store_true",
+                   help="IMAGE is a target-style picture: derive the input as training did (grey, edges, mask)")
+    p.add_argument("--train", action="store_true", help="train through the one training loop")
+    p.add_argument("--task", choices=["colorize", "edges", "inpaint"], default="colorize", dest="kind")
+    p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
+    p.add_argument("--l1-only", action="store_true", help="no discriminator: the paper's L1-only U-Net ablation")
+    p.add_argument("--l1-weight", type=float, default=100.0, help="lambda of lambda L1 + adversarial (100)")
+    p.add_argument("--base-channels", type=int, default=32, help="generator and discriminator width (64 in the paper)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    _train_options(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = command("gan", "train a DCGAN (28x28 or 32x32 images), or write a grid of its samples")
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained GAN")
+    p.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="sample grid (default samples.png)")
+    p.add_argument("--count", type=int, default=64, help="samples in the grid")
+    p.add_argument("--train", action="store_true", help="train through the one training loop")
+    p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
+    p.add_argument("--width", type=int, default=64, help="generator and discriminator width (64 in the paper)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--fid-samples", type=int, default=5000, help="generated images behind each epoch's score")
+    _train_options(p)
+    p.set_defaults(func=cmd_gan)
 
     p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
     p.add_argument("--checkpoints", type=Path, default=Path("runs"),
@@ -253,6 +284,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
     return parser
+
+
+def _train_options(p) -> None:
+    """The options of a subcommand that trains through the one loop (denoise, segment, translate, gan)."""
+    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
+        p.add_argument(flag, type=kind)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _floats(text: str) -> list[float]:
@@ -601,8 +641,8 @@ def _train_task(args, model, bundle, task, defaults: dict):
 
     options = {**defaults, **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
                               if getattr(args, k) is not None}}
-    config = TrainConfig(optimizer="adam", weight_decay=0.0, device=args.device, num_threads=args.threads,
-                         progress=_progress(args), **options)
+    options = {"optimizer": "adam", "weight_decay": 0.0, **options}
+    config = TrainConfig(device=args.device, num_threads=args.threads, progress=_progress(args), **options)
     trainer = Trainer(model, bundle, config, out=args.out, task=task)
     return trainer, trainer.fit()
 
@@ -705,6 +745,64 @@ def cmd_segment(args) -> None:
     counts = torch.bincount(mask.flatten(), minlength=len(meta["classes"]))
     shares = ", ".join(f"{c} {100 * n / mask.numel():.1f}%" for c, n in zip(meta["classes"], counts.tolist()) if n)
     print(f"{out}: {shares}")
+
+
+def cmd_translate(args) -> None:
+    import torch
+
+    from .style import save_image
+    from .translate import (PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
+                            read_translation_input, translate_batch)
+
+    if args.train:
+        bundle = load_translation_data(args.kind, args.data)
+        if args.train_subset:
+            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        torch.manual_seed(args.seed or 0)
+        model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
+        variant = "l1" if args.l1_only else "p2p"
+        args.out = args.out or Path("runs") / f"{variant}-{args.kind}-{bundle.name}"
+        task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
+        _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": 5})
+        print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
+              f"{args.out}")
+        return
+    _need_checkpoint_and_image(args, "translate")
+    model, meta = _load_task_checkpoint(args.checkpoint, "pix2pix", "a pix2pix translator", "translate")
+    inputs, _ = read_translation_input(args.image, meta, args.make_input, args.seed or 0)
+    if args.make_input:
+        save_image(inputs[0].expand(3, -1, -1), _output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
+    output = translate_batch(model, inputs, args.seed or 0)[0]
+    print(save_image(output.expand(3, -1, -1), _output_path(args, "translated")))
+
+
+def cmd_gan(args) -> None:
+    import torch
+
+    from .gan import GAN_TRAINING, GANTask, sample_grid
+
+    if args.train:
+        from .data import load_dataset
+        from .models.registry import create_model
+
+        bundle = load_dataset(args.data)
+        if args.train_subset:
+            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        torch.manual_seed(args.seed or 0)
+        channels, size, _ = bundle.image_shape
+        model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
+                             discriminator_width=args.width)
+        args.out = args.out or Path("runs") / f"dcgan-{bundle.name}"
+        trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
+                                 {**GAN_TRAINING, "epochs": 5})
+        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
+        print(f"Fréchet feature distance by epoch: {scores}; samples in {args.out / 'samples'}")
+        return
+    if args.checkpoint is None:
+        raise CnnkitError("Give a run folder (cnnkit gan RUN_DIR -o samples.png), or train one with "
+                          "'cnnkit gan --train --data mnist'.")
+    model, _ = _load_task_checkpoint(args.checkpoint, "gan", "a GAN", "gan")
+    print(sample_grid(model, args.output, args.count, args.seed or 0))
 
 
 def cmd_serve(args) -> None:

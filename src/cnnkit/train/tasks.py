@@ -9,6 +9,18 @@ The loop itself (optimiser, schedule, accumulation, clipping, AMP, checkpoints, 
 task only decides what goes in, what comes out and how it is judged. Classification keeps the Trainer's own
 cross-entropy, top-k and confusion-matrix code, so its behaviour and files are unchanged.
 
+Three optional hooks extend the loop without changing it for the tasks that lack them:
+  ``input_channels(data)``     the channels the model reads, when not the data's (colourisation: 1 for RGB data);
+  ``train_step(trainer, inputs, targets, generator) -> (loss, metric sums)``
+                               replaces the default forward / backward / optimiser step for a batch: a GAN updates
+                               its discriminator, then its generator. Both networks live in the one model and
+                               their parameters in the Trainer's one optimiser (Adam and SGD keep per-parameter
+                               state, so stepping it with only one network's gradients present is exactly a
+                               separate optimiser for that network), hence the Trainer's checkpoints, schedule
+                               and exact resume cover both. Random draws come from ``generator`` (seeded by
+                               seed and epoch). No gradient accumulation or data-parallel training with it;
+  ``end_epoch(trainer, metrics)``  after each epoch's checkpoint, on the main process (a GAN's sample grid).
+
 A task's per-batch ``metrics`` are *sums* (tensors on the device, no host synchronisation in the hot loop);
 ``summarize`` turns the sums over a whole split into the reported numbers. Sums rather than means make the
 result exact for any batch size and let distributed ranks add their partial sums.

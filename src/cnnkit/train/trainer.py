@@ -156,9 +156,17 @@ class Trainer:
         self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
         in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
-        if in_channels is not None and in_channels != data.image_shape[0]:
-            raise CnnkitError(f"The model reads {in_channels}-channel images but {data.name} has "
-                              f"{data.image_shape[0]}; build it with in_channels={data.image_shape[0]}.")
+        # A task may feed the model other channels than the data's (colourisation: grey in, RGB targets).
+        fed = self.task.input_channels(data) if hasattr(self.task, "input_channels") else data.image_shape[0]
+        if in_channels is not None and in_channels != fed:
+            source = data.name if fed == data.image_shape[0] else f"the {self.task.name} task on {data.name}"
+            raise CnnkitError(f"The model reads {in_channels}-channel images but {source} has {fed}; "
+                              f"build it with in_channels={fed}.")
+        self.custom_step = getattr(self.task, "train_step", None)
+        if self.custom_step is not None and (config.accumulate > 1 or self.world_size > 1):
+            raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
+                              "and generator updates), which supports neither gradient accumulation nor "
+                              "data-parallel training; train with accumulate=1 in one process.")
         if config.sync_batchnorm and self.world_size > 1:
             model = distributed.convert_batchnorm(model, self.device)
         self.model = model.to(self.device)
@@ -272,6 +280,8 @@ class Trainer:
             stop = self._early_stopping(metrics)
             if self.out and self.is_main:
                 self._write_epoch_files()
+            if self.is_main and hasattr(self.task, "end_epoch"):  # e.g. a GAN's grid of samples in the run folder
+                self.task.end_epoch(self, metrics)
             self.log(self.format_epoch(metrics))
             for cb in self.callbacks:
                 cb(self, metrics)
@@ -314,26 +324,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(self.train_loader, 1):
             x, targets = self.task.prepare(self, images, labels, train=True, generator=aug_generator)
-            updates = step % config.accumulate == 0 or step == len(self.train_loader)
-            # DDP all-reduces gradients in backward(); the micro-batches before an update only accumulate.
-            no_sync = self.parallel_model.no_sync() if self.world_size > 1 and not updates else nullcontext()
-            with no_sync:
-                with self.autocast():
-                    outputs = self.forward_model(x)
-                loss = self.task.loss(self, outputs, targets)
+            if self.custom_step is not None:
+                # The task runs forward, backward and optimiser steps itself (a GAN: discriminator, then
+                # generator), drawing its noise from the epoch's generator so a resumed run replays it.
+                loss, batch_metrics = self.custom_step(self, x, targets, aug_generator)
                 self._check_finite(loss, epoch, step)
-                share = 1.0
-                if self.world_size > 1:
-                    share = len(labels) * self.world_size / self.train_loader.global_batch_size(step - 1)
-                (loss * (share / config.accumulate)).backward()
-            if updates:
-                if config.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 self.schedule.step_batch()
+            else:
+                loss, batch_metrics = self._default_step(x, targets, step, len(labels), epoch)
             total_loss += loss.detach() * len(labels)
-            accumulate(sums, self.task.metrics(outputs, targets))
+            accumulate(sums, batch_metrics)
             seen += len(labels)
             if progress is not None:
                 progress.update(1)
@@ -366,6 +366,29 @@ class Trainer:
                                             if k not in ("images", "confusion", "per_class_acc")},
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
+
+    def _default_step(self, x, targets, step: int, batch_size: int, epoch: int):
+        """Forward, loss, backward, and an optimiser step every ``accumulate`` batches."""
+        config = self.config
+        updates = step % config.accumulate == 0 or step == len(self.train_loader)
+        # DDP all-reduces gradients in backward(); the micro-batches before an update only accumulate.
+        no_sync = self.parallel_model.no_sync() if self.world_size > 1 and not updates else nullcontext()
+        with no_sync:
+            with self.autocast():
+                outputs = self.forward_model(x)
+            loss = self.task.loss(self, outputs, targets)
+            self._check_finite(loss, epoch, step)
+            share = 1.0
+            if self.world_size > 1:
+                share = batch_size * self.world_size / self.train_loader.global_batch_size(step - 1)
+            (loss * (share / config.accumulate)).backward()
+        if updates:
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.step_batch()
+        return loss, self.task.metrics(outputs, targets)
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if not torch.isfinite(loss):
