@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
+from cnnkit.data.augment import random_crop, random_flip
 from cnnkit.data.catalog import cache_dir
 from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
                              freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
@@ -64,12 +65,14 @@ def cifar_few_shot(per_class: int, seed: int):
 
 # --------------------------------------------------------------------------------------------- feature cache
 def cache_folder(per_class: int, seed: int) -> Path:
-    return cache_dir() / "transfer" / f"{BACKBONE}-{TAG}-cifar10-{INPUT_SIZE}px-{per_class}pc-seed{seed}"
+    return cache_dir() / "transfer" / f"{BACKBONE}-{TAG}-cifar10-{INPUT_SIZE}px-{per_class}pc-seed{seed}-bf16"
 
 
 @torch.no_grad()
 def stage_features(model, images: torch.Tensor, flip: bool, batch_size: int = 50) -> dict[str, torch.Tensor]:
-    """One pass: every stage's pooled output, plus the maps of MAP_STAGES (float16, to halve the cache)."""
+    """One pass: every stage's pooled output, plus the maps of MAP_STAGES (float16, to halve the cache).
+    The base runs under bf16 autocast: 4x faster than fp32 here (155 against 38 images/s at 224 px), and a
+    logistic regression on its pooled head features scored within 0.4 points of fp32's (2,000 test images)."""
     names = [s.name for s in stages(model)[:-1]]
     preprocess = transfer_preprocess(model)
     model.eval().to(memory_format=torch.channels_last)  # NHWC: depthwise convolutions run ~5x faster on CPU
@@ -77,7 +80,10 @@ def stage_features(model, images: torch.Tensor, flip: bool, batch_size: int = 50
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
         x = preprocess(x.flip(3) if flip else x).contiguous(memory_format=torch.channels_last)
-        for name, value in stage_outputs(model, x, names).items():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = stage_outputs(model, x, names)
+        for name, value in outputs.items():
+            value = value.float()
             out.setdefault(f"pooled.{name}", []).append(pool_features(value))
             if name in MAP_STAGES:
                 out.setdefault(f"map.{name}", []).append(value.half().contiguous())
@@ -103,6 +109,21 @@ def _claim(lock: Path) -> bool:
         return True
 
 
+SHIFTED_VIEWS = 4  # extra views of each training image for the linear probes: shifted and maybe mirrored
+
+
+def shift_splits() -> list[str]:
+    return [f"train_shift{k}" for k in range(SHIFTED_VIEWS)]
+
+
+def shifted_views(images: torch.Tensor, view: int) -> torch.Tensor:
+    """View ``view`` of every training image: shifted by up to 4 px (reflected border) and mirrored with
+    probability 1/2, the training augmentation of the networks trained on images, fixed by a seed per view."""
+    generator = torch.Generator().manual_seed(1000 + view)
+    moved = random_crop(images.float(), 4, generator, mode="reflect")
+    return random_flip(moved, generator).round().to(torch.uint8)
+
+
 class FeatureCache:
     """The pretrained backbone's features of the 1,000 training images, their mirror images and the test set:
     every stage's pooled output plus the maps of MAP_STAGES (float16), in chunks of 1,000 images saved in the
@@ -123,8 +144,10 @@ class FeatureCache:
         self._splits: dict[str, dict] = {}
 
     def _source(self, split: str):
-        images = self.test_set if split == "test" else self.train_set
-        return images.images, images.labels, split == "train_flip"
+        images = self.test_set if split.startswith("test") else self.train_set
+        if split.startswith("train_shift"):
+            return shifted_views(images.images, int(split.removeprefix("train_shift"))), images.labels, False
+        return images.images, images.labels, split.endswith("_flip")
 
     def _chunk(self, split: str, start: int) -> dict[str, torch.Tensor] | None:
         """A chunk's features: loaded, or computed here; None while another process is computing it."""
@@ -170,7 +193,7 @@ class FeatureCache:
 
     def build(self) -> None:
         """Compute every missing chunk of every split, those no other process is computing first."""
-        pending = [(split, start) for split in ("train", "train_flip", "test")
+        pending = [(split, start) for split in ("train", "train_flip", *shift_splits(), "test", "test_flip")
                    for start in range(0, len(self._source(split)[0]), self.chunk)]
         while pending:
             pending = [(split, start) for split, start in pending if self._chunk(split, start) is None]
@@ -191,18 +214,30 @@ class FeatureCache:
 
 # --------------------------------------------------------------------------------------------- steps
 def step_probe(args, cache) -> None:
-    train, train_flip, test = cache.split("train"), cache.split("train_flip"), cache.split("test")
+    """A logistic regression on each stage's pooled features, and on the top three stages' together: trained on
+    the 1,000 images, their mirror images and SHIFTED_VIEWS shifted views (cross-validation folds keep the views
+    of an image together), scored on the test set with its mirror images' probabilities averaged in."""
+    views = [cache.split(name) for name in ("train", "train_flip", *shift_splits())]
+    test, test_flip = cache.split("test"), cache.split("test_flip")
     cache_seconds, _ = cache.seconds()
-    names = [k.split(".", 1)[1] for k in train if k.startswith("pooled.")]
+    names = [k.split(".", 1)[1] for k in views[0] if k.startswith("pooled.")]
+    groups = torch.arange(len(views[0]["labels"])).repeat(len(views))
+    y = torch.cat([view["labels"] for view in views])
+
+    def pooled(split: dict, stage: str) -> torch.Tensor:
+        return torch.cat([split[f"pooled.{name}"] for name in stage.split("+")], 1)
+
     rows = []
-    for name in names:
-        x = torch.cat([train[f"pooled.{name}"], train_flip[f"pooled.{name}"]])
-        y = torch.cat([train["labels"], train_flip["labels"]])
-        row = fit_linear_probe(x, y, test[f"pooled.{name}"], test["labels"])
+    for name in [*names, "stage7+stage8+head"]:
+        x = torch.cat([pooled(view, name) for view in views])
+        row = fit_linear_probe(x, y, pooled(test, name), test["labels"], groups=groups,
+                               test_views=[pooled(test_flip, name)])
         rows.append({"stage": name, **row})
         record("transfer_cifar10_1000", f"linear-probe:{name}", row["accuracy"], row["seconds"],
                data=args.data_tag, train_images=1000, test_images=len(test["labels"]), features=row["features"],
-               C=row["C"], feature_cache_seconds=round(cache_seconds, 1), note="logistic regression, flips cached")
+               C=row["C"], cv_accuracy=round(row["cv_accuracy"], 2), feature_cache_seconds=round(cache_seconds, 1),
+               train_views=len(views), note="logistic regression on standardised features; C by image-grouped "
+                                            "3-fold CV; training views: image, mirror, shifts; test flips; bf16 base")
     print(format_probe_table(rows), flush=True)
 
 
@@ -283,11 +318,14 @@ def step_full(args, cache) -> None:
     unfreeze(model)
     if args.full_bn_eval:
         hold_batchnorm_statistics(model)
+    # The base at a small rate, the new head (already trained) at head_lr_multiplier x it; shifts of up to
+    # 1/8 of the image (4 px of the 32 px original) and mirror images; bf16 (1.6x faster training here).
     config = TrainConfig(epochs=args.full_epochs, lr=args.full_lr, batch_size=32, optimizer="sgd", nesterov=True,
                          weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, input_size=args.full_size,
-                         resize="interpolate",
-                         augment={"flip": True}, channels_last=True, seed=args.seed, progress=False,
-                         eval_batch_size=100)
+                         resize="interpolate", precision=args.full_precision, tta_flip=True,
+                         lr_multipliers={"_fc.": args.full_head_multiplier},
+                         augment={"flip": True, "crop": args.full_size // 8, "crop_mode": "reflect"},
+                         channels_last=True, seed=args.seed, progress=False, eval_batch_size=100)
     start = time.perf_counter()
     trainer = Trainer(model, monitored(bundle, train, 500, args.seed), config)
     trainer.fit()
@@ -295,9 +333,9 @@ def step_full(args, cache) -> None:
     seconds = time.perf_counter() - start
     record("transfer_cifar10_1000", "full fine-tuning", final["acc"], head_seconds + seconds, data=data_tag,
            train_images=1000, test_images=final["images"], input_size=args.full_size, epochs=args.full_epochs,
-           lr=args.full_lr, head_accuracy=round(head_accuracy, 2),
-           bn_statistics="held (eval)" if args.full_bn_eval else "updated",
-           note="all layers trainable after the cached head phase; flips")
+           lr=args.full_lr, head_lr_multiplier=args.full_head_multiplier, precision=args.full_precision,
+           head_accuracy=round(head_accuracy, 2), bn_statistics="held (eval)" if args.full_bn_eval else "updated",
+           note="all layers trainable after the cached head phase; shifts (reflect) and flips; test-time flips")
 
 
 def scratch(args, name: str, model_name: str, epochs: int, lr: float, augment: dict, **model_args) -> None:
@@ -372,8 +410,11 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=10)
     parser.add_argument("--top-stages", type=int, choices=(2,), default=2,
                         help="stages unfrozen in phase 2 besides the classifier: stage8 + head (cached stage7 maps)")
-    parser.add_argument("--full-epochs", type=int, default=2)
-    parser.add_argument("--full-size", type=int, default=160)
+    parser.add_argument("--full-epochs", type=int, default=8)
+    parser.add_argument("--full-size", type=int, default=224)
+    parser.add_argument("--full-head-multiplier", type=float, default=10.0,
+                        help="the new head's learning rate as a multiple of the base's in full fine-tuning")
+    parser.add_argument("--full-precision", choices=("fp32", "bf16"), default="bf16")
     # 0.005 (0.1x the head's) wrecked the pretrained features within one epoch (train accuracy at chance): the
     # depthwise filters of the lower stages need a far smaller step than the new head.
     parser.add_argument("--full-lr", type=float, default=0.0005)

@@ -12,6 +12,7 @@ from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
 from cnnkit.errors import CnnkitError, ImageError, ShapeError, UnknownNameError
 from cnnkit.transfer import (HeadNotFoundError, adapt_input_channels, advise, extract_features, feature_bundle,
+                             fit_linear_probe,
                              finetune, freeze, hold_batchnorm_statistics, is_frozen, replace_head,
                              stage_lr_multipliers, stage_names, stage_outputs, stages, train_on_features, unfreeze,
                              upper_stages)
@@ -307,3 +308,49 @@ def test_classify_images_refuses_models_without_class_names():
         classify_images(create_model("resnet20"), ["x.png"])
     with pytest.raises(ImageError):
         classify_images(create_model("efficientnet_lite0", pretrained="imagenet"), ["/no/such/photo.jpg"])
+
+
+def test_probe_cross_validation_keeps_the_views_of_an_image_together():
+    # Random labels: nothing to learn, but each image's second view is nearly a copy of its first. Folds that
+    # split the views reward memorising; folds grouped by image see chance, as the test set would.
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(90, 40, generator=generator)
+    views = torch.cat([images, images + 0.01 * torch.randn(90, 40, generator=generator)])
+    labels = torch.randint(0, 3, (90,), generator=generator).repeat(2)
+    test_x, test_y = torch.randn(60, 40, generator=generator), torch.randint(0, 3, (60,), generator=generator)
+    split = fit_linear_probe(views, labels, test_x, test_y, c_values=(1e-3, 100.0))
+    grouped = fit_linear_probe(views, labels, test_x, test_y, c_values=(1e-3, 100.0),
+                               groups=torch.arange(90).repeat(2))
+    assert split["cv_accuracy"] > 65 and split["C"] == 100.0
+    assert grouped["cv_accuracy"] < 50
+    with pytest.raises(CnnkitError, match="groups"):
+        fit_linear_probe(views, labels, test_x, test_y, groups=torch.arange(90))
+
+
+def test_probe_averages_the_probabilities_of_test_views():
+    generator = torch.Generator().manual_seed(1)
+    centres = torch.randn(3, 8, generator=generator) * 3
+    labels = torch.arange(3).repeat(40)
+    train_x = centres[labels] + torch.randn(120, 8, generator=generator)
+    test_y = torch.arange(3).repeat(20)
+    test_x = centres[test_y] + 6 * torch.randn(60, 8, generator=generator)
+    one = fit_linear_probe(train_x, labels, test_x, test_y, c_values=(1.0,))
+    assert one["test_views"] == 1 and one["cv_accuracy"] is None
+    assert fit_linear_probe(train_x, labels, test_x, test_y, c_values=(1.0,), test_views=[test_x])["accuracy"] \
+        == one["accuracy"]
+    clean = centres[test_y]  # a second, noiseless view pulls every averaged prediction to its class
+    assert fit_linear_probe(train_x, labels, test_x, test_y, c_values=(1.0,),
+                            test_views=[clean, clean])["accuracy"] > one["accuracy"]
+    with pytest.raises(CnnkitError, match="same images"):
+        fit_linear_probe(train_x, labels, test_x, test_y, test_views=[test_x[:10]])
+
+
+def test_features_in_bf16_are_close_to_fp32():
+    torch.manual_seed(0)
+    model = small_bn_net(in_channels=3, num_classes=10)
+    images = torch.rand(4, 3, 32, 32)
+    exact = extract_features(model, images, "layer3")
+    fast = extract_features(model, images, "layer3", precision="bf16")
+    assert fast.dtype == torch.float32 and torch.allclose(fast, exact, rtol=0.05, atol=0.02)
+    with pytest.raises(CnnkitError, match="precision"):
+        extract_features(model, images, "layer3", precision="fp16")

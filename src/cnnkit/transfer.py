@@ -474,16 +474,24 @@ def transfer_preprocess(model: nn.Module, image_shape=None, input_size: int | No
                       resize="interpolate")
 
 
+def _autocast(device: torch.device, precision: str):
+    if precision not in ("fp32", "bf16"):
+        raise CnnkitError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
 def extract_features(model: nn.Module, images, stage: str | Sequence[str] | None = None, *,
                      preprocess=None, batch_size: int = 64, pool: bool = True, flip: bool = False,
                      dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                     progress: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
+                     precision: str = "fp32", progress: bool = False) -> torch.Tensor | dict[str, torch.Tensor]:
     """Features of ``images`` (a uint8 (N, C, H, W) tensor, a dataset with ``.images``, or an already
     preprocessed float tensor) at one stage (a tensor) or several (a dict of tensors, one pass for all).
     ``stage`` defaults to the last stage before the classifier. ``pool`` averages maps to vectors; ``flip``
-    mirrors the images first (for test-time or cached flip augmentation). The model runs in eval mode and is
-    put back in the mode it was in."""
+    mirrors the images first (for test-time or cached flip augmentation). ``precision="bf16"`` runs the model
+    under bfloat16 autocast (on these CPUs EfficientNet-Lite0 at 224 px: 4x faster, and the linear probe on its
+    features within 0.4 points of fp32's); features are returned as ``dtype``. The model runs in eval mode
+    and is put back in the mode it was in."""
     images = getattr(images, "images", images)
     names = [stage] if isinstance(stage, str) else list(stage or [stages(model)[-2].name])
     if preprocess is None and images.dtype == torch.uint8:
@@ -506,8 +514,10 @@ def extract_features(model: nn.Module, images, stage: str | Sequence[str] | None
             x = preprocess(x) if preprocess is not None else x.float()
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for name, value in stage_outputs(model, x, names).items():
-                value = pool_features(value) if pool else value
+            with _autocast(x.device, precision):
+                outputs = stage_outputs(model, x, names)
+            for name, value in outputs.items():
+                value = pool_features(value.float()) if pool else value
                 collected[name].append(value.to(dtype).contiguous())
             if bar is not None:
                 bar.update(len(x))
@@ -579,29 +589,53 @@ def train_on_features(model: nn.Module, after: str, bundle, config, out=None, ca
 
 # ------------------------------------------------------------------------------------------ linear probes
 def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                     c_values: Sequence[float] = (0.01, 0.1, 1.0), seed: int = 0) -> dict:
+                     c_values: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0), seed: int = 0,
+                     groups: torch.Tensor | None = None, test_views: Sequence[torch.Tensor] = ()) -> dict:
     """Logistic regression on standardised features, its regularisation chosen by 3-fold cross-validation on
-    the training features only. Returns test accuracy (%), the chosen C, and seconds."""
+    the training features only. Returns test accuracy (%), the chosen C, and seconds.
+
+    ``groups``: when ``train_x`` holds several views of each image (e.g. an image and its mirror image), the
+    image each row came from. The folds then keep an image's views together: split apart, a view in the
+    validation fold is nearly a copy of one in the training folds and cross-validation rewards the weakest
+    regularisation (measured: it chose C = 1, 3 points worse on the test set than the C it picks this way).
+    ``test_views``: other views of the test images (e.g. mirrored), whose predicted probabilities are averaged
+    with those of ``test_x`` (test-time augmentation)."""
     try:
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import cross_val_score
+        from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
         from sklearn.preprocessing import StandardScaler
     except ImportError:
         raise CnnkitError("linear probes use scikit-learn, which is not installed; run: "
                           "pip install 'cnnkit[analysis]'") from None
+    if len(train_x) != len(train_y) or (groups is not None and len(groups) != len(train_x)):
+        raise CnnkitError(f"linear probe: {len(train_x)} feature rows, {len(train_y)} labels"
+                          + (f" and {len(groups)} groups" if groups is not None else "") + "; they must match.")
+    for view in test_views:
+        if view.shape != test_x.shape:
+            raise CnnkitError(f"linear probe: a test view has shape {tuple(view.shape)}, the test features "
+                              f"{tuple(test_x.shape)}; every view must hold the same images.")
     start = time.perf_counter()
     scaler = StandardScaler().fit(train_x.float().numpy())
-    xtr, xte = scaler.transform(train_x.float().numpy()), scaler.transform(test_x.float().numpy())
+    xtr = scaler.transform(train_x.float().numpy())
     ytr, yte = train_y.numpy(), test_y.numpy()
     best_c, best_score = c_values[0], -1.0
     if len(c_values) > 1:
+        if groups is None:
+            folds, fold_groups = StratifiedKFold(3, shuffle=True, random_state=seed), None
+        else:
+            folds, fold_groups = GroupKFold(3), groups.numpy()
         for c in c_values:
-            score = cross_val_score(LogisticRegression(C=c, max_iter=2000, random_state=seed), xtr, ytr, cv=3).mean()
+            score = cross_val_score(LogisticRegression(C=c, max_iter=3000, random_state=seed), xtr, ytr, cv=folds,
+                                    groups=fold_groups).mean()
             if score > best_score:
                 best_c, best_score = c, score
-    classifier = LogisticRegression(C=best_c, max_iter=2000, random_state=seed).fit(xtr, ytr)
-    accuracy = 100.0 * float((classifier.predict(xte) == yte).mean())
-    return {"accuracy": accuracy, "C": best_c, "features": xtr.shape[1], "seconds": time.perf_counter() - start}
+    classifier = LogisticRegression(C=best_c, max_iter=3000, random_state=seed).fit(xtr, ytr)
+    probabilities = sum(classifier.predict_proba(scaler.transform(view.float().numpy()))
+                        for view in (test_x, *test_views))
+    accuracy = 100.0 * float((classifier.classes_[probabilities.argmax(1)] == yte).mean())
+    return {"accuracy": accuracy, "C": best_c, "cv_accuracy": 100.0 * float(best_score) if best_score >= 0 else None,
+            "features": xtr.shape[1],
+            "test_views": 1 + len(test_views), "seconds": time.perf_counter() - start}
 
 
 def linear_probe(model: nn.Module, data, stage: str | Sequence[str] | None = None, *, input_size: int | None = None,
