@@ -60,6 +60,8 @@ def test_retina_net_refuses_bad_arguments_and_sizes():
         create_model("retina_net", bottleneck=0)
     with pytest.raises(CnnkitError, match="vvs_depth"):
         create_model("retina_net", vvs_depth=-1)
+    with pytest.raises(CnnkitError, match="init must be 'glorot'"):
+        create_model("retina_net", init="uniform")
     with pytest.raises(ShapeError, match="reads 32x32 images"):
         create_model("retina_net", bottleneck=1, vvs_depth=0)(torch.zeros(1, 1, 31, 31))
 

@@ -26,9 +26,11 @@ Choices. The paper (and its code) trains with RMSProp, lr 1e-4, batch 64, shifts
 20 epochs, no weight regularisation by default; the code's optional input noise, retinal-output noise and L1
 penalties are off in the figures of section 3. Here: ``input_noise`` and ``retina_noise`` are offered (std of
 Gaussian noise added in training, in the units of the normalised input / of the retina's output), default 0;
-the L1 penalties are left out (the trainer's weight decay is L2). The convolutions and dense layers start from
-He (Kaiming) normal weights and zero biases, which keeps the signal's scale through the stack of six 9x9
-layers (Keras's Glorot default, used by the authors, gives it about half the variance per layer).
+the L1 penalties are left out (the trainer's weight decay is L2). Weights start as in the authors' Keras code:
+Glorot uniform, zero biases (``init="kaiming"``: He normal). That matters for the fields: Glorot counts the
+fan-out, 32 x 81 for the first 9x9 layer, so its random weights are ~6x smaller than He's and the learned,
+smooth part of a receptive field overtakes the white-noise part of the initialisation within a few hundred
+steps, where with He's weights the fields of a short run still look like noise.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class GaussianNoise(nn.Module):
 
 class RetinaNet(nn.Module):
     def __init__(self, bottleneck: int = 1, vvs_depth: int = 2, num_classes: int = 10, in_channels: int = 1,
-                 image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0):
+                 image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0, init: str = "glorot"):
         super().__init__()
         for name, value, minimum in (("bottleneck", bottleneck, 1), ("vvs_depth", vvs_depth, 0),
                                      ("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
@@ -95,11 +97,16 @@ class RetinaNet(nn.Module):
         self.vvs = nn.Sequential(vvs)  # empty when vvs_depth = 0: the classifier reads the retina directly
         self.fc = nn.Linear(channels * image_size * image_size, HIDDEN_UNITS)
         self.out = nn.Linear(HIDDEN_UNITS, num_classes)
+        if init not in ("glorot", "kaiming"):
+            raise CnnkitError(f"retina_net: init must be 'glorot' (Keras's default, the paper's) or 'kaiming', "
+                              f"got {init!r}.")
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if init == "glorot":
+                    nn.init.xavier_uniform_(module.weight)
+                else:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
-        nn.init.kaiming_normal_(self.out.weight, nonlinearity="linear")
 
     def forward(self, x):
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
@@ -114,7 +121,8 @@ class RetinaNet(nn.Module):
 @register_model(input_size=(1, 32, 32), num_classes=10, family="retina",
                 paper="Lindsey et al. 2019 (ICLR), retina-net + VVS-net", min_input_size=32)
 def retina_net(num_classes: int = 10, in_channels: int = 1, bottleneck: int = 1, vvs_depth: int = 2,
-               image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0) -> RetinaNet:
+               image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0,
+               init: str = "glorot") -> RetinaNet:
     """Two-layer retina with an N_BN-channel output (``bottleneck``), ``vvs_depth`` 9x9 VVS convolutions, then a
     1024-unit dense layer and the class scores; no pooling."""
-    return RetinaNet(bottleneck, vvs_depth, num_classes, in_channels, image_size, input_noise, retina_noise)
+    return RetinaNet(bottleneck, vvs_depth, num_classes, in_channels, image_size, input_noise, retina_noise, init)
