@@ -142,7 +142,9 @@ def settings(args) -> dict:
 
 
 def record_config(result: dict, args, data_name: str) -> None:
-    variant = f"N_BN={result['bottleneck']} D_VVS={result['vvs_depth']}"
+    # The budget is part of the name: a longer run of a configuration is a different figure, not a newer one.
+    variant = (f"N_BN={result['bottleneck']} D_VVS={result['vvs_depth']}, "
+               f"{args.train_images // 1000}k images x {args.epochs} epochs")
     common = dict(data=data_name, runs=1, train_images=args.train_images, epochs=args.epochs,
                   precision=args.precision, threads=args.threads)
     record(BENCHMARK, variant, "test_accuracy", round(result["test_acc"], 2), **common)
