@@ -1,5 +1,5 @@
 """Looking inside a CNN: filters, feature maps, activation maximisation, attribution, embeddings, the
-confusion matrix, training curves and the loss landscape.
+confusion matrix, training curves, the loss landscape, and receptive fields with their centre-surround index.
 
 Every tool takes any ``nn.Module`` (layers named as in ``model.named_modules()``) and a preprocessed float
 batch, returns tensors/arrays, and writes a PNG when given ``png=``. ``load_image(path, input_spec(model))``
@@ -24,9 +24,18 @@ from .landscape import (
 )
 from .maps import feature_maps, plot_feature_maps
 from .maximize import MaximizeSettings, maximize_activation, total_variation
+from .receptive import (
+                        center_surround_index,
+                        difference_of_gaussians,
+                        fit_difference_of_gaussians,
+                        plot_receptive_fields,
+                        receptive_fields,
+)
 
 __all__ = [
-    "InputSpec", "MaximizeSettings", "UnitOutOfRangeError", "commands", "confusion_matrix", "conv_weights",
+    "InputSpec", "MaximizeSettings", "UnitOutOfRangeError", "center_surround_index", "commands", "confusion_matrix",
+    "conv_weights", "difference_of_gaussians", "fit_difference_of_gaussians", "plot_receptive_fields",
+    "receptive_fields",
     "explain", "feature_maps", "filter_normalized_direction", "find_layer", "fixed_subset", "gradcam",
     "input_spec", "landscape_statistics", "layer_names", "load_image", "loss_along_line", "loss_surface",
     "maximize_activation", "penultimate_features", "plot_confusion", "plot_curves", "plot_embedding",
