@@ -118,6 +118,8 @@ def figure(rows: list[dict], jpeg_rows: list[dict], example: dict, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cnnkit.viz import plots
+
     fig = plt.figure(figsize=(12, 4.2))
     ax = fig.add_subplot(1, 2, 1)
     ax.plot([r["bpp"] for r in jpeg_rows], [r["psnr"] for r in jpeg_rows], "s-", color="grey",
@@ -139,10 +141,7 @@ def figure(rows: list[dict], jpeg_rows: list[dict], example: dict, path: Path) -
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title("rows: " + " | ".join(example["titles"]), fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plots.save(fig, path, dpi=90)
 
 
 def main() -> None:

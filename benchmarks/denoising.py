@@ -45,6 +45,8 @@ def figure(rows: list[dict], examples: torch.Tensor, bottlenecks: list[int], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cnnkit.viz import plots
+
     sweep = [r for r in rows if r["sweep"]]
     fig = plt.figure(figsize=(10, 3.4))
     ax = fig.add_subplot(1, 2, 1)
@@ -59,10 +61,7 @@ def figure(rows: list[dict], examples: torch.Tensor, bottlenecks: list[int], pat
     ax.imshow(examples, cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title("rows: clean, noisy, then bottleneck " + ", ".join(map(str, bottlenecks)), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plots.save(fig, path, dpi=80)
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from record import record  # noqa: E402
 
 from cnnkit.data import DatasetBundle, TensorImageDataset, load_dataset, random_subset  # noqa: E402
+from cnnkit.data.augment import normalize  # noqa: E402
 from cnnkit.data.datasets import channel_stats  # noqa: E402
 from cnnkit.models import create_model  # noqa: E402
 from cnnkit.train import TrainConfig, Trainer  # noqa: E402
@@ -95,9 +96,7 @@ def config_key(bottleneck: int, depth: int) -> str:
 
 def probe_images(data: DatasetBundle, count: int, seed: int) -> torch.Tensor:
     """``count`` test images drawn at random, normalised as the trainer does: the inputs the gradients average over."""
-    images = random_subset(data.test, count, seed + 1).images.float() / 255
-    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
-    return (images - mean) / std
+    return normalize(random_subset(data.test, count, seed + 1).images.float() / 255, data.mean, data.std)
 
 
 def index_figures(model, layer: str, probes: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -40,6 +40,8 @@ def loss_curve(history: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cnnkit.viz import plots
+
     fig, ax = plt.subplots(figsize=(6, 3.4))
     steps = [row["iteration"] for row in history]
     for key in ("loss", "content", "style"):
@@ -52,9 +54,7 @@ def loss_curve(history: list[dict], path: Path, title: str) -> None:
     ax.set(yscale="log", xlabel="loss evaluation", ylabel="loss (log)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plots.save(fig, path, dpi=80)
 
 
 def main() -> None:
