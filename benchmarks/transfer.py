@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from record import record as shared_record  # noqa: E402
 
 BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
+MULTI_STAGE = "stage7+stage8+head"  # the probe on the top three stages' pooled features together
 MAP_STAGES = ("stage7",)  # spatial outputs kept for fine-tuning the stages above them
-STEPS = ("cache", "probe", "head", "two-phase", "full", "scratch-same", "scratch-small", "mnist-fashion")
+STEPS = ("cache", "probe", "head", "two-phase", "full", "ensemble", "scratch-same", "scratch-small", "mnist-fashion")
 
 
 # --------------------------------------------------------------------------------------------- recording
@@ -137,8 +138,8 @@ class FeatureCache:
         self.bundle, self.train_set, self.data_tag = cifar_few_shot(per_class, seed)
         # The test files are sorted by class; a seeded shuffle makes every chunk (the first one is the
         # per-epoch monitor) a sample of all ten classes.
-        order = torch.randperm(len(self.bundle.test), generator=torch.Generator().manual_seed(seed))
-        self.test_set = self.bundle.test.subset(order)
+        self.test_order = torch.randperm(len(self.bundle.test), generator=torch.Generator().manual_seed(seed))
+        self.test_set = self.bundle.test.subset(self.test_order)
         self.folder = cache_folder(per_class, seed)
         self._model = None
         self._splits: dict[str, dict] = {}
@@ -200,6 +201,13 @@ class FeatureCache:
             if pending:
                 time.sleep(10)
 
+    @property
+    def predictions(self) -> Path:
+        """Where the probe and fine-tuning steps leave their test predictions for the ensemble step."""
+        folder = self.folder / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def seconds(self) -> tuple[float, int]:
         """Seconds spent computing the whole cache (as its chunks recorded them) and the images it holds."""
         from safetensors import safe_open
@@ -228,17 +236,37 @@ def step_probe(args, cache) -> None:
         return torch.cat([split[f"pooled.{name}"] for name in stage.split("+")], 1)
 
     rows = []
-    for name in [*names, "stage7+stage8+head"]:
+    for name in [*names, MULTI_STAGE]:
         x = torch.cat([pooled(view, name) for view in views])
         row = fit_linear_probe(x, y, pooled(test, name), test["labels"], groups=groups,
                                test_views=[pooled(test_flip, name)])
         rows.append({"stage": name, **row})
+        probabilities = row.pop("probabilities")
+        save_file({"probabilities": probabilities}, str(cache.predictions / f"probe-{name}-test.safetensors"))
         record("transfer_cifar10_1000", f"linear-probe:{name}", row["accuracy"], row["seconds"],
                data=args.data_tag, train_images=1000, test_images=len(test["labels"]), features=row["features"],
                C=row["C"], cv_accuracy=round(row["cv_accuracy"], 2), feature_cache_seconds=round(cache_seconds, 1),
                train_views=len(views), note="logistic regression on standardised features; C by image-grouped "
                                             "3-fold CV; training views: image, mirror, shifts; test flips; bf16 base")
     print(format_probe_table(rows), flush=True)
+
+
+def step_ensemble(args, cache) -> None:
+    """The fine-tuned network and the multi-stage linear probe together: the mean of their predicted class
+    probabilities on each test image, equal weights (nothing fitted on the test set). Needs the ``probe`` and
+    ``full`` steps' saved test predictions."""
+    files = {"full fine-tuning": cache.predictions / "full-test-logits.safetensors",
+             "linear probe": cache.predictions / f"probe-{MULTI_STAGE}-test.safetensors"}
+    missing = [f"{what} ({file.name})" for what, file in files.items() if not file.is_file()]
+    if missing:
+        raise SystemExit(f"ensemble: no saved test predictions of {', '.join(missing)}; run --steps probe full first")
+    tuned = load_file(str(files["full fine-tuning"]))["logits"].softmax(1)
+    probe = load_file(str(files["linear probe"]))["probabilities"]
+    labels = cache.split("test")["labels"]
+    accuracy = 100.0 * ((tuned + probe).argmax(1) == labels).float().mean().item()
+    record("transfer_cifar10_1000", "ensemble: full fine-tuning + linear probe", accuracy, 0.0, data=args.data_tag,
+           train_images=1000, test_images=len(labels), members=list(files),
+           note=f"mean of the two models' test probabilities, equal weights; probe on {MULTI_STAGE}")
 
 
 def tail_config(args, epochs: int, lr: float) -> TrainConfig:
@@ -318,10 +346,14 @@ def step_full(args, cache) -> None:
     unfreeze(model)
     if args.full_bn_eval:
         hold_batchnorm_statistics(model)
+    if args.full_freeze_until:  # the lowest stages stay as pretrained: 1.4x (stage3) to 2x (stage4) faster steps
+        freeze(model, until=args.full_freeze_until)
     # The base at a small rate, the new head (already trained) at head_lr_multiplier x it; shifts of up to
     # 1/8 of the image (4 px of the 32 px original) and mirror images; bf16 (1.6x faster training here).
     config = TrainConfig(epochs=args.full_epochs, lr=args.full_lr, batch_size=32, optimizer="sgd", nesterov=True,
-                         weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, input_size=args.full_size,
+                         weight_decay=5e-4, schedule="cosine", warmup_epochs=args.full_warmup,
+                         label_smoothing=0.1, mixup=args.full_mixup, cutmix=args.full_cutmix,
+                         input_size=args.full_size,
                          resize="interpolate", precision=args.full_precision, tta_flip=True,
                          lr_multipliers={"_fc.": args.full_head_multiplier},
                          augment={"flip": True, "crop": args.full_size // 8, "crop_mode": "reflect"},
@@ -329,12 +361,17 @@ def step_full(args, cache) -> None:
     start = time.perf_counter()
     trainer = Trainer(model, monitored(bundle, train, 500, args.seed), config)
     trainer.fit()
-    final = trainer.evaluate(bundle.test)
+    final = trainer.evaluate(bundle.test, keep_logits=True)
     seconds = time.perf_counter() - start
+    # The test logits, in the cache's (shuffled) test order, for the ensemble step.
+    save_file({"logits": final["logits"][cache.test_order].contiguous()},
+              str(cache.predictions / "full-test-logits.safetensors"))
     record("transfer_cifar10_1000", "full fine-tuning", final["acc"], head_seconds + seconds, data=data_tag,
            train_images=1000, test_images=final["images"], input_size=args.full_size, epochs=args.full_epochs,
            lr=args.full_lr, head_lr_multiplier=args.full_head_multiplier, precision=args.full_precision,
            head_accuracy=round(head_accuracy, 2), bn_statistics="held (eval)" if args.full_bn_eval else "updated",
+           frozen_until=args.full_freeze_until, warmup_epochs=args.full_warmup, mixup=args.full_mixup,
+           cutmix=args.full_cutmix,
            note="all layers trainable after the cached head phase; shifts (reflect) and flips; test-time flips")
 
 
@@ -415,6 +452,10 @@ def main() -> None:
     parser.add_argument("--full-head-multiplier", type=float, default=10.0,
                         help="the new head's learning rate as a multiple of the base's in full fine-tuning")
     parser.add_argument("--full-precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--full-freeze-until", default=None, help="keep the stages up to this one frozen")
+    parser.add_argument("--full-mixup", type=float, default=0.0, help="mixup alpha in full fine-tuning (0: off)")
+    parser.add_argument("--full-cutmix", type=float, default=0.0, help="CutMix alpha in full fine-tuning (0: off)")
+    parser.add_argument("--full-warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
     # 0.005 (0.1x the head's) wrecked the pretrained features within one epoch (train accuracy at chance): the
     # depthwise filters of the lower stages need a far smaller step than the new head.
     # With the batch-norm statistics held and the head at 10x: 0.0005 for 8 epochs gave 79.84 %, 0.0015 for 10

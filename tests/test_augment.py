@@ -1,8 +1,9 @@
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnkit.data.augment import AugmentConfig, Preprocess, cutout, random_crop, random_flip
+from cnnkit.data.augment import AugmentConfig, MixedLabels, Preprocess, cutout, mix_batch, random_crop, random_flip
 
 
 def ramp(n=4, c=2, h=8, w=8):
@@ -56,3 +57,27 @@ def test_preprocess_pads_small_images_and_normalises():
     assert out.shape == (2, 1, 32, 32)
     assert torch.allclose(out[:, :, 2:30, 2:30], torch.ones(1)) and torch.allclose(out[:, :, 0], -torch.ones(1))
     assert Preprocess((0.5,), (0.5,), input_size=(16, 16))(images).shape == (2, 1, 16, 16)
+
+
+def test_mixup_blends_pairs_and_their_labels_in_one_proportion():
+    x = torch.rand(8, 3, 6, 6)
+    labels = torch.arange(8)
+    mixed, targets = mix_batch(x, labels, mixup=0.4, generator=torch.Generator().manual_seed(0))
+    assert isinstance(targets, MixedLabels) and 0 < targets.weight < 1 and torch.equal(targets.first, labels)
+    partner = targets.second  # labels are the indices here, so they name each image's partner
+    assert torch.allclose(mixed, targets.weight * x + (1 - targets.weight) * x[partner])
+    assert sorted(partner.tolist()) == list(range(8))
+    again, same = mix_batch(x, labels, mixup=0.4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, mixed) and torch.equal(same.second, partner) and same.weight == targets.weight
+    assert mix_batch(x, labels)[1] is labels  # both off: untouched
+
+
+def test_cutmix_pastes_one_box_and_weights_labels_by_its_area():
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 10, 10).contiguous()  # image i is filled with i
+    for seed in range(5):
+        mixed, targets = mix_batch(x, torch.arange(4), cutmix=1.0, generator=torch.Generator().manual_seed(seed))
+        for i in range(4):
+            pasted = (mixed[i] != i).float().mean().item() if targets.second[i] != i else None
+            if pasted is not None:  # the share of pixels from the partner is the partner's label weight
+                assert pasted == pytest.approx(1 - targets.weight)
+            assert set(mixed[i].unique().tolist()) <= {float(i), float(targets.second[i])}

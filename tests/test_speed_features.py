@@ -78,8 +78,12 @@ def test_flip_test_time_augmentation_averages_the_logits_of_both_views():
         model.eval()
         logits = (model(x) + model(x.flip(3))) / 2
     expected = F.cross_entropy(logits, data.test.labels).item()
-    assert tta.evaluate()["loss"] == pytest.approx(expected, rel=1e-5)
+    kept = tta.evaluate(keep_logits=True)
+    assert kept["loss"] == pytest.approx(expected, rel=1e-5)
     assert plain["loss"] != pytest.approx(expected, rel=1e-5)
+    # The kept logits are the averaged ones, one row per test image in the split's order.
+    assert kept["logits"].shape == (64, 2) and torch.allclose(kept["logits"], logits, atol=1e-5)
+    assert "logits" not in plain
 
 
 def test_the_trainer_whitens_cifar_fast_cnn_from_the_training_data():
@@ -98,3 +102,21 @@ def test_the_trainer_whitens_cifar_fast_cnn_from_the_training_data():
     off_diagonal = covariance - torch.diag(torch.diag(covariance))
     assert torch.diag(covariance)[:4] == pytest.approx(torch.ones(4), abs=0.05)
     assert off_diagonal.abs().max() < 0.05
+
+
+def test_mixup_and_cutmix_train_and_resume_exactly(tmp_path):
+    data = bar_dataset(n_train=128, n_test=64)
+    config = TrainConfig(epochs=2, mixup=0.4, cutmix=1.0, **FAST)
+    torch.manual_seed(0)
+    whole = Trainer(create_model("lenet5_relu", num_classes=2), data, config, out=tmp_path / "whole")
+    whole.fit()
+    # Mixed labels: the training accuracy counts a hit on either class in proportion, so it is not a whole count.
+    assert any(round(m["train_acc"] * 128 / 100, 3) % 1 for m in whole.history)
+    torch.manual_seed(0)  # the same run, interrupted after its first epoch
+    first = Trainer(create_model("lenet5_relu", num_classes=2), data, config, out=tmp_path / "split")
+    first.callbacks.append(lambda trainer, metrics: setattr(trainer, "stop_requested", metrics["epoch"] == 1))
+    first.fit()
+    torch.manual_seed(1)  # a different global seed: the mixing draws come from the run's own generator
+    resumed = Trainer(create_model("lenet5_relu", num_classes=2), data, config, out=tmp_path / "split")
+    resumed.fit(resume=True)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(whole.history[-1]["train_loss"], rel=1e-6)

@@ -336,6 +336,9 @@ def test_probe_averages_the_probabilities_of_test_views():
     test_x = centres[test_y] + 6 * torch.randn(60, 8, generator=generator)
     one = fit_linear_probe(train_x, labels, test_x, test_y, c_values=(1.0,))
     assert one["test_views"] == 1 and one["cv_accuracy"] is None
+    probabilities = one["probabilities"]
+    assert probabilities.shape == (60, 3) and torch.allclose(probabilities.sum(1), torch.ones(60), atol=1e-5)
+    assert 100 * (probabilities.argmax(1) == test_y).float().mean().item() == pytest.approx(one["accuracy"])
     assert fit_linear_probe(train_x, labels, test_x, test_y, c_values=(1.0,), test_views=[test_x])["accuracy"] \
         == one["accuracy"]
     clean = centres[test_y]  # a second, noiseless view pulls every averaged prediction to its class

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float)
     p.add_argument("--nesterov", action="store_true", default=None)
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with weights ~ Beta(ALPHA, ALPHA), e.g. 0.2")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with box areas ~ Beta(ALPHA, ALPHA), e.g. 1")
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true", default=None)
@@ -387,9 +389,9 @@ def load_recipe(path: Path) -> dict:
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "milestones", "weight_decay", "momentum",
-               "nesterov", "label_smoothing", "grad_clip", "precision", "channels_last", "compile", "val_split",
-               "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate", "warmup_epochs",
-               "sync_batchnorm", "scale_lr", "reference_batch")
+               "nesterov", "label_smoothing", "mixup", "cutmix", "grad_clip", "precision", "channels_last", "compile",
+               "val_split", "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate",
+               "warmup_epochs", "sync_batchnorm", "scale_lr", "reference_batch")
 
 
 def cmd_train(args) -> None:

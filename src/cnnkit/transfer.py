@@ -592,7 +592,8 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
                      c_values: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0), seed: int = 0,
                      groups: torch.Tensor | None = None, test_views: Sequence[torch.Tensor] = ()) -> dict:
     """Logistic regression on standardised features, its regularisation chosen by 3-fold cross-validation on
-    the training features only. Returns test accuracy (%), the chosen C, and seconds.
+    the training features only. Returns test accuracy (%), the chosen C, seconds, and the test images' predicted
+    class probabilities (columns in class order), for ensembles.
 
     ``groups``: when ``train_x`` holds several views of each image (e.g. an image and its mirror image), the
     image each row came from. The folds then keep an image's views together: split apart, a view in the
@@ -630,12 +631,15 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
             if score > best_score:
                 best_c, best_score = c, score
     classifier = LogisticRegression(C=best_c, max_iter=3000, random_state=seed).fit(xtr, ytr)
-    probabilities = sum(classifier.predict_proba(scaler.transform(view.float().numpy()))
-                        for view in (test_x, *test_views))
+    views = (test_x, *test_views)
+    probabilities = sum(classifier.predict_proba(scaler.transform(view.float().numpy())) for view in views) / len(views)
     accuracy = 100.0 * float((classifier.classes_[probabilities.argmax(1)] == yte).mean())
+    # Columns for every class 0..max label, zero for a class the training labels lacked.
+    full = torch.zeros(len(yte), int(max(ytr.max(), yte.max())) + 1, dtype=torch.float32)
+    full[:, torch.as_tensor(classifier.classes_)] = torch.as_tensor(probabilities, dtype=torch.float32)
     return {"accuracy": accuracy, "C": best_c, "cv_accuracy": 100.0 * float(best_score) if best_score >= 0 else None,
-            "features": xtr.shape[1],
-            "test_views": 1 + len(test_views), "seconds": time.perf_counter() - start}
+            "features": xtr.shape[1], "test_views": len(views), "seconds": time.perf_counter() - start,
+            "probabilities": full}
 
 
 def linear_probe(model: nn.Module, data, stage: str | Sequence[str] | None = None, *, input_size: int | None = None,

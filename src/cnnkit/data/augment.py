@@ -54,6 +54,54 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
     return x.masked_fill(inside[:, None], value)
 
 
+@dataclasses.dataclass
+class MixedLabels:
+    """The labels of a mixed batch: image i is ``weight`` of an image of class ``first[i]`` and
+    ``1 - weight`` of one of class ``second[i]``; the loss and the training accuracy are weighted the same way."""
+    first: torch.Tensor
+    second: torch.Tensor
+    weight: float
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
+    # torch's Beta sampler takes no generator; numpy's, seeded from the batch's generator, keeps a resumed run
+    # drawing the same mixing weights.
+    import numpy as np
+
+    device = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, mixup: float = 0.0, cutmix: float = 0.0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, MixedLabels | torch.Tensor]:
+    """Mixup (Zhang et al. 2018: the whole batch blended with a shuffled copy of itself, weight ~ Beta(a, a)) or
+    CutMix (Yun et al. 2019: a box of the shuffled copy pasted in, its area ~ 1 - Beta(a, a)); the labels are
+    mixed in the proportion of pixels. With both alphas set, each batch uses one of the two with equal odds
+    (timm's switch). Returns the batch unchanged when both are 0."""
+    if mixup <= 0 and cutmix <= 0:
+        return x, labels
+    device = generator.device if generator is not None else x.device
+    use_cutmix = cutmix > 0 and (mixup <= 0 or bool(torch.rand((), generator=generator, device=device) < 0.5))
+    weight = _beta(cutmix if use_cutmix else mixup, generator)
+    order = torch.randperm(len(x), generator=generator, device=device).to(x.device)
+    if not use_cutmix:
+        return weight * x + (1 - weight) * x[order], MixedLabels(labels, labels[order], weight)
+    h, w = x.shape[-2:]
+    cut_h, cut_w = round(h * (1 - weight) ** 0.5), round(w * (1 - weight) ** 0.5)
+    cy, cx = (int(torch.randint(0, n, (), generator=generator, device=device)) for n in (h, w))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy - cut_h // 2 + cut_h, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx - cut_w // 2 + cut_w, w)
+    mixed = x.clone()
+    mixed[..., top:bottom, left:right] = x[order][..., top:bottom, left:right]
+    # The box may be clipped by the border: the labels follow the pixels actually pasted.
+    weight = 1 - (bottom - top) * (right - left) / (h * w)
+    return mixed, MixedLabels(labels, labels[order], weight)
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)

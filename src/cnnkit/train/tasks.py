@@ -32,6 +32,7 @@ import json
 
 import torch
 
+from ..data.augment import MixedLabels, mix_batch
 from ..data.loader import make_loader
 
 
@@ -143,14 +144,24 @@ class ClassificationTask:
     higher_is_better = ("acc", "top5")
 
     def prepare(self, trainer, images, labels, train=False, generator=None):
-        return trainer.preprocess(images, train=train, generator=generator), labels
+        x = trainer.preprocess(images, train=train, generator=generator)
+        if train:  # mixup / CutMix: after the per-image augmentation, as in timm and fastai
+            return mix_batch(x, labels, trainer.config.mixup, trainer.config.cutmix, generator)
+        return x, labels
 
     def loss(self, trainer, outputs, targets):
+        if isinstance(targets, MixedLabels):
+            return (targets.weight * trainer.loss(outputs, targets.first)
+                    + (1 - targets.weight) * trainer.loss(outputs, targets.second))
         return trainer.loss(outputs, targets)
 
     def metrics(self, outputs, targets):
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-        return {"correct": (logits.argmax(1) == targets).sum()}
+        predicted = logits.argmax(1)
+        if isinstance(targets, MixedLabels):  # a hit on either class counts in the mixing proportion
+            return {"correct": targets.weight * (predicted == targets.first).sum()
+                    + (1 - targets.weight) * (predicted == targets.second).sum()}
+        return {"correct": (predicted == targets).sum()}
 
     def summarize(self, sums, count):
         return {"acc": 100.0 * sums["correct"].item() / max(count, 1)}

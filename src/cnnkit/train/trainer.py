@@ -64,6 +64,8 @@ class TrainConfig:
     plateau_patience: int = 2
     plateau_factor: float = 0.1
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) of mixup, blending image pairs and their labels (Zhang et al. 2018); 0: off
+    cutmix: float = 0.0  # Beta(a, a) of CutMix, pasting a box of another image (Yun et al. 2019); both: 50/50
     grad_clip: float | None = None
     accumulate: int = 1  # batches whose gradients are summed before one optimiser step
     scale_lr: bool = False  # linear scaling rule: lr * global batch / reference_batch (Goyal et al. 2017)
@@ -407,9 +409,10 @@ class Trainer:
         return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
 
     @torch.no_grad()
-    def evaluate(self, dataset=None, with_confusion: bool = False) -> dict:
+    def evaluate(self, dataset=None, with_confusion: bool = False, keep_logits: bool = False) -> dict:
         """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
-        confusion matrix and per-class accuracy.
+        confusion matrix and per-class accuracy; keep_logits adds every image's logits (in the split's order,
+        one process only) for ensembles and calibration.
 
         Under DDP this is collective (call it on every rank): each rank evaluates an interleaved shard of the
         split and the sums of loss, hits and counts (and the confusion matrix) are all-reduced, so every rank
@@ -427,12 +430,17 @@ class Trainer:
         n_classes = len(self.data.classes)
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
+        if keep_logits and self.world_size > 1:
+            raise CnnkitError("evaluate(keep_logits=True) needs one process: under DDP each rank sees a shard.")
+        kept: list[torch.Tensor] = []
         for images, labels in loader:
             x = self.preprocess(images)
             with self.autocast():
                 logits = eval_model(x).float()
                 if self.config.tta_flip:  # the mirror image is as likely a view of the object as the image
                     logits = (logits + eval_model(x.flip(3)).float()) / 2
+            if keep_logits:
+                kept.append(logits.cpu())
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
             hits = topk_correct(logits, labels, (1, 5))
             hits1, hits5, seen = hits1 + hits[1], hits5 + hits[5], seen + len(labels)
@@ -451,6 +459,8 @@ class Trainer:
         if with_confusion:
             result["confusion"] = confusion.cpu()
             result["per_class_acc"] = (100 * per_class_accuracy(confusion)).cpu()
+        if keep_logits:
+            result["logits"] = torch.cat(kept) if kept else torch.zeros(0, n_classes)
         return result
 
     def _early_stopping(self, metrics: dict) -> bool:
