@@ -239,9 +239,9 @@ def step_probe(args, cache) -> None:
         x = torch.cat([pooled(view, name) for view in views])
         row = fit_linear_probe(x, y, pooled(test, name), test["labels"], groups=groups,
                                test_views=[pooled(test_flip, name)])
-        rows.append({"stage": name, **row})
-        probabilities = row.pop("probabilities")
+        probabilities = row.pop("probabilities")  # saved for the ensemble step, not kept in the table
         save_file({"probabilities": probabilities}, str(cache.predictions / f"probe-{name}-test.safetensors"))
+        rows.append({"stage": name, **row})
         record("transfer_cifar10_1000", f"linear-probe:{name}", row["accuracy"], row["seconds"],
                data=args.data_tag, train_images=1000, test_images=len(test["labels"]), features=row["features"],
                C=row["C"], cv_accuracy=round(row["cv_accuracy"], 2), feature_cache_seconds=round(cache_seconds, 1),
@@ -266,10 +266,12 @@ def step_ensemble(args, cache) -> None:
         raise SystemExit("ensemble: no saved fine-tuning predictions; run --steps full first (with other settings "
                          "for more members)")
     labels = cache.split("test")["labels"]
-    tuned = sum(load_file(str(file))["logits"].softmax(1) for file in runs)
+    tuned, seconds = 0, 0.0
+    for file in runs:  # each run's logits and (in the file's metadata) its training seconds, in one read
+        with safe_open(str(file), "pt") as f:
+            tuned = tuned + f.get_tensor("logits").softmax(1)
+            seconds += float((f.metadata() or {}).get("seconds", "nan"))
     members = [file.stem.removeprefix("full-") for file in runs]
-    with_seconds = [safe_open(str(file), "pt").metadata() or {} for file in runs]
-    seconds = sum(float(meta.get("seconds", "nan")) for meta in with_seconds)  # the members' training, summed
     candidates = [(f"ensemble: {len(runs)} fine-tuned networks", tuned, members)]
     if probe_file.is_file():
         probe = load_file(str(probe_file))["probabilities"]

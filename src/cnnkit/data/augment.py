@@ -96,7 +96,7 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, mixup: float = 0.0, cutmix:
     top, bottom = max(cy - cut_h // 2, 0), min(cy - cut_h // 2 + cut_h, h)
     left, right = max(cx - cut_w // 2, 0), min(cx - cut_w // 2 + cut_w, w)
     mixed = x.clone()
-    mixed[..., top:bottom, left:right] = x[order][..., top:bottom, left:right]
+    mixed[..., top:bottom, left:right] = x[order, :, top:bottom, left:right]  # only the box is gathered
     # The box may be clipped by the border: the labels follow the pixels actually pasted.
     weight = 1 - (bottom - top) * (right - left) / (h * w)
     return mixed, MixedLabels(labels, labels[order], weight)

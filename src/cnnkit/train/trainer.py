@@ -417,6 +417,8 @@ class Trainer:
         Under DDP this is collective (call it on every rank): each rank evaluates an interleaved shard of the
         split and the sums of loss, hits and counts (and the confusion matrix) are all-reduced, so every rank
         returns the figures of the whole split."""
+        if keep_logits and self.world_size > 1:
+            raise CnnkitError("evaluate(keep_logits=True) needs one process: under DDP each rank sees a shard.")
         dataset = self.data.test if dataset is None else dataset
         if not is_classification(self.task):
             return self.task.evaluate(self, dataset)
@@ -430,8 +432,6 @@ class Trainer:
         n_classes = len(self.data.classes)
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
-        if keep_logits and self.world_size > 1:
-            raise CnnkitError("evaluate(keep_logits=True) needs one process: under DDP each rank sees a shard.")
         kept: list[torch.Tensor] = []
         for images, labels in loader:
             x = self.preprocess(images)
