@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from cnnkit.errors import CheckpointError, TrainingDivergedError
+from cnnkit.errors import CheckpointError, CnnkitError, TrainingDivergedError
 from cnnkit.models import create_model
 from cnnkit.train import TrainConfig, Trainer, load_model_checkpoint
 from cnnkit.train.checkpoint import save_model_checkpoint
@@ -92,3 +92,42 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     summary = trainer.fit()
     assert summary["test_acc"] > 80 and trainer.val_source.startswith("64 images held out")
     assert next(trainer.model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
+
+
+def test_ema_validates_and_returns_the_moving_average_of_the_weights(tmp_path):
+    decay = 0.9
+    trainer = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=2, ema=decay, **FAST), out=tmp_path)
+    steps = []  # the raw weights after every optimiser step, before the average takes them in
+    trainer.optimizer.register_step_post_hook(
+        lambda optimizer, args, kwargs: steps.append([p.detach().clone() for p in trainer.model.parameters()]))
+    trainer.fit()
+    average = steps[0]  # the average starts as a copy of the weights after the first step
+    for weights in steps[1:]:
+        average = [decay * a + (1 - decay) * w for a, w in zip(average, weights)]
+    assert len(steps) == 2 * len(trainer.train_loader)
+    for expected, got in zip(average, trainer.model.parameters()):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert not all(torch.equal(w, g) for w, g in zip(steps[-1], trainer.model.parameters()))
+    saved, _ = load_model_checkpoint(tmp_path)  # the run's model checkpoint holds the average too
+    for (name, a), b in zip(saved.state_dict().items(), trainer.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert trainer.evaluate()["acc"] == trainer.history[-1]["val_acc"]  # what was validated is what is returned
+
+
+def test_ema_run_resumes_exactly_and_refuses_a_state_without_the_average(tmp_path):
+    data, config = bar_dataset(), TrainConfig(epochs=3, ema=0.95, **FAST)
+    full = Trainer(fresh_model(), data, config, out=tmp_path / "full")
+    full.fit()
+    part = Trainer(fresh_model(), data, config, out=tmp_path / "part")
+    part.callbacks.append(lambda trainer, metrics: setattr(trainer, "stop_requested", metrics["epoch"] == 2))
+    part.fit()
+    resumed = Trainer(fresh_model(seed=123), data, config, out=tmp_path / "part")
+    resumed.fit(resume=True)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    plain = Trainer(fresh_model(), data, TrainConfig(epochs=1, **FAST), out=tmp_path / "plain")
+    plain.fit()
+    with pytest.raises(CheckpointError, match="no moving average.*ema=0"):
+        Trainer(fresh_model(), data, config, out=tmp_path / "plain").fit(resume=True)
+    with pytest.raises(CnnkitError, match="between 0 and 1"):
+        Trainer(fresh_model(), data, TrainConfig(ema=1.5, **FAST))

@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with weights ~ Beta(ALPHA, ALPHA), e.g. 0.2")
     p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with box areas ~ Beta(ALPHA, ALPHA), e.g. 1")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="validate and keep a moving average of the weights, e.g. 0.998 (~ the last 500 steps)")
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true", default=None)
@@ -389,8 +391,8 @@ def load_recipe(path: Path) -> dict:
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "milestones", "weight_decay", "momentum",
-               "nesterov", "label_smoothing", "mixup", "cutmix", "grad_clip", "precision", "channels_last", "compile",
-               "val_split", "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate",
+               "nesterov", "label_smoothing", "mixup", "cutmix", "ema", "grad_clip", "precision", "channels_last",
+               "compile", "val_split", "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate",
                "warmup_epochs", "sync_batchnorm", "scale_lr", "reference_batch")
 
 

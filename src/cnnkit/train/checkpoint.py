@@ -148,9 +148,12 @@ def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "
 
 
 # ------------------------------------------------------------------------------------------------ train state
-def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict) -> None:
-    """Model + optimiser tensors and the JSON-able rest (epoch, scheduler, history) in one atomic file."""
+def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict, ema=None) -> None:
+    """Model + optimiser tensors (and the weights' moving average, if any) and the JSON-able rest (epoch,
+    scheduler, history) in one atomic file."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
     opt_scalars = {}
     for idx, values in opt["state"].items():
@@ -171,7 +174,7 @@ def _json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint header")
 
 
-def load_train_state(run_dir: Path, model, optimizer, schedule) -> dict:
+def load_train_state(run_dir: Path, model, optimizer, schedule, ema=None) -> dict:
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no {STATE_FILE}: nothing to resume (the run never finished an epoch).")
@@ -180,6 +183,12 @@ def load_train_state(run_dir: Path, model, optimizer, schedule) -> dict:
         raise CheckpointError(f"{path} has no training state header; it was not written by cnnkit's trainer.")
     header = json.loads(meta["cnnkit_train_state"])
     load_state_dict_checked(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, str(path))
+    if ema is not None:
+        averaged = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
+        if not averaged:
+            raise CheckpointError(f"{path} holds no moving average of the weights: the run was trained without "
+                                  "ema; resume it with the same setting (ema=0).")
+        load_state_dict_checked(ema, averaged, str(path))
     opt_state: dict = {}
     for key, value in tensors.items():
         if key.startswith("optimizer/"):

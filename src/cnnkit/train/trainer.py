@@ -66,6 +66,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) of mixup, blending image pairs and their labels (Zhang et al. 2018); 0: off
     cutmix: float = 0.0  # Beta(a, a) of CutMix, pasting a box of another image (Yun et al. 2019); both: 50/50
+    ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and saved (timm's
+    #                   model EMA, Keras's use_ema): e.g. 0.998 averages over the last ~500 steps; 0: off
     grad_clip: float | None = None
     accumulate: int = 1  # batches whose gradients are summed before one optimiser step
     scale_lr: bool = False  # linear scaling rule: lr * global batch / reference_batch (Goyal et al. 2017)
@@ -169,6 +171,11 @@ class Trainer:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
                               "and generator updates), which supports neither gradient accumulation nor "
                               "data-parallel training; train with accumulate=1 in one process.")
+        if config.ema and not 0.0 < config.ema < 1.0:
+            raise CnnkitError(f"ema is the decay of the weights' moving average, between 0 and 1 (e.g. 0.998), "
+                              f"not {config.ema}; 0 turns it off.")
+        if config.ema and self.custom_step is not None:
+            raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
         if config.sync_batchnorm and self.world_size > 1:
             model = distributed.convert_batchnorm(model, self.device)
         self.model = model.to(self.device)
@@ -181,6 +188,13 @@ class Trainer:
             self.parallel_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.forward_model = torch.compile(self.parallel_model) if config.compile else self.parallel_model
+        # The moving average of the weights (and of the BN statistics, which belong to them), updated after each
+        # optimiser step; validation, the run's model checkpoint and, after fit, self.model itself use it.
+        self.ema = None
+        if config.ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
         cfg = getattr(model, "default_config", None) or {}
         mean = cfg.get("mean") or data.mean
@@ -292,6 +306,9 @@ class Trainer:
             if stop:
                 self.log(f"early stopping: {config.plateau_metric} did not improve for {config.early_stopping} epochs")
                 break
+        if self.ema is not None:  # what was validated is what the caller gets (Keras's use_ema does the same)
+            self.model.load_state_dict(self.ema.module.state_dict())
+            self.ema = None
         return self._finish(time.perf_counter() - start)
 
     def _initialize_from_data(self, count: int = 5000) -> None:
@@ -390,6 +407,8 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.schedule.step_batch()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
         return loss, self.task.metrics(outputs, targets)
 
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
@@ -429,6 +448,8 @@ class Trainer:
         # Under DDP the bare model: evaluation has no gradients to all-reduce, and DDP's forward could sync
         # buffers in step with the other ranks, whose shards may hold one batch fewer.
         eval_model = self.forward_model if self.world_size == 1 else self.model
+        if self.ema is not None:  # training with ema: the averaged weights are the ones validated
+            eval_model = self.ema.module.eval()
         n_classes = len(self.data.classes)
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
@@ -499,8 +520,9 @@ class Trainer:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
                  "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
                  "epochs": self.config.epochs}
-        ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state)
-        ckpt.save_model_checkpoint(self.out, self.model, self.checkpoint_meta())
+        ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state, ema=self.ema)
+        ckpt.save_model_checkpoint(self.out, self.ema.module if self.ema is not None else self.model,
+                                   self.checkpoint_meta())
         buffer = io.StringIO()
         columns = METRIC_COLUMNS if is_classification(self.task) else list(self.history[-1])
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
@@ -509,7 +531,7 @@ class Trainer:
         ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
 
     def _resume(self) -> None:
-        state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule)
+        state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule, ema=self.ema)
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
         self.log(f"resuming {self.out} after epoch {self.epoch}")
