@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnnkit.data.augment import AugmentConfig, MixedLabels, Preprocess, cutout, mix_batch, random_crop, random_flip
+from cnnkit.data.augment import (AugmentConfig, MixedLabels, Preprocess, cutout, mix_batch, random_crop, random_flip,
+                                 evaluation_views)
 
 
 def ramp(n=4, c=2, h=8, w=8):
@@ -81,3 +82,17 @@ def test_cutmix_pastes_one_box_and_weights_labels_by_its_area():
             if pasted is not None:  # the share of pixels from the partner is the partner's label weight
                 assert pasted == pytest.approx(1 - targets.weight)
             assert set(mixed[i].unique().tolist()) <= {float(i), float(targets.second[i])}
+
+
+def test_evaluation_views_are_the_image_its_mirror_and_their_moved_copies():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    assert [v.shape for v in evaluation_views(x)] == [x.shape] and torch.equal(next(evaluation_views(x)), x)
+    views = list(evaluation_views(x, flip=True, shift=2, mode="reflect"))
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    assert torch.equal(views[0], x) and torch.equal(views[5], x.flip(3))
+    # (dy, dx) = (2, 0): the content moves up by two rows, the bottom two rows reflected back in.
+    assert torch.equal(views[1][..., :4, :], x[..., 2:, :])
+    assert torch.equal(views[1][..., 4:, :], x[..., [4, 3], :])
+    assert torch.equal(views[4][..., :, 2:], x[..., :, :4])  # (0, -2): moved right, zeros never appear
+    zeros = list(evaluation_views(x, shift=1))[3]  # (0, 1) with zero padding: the last column is empty
+    assert torch.equal(zeros[..., :5], x[..., 1:]) and not zeros[..., 5].any()

@@ -120,3 +120,18 @@ def test_mixup_and_cutmix_train_and_resume_exactly(tmp_path):
     resumed = Trainer(create_model("lenet5_relu", num_classes=2), data, config, out=tmp_path / "split")
     resumed.fit(resume=True)
     assert resumed.history[-1]["train_loss"] == pytest.approx(whole.history[-1]["train_loss"], rel=1e-6)
+
+
+def test_shifted_test_time_views_average_ten_forward_passes():
+    torch.manual_seed(0)
+    data = bar_dataset(n_test=32)
+    model = create_model("lenet5_relu", num_classes=2).eval()
+    trainer = Trainer(model, data, TrainConfig(tta_flip=True, tta_shift=3, augment={"crop": 4}, **FAST))
+    x = trainer.preprocess(data.test.images)
+    with torch.no_grad():
+        expected = torch.zeros(32, 2)
+        for image in (x, x.flip(3)):
+            padded = F.pad(image, (3,) * 4)  # the training crop's zero padding
+            for dy, dx in ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3)):
+                expected += model(padded[..., 3 + dy:3 + dy + 32, 3 + dx:3 + dx + 32]) / 10
+    assert torch.allclose(trainer.evaluate(keep_logits=True)["logits"], expected, atol=1e-5)

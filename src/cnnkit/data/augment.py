@@ -33,6 +33,19 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     return padded.flatten(2).gather(2, index).view(n, c, h, w)
 
 
+def evaluation_views(x: torch.Tensor, flip: bool = False, shift: int = 0, mode: str = "constant"):
+    """The views of a batch that test-time augmentation averages over: the batch itself, its mirror image if
+    ``flip``, and with ``shift`` each of them moved by that many pixels up, down, left and right (padded as the
+    training crop pads: 'constant' zeros or 'reflect'). Yields them one at a time to keep one view in memory."""
+    images = [x, x.flip(3)] if flip else [x]
+    offsets = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift > 0 else [])
+    h, w = x.shape[-2:]
+    for image in images:
+        padded = F.pad(image, (shift,) * 4, mode=mode) if shift > 0 else image
+        for dy, dx in offsets:
+            yield padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w] if shift > 0 else image
+
+
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
     """Mirror each image left-right with probability ``p``."""
     flip = torch.rand(x.shape[0], device=x.device, generator=generator) < p

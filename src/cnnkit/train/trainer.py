@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig, Preprocess
+from ..data.augment import AugmentConfig, Preprocess, evaluation_views
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
@@ -82,6 +82,7 @@ class TrainConfig:
     augment: dict = dataclasses.field(default_factory=dict)  # crop, crop_mode, flip, cutout
     validate_every: int = 1  # classification: validate after every k-th epoch and the last; 0: the last only
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
+    tta_shift: int = 0  # also on each (mirror) image moved by this many input pixels up, down, left and right
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
     resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -456,10 +457,10 @@ class Trainer:
         kept: list[torch.Tensor] = []
         for images, labels in loader:
             x = self.preprocess(images)
+            # Test-time views: the mirror image (and slightly moved copies) are as likely views of the object.
+            views = evaluation_views(x, self.config.tta_flip, self.config.tta_shift, self.preprocess.augment.crop_mode)
             with self.autocast():
-                logits = eval_model(x).float()
-                if self.config.tta_flip:  # the mirror image is as likely a view of the object as the image
-                    logits = (logits + eval_model(x.flip(3)).float()) / 2
+                logits = torch.stack([eval_model(view).float() for view in views]).mean(0)
             if keep_logits:
                 kept.append(logits.cpu())
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
