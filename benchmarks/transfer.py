@@ -406,6 +406,8 @@ def step_tta(args, cache) -> None:
     """The full fine-tuning run with these settings (its saved weights), scored again with more test-time
     views: each image and its mirror image, and both moved by --tta-shift input pixels up, down, left and right
     (reflect-padded as in training): ten views averaged instead of two."""
+    if args.tta_shift <= 0:
+        raise SystemExit(f"tta: --tta-shift must be a positive number of pixels, not {args.tta_shift}")
     weights = cache.folder / "models" / f"{full_run_name(args)}.safetensors"
     if not weights.is_file():
         raise SystemExit(f"tta: no saved weights {weights}; run --steps full with the same settings first")

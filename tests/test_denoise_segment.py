@@ -136,3 +136,19 @@ def test_cli_segment_trains_and_writes_an_overlay(tmp_path, capsys):
     _write_pair(tmp_path / "bad", "a", (24, 16), (24, 20))
     assert main(["segment", "--train", "--data", f"segfolder:{tmp_path / 'bad'}", "--out", str(run)]) == 2
     assert "must have its image's exact size" in capsys.readouterr().err
+
+
+def test_segmentation_with_ema_validates_the_averaged_weights(tmp_path):
+    bundle = synthetic_shapes(num_train=16, num_test=8, image_size=32, seed=0)
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=4, in_channels=3, padding=True, base_channels=4, batch_norm=True)
+    config = TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=1e-2, weight_decay=0.0, progress=False,
+                         ema=0.5)
+    trainer = Trainer(model, bundle, config, task=SegmentationTask(4))
+    raw = []  # the last raw weights, before the average takes them in
+    trainer.optimizer.register_step_post_hook(
+        lambda optimizer, args, kwargs: raw.__setitem__(slice(None), [p.detach().clone() for p in model.parameters()]))
+    trainer.fit()
+    # The last validation ran on the averaged weights, which fit leaves in the model; the raw ones score otherwise.
+    assert trainer.evaluate()["loss"] == pytest.approx(trainer.history[-1]["val_loss"], rel=1e-6)
+    assert not all(torch.equal(r, p) for r, p in zip(raw, model.parameters()))

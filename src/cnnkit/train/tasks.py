@@ -70,7 +70,7 @@ class Task:
         for images, labels in loader:
             inputs, targets = self.prepare(trainer, images, labels, train=False)
             with trainer.autocast():
-                outputs = trainer.forward_model(inputs)
+                outputs = trainer.evaluation_model(inputs)
             outputs = outputs.float()
             total_loss += self.loss(trainer, outputs, targets).item() * len(inputs)
             accumulate(sums, self.metrics(outputs, targets))

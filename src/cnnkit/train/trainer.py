@@ -428,6 +428,15 @@ class Trainer:
 
         return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
 
+    @property
+    def evaluation_model(self) -> nn.Module:
+        """What validation runs: under DDP the bare model (evaluation has no gradients to all-reduce, and DDP's
+        forward could sync buffers in step with the other ranks, whose shards may hold one batch fewer); while
+        training with ema, the averaged weights, in evaluation mode."""
+        if self.ema is not None:
+            return self.ema.module.eval()
+        return self.forward_model if self.world_size == 1 else self.model
+
     @torch.no_grad()
     def evaluate(self, dataset=None, with_confusion: bool = False, keep_logits: bool = False) -> dict:
         """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
@@ -446,11 +455,7 @@ class Trainer:
         self.model.eval()
         loader = make_loader(dataset, self.config.eval_batch_size, shuffle=False, device=self.device,
                              num_workers=self.config.num_workers, rank=self.rank, world_size=self.world_size)
-        # Under DDP the bare model: evaluation has no gradients to all-reduce, and DDP's forward could sync
-        # buffers in step with the other ranks, whose shards may hold one batch fewer.
-        eval_model = self.forward_model if self.world_size == 1 else self.model
-        if self.ema is not None:  # training with ema: the averaged weights are the ones validated
-            eval_model = self.ema.module.eval()
+        eval_model = self.evaluation_model
         n_classes = len(self.data.classes)
         total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
