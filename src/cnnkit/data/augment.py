@@ -37,13 +37,14 @@ def evaluation_views(x: torch.Tensor, flip: bool = False, shift: int = 0, mode: 
     """The views of a batch that test-time augmentation averages over: the batch itself, its mirror image if
     ``flip``, and with ``shift`` each of them moved by that many pixels up, down, left and right (padded as the
     training crop pads: 'constant' zeros or 'reflect'). Yields them one at a time to keep one view in memory."""
-    images = [x, x.flip(3)] if flip else [x]
-    offsets = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift > 0 else [])
+    if shift < 0:
+        raise ValueError(f"shift is a number of pixels to move the views by, 0 or more, not {shift}")
+    offsets = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else [])
     h, w = x.shape[-2:]
-    for image in images:
-        padded = F.pad(image, (shift,) * 4, mode=mode) if shift > 0 else image
+    for image in [x, x.flip(3)] if flip else [x]:
+        padded = F.pad(image, (shift,) * 4, mode=mode) if shift else image  # unshifted: the image itself
         for dy, dx in offsets:
-            yield padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w] if shift > 0 else image
+            yield padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:

@@ -175,6 +175,9 @@ class Trainer:
         if config.ema and not 0.0 < config.ema < 1.0:
             raise CnnkitError(f"ema is the decay of the weights' moving average, between 0 and 1 (e.g. 0.998), "
                               f"not {config.ema}; 0 turns it off.")
+        if config.tta_shift < 0:
+            raise CnnkitError(f"tta_shift is how many pixels the test-time views move, 0 or more, "
+                              f"not {config.tta_shift}.")
         if config.ema and self.custom_step is not None:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
         if config.sync_batchnorm and self.world_size > 1:
