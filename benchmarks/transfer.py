@@ -42,7 +42,7 @@ from record import record as shared_record  # noqa: E402
 BACKBONE, TAG, INPUT_SIZE = "efficientnet_lite0", "imagenet", 224
 MULTI_STAGE = "stage7+stage8+head"  # the probe on the top three stages' pooled features together
 MAP_STAGES = ("stage7",)  # spatial outputs kept for fine-tuning the stages above them
-STEPS = ("cache", "probe", "head", "two-phase", "full", "tta", "ensemble", "scratch-same", "scratch-small",
+STEPS = ("cache", "probe", "head", "two-phase", "full", "tta", "soup", "ensemble", "scratch-same", "scratch-small",
          "mnist-fashion")
 
 
@@ -255,7 +255,8 @@ def full_run_name(args) -> str:
     """A fine-tuning run's settings, naming its saved test predictions."""
     return (f"{args.full_size}px-{args.full_epochs}ep-lr{args.full_lr:g}-frozen-{args.full_freeze_until or 'none'}"
             f"-mixup{args.full_mixup:g}-cutmix{args.full_cutmix:g}"
-            + (f"-ema{args.full_ema:g}" if args.full_ema else ""))
+            + (f"-ema{args.full_ema:g}" if args.full_ema else "")
+            + (f"-seed{args.full_seed}" if args.full_seed != args.seed else ""))
 
 
 def step_ensemble(args, cache) -> None:
@@ -292,8 +293,11 @@ def tail_config(args, epochs: int, lr: float) -> TrainConfig:
                        seed=args.seed, progress=False, eval_batch_size=500)
 
 
-def pretrained_with_new_head():
+def pretrained_with_new_head(args):
+    """The pretrained base with a new 10-class head, the head's initial weights drawn from --seed (so that every
+    fine-tuning run, whatever its --full-seed, starts from the same point: what a model soup needs)."""
     model = create_model(BACKBONE, pretrained=TAG)
+    torch.manual_seed(args.seed)
     replace_head(model, 10)
     return model
 
@@ -324,14 +328,14 @@ def head_phase(args, cache, model) -> tuple[float, float]:
 
 
 def step_head(args, cache) -> None:
-    model = pretrained_with_new_head()
+    model = pretrained_with_new_head(args)
     accuracy, seconds = head_phase(args, cache, model)
     record("transfer_cifar10_1000", "head-only", accuracy, seconds, data=args.data_tag, train_images=1000,
            epochs=args.head_epochs, lr=args.lr, note="base frozen (BN in eval), cached head features, flips cached")
 
 
 def step_two_phase(args, cache) -> None:
-    model = pretrained_with_new_head()
+    model = pretrained_with_new_head(args)
     head_accuracy, head_seconds = head_phase(args, cache, model)
     boundary = "stage7"
     thawed = unfreeze(model, from_=upper_stages(model, args.top_stages)[0])
@@ -366,12 +370,12 @@ def full_config(args, **changes) -> TrainConfig:
                        input_size=args.full_size, resize="interpolate", precision=args.full_precision, tta_flip=True,
                        lr_multipliers={"_fc.": args.full_head_multiplier},
                        augment={"flip": True, "crop": args.full_size // 8, "crop_mode": "reflect"},
-                       channels_last=True, seed=args.seed, progress=False, eval_batch_size=100, **changes)
+                       channels_last=True, seed=args.full_seed, progress=False, eval_batch_size=100, **changes)
 
 
 def step_full(args, cache) -> None:
     bundle, train, data_tag = cache.bundle, cache.train_set, cache.data_tag
-    model = pretrained_with_new_head()
+    model = pretrained_with_new_head(args)
     head_accuracy, head_seconds = head_phase(args, cache, model)  # a converged head first: see the notes
     unfreeze(model)
     if args.full_bn_eval:
@@ -411,7 +415,7 @@ def step_tta(args, cache) -> None:
     weights = cache.folder / "models" / f"{full_run_name(args)}.safetensors"
     if not weights.is_file():
         raise SystemExit(f"tta: no saved weights {weights}; run --steps full with the same settings first")
-    model = pretrained_with_new_head()
+    model = pretrained_with_new_head(args)
     model.load_state_dict(load_file(str(weights)))
     trainer = Trainer(model, cache.bundle, full_config(args, tta_shift=args.tta_shift))
     start = time.perf_counter()
@@ -424,6 +428,41 @@ def step_tta(args, cache) -> None:
            tta_shift=args.tta_shift, evaluation_seconds=round(seconds, 1),
            note="the saved run's weights; views: image and mirror, each also shifted up/down/left/right (reflect); "
                 "seconds: the run's training plus this evaluation")
+
+
+def step_soup(args, cache) -> None:
+    """One network from several fine-tuning runs: the uniform average of the weights of every saved run with
+    this --full-size and --full-freeze-until (a "model soup", Wortsman et al. 2022). They all start from the
+    same pretrained base and the same trained head, and batch-norm statistics stay the pretrained ones, so their
+    weights can be averaged directly; the soup costs one network at test time (unlike an ensemble)."""
+    prefix = f"{args.full_size}px-"
+    frozen = f"-frozen-{args.full_freeze_until or 'none'}-"
+    ingredients = sorted(file for file in (cache.folder / "models").glob(f"{prefix}*.safetensors")
+                         if frozen in file.stem)
+    if len(ingredients) < 2:
+        raise SystemExit(f"soup: {len(ingredients)} saved run(s) at {args.full_size} px with the stages up to "
+                         f"{args.full_freeze_until or 'none'} frozen; run --steps full with other seeds "
+                         "(--full-seed) or settings first")
+    total: dict[str, torch.Tensor] = {}
+    for file in ingredients:
+        for key, value in load_file(str(file)).items():
+            total[key] = total.get(key, 0) + value.double() if value.is_floating_point() else value
+    model = pretrained_with_new_head(args)
+    model.load_state_dict({key: value / len(ingredients) if value.is_floating_point() else value
+                           for key, value in total.items()})
+    trained = 0.0
+    for file in ingredients:
+        with safe_open(str(cache.predictions / f"full-{file.stem}.safetensors"), "pt") as f:
+            trained += float(f.metadata()["seconds"])
+    views = {"tta_shift": args.tta_shift} if args.soup_views == 10 else {}
+    start = time.perf_counter()
+    final = Trainer(model, cache.bundle, full_config(args, **views)).evaluate(cache.bundle.test)
+    seconds = time.perf_counter() - start
+    record("transfer_cifar10_1000", f"model soup: {len(ingredients)} fine-tuned networks averaged"
+           + (", 10 test-time views" if views else ""), final["acc"], trained + seconds, data=args.data_tag,
+           train_images=1000, test_images=final["images"], members=[file.stem for file in ingredients],
+           evaluation_seconds=round(seconds, 1), views=args.soup_views,
+           note="uniform average of the runs' weights, one network; seconds: the runs' training plus this evaluation")
 
 
 def scratch(args, name: str, model_name: str, epochs: int, lr: float, augment: dict, **model_args) -> None:
@@ -518,7 +557,11 @@ def main() -> None:
     # epoch (first session). With the statistics held and the head at 10x: 0.0005 for 8 epochs gave 79.84 %,
     # 0.0015 for 10 epochs 82.08 % (second session), 0.003 for 20 epochs with stage3 and below frozen 83.41 %.
     parser.add_argument("--full-lr", type=float, default=0.003)
+    parser.add_argument("--full-seed", type=int, default=None, help="seed of the fine-tuning run alone (batch order, "
+                        "augmentation, mixup); the training images and the head phase follow --seed (default: it)")
     parser.add_argument("--tta-shift", type=int, default=10, help="input pixels the tta step moves each view by")
+    parser.add_argument("--soup-views", type=int, choices=(2, 10), default=2,
+                        help="test-time views of the soup step: flips, or flips and --tta-shift shifts")
     parser.add_argument("--full-bn-eval", action=argparse.BooleanOptionalAction, default=True,
                         help="keep BN running statistics fixed during full fine-tuning (default)")
     parser.add_argument("--scratch-epochs", type=int, default=60)
@@ -527,6 +570,8 @@ def main() -> None:
     # (convolutions) to 20x (the linear head) slower than one.
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.full_seed is None:
+        args.full_seed = args.seed
     torch.set_num_threads(args.threads)
     cache = FeatureCache(args.per_class, args.seed)
     args.data_tag = cache.data_tag
