@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
 from cnnkit.data.augment import random_crop, random_flip
 from cnnkit.data.catalog import cache_dir
+from cnnkit.weights import average_state_dicts
 from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
                              freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
                              train_on_features, transfer_preprocess, unfreeze, upper_stages)
@@ -443,13 +444,8 @@ def step_soup(args, cache) -> None:
         raise SystemExit(f"soup: {len(ingredients)} saved run(s) at {args.full_size} px with the stages up to "
                          f"{args.full_freeze_until or 'none'} frozen; run --steps full with other seeds "
                          "(--full-seed) or settings first")
-    total: dict[str, torch.Tensor] = {}
-    for file in ingredients:
-        for key, value in load_file(str(file)).items():
-            total[key] = total.get(key, 0) + value.double() if value.is_floating_point() else value
     model = pretrained_with_new_head(args)
-    model.load_state_dict({key: value / len(ingredients) if value.is_floating_point() else value
-                           for key, value in total.items()})
+    model.load_state_dict(average_state_dicts([load_file(str(file)) for file in ingredients]))
     trained = 0.0
     for file in ingredients:
         with safe_open(str(cache.predictions / f"full-{file.stem}.safetensors"), "pt") as f:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from cnnkit.cli import main
@@ -105,3 +106,32 @@ def test_viz_commands_write_pictures(trained_run, tmp_path, capsys):
     assert {p.name for p in out.glob("*.png")} >= {"filters.png", "maps.png", "gradcam.png", "curves.png"}
     code, _, err = run(capsys, "viz", "maps", trained_run, image, "--layer", "features.99", "-o", out)
     assert code == 2 and "Valid names" in err and "features.0" in err
+
+
+def test_average_runs_into_a_run_folder_the_tools_read(trained_run, tmp_path, capsys):
+    from cnnkit.train.checkpoint import load_model_checkpoint, read_checkpoint_meta, save_model_checkpoint
+
+    model, meta = load_model_checkpoint(trained_run)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    other = tmp_path / "other"
+    save_model_checkpoint(other, model, {k: v for k, v in meta.items() if k not in ("format", "model")})
+    code, stdout, err = run(capsys, "average", trained_run, other, "-o", tmp_path / "soup")
+    assert code == 0 and "cnnkit eval" in stdout, err
+    soup, soup_meta = load_model_checkpoint(tmp_path / "soup")
+    first = load_model_checkpoint(trained_run)[0]
+    for name, value in soup.named_parameters():
+        torch.testing.assert_close(value, dict(first.named_parameters())[name] + 0.25)
+    assert soup_meta["averaged_from"] == [str(trained_run), str(other)] and "metrics" not in soup_meta
+    code, stdout, err = run(capsys, "eval", tmp_path / "soup", "--data", f"imagefolder:{tmp_path / 'shapes'}")
+    assert code == 0 and "top-1 accuracy" in stdout, err
+
+    meta = read_checkpoint_meta(other)
+    meta["classes"] = ["a", "b"]
+    (other / "checkpoint.json").write_text(json.dumps(meta))
+    code, _, err = run(capsys, "average", trained_run, other, "-o", tmp_path / "soup2")
+    assert code == 2 and "differs from" in err and "in its classes" in err and "Traceback" not in err
+    code, _, err = run(capsys, "average", trained_run, trained_run, "-o", trained_run)
+    assert code == 2 and "is one of the runs being averaged" in err
+    assert not (tmp_path / "soup2").exists()

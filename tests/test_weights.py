@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnkit.errors import CheckpointError
 from cnnkit.models import create_model
-from cnnkit.weights import list_pretrained, load_pretrained, pretrained_config, read_state_dict
+from cnnkit.weights import average_state_dicts, list_pretrained, load_pretrained, pretrained_config, read_state_dict
 
 torch.set_num_threads(1)
 PHOTOS = Path("/work/shared/images/content")
@@ -140,3 +140,37 @@ def test_pickled_objects_are_refused(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"not a header")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         read_state_dict(tmp_path / "broken.safetensors")
+
+
+def test_average_state_dicts_is_the_weighted_mean_of_each_tensor():
+    torch.manual_seed(0)
+    a, b = create_model("resnet20", num_classes=10).state_dict(), create_model("resnet20", num_classes=10).state_dict()
+    b = {k: v + 1 if v.is_floating_point() else v + 7 for k, v in b.items()}
+    b["head.fc.bias"] = b["head.fc.bias"].bfloat16()
+    a["head.fc.bias"] = a["head.fc.bias"].bfloat16()
+    equal = average_state_dicts([a, b])
+    weighted = average_state_dicts([a, b], weights=[3, 1])
+    key = "layer1.0.conv1.weight"
+    torch.testing.assert_close(equal[key], (a[key] + b[key]) / 2)
+    torch.testing.assert_close(weighted[key], 0.75 * a[key] + 0.25 * b[key])
+    assert equal["head.fc.bias"].dtype == torch.bfloat16
+    counter = next(k for k in a if k.endswith("num_batches_tracked"))
+    assert equal[counter] == a[counter]  # integer buffers: the first state's, not an average
+    assert equal.keys() == a.keys()
+
+
+def test_average_state_dicts_refuses_other_architectures_and_bad_input():
+    small, deeper = create_model("resnet20").state_dict(), create_model("resnet32").state_dict()
+    with pytest.raises(CheckpointError, match=r"state dict 1 .*extra layer1\.3\.conv1\.weight"):
+        average_state_dicts([small, deeper])
+    wide = create_model("resnet20", num_classes=100).state_dict()
+    with pytest.raises(CheckpointError, match=r"other shapes head\.fc\.weight \(100, 64\) vs \(10, 64\)"):
+        average_state_dicts([small, wide])
+    broken = {k: v.clone() for k, v in small.items()}
+    broken["head.fc.bias"][0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"head\.fc\.bias: the average is not finite"):
+        average_state_dicts([small, broken])
+    with pytest.raises(ValueError, match="2 weights for 1"):
+        average_state_dicts([small], weights=[1, 1])
+    with pytest.raises(ValueError, match="non-negative"):
+        average_state_dicts([small, small], weights=[1, -1])

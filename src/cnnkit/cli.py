@@ -59,6 +59,8 @@ EXAMPLES = {
     "gan": """examples:
   cnnkit gan --train --data mnist --epochs 5 --out runs/dcgan-mnist   # samples/epoch_NNN.png, FID-like score
   cnnkit gan runs/dcgan-mnist -o samples.png --count 64 --seed 3""",
+    "average": "examples:\n  cnnkit average runs/a runs/b runs/c -o runs/soup   # then: cnnkit eval runs/soup\n"
+               "  cnnkit average runs/a runs/b -o runs/ab --weights 2,1",
     "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
                "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
     "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
@@ -157,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=cmd_eval)
+
+    p = command("average", "average the weights of runs of one model (a model soup, or a run's last checkpoints)")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with checkpoint.json)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the new run folder")
+    p.add_argument("--weights", type=_floats, help="one weight per run, e.g. 2,1,1 (default: equal)")
+    p.set_defaults(func=cmd_average)
 
     p = command("predict", "classify image files with a checkpoint or pretrained weights (top-k classes)")
     p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json); omit with --model/--pretrained")
@@ -525,6 +533,15 @@ def cmd_eval(args) -> None:
           f"loss {result['loss']:.4f}")
     for name, acc in zip(bundle.classes, result["per_class_acc"].tolist()):
         print(f"  {name:<14} {acc:6.2f}%")
+
+
+def cmd_average(args) -> None:
+    from .train.checkpoint import average_checkpoints
+
+    if args.out.resolve() in {run.resolve() for run in args.runs}:
+        raise CnnkitError(f"--out {args.out} is one of the runs being averaged; give a new folder")
+    meta = average_checkpoints(args.runs, args.out, args.weights)
+    print(f"averaged {len(args.runs)} runs into {meta.parent}; evaluate it with: cnnkit eval {meta.parent}")
 
 
 def cmd_predict(args) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -306,9 +306,59 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     return model
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Averaging weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
+                        weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
+    """The (weighted) average of several state dicts of one architecture: a "model soup" (Wortsman et al. 2022)
+    of networks fine-tuned from the same start, or the average of a run's last checkpoints (timm's
+    avg_checkpoints). One network comes out, so it costs at test time what each of them does.
+
+    Floating-point tensors are averaged in float64 and returned in their own dtype; integer buffers (batch
+    norm's ``num_batches_tracked``) are taken from the first state. Averaging only makes sense for networks that
+    started from the same weights: that is the caller's to know, the keys and shapes are checked here."""
+    if not states:
+        raise ValueError("average_state_dicts: no state dicts given")
+    if weights is None:
+        weights = [1.0] * len(states)
+    if len(weights) != len(states):
+        raise ValueError(f"average_state_dicts: {len(weights)} weights for {len(states)} state dicts")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"average_state_dicts: weights must be non-negative with a positive sum, not {list(weights)}")
+    first = states[0]
+    for index, state in enumerate(states[1:], start=1):
+        problems = []
+        if missing := [k for k in first if k not in state]:
+            problems.append(f"missing {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
+        if extra := [k for k in state if k not in first]:
+            problems.append(f"extra {', '.join(extra[:10])}" + (" ..." if len(extra) > 10 else ""))
+        if shapes := [f"{k} {tuple(state[k].shape)} vs {tuple(first[k].shape)}" for k in first
+                      if k in state and state[k].shape != first[k].shape]:
+            problems.append(f"other shapes {', '.join(shapes[:10])}" + (" ..." if len(shapes) > 10 else ""))
+        if problems:
+            raise CheckpointError(f"state dict {index} does not have the keys and shapes of state dict 0 "
+                                  f"({'; '.join(problems)}): only networks of one architecture can be averaged")
+    total = float(sum(weights))
+    averaged = {}
+    for key, value in first.items():
+        if not value.is_floating_point():
+            averaged[key] = value.clone()
+            continue
+        mean = sum(w / total * state[key].double() for w, state in zip(weights, states))
+        if not torch.isfinite(mean).all():
+            raise CheckpointError(f"{key}: the average is not finite (a NaN or infinity in one of the state dicts); "
+                                  "leave the diverged network out")
+        averaged[key] = mean.to(value.dtype)
+    return averaged
+
+
 __all__ = [
     "KeyMismatch",
     "PretrainedEntry",
+    "average_state_dicts",
     "class_names",
     "compare_state_dict",
     "convert_state_dict",

@@ -147,6 +147,31 @@ def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "
     return model.to(map_location), meta
 
 
+def average_checkpoints(runs, out: str | Path, weights=None) -> Path:
+    """Average the weights of several run folders of one model and dataset (see weights.average_state_dicts)
+    into a new run folder ``out`` that eval, predict and the other tools read like any other. Returns the path
+    of its checkpoint.json."""
+    from ..weights import average_state_dicts
+
+    runs = [Path(run) for run in runs]
+    if len(runs) < 2:
+        raise CheckpointError(f"averaging needs at least two run folders, got {len(runs)}")
+    model, meta = load_model_checkpoint(runs[0])
+    states = [model.state_dict()]
+    for run in runs[1:]:
+        other = read_checkpoint_meta(run)
+        for field in ("model", "classes", "image_shape", "preprocess"):
+            if other.get(field) != meta.get(field):
+                raise CheckpointError(f"{run} differs from {runs[0]} in its {field} ({other.get(field)!r} vs "
+                                      f"{meta.get(field)!r}); only runs of one model on one dataset can be averaged")
+        states.append(load_model_checkpoint(run)[0].state_dict())
+    model.load_state_dict(average_state_dicts(states, weights))
+    meta = {key: value for key, value in meta.items() if key not in ("metrics", "epoch")}
+    meta["averaged_from"] = [str(run) for run in runs]
+    meta["average_weights"] = list(weights) if weights is not None else [1.0] * len(runs)
+    return save_model_checkpoint(Path(out), model, meta)
+
+
 # ------------------------------------------------------------------------------------------------ train state
 def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict, ema=None) -> None:
     """Model + optimiser tensors (and the weights' moving average, if any) and the JSON-able rest (epoch,
