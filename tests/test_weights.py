@@ -11,7 +11,7 @@ import torch
 from cnnkit.train.checkpoint import save_model_checkpoint
 from PIL import Image
 
-from cnnkit.errors import CheckpointError
+from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.models import create_model
 from cnnkit.weights import average_state_dicts, list_pretrained, load_pretrained, pretrained_config, read_state_dict
 
@@ -170,7 +170,7 @@ def test_average_state_dicts_refuses_other_architectures_and_bad_input():
     broken["head.fc.bias"][0] = float("nan")
     with pytest.raises(CheckpointError, match=r"head\.fc\.bias: the average is not finite"):
         average_state_dicts([small, broken])
-    with pytest.raises(ValueError, match="2 weights for 1"):
+    with pytest.raises(CnnkitError, match="2 weights for 1"):
         average_state_dicts([small], weights=[1, 1])
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(CnnkitError, match="non-negative"):
         average_state_dicts([small, small], weights=[1, -1])

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, UnknownNameError
+from .errors import CheckpointError, CnnkitError, UnknownNameError
 from .train.checkpoint import META_FILE, read_checkpoint_meta
 from .train.checkpoint import MODEL_FILE as CHECKPOINT_WEIGHTS
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -321,13 +321,13 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
     norm's ``num_batches_tracked``) are taken from the first state. Averaging only makes sense for networks that
     started from the same weights: that is the caller's to know, the keys and shapes are checked here."""
     if not states:
-        raise ValueError("average_state_dicts: no state dicts given")
+        raise CnnkitError("average_state_dicts: no state dicts given")
     if weights is None:
         weights = [1.0] * len(states)
     if len(weights) != len(states):
-        raise ValueError(f"average_state_dicts: {len(weights)} weights for {len(states)} state dicts")
+        raise CnnkitError(f"average_state_dicts: {len(weights)} weights for {len(states)} state dicts; give one each")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"average_state_dicts: weights must be non-negative with a positive sum, not {list(weights)}")
+        raise CnnkitError(f"average_state_dicts: weights must be non-negative with a positive sum, not {list(weights)}")
     first = states[0]
     for index, state in enumerate(states[1:], start=1):
         problems = []

@@ -156,6 +156,8 @@ def average_checkpoints(runs, out: str | Path, weights=None) -> Path:
     runs = [Path(run) for run in runs]
     if len(runs) < 2:
         raise CheckpointError(f"averaging needs at least two run folders, got {len(runs)}")
+    if weights is not None and len(weights) != len(runs):
+        raise CheckpointError(f"{len(weights)} weights for {len(runs)} run folders; give one weight per run")
     model, meta = load_model_checkpoint(runs[0])
     states = [model.state_dict()]
     for run in runs[1:]:
