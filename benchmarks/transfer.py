@@ -402,7 +402,7 @@ def step_full(args, cache) -> None:
            lr=args.full_lr, head_lr_multiplier=args.full_head_multiplier, precision=args.full_precision,
            head_accuracy=round(head_accuracy, 2), bn_statistics="held (eval)" if args.full_bn_eval else "updated",
            frozen_until=args.full_freeze_until, warmup_epochs=args.full_warmup, mixup=args.full_mixup,
-           cutmix=args.full_cutmix, ema=args.full_ema,
+           cutmix=args.full_cutmix, ema=args.full_ema, full_seed=args.full_seed,
            note=f"{'the stages above ' + args.full_freeze_until if args.full_freeze_until else 'all layers'} "
                 "trainable after the cached head phase; shifts (reflect) and flips; test-time flips")
 
