@@ -20,6 +20,7 @@ Each figure is appended to benchmarks/results.jsonl (one JSON object per figure)
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
 from cnnkit.data.augment import random_crop, random_flip
 from cnnkit.data.catalog import cache_dir
+from cnnkit.train.metrics import topk_correct
 from cnnkit.weights import average_state_dicts
 from cnnkit.transfer import (FeatureDataset, extract_features, feature_bundle, fit_linear_probe, format_probe_table,
                              freeze, hold_batchnorm_statistics, pool_features, replace_head, stage_outputs, stages,
@@ -282,9 +284,8 @@ def step_ensemble(args, cache) -> None:
         candidates.append((f"ensemble: {len(runs)} fine-tuned networks + linear probe", tuned + probe,
                            [*members, f"probe {MULTI_STAGE}"]))
     for variant, probabilities, names in candidates:
-        accuracy = 100.0 * (probabilities.argmax(1) == labels).float().mean().item()
-        record("transfer_cifar10_1000", variant, accuracy, seconds, data=args.data_tag, train_images=1000,
-               test_images=len(labels), members=names,
+        record("transfer_cifar10_1000", variant, hits(probabilities, labels), seconds, data=args.data_tag,
+               train_images=1000, test_images=len(labels), members=names,
                note="mean of the members' test probabilities, equal weights; seconds: the fine-tuning runs' summed")
 
 
@@ -435,7 +436,9 @@ def step_soup(args, cache) -> None:
     """One network from several fine-tuning runs: the uniform average of the weights of every saved run with
     this --full-size and --full-freeze-until (a "model soup", Wortsman et al. 2022). They all start from the
     same pretrained base and the same trained head, and batch-norm statistics stay the pretrained ones, so their
-    weights can be averaged directly; the soup costs one network at test time (unlike an ensemble)."""
+    weights can be averaged directly; the soup costs one network at test time (unlike an ensemble). With
+    --soup-sizes its views are also taken with the images enlarged to those sizes (multi-scale testing), and the
+    record says what each size and each set of sizes scores."""
     prefix = f"{args.full_size}px-"
     frozen = f"-frozen-{args.full_freeze_until or 'none'}-"
     ingredients = sorted(file for file in (cache.folder / "models").glob(f"{prefix}*.safetensors")
@@ -451,14 +454,55 @@ def step_soup(args, cache) -> None:
         with safe_open(str(cache.predictions / f"full-{file.stem}.safetensors"), "pt") as f:
             trained += float(f.metadata()["seconds"])
     views = {"tta_shift": args.tta_shift} if args.soup_views == 10 else {}
-    start = time.perf_counter()
-    final = Trainer(model, cache.bundle, full_config(args, **views)).evaluate(cache.bundle.test)
-    seconds = time.perf_counter() - start
+    sizes = [args.full_size, *args.soup_sizes]
+    labels = cache.bundle.test.labels
+    logits, seconds = {}, {}
+    for size in sizes:  # each input size's views apart, to report what every scale and set of scales scores
+        start = time.perf_counter()
+        config = full_config(args, **views, **({"input_size": size} if size != args.full_size else {}))
+        logits[size] = Trainer(model, cache.bundle, config).evaluate(cache.bundle.test, keep_logits=True)["logits"]
+        seconds[size] = time.perf_counter() - start
+    # Every size has as many views, so the mean of the sizes' means is the mean over all views: what
+    # TrainConfig(tta_sizes=...) computes in one evaluation.
+    accuracy = hits(torch.stack(list(logits.values())).mean(0), labels)
+    described = f"{args.soup_views * len(sizes)} test-time views" + (
+        f" at {'/'.join(map(str, sizes))} px" if args.soup_sizes else "")
     record("transfer_cifar10_1000", f"model soup: {len(ingredients)} fine-tuned networks averaged"
-           + (", 10 test-time views" if views else ""), final["acc"], trained + seconds, data=args.data_tag,
-           train_images=1000, test_images=final["images"], members=[file.stem for file in ingredients],
-           evaluation_seconds=round(seconds, 1), views=args.soup_views,
+           + (f", {described}" if views or args.soup_sizes else ""), accuracy, trained + sum(seconds.values()),
+           data=args.data_tag, train_images=1000, test_images=len(labels),
+           members=[file.stem for file in ingredients], evaluation_seconds=round(sum(seconds.values()), 1),
+           views=args.soup_views, input_sizes=sizes, **scale_analysis(logits, labels, args.full_size),
            note="uniform average of the runs' weights, one network; seconds: the runs' training plus this evaluation")
+
+
+def hits(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in %, counted as the Trainer counts it (ties in bf16 logits broken the same way)."""
+    return 100.0 * topk_correct(scores, labels, (1,))[1] / len(labels)
+
+
+def scale_analysis(logits: dict[int, torch.Tensor], labels: torch.Tensor, trained_size: int) -> dict:
+    """What each input size scores alone and each set of sizes (with the training size) together; and, since
+    the test set is the only held-out data, an honest figure for choosing the set: split the test set in two
+    at random, choose the best set on one half and score it on the other, both ways (five splits)."""
+    if len(logits) < 2:
+        return {}
+    extra = [size for size in logits if size != trained_size]
+    choices = [(trained_size, *chosen) for r in range(len(extra) + 1) for chosen in itertools.combinations(extra, r)]
+
+    def score(sizes, rows):
+        return hits(torch.stack([logits[size][rows] for size in sizes]).mean(0), labels[rows])
+
+    everything = torch.arange(len(labels))
+    cross = []
+    for split in range(5):
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(100 + split))
+        halves = (order[:len(order) // 2], order[len(order) // 2:])
+        # Each image is scored once, by the set chosen on the other half: the mean of the halves' figures.
+        cross.append(round(sum(score(max(choices, key=lambda c: score(c, halves[1 - i])), halves[i])
+                               for i in (0, 1)) / 2, 2))
+    return {"per_size": {str(size): round(score((size,), everything), 2) for size in logits},
+            "per_set": {"/".join(map(str, c)): round(score(c, everything), 2) for c in choices},
+            "set_chosen_on_other_half": cross}
 
 
 def scratch(args, name: str, model_name: str, epochs: int, lr: float, augment: dict, **model_args) -> None:
@@ -558,6 +602,9 @@ def main() -> None:
     parser.add_argument("--tta-shift", type=int, default=10, help="input pixels the tta step moves each view by")
     parser.add_argument("--soup-views", type=int, choices=(2, 10), default=2,
                         help="test-time views of the soup step: flips, or flips and --tta-shift shifts")
+    parser.add_argument("--soup-sizes", type=int, nargs="*", default=[], metavar="PX",
+                        help="input sizes the soup's views are also taken at, besides --full-size (multi-scale "
+                             "testing: e.g. 128 192 224, 4x, 6x and 7x the 32 px images)")
     parser.add_argument("--full-bn-eval", action=argparse.BooleanOptionalAction, default=True,
                         help="keep BN running statistics fixed during full fine-tuning (default)")
     parser.add_argument("--scratch-epochs", type=int, default=60)

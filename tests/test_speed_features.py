@@ -137,3 +137,22 @@ def test_shifted_test_time_views_average_ten_forward_passes():
     assert torch.allclose(trainer.evaluate(keep_logits=True)["logits"], expected, atol=1e-5)
     with pytest.raises(CnnkitError, match="tta_shift.*0 or more"):
         Trainer(model, data, TrainConfig(tta_shift=-1, **FAST))
+
+
+def test_multi_scale_test_time_views_average_the_views_at_each_input_size():
+    torch.manual_seed(0)
+    data = bar_dataset(n_test=32, channels=3)
+    model = create_model("resnet20", num_classes=2).eval()  # global pooling: reads any input size
+    config = TrainConfig(tta_flip=True, tta_sizes=[24, 40], input_size=32, resize="interpolate", **FAST)
+    trainer = Trainer(model, data, config)
+    with torch.no_grad():
+        expected = torch.zeros(32, 2)
+        for size in (32, 24, 40):
+            x = trainer.preprocess(data.test.images, size=(size, size))
+            assert x.shape[-2:] == (size, size)
+            expected += (model(x) + model(x.flip(3))) / 6
+    assert torch.allclose(trainer.evaluate(keep_logits=True)["logits"], expected, atol=1e-5)
+    assert TrainConfig.from_dict({"tta_sizes": [24]}).tta_sizes == (24,)
+    for wrong in ([0], [1.5]):
+        with pytest.raises(CnnkitError, match="tta_sizes.*positive whole numbers"):
+            Trainer(model, data, TrainConfig(tta_sizes=wrong, **FAST))

@@ -152,20 +152,24 @@ class Preprocess:
         self.augment = augment or AugmentConfig()
         self.channels_last, self.dtype = channels_last, dtype
 
-    def fit_size(self, x: torch.Tensor) -> torch.Tensor:
+    def fit_size(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """With ``resize="auto"``, smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's
         28x28 digits centred in 32x32, as in the paper); other sizes are resized bilinearly. ``"interpolate"``
-        always resizes: a pretrained backbone must see CIFAR's 32x32 images enlarged to its 224, not framed."""
-        if self.input_size is None or tuple(x.shape[-2:]) == self.input_size:
+        always resizes: a pretrained backbone must see CIFAR's 32x32 images enlarged to its 224, not framed.
+        ``size`` replaces the input size for this call (test-time views at other scales)."""
+        target = tuple(size) if size else self.input_size
+        if target is None or tuple(x.shape[-2:]) == target:
             return x
-        (h, w), (th, tw) = x.shape[-2:], self.input_size
+        (h, w), (th, tw) = x.shape[-2:], target
         if self.resize == "auto" and h <= th and w <= tw and (th - h) % 2 == 0 and (tw - w) % 2 == 0:
             return F.pad(x, ((tw - w) // 2, (tw - w) // 2, (th - h) // 2, (th - h) // 2))
-        return F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=h > th)
+        return F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=h > th)
 
-    def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None):
+    def __call__(self, images: torch.Tensor, train: bool = False, generator: torch.Generator | None = None,
+                 size: tuple[int, int] | None = None):
         a = self.augment
-        resized = self.input_size is not None and tuple(images.shape[-2:]) != self.input_size
+        target = tuple(size) if size else self.input_size
+        resized = target is not None and tuple(images.shape[-2:]) != target
         # Geometric augmentations on the uint8 batch when nothing is resized first: a quarter of the bytes to
         # move, and the same result (zero padding in [0, 1] is zero in uint8).
         early = train and not resized and not images.is_floating_point() and a.crop_mode == "constant"
@@ -175,7 +179,7 @@ class Preprocess:
         x = x.to(self.dtype)
         if x is images:  # already float: the in-place division below must not touch the caller's tensor
             x = x.clone()
-        x = self.fit_size(x.div_(255))
+        x = self.fit_size(x.div_(255), target)
         if train and not early:
             x = self._geometric(x, generator)
         x = normalize(x, self.mean, self.std)

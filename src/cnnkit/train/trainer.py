@@ -83,6 +83,7 @@ class TrainConfig:
     validate_every: int = 1  # classification: validate after every k-th epoch and the last; 0: the last only
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
     tta_shift: int = 0  # also on each (mirror) image moved by this many input pixels up, down, left and right
+    tta_sizes: tuple[int, ...] = ()  # and those views of the images resized to each of these sizes (multi-scale)
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
     resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -98,7 +99,7 @@ class TrainConfig:
         if unknown:
             raise CnnkitError(f"Unknown training option(s) {unknown}. Valid options: {', '.join(sorted(names))}.")
         values = dict(values)
-        for key in ("milestones", "betas"):
+        for key in ("milestones", "betas", "tta_sizes"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -178,6 +179,9 @@ class Trainer:
         if config.tta_shift < 0:
             raise CnnkitError(f"tta_shift is how many pixels the test-time views move, 0 or more, "
                               f"not {config.tta_shift}.")
+        if not all(isinstance(size, int) and size > 0 for size in config.tta_sizes):
+            raise CnnkitError(f"tta_sizes lists the input sizes (positive whole numbers of pixels, e.g. [128, 192]) "
+                              f"the test-time views are also taken at, not {config.tta_sizes!r}.")
         if config.ema and self.custom_step is not None:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
         if config.sync_batchnorm and self.world_size > 1:
@@ -464,11 +468,13 @@ class Trainer:
         confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
         kept: list[torch.Tensor] = []
         for images, labels in loader:
-            x = self.preprocess(images)
-            # Test-time views: the mirror image (and slightly moved copies) are as likely views of the object.
-            views = evaluation_views(x, self.config.tta_flip, self.config.tta_shift, self.preprocess.augment.crop_mode)
+            # Test-time views: the mirror image (and slightly moved copies) are as likely views of the object, and
+            # so are the images a little larger or smaller (tta_sizes): a network sees each scale's details.
+            scales = [self.preprocess(images)] + [self.preprocess(images, size=(size, size))
+                                                  for size in self.config.tta_sizes]
             with self.autocast():
-                logits = torch.stack([eval_model(view).float() for view in views]).mean(0)
+                logits = torch.stack([eval_model(view).float() for x in scales for view in evaluation_views(
+                    x, self.config.tta_flip, self.config.tta_shift, self.preprocess.augment.crop_mode)]).mean(0)
             if keep_logits:
                 kept.append(logits.cpu())
             total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
