@@ -459,7 +459,7 @@ def step_soup(args, cache) -> None:
     logits, seconds = {}, {}
     for size in sizes:  # each input size's views apart, to report what every scale and set of scales scores
         start = time.perf_counter()
-        config = full_config(args, **views, **({"input_size": size} if size != args.full_size else {}))
+        config = full_config(argparse.Namespace(**{**vars(args), "full_size": size}), **views)
         logits[size] = Trainer(model, cache.bundle, config).evaluate(cache.bundle.test, keep_logits=True)["logits"]
         seconds[size] = time.perf_counter() - start
     # Every size has as many views, so the mean of the sizes' means is the mean over all views: what
