@@ -156,3 +156,8 @@ def test_multi_scale_test_time_views_average_the_views_at_each_input_size():
     for wrong in ([0], [1.5]):
         with pytest.raises(CnnkitError, match="tta_sizes.*positive whole numbers"):
             Trainer(model, data, TrainConfig(tta_sizes=wrong, **FAST))
+    # Refused before training: LeNet-5 reads 32x32 only, AlexNet nothing smaller than its minimum.
+    with pytest.raises(CnnkitError, match=r"cannot read the test-time sizes \[40\].*fixed at 32x32"):
+        Trainer(create_model("lenet5_relu", num_classes=2), bar_dataset(), TrainConfig(tta_sizes=[40], **FAST))
+    with pytest.raises(CnnkitError, match=r"sizes \[32\].*at least 67 px"):
+        Trainer(create_model("alexnet", num_classes=2), data, TrainConfig(tta_sizes=[32, 224], **FAST))

@@ -122,14 +122,23 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
     minimum (AlexNet needs ~63 px) gets its paper's size when the images are smaller."""
     if requested:
         return (requested, requested)
-    cfg = getattr(model, "default_config", None) or {}
-    if not cfg:
+    smallest, paper, fixed = input_size_limits(model)
+    if paper is None:
         return None
-    native, paper = tuple(image_shape[-2:]), tuple(cfg["input_size"][-2:])
-    fixed = cfg.get("min_input_size", 1) >= max(paper)
-    if (fixed and native != paper) or min(native) < cfg.get("min_input_size", 1):
+    native = tuple(image_shape[-2:])
+    if (fixed and native != paper) or min(native) < smallest:
         return paper
     return None
+
+
+def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bool]:
+    """The smallest input side a model reads, its paper's input size (None when unknown) and whether that is
+    the only size it reads (a fixed input: its smallest side is its paper's)."""
+    cfg = getattr(model, "default_config", None) or {}
+    if not cfg:
+        return 1, None, False
+    smallest, paper = cfg.get("min_input_size", 1), tuple(cfg["input_size"][-2:])
+    return smallest, paper, smallest >= max(paper)
 
 
 class Trainer:
@@ -182,6 +191,12 @@ class Trainer:
         if not all(isinstance(size, int) and size > 0 for size in config.tta_sizes):
             raise CnnkitError(f"tta_sizes lists the input sizes (positive whole numbers of pixels, e.g. [128, 192]) "
                               f"the test-time views are also taken at, not {config.tta_sizes!r}.")
+        smallest, paper, fixed = input_size_limits(model)
+        unreadable = [size for size in config.tta_sizes if size < smallest or (fixed and (size, size) != paper)]
+        if unreadable:  # refused now, not after training when the test-time views are first taken
+            raise CnnkitError(f"{type(model).__name__} cannot read the test-time sizes {unreadable}: "
+                              + (f"its input is fixed at {paper[0]}x{paper[1]}" if fixed else
+                                 f"it needs inputs of at least {smallest} px") + "; leave them out of tta_sizes.")
         if config.ema and self.custom_step is not None:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
         if config.sync_batchnorm and self.world_size > 1:
@@ -469,7 +484,7 @@ class Trainer:
         kept: list[torch.Tensor] = []
         for images, labels in loader:
             # Test-time views: the mirror image (and slightly moved copies) are as likely views of the object, and
-            # so are the images a little larger or smaller (tta_sizes): a network sees each scale's details.
+            # so are the images a little larger or smaller (tta_sizes): the views' errors partly cancel.
             scales = [self.preprocess(images)] + [self.preprocess(images, size=(size, size))
                                                   for size in self.config.tta_sizes]
             with self.autocast():
