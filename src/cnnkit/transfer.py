@@ -817,14 +817,19 @@ def load_photo(path, config: dict) -> torch.Tensor:
     ``config["resize"]`` (with the config's interpolation), centre crop of ``config["crop"]``; uint8 (3, H, W)."""
     from .data.formats import read_image
 
-    image = read_image(path, 3).float()[None]  # raises ImageError naming the file when it cannot be read
+    from .data.image_io import shorter_side_size
+
+    image = read_image(path, 3)  # raises ImageError naming the file when it cannot be read, or is too large
     height, width = image.shape[-2:]
-    scale = config["resize"] / min(height, width)
-    size = (max(config["crop"], round(height * scale)), max(config["crop"], round(width * scale)))
+    width_out, height_out = shorter_side_size(width, height, config["resize"], config["crop"], str(path))
+    size = (height_out, width_out)
     mode = config.get("interpolation", "bilinear")
-    image = F.interpolate(image, size=size, mode=mode, align_corners=False, antialias=True).clamp_(0, 255)
     top, left = (size[0] - config["crop"]) // 2, (size[1] - config["crop"]) // 2
-    return image[0, :, top:top + config["crop"], left:left + config["crop"]].round().to(torch.uint8)
+    # One channel at a time: a float copy of a whole 40-megapixel photo would take 480 MB; channels are
+    # resized independently, so the result is the same.
+    channels = [F.interpolate(plane[None, None].float(), size=size, mode=mode, align_corners=False, antialias=True)
+                [0, 0, top:top + config["crop"], left:left + config["crop"]] for plane in image]
+    return torch.stack(channels).clamp_(0, 255).round().to(torch.uint8)
 
 
 @torch.no_grad()

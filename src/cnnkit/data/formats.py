@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import tarfile
 import zlib
@@ -21,45 +22,77 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ImageError
+from .image_io import MAX_IMAGE_PIXELS, check_image_size, open_image
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_maybe_gzip(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzip; a truncated or corrupt archive is a DataError."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"{path} is a corrupt or truncated gzip file ({exc}). "
-                            "Delete it and download it again.") from None
-    return raw
+# The largest IDX array read (EMNIST ByClass's training images are 547 MB); a header declaring more is refused
+# before anything is decompressed or allocated.
+MAX_IDX_BYTES = 1 << 30
+
+
+def _idx_header(head: bytes, source: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the first 4 bytes of an IDX file and the 4-byte sizes after them (as many as given)."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DataError(f"{source} is not an IDX file (bad magic number {head[:4].hex()}).")
+    dtype_code, ndim = head[2], head[3]
+    if dtype_code not in IDX_DTYPES or ndim == 0:
+        raise DataError(f"{source}: unknown IDX element type 0x{dtype_code:02x} or rank {ndim}.")
+    if len(head) < 4 + 4 * ndim:
+        raise DataError(f"{source} is truncated: its IDX header is incomplete.")
+    shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return shape, np.dtype(IDX_DTYPES[dtype_code])
+
+
+def _idx_mismatch(source: str, shape, expected: int, found: str) -> DataError:
+    return DataError(f"{source}: the header promises shape {shape} ({expected:,} bytes) but the file has {found}; "
+                     "it is truncated or corrupt. Delete it and download it again.")
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Parse an IDX array: magic 0x0000 TT DD (type, number of dims), DD big-endian int32 sizes, then data."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{source} is not an IDX file (bad magic number {data[:4].hex()}).")
-    dtype_code, ndim = data[2], data[3]
-    if dtype_code not in IDX_DTYPES or ndim == 0:
-        raise DataError(f"{source}: unknown IDX element type 0x{dtype_code:02x} or rank {ndim}.")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{source} is truncated: its IDX header is incomplete.")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(IDX_DTYPES[dtype_code])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    shape, dtype = _idx_header(data[:4 + 4 * data[3]] if len(data) >= 4 else data, source)
+    header = 4 + 4 * len(shape)
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
-        raise DataError(
-            f"{source}: the header promises shape {shape} ({expected} bytes) but the file has {len(data)} bytes; "
-            "it is truncated or corrupt. Delete it and download it again."
-        )
+        raise _idx_mismatch(source, shape, expected, f"{len(data):,} bytes")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    return parse_idx(read_maybe_gzip(path), str(path))
+def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """An IDX file, raw or gzipped, streamed: the header is read and checked first, then exactly the bytes it
+    declares are decompressed into one preallocated array; a declared size over ``max_bytes``, a short
+    stream or data beyond the declared size is a DataError, so a gzip bomb costs a few kilobytes of work."""
+    path = Path(path)
+    source = str(path)
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            head = stream.read(4)
+            shape, dtype = _idx_header(head + stream.read(4 * head[3]) if len(head) == 4 else head, source)
+            payload = math.prod(shape) * dtype.itemsize
+            if payload > max_bytes:
+                raise DataError(f"{source}: its IDX header declares shape {shape} ({payload:,} bytes), more than "
+                                f"the {max_bytes:,}-byte limit; the file is corrupt or not a dataset file.")
+            if not gzipped and (size := path.stat().st_size) != 4 + 4 * len(shape) + payload:
+                raise _idx_mismatch(source, shape, 4 + 4 * len(shape) + payload, f"{size:,} bytes")
+            array = np.empty(payload, dtype=np.uint8)
+            filled, view = 0, memoryview(array)
+            while filled < payload and (count := stream.readinto(view[filled:])):
+                filled += count
+            if filled < payload:
+                raise _idx_mismatch(source, shape, payload, f"only {filled:,} data bytes")
+            if stream.read(1):
+                raise _idx_mismatch(source, shape, payload, "more data than that")
+    except FileNotFoundError:
+        raise DataError(f"{source}: no such file.") from None
+    except (EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{source} is a corrupt or truncated gzip file ({exc}). "
+                        "Delete it and download it again.") from None
+    return array.view(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------- CIFAR
@@ -85,7 +118,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Admits only plain containers, bytes/str/numbers and numpy arrays: what CIFAR's python batches hold.
 
     ``pickle.load`` on a downloaded file can run arbitrary code; this unpickler refuses every global except
-    the few numpy reconstructors, so a hostile file fails with a DataError instead.
+    the few numpy reconstructors, so a hostile file fails with a DataError instead. Those reconstructors can
+    still allocate whatever shape they are handed, so they are wrapped: an array or scalar may not be larger
+    than the pickle itself (its values must come from the file), and ``ndarray`` may only be named as the
+    type to reconstruct, not called.
     """
 
     ALLOWED = {
@@ -98,16 +134,58 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),  # python-2 pickles store some byte strings this way
     }
 
+    def __init__(self, file, max_array_bytes: int, **kwargs):
+        super().__init__(file, **kwargs)
+        self.max_array_bytes = max_array_bytes
+
     def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        found = super().find_class(module, name)
+        if name == "ndarray":
+            return _NdarrayName
+        if name == "_reconstruct":
+            return lambda *args: self._reconstruct(found, *args)
+        if name == "scalar":
+            return lambda *args: self._scalar(found, *args)
+        return found
+
+    def _reconstruct(self, reconstruct, subtype, shape, dtype):
+        if subtype is not _NdarrayName:
+            _refuse(f"reconstructing a {subtype!r}")
+        return reconstruct(np.ndarray, self._bounded(shape, np.uint8, "array"), dtype)
+
+    def _scalar(self, scalar, dtype, *value):
+        if not isinstance(dtype, np.dtype):
+            _refuse(f"a scalar of type {dtype!r}")
+        self._bounded((1,), dtype, "scalar")
+        return scalar(dtype, *value)
+
+    def _bounded(self, shape, dtype, what: str):
+        """``shape`` when an array of it fits in the pickle's size; refused otherwise."""
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            _refuse(f"an {what} of shape {shape!r}")
+        if math.prod(shape) * np.dtype(dtype).itemsize > self.max_array_bytes:
+            _refuse(f"an {what} of shape {shape} ({np.dtype(dtype)}), larger than the file")
+        return shape
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray in a pickle: the subtype handed to _reconstruct, never called itself."""
+
+    def __new__(cls, *args, **kwargs):
+        _refuse("calling numpy.ndarray directly")
+
+
+def _refuse(what: str):
+    raise pickle.UnpicklingError(f"refusing {what}")
 
 
 def restricted_loads(data: bytes, source: str = "<bytes>"):
     try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        return RestrictedUnpickler(io.BytesIO(data), max_array_bytes=len(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError, RecursionError) as exc:
         raise DataError(f"{source} is not a plain CIFAR python batch ({exc}); refusing to read it.") from None
 
 
@@ -135,21 +213,54 @@ def parse_cifar_meta(data: bytes, source: str) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-class ArchiveOrFolder:
-    """Uniform read access to members of a ``.tar.gz`` or a plain folder, by relative name suffix."""
+# Bounds on what a dataset archive may hold, checked from the tar headers before any member is read: CIFAR-100's
+# largest batch is 155 MB, the JPEG copy of CIFAR-10 has 60,000 members of about 1 KB.
+MAX_MEMBER_BYTES = 256 * 2**20
+MAX_JPEG_MEMBER_BYTES = 2**20
+MAX_ARCHIVE_MEMBERS = 200_000
 
-    def __init__(self, path: Path):
+
+class ArchiveOrFolder:
+    """Uniform read access to members of a ``.tar.gz`` or a plain folder, by relative name suffix.
+
+    A member larger than ``max_member_bytes``, or an archive of more than ``max_members`` entries, is refused
+    while the headers are listed, before its data is decompressed (a tar.gz bomb costs no memory)."""
+
+    def __init__(self, path: Path, max_member_bytes: int = MAX_MEMBER_BYTES, max_members: int = MAX_ARCHIVE_MEMBERS):
         self.path = Path(path)
+        self.max_member_bytes = max_member_bytes
         self._tar = None
         if self.path.is_file():
             try:
                 self._tar = tarfile.open(self.path, "r:*")
-                self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+                self._members = self._list_members(max_members)
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                self.close()
                 raise DataError(f"{self.path} is a corrupt or truncated archive ({exc}). "
                                 "Delete it and download it again.") from None
+            except DataError:
+                self.close()
+                raise
         else:
             self._members = {str(p.relative_to(self.path)): p for p in self.path.rglob("*") if p.is_file()}
+
+    def _list_members(self, max_members: int) -> dict[str, tarfile.TarInfo]:
+        members = {}
+        for count, member in enumerate(self._tar, 1):
+            if count > max_members:
+                raise DataError(f"{self.path} holds more than {max_members:,} entries; it is not a dataset "
+                                "release. Delete it and download it again.")
+            if member.isfile():
+                self._check_size(member.name, member.size)
+                members[member.name] = member
+        self._tar.members = []  # tarfile keeps every header it has read; the files' are in our dict
+        return members
+
+    def _check_size(self, name: str, size: int, limit: int | None = None) -> None:
+        limit = self.max_member_bytes if limit is None else min(limit, self.max_member_bytes)
+        if size > limit:
+            raise DataError(f"{self.path}: member {name} is {size:,} bytes, more than the {limit:,} bytes a dataset "
+                            "file of this kind can be; the archive is corrupt or not the expected release.")
 
     def names(self) -> list[str]:
         return sorted(self._members)
@@ -160,8 +271,9 @@ class ArchiveOrFolder:
                 return name
         return None
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, max_bytes: int | None = None) -> bytes:
         member = self._members[name]
+        self._check_size(name, member.size if self._tar else member.stat().st_size, max_bytes)
         try:
             return self._tar.extractfile(member).read() if self._tar else Path(member).read_bytes()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
@@ -216,8 +328,6 @@ def read_cifar(path: Path, kind: str, num_classes: int) -> dict:
 
 def read_jpeg_tarball(path: Path, classes: tuple[str, ...]) -> dict:
     """Decode the lossy CIFAR-10 copy: ``train/<class>/NNNN.jpg`` and ``test/<class>/NNNN.jpg`` members."""
-    from PIL import Image
-
     src = ArchiveOrFolder(path)
     index = {c: i for i, c in enumerate(classes)}
     out = {}
@@ -233,10 +343,9 @@ def read_jpeg_tarball(path: Path, classes: tuple[str, ...]) -> dict:
                 if cls not in index:
                     raise DataError(f"{path}: {name} is in an unknown class folder {cls!r}; expected one of {classes}.")
                 try:
-                    with Image.open(io.BytesIO(src.read(name))) as im:
-                        arr = np.asarray(im.convert("RGB"))
-                except OSError as exc:
-                    raise DataError(f"{path}: {name} is not a readable image ({exc}).") from None
+                    arr = np.asarray(open_image(src.read(name, MAX_JPEG_MEMBER_BYTES), 3, f"{path}: {name}"))
+                except ImageError as exc:
+                    raise DataError(str(exc)) from None
                 if arr.shape != (32, 32, 3):
                     raise DataError(f"{path}: {name} is {arr.shape[1]}x{arr.shape[0]}, expected 32x32.")
                 images[k], labels[k] = arr, index[cls]
@@ -248,39 +357,24 @@ def read_jpeg_tarball(path: Path, classes: tuple[str, ...]) -> dict:
 
 # ----------------------------------------------------------------------------------------------- image files
 def read_image(source: str | Path | BinaryIO, channels: int, size: tuple[int, int] | None = None,
-               max_pixels: int = 64_000_000) -> torch.Tensor:
+               max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
     """Read one image file as a (C,H,W) uint8 tensor with ``channels`` channels (1: grey, 3: RGB), resized
-    to ``size`` (height, width) when given. Any Pillow mode is converted; alpha is composited on black."""
+    to ``size`` (height, width) when given. Any Pillow mode is converted by what its values mean (16-bit grey
+    scaled, not clipped); alpha is composited on black. Sizes are checked before decoding (see
+    :mod:`cnnkit.data.image_io`): an image over ``max_pixels``, or too elongated, is an ImageError."""
     from PIL import Image
 
-    name = getattr(source, "name", source)
-    try:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        with Image.open(source) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-                im = Image.alpha_composite(background, im)
-            if channels == 1:
-                im = im.convert("L")
-            elif channels == 3:
-                im = im.convert("RGB")
-            else:
-                raise ImageError(f"{name}: cannot convert an image to {channels} channels; "
-                                 "models read 1 (grey) or 3 (RGB).")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such image file.") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name} is larger than {max_pixels:,} pixels; refusing to decode it.") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name} is not a readable image ({exc}). Use a PNG, JPEG, BMP, GIF or TIFF file.") from None
+    name = str(getattr(source, "name", source))
+    if size is not None:
+        check_image_size(size[1], size[0], f"the size to resize {name} to", max_pixels, max_aspect_ratio=math.inf)
+    image = open_image(source, channels, name, max_pixels)
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    arr = np.array(image)  # a writable copy, so torch shares it instead of copying again
+    del image
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

@@ -18,6 +18,7 @@ import torch
 from ..errors import DataError
 from .datasets import DatasetBundle, TensorImageDataset, channel_stats
 from .formats import IMAGE_SUFFIXES, read_image
+from .image_io import IMAGE_FORMATS, check_image_size
 
 SEGFOLDER_PREFIX = "segfolder:"
 
@@ -27,7 +28,8 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
+            check_image_size(*im.size, source=str(path))  # before decoding: the header's size may be a bomb
             im.load()
             if im.mode not in ("L", "P", "I", "I;16", "1"):
                 raise DataError(f"{path}: a mask must be a single-channel image whose pixel values are class indices "

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
-import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ..data.image_io import open_image, shorter_side_size
 from ..errors import ImageError
 from .errors import UploadTooLargeError, UnsupportedImageTypeError
 
@@ -41,23 +41,8 @@ def decode_upload(data: bytes, content_type: str | None, filename: str = "upload
     if declared not in ALLOWED_CONTENT_TYPES:
         raise UnsupportedImageTypeError(f"{filename} was sent as {declared or 'no type'!r}; upload a PNG, JPEG, "
                                         "GIF, WebP or BMP image.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as opened:
-                width, height = opened.size  # from the header; nothing decoded yet
-                if width * height > MAX_PIXELS:
-                    raise ImageError(f"{filename} is {width:,} x {height:,} pixels; images are limited to "
-                                     f"{MAX_PIXELS / 1e6:.0f} megapixels. Resize it first.")
-                opened.seek(0)
-                image = ImageOps.exif_transpose(opened.convert("RGB"))
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{filename} decodes to more than {MAX_PIXELS / 1e6:.0f} megapixels; refused.") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # what Pillow raises on truncated/corrupt data
-        raise ImageError(f"{filename} is not a readable PNG, JPEG, GIF, WebP or BMP image ({exc}).") from None
-    return image
+    # The header's size and aspect ratio are checked before a pixel is decoded (cnnkit.data.image_io).
+    return open_image(data, 3, filename, MAX_PIXELS, formats=ALLOWED_FORMATS, upright=True)
 
 
 def drawing_to_input(image: Image.Image, image_shape) -> torch.Tensor:
@@ -97,8 +82,7 @@ def drawing_to_input(image: Image.Image, image_shape) -> torch.Tensor:
 def photo_to_input(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> Image.Image:
     """The ImageNet evaluation transform: shorter side to ``resize``, centre ``crop`` x ``crop``."""
     method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(interpolation, Image.BICUBIC)
-    scale = resize / min(image.size)
-    image = image.resize((max(crop, round(image.width * scale)), max(crop, round(image.height * scale))), method)
+    image = image.resize(shorter_side_size(image.width, image.height, resize, crop), method)
     left, top = (image.width - crop) // 2, (image.height - crop) // 2
     return image.crop((left, top, left + crop, top + crop))
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..data.image_io import open_image, scaled_size
 from ..errors import ImageError
 
 
@@ -101,18 +102,9 @@ def load_image(path: str | Path, spec: InputSpec) -> torch.Tensor:
     usual ImageNet evaluation transform); colour images become grey for 1-channel models and vice versa.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("L" if spec.channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise ImageError(f"Image {str(path)!r} does not exist. Check the path.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageError(
-            f"Cannot read {str(path)!r} as an image ({error}). Expected a PNG, JPEG or another format Pillow "
-            "reads; re-save the file in one of them."
-        ) from None
     if spec.channels not in (1, 3):
         raise ImageError(f"The model takes {spec.channels}-channel input; only 1- and 3-channel images can be read.")
+    image = open_image(path, spec.channels)
     image = _resize_and_centre_crop(image, spec.height, spec.width)
     array = np.asarray(image, dtype=np.float32) / 255.0
     tensor = torch.from_numpy(array.copy())
@@ -122,7 +114,6 @@ def load_image(path: str | Path, spec: InputSpec) -> torch.Tensor:
 
 def _resize_and_centre_crop(image: Image.Image, height: int, width: int) -> Image.Image:
     scale = max(height / image.height, width / image.width)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.BICUBIC)
+    resized = image.resize(scaled_size(image.width, image.height, scale, width, height), Image.BICUBIC)
     left, top = (resized.width - width) // 2, (resized.height - height) // 2
     return resized.crop((left, top, left + width, top + height))

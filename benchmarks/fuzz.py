@@ -1,0 +1,187 @@
+"""Longer runs of the parser fuzzers in tests/test_fuzz.py, and the cost of the hostile inputs of issue 24, item 1.
+
+    python benchmarks/fuzz.py                      # both parts, 2000 examples per parser, results appended
+    python benchmarks/fuzz.py --examples 20000     # longer fuzzing
+    python benchmarks/fuzz.py --only bombs --src /other/checkout/src --no-record   # the same inputs, older code
+
+Fuzzing: each parser of untrusted bytes (IDX, CIFAR binary and python batches, image files, safetensors files,
+the ``.cnk`` bitstream) runs the same hypothesis properties as the CI tests, with more examples; the figures
+are the examples tried and the failures found per parser (a failure: an exception that is not a CnnkitError,
+or memory over the bound).
+
+Bombs: each small hostile file runs in a fresh process, whose peak resident memory (``ru_maxrss`` from
+``wait4``) and wall time are measured: a 20000x1 PNG posted to ``/api/photo``, a 2000x1 PNG given to
+``cnnkit predict --model efficientnet_lite0 --pretrained imagenet``, a 10000x10000 PNG given to the same
+command, a gzip bomb read as IDX (a small header followed by gigabytes of zeros) and a CIFAR tarball whose
+batch member is gigabytes of zeros. ``--src`` runs them against another checkout, for before/after figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+BOMB_DIR = Path(tempfile.gettempdir()) / "cnnkit-fuzz-bombs"
+GIB = 2**30
+
+
+# ------------------------------------------------------------------------------------------------ the bombs
+def _png(width: int, height: int, mode: str = "RGB") -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _gzip_of_zeros(path: Path, header: bytes, zero_bytes: int) -> None:
+    """``header`` then ``zero_bytes`` zeros, gzip-compressed in blocks (never held in memory)."""
+    block = bytes(64 * 2**20)
+    with gzip.open(path, "wb", compresslevel=9) as out:
+        out.write(header)
+        left = zero_bytes
+        while left:
+            out.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+
+
+def make_bombs() -> dict[str, Path]:
+    BOMB_DIR.mkdir(exist_ok=True)
+    files = {"photo_20000x1.png": lambda p: p.write_bytes(_png(20000, 1)),
+             "predict_2000x1.png": lambda p: p.write_bytes(_png(2000, 1)),
+             "predict_10000x10000.png": lambda p: p.write_bytes(_png(10000, 10000, "L"))}
+    # An IDX header for 60000 28x28 images (47 MB), then 4.3 GB of zeros: a 4 MB file.
+    idx_header = bytes([0, 0, 0x08, 3]) + b"".join(n.to_bytes(4, "big") for n in (60000, 28, 28))
+    files["idx_bomb.gz"] = lambda p: _gzip_of_zeros(p, idx_header, 4_300_000_000)
+    files["cifar_bomb.tar.gz"] = _cifar_tar_bomb
+    paths = {}
+    for name, make in files.items():
+        path = BOMB_DIR / name
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            make(partial)
+            partial.rename(path)
+        paths[name] = path
+    return paths
+
+
+def _cifar_tar_bomb(path: Path) -> None:
+    """A CIFAR-10 binary release whose data_batch_1.bin member is 4.3 GB of zeros (1,399,283 records + 1 byte)."""
+    size = 4_300_000_000
+
+    class Zeros(io.RawIOBase):
+        def __init__(self):
+            self.left = size
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with tarfile.open(path, "w:gz", compresslevel=9) as tar:
+        info = tarfile.TarInfo("cifar-10-batches-bin/data_batch_1.bin")
+        info.size = size
+        tar.addfile(info, io.BufferedReader(Zeros(), 2**22))
+
+
+BOMB_SNIPPETS = {
+    "photo_20000x1.png": """
+import tempfile
+from fastapi.testclient import TestClient
+from cnnkit.serve.app import create_app
+client = TestClient(create_app(tempfile.mkdtemp()))
+reply = client.post("/api/photo", files={"image": ("bomb.png", open(PATH, "rb").read(), "image/png")})
+print("HTTP", reply.status_code, reply.text[:200])
+""",
+    "predict_2000x1.png": "CLI predict --model efficientnet_lite0 --pretrained imagenet PATH",
+    "predict_10000x10000.png": "CLI predict --model efficientnet_lite0 --pretrained imagenet PATH",
+    "idx_bomb.gz": """
+from cnnkit.data.formats import read_idx
+from cnnkit.errors import CnnkitError
+try:
+    print("read", read_idx(PATH).shape)
+except CnnkitError as exc:
+    print("refused:", exc)
+""",
+    "cifar_bomb.tar.gz": """
+from cnnkit.data.formats import read_cifar
+from cnnkit.errors import CnnkitError
+try:
+    print("read", read_cifar(PATH, "binary", 10)["train"][0].shape)
+except CnnkitError as exc:
+    print("refused:", exc)
+""",
+}
+
+
+def run_measured(command: list[str], env: dict) -> tuple[int, float, float, str]:
+    """(exit status, peak resident memory in MB, wall seconds, last output line) of a child process."""
+    with tempfile.TemporaryFile() as output:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        lines = output.read().decode(errors="replace").strip().splitlines()
+    return child.returncode, usage.ru_maxrss / 1024, seconds, (lines[-1] if lines else "")[:160]
+
+
+def run_bombs(src: Path, record_results: bool) -> list[dict]:
+    paths = make_bombs()
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    rows = []
+    for name, path in paths.items():
+        snippet = BOMB_SNIPPETS[name]
+        if snippet.startswith("CLI "):
+            command = [sys.executable, "-m", "cnnkit", *snippet[4:].replace("PATH", str(path)).split()]
+        else:
+            command = [sys.executable, "-c", snippet.replace("PATH", repr(str(path)))]
+        status, peak_mb, seconds, last = run_measured(command, env)
+        row = {"input": name, "file_bytes": path.stat().st_size, "exit": status, "peak_mb": round(peak_mb),
+               "seconds": round(seconds, 2), "output": last}
+        rows.append(row)
+        print(f"{name:26s} {row['file_bytes']:>9,d} B  exit {status:3d}  peak {peak_mb:7.0f} MB  "
+              f"{seconds:6.2f} s  {last}", flush=True)
+    worst = max(rows, key=lambda r: r["peak_mb"])
+    print(f"worst input: {worst['input']}, peak {worst['peak_mb']} MB (goal < 1024 MB)")
+    if record_results:
+        from record import record
+
+        for row in rows:
+            record("hostile_inputs", row["input"], "peak_rss_mb", row["peak_mb"], seconds=row["seconds"],
+                   file_bytes=row["file_bytes"], note=row["output"][:120])
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=2000, help="hypothesis examples per parser")
+    parser.add_argument("--only", choices=["fuzz", "bombs"], help="run one part")
+    parser.add_argument("--src", type=Path, default=ROOT / "src", help="the cnnkit source the bombs run against")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
+    args = parser.parse_args(argv)
+    if args.only != "fuzz":
+        run_bombs(args.src.resolve(), not args.no_record)
+
+
+if __name__ == "__main__":
+    main()
