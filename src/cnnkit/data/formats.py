@@ -129,6 +129,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles: a view of bytes already in the file
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),  # python-2 pickles store some byte strings this way

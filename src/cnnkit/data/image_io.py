@@ -35,12 +35,12 @@ from ..errors import ImageError
 
 MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo (7,300 x 5,480) fits; a 10,000 x 10,000 image does not
 MAX_ASPECT_RATIO = 50  # longer side / shorter side: a 360-degree panorama (about 8:1 to 12:1) fits
-IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "PPM")
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM")  # JPEG includes multi-picture (MPO)
 
 # What Pillow raises on truncated or corrupt data, besides OSError: its parsers index, unpack and divide
 # header fields they have not validated. Caught only around Pillow's own calls.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
-                  ZeroDivisionError, OverflowError, Image.DecompressionBombError)
+                  ZeroDivisionError, OverflowError)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("LA", "PA", "RGBA")
@@ -110,8 +110,9 @@ def open_image(source: str | Path | BinaryIO | bytes, channels: int, name: str |
         raise ImageError(f"{name}: no such image file.") from None
     except IsADirectoryError:
         raise ImageError(f"{name} is a folder, not an image file.") from None
-    except Image.DecompressionBombWarning:
-        raise ImageError(f"{name} decodes to more than {max_pixels / 1e6:.0f} megapixels; refused.") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):  # Pillow's own check, in open()
+        raise ImageError(f"{name} declares far more than {max_pixels / 1e6:.0f} megapixels (a decompression "
+                         "bomb); images are limited to that. Resize it first.") from None
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name} is not a readable image ({type(exc).__name__}: {exc}). Use a PNG, JPEG, GIF, "
                          "WebP, BMP, TIFF or PPM file.") from None
@@ -124,12 +125,12 @@ def to_8bit(image: Image.Image, channels: int) -> Image.Image:
     if mode in _SIXTEEN_BIT_MODES:
         # 16-bit PNG and TIFF grey: 0..65535. Pillow's convert clips everything over 255 to white.
         values = np.asarray(image).astype(np.int64)
-        image = Image.fromarray(((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+        image = Image.fromarray(((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
     elif mode == "F":
         # Floats in [0, 1] are the usual convention; a file whose values go beyond 1 holds 0..255 levels.
         values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
     elif mode in _PREMULTIPLIED_MODES:
         image = Image.fromarray(np.ascontiguousarray(np.asarray(image)[..., :-1].squeeze(-1) if mode == "La"
                                                      else np.asarray(image)[..., :3]))
@@ -144,4 +145,4 @@ def _composite_on_black(image: Image.Image) -> Image.Image:
     """Colour times alpha, so transparent pixels become black (the background of MNIST-like drawings)."""
     rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
     composited = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
-    return Image.fromarray(composited.astype(np.uint8), "RGB")
+    return Image.fromarray(composited.astype(np.uint8))
