@@ -42,7 +42,7 @@ def test_unreadable_or_missing_image_says_what_to_do(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"this is not an image")
     spec = InputSpec(3, 8, 8)
-    with pytest.raises(ImageError, match="Cannot read .*broken.jpg.* re-save"):
+    with pytest.raises(ImageError, match="broken.jpg is not a readable image.* re-save"):
         load_image(broken, spec)
     with pytest.raises(ImageError, match="does not exist"):
         load_image(tmp_path / "missing.png", spec)

@@ -44,6 +44,9 @@ _CRC = struct.Struct(">I")
 HEADER_BYTES = _FIELDS.size + _CRC.size
 _NIBBLE = 4
 _MAX_MAGNITUDE = 1 << 60  # 15 nibbles: the count of groups fits one nibble
+# The largest image a file may hold, checked in the header before any decoding: the pure-Python decoder takes
+# about a second per million latent values, and synthesis holds 128 channels at half the image's size.
+MAX_CODED_PIXELS = 2048 * 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +129,9 @@ def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Te
     if image.shape[0] != model.in_channels:
         raise ImageError(f"the image has {image.shape[0]} channel(s) but this model compresses "
                          f"{model.in_channels}-channel images; convert it (1: grey, 3: RGB)")
-    if not (1 <= min(image.shape[1:]) and max(image.shape[1:]) <= 0xFFFF):
-        raise ImageError(f"image size {image.shape[2]}x{image.shape[1]} is outside 1..65535 pixels per side")
+    if not (1 <= min(image.shape[1:]) and image.shape[1] * image.shape[2] <= MAX_CODED_PIXELS):
+        raise ImageError(f"image size {image.shape[2]}x{image.shape[1]} is outside 1..{MAX_CODED_PIXELS:,} pixels; "
+                         "crop or resize it first")
     if image.dtype == torch.uint8:
         x = image.float() / 255
     elif image.is_floating_point():
@@ -172,6 +176,9 @@ def read_header(data: bytes) -> Header:
     (crc,) = _CRC.unpack_from(data, _FIELDS.size)
     if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[:_FIELDS.size])) != crc:
         raise BitstreamError("the file is corrupt: its CRC-32 checksum does not match its contents")
+    if header.height * header.width > MAX_CODED_PIXELS:
+        raise BitstreamError(f"the header announces a {header.width}x{header.height} image, more than the "
+                             f"{MAX_CODED_PIXELS:,} pixels a .cnk file may hold; the file is corrupt or hostile")
     expected = (-(-header.height // DOWNSAMPLING), -(-header.width // DOWNSAMPLING))
     if min(header.height, header.width, header.channels, header.latent_channels) == 0 or \
             (header.latent_height, header.latent_width) != expected:

@@ -191,28 +191,47 @@ def restricted_loads(data: bytes, source: str = "<bytes>"):
         raise DataError(f"{source} is not a plain CIFAR python batch ({exc}); refusing to read it.") from None
 
 
+def _pickled_dict(data: bytes, source: str) -> dict:
+    """The dict a CIFAR python pickle holds, with byte-string keys (python 2's) decoded."""
+    loaded = restricted_loads(data, source)
+    if not isinstance(loaded, dict):
+        raise DataError(f"{source}: expected a pickled dict, found {type(loaded).__name__}; it is not a CIFAR "
+                        "python batch.")
+    return {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in loaded.items()}
+
+
 def parse_cifar_python(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
-    batch = restricted_loads(data, source)
-    if not isinstance(batch, dict):
-        raise DataError(f"{source}: expected a dict of arrays, found {type(batch).__name__}.")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = _pickled_dict(data, source)
     label_key = "labels" if "labels" in batch else "fine_labels"
     if "data" not in batch or label_key not in batch:
         raise DataError(f"{source}: a CIFAR python batch needs 'data' and 'labels' (or 'fine_labels'); "
-                        f"has {sorted(batch)}.")
-    images = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if images.ndim != 2 or images.shape[1] != CIFAR_IMAGE_BYTES or len(images) != len(labels):
-        raise DataError(f"{source}: data of shape {images.shape} and {len(labels)} labels are not CIFAR batches.")
+                        f"has {sorted(map(str, batch))}.")
+    try:
+        images = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:  # strings, dicts, ragged lists, values out of range
+        raise DataError(f"{source}: 'data' and '{label_key}' are not arrays of pixels and labels ({exc}).") from None
+    if images.ndim != 2 or images.shape[1] != CIFAR_IMAGE_BYTES or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{source}: data of shape {images.shape} and labels of shape {labels.shape} are not CIFAR "
+                        "batches.")
     return images.reshape(-1, 3, 32, 32), labels
+
+
+def parse_class_names(data: bytes, source: str) -> list[str]:
+    """Class names from a binary release's text file (``batches.meta.txt``), one per line."""
+    try:
+        return data.decode("utf-8").split()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source} is not a text file of class names ({exc}); the archive is corrupt.") from None
 
 
 def parse_cifar_meta(data: bytes, source: str) -> list[str]:
     """Class names from a python ``batches.meta``/``meta`` pickle."""
-    meta = restricted_loads(data, source)
-    meta = {k.decode() if isinstance(k, bytes) else k: v for k, v in meta.items()}
-    names = meta.get("label_names") or meta.get("fine_label_names") or []
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    meta = _pickled_dict(data, source)
+    names = meta.get("label_names", meta.get("fine_label_names", []))
+    if not isinstance(names, (list, tuple)):
+        raise DataError(f"{source}: the class names are a {type(names).__name__}, not a list of names.")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
 # Bounds on what a dataset archive may hold, checked from the tar headers before any member is read: CIFAR-100's
@@ -307,7 +326,7 @@ def read_cifar(path: Path, kind: str, num_classes: int) -> dict:
                 return parse_cifar_binary(src.read(member), label_bytes, f"{path}:{member}")
 
             meta = src.find(meta_name)
-            classes = [c for c in src.read(meta).decode().split() if c] if meta else []
+            classes = parse_class_names(src.read(meta), f"{path}:{meta}") if meta else []
         else:
             train_names = [f"data_batch_{i}" for i in range(1, 6)] if num_classes == 10 else ["train"]
             test_names = ["test_batch"] if num_classes == 10 else ["test"]

@@ -107,15 +107,15 @@ def open_image(source: str | Path | BinaryIO | bytes, channels: int, name: str |
                     image = ImageOps.exif_transpose(opened)
                 return to_8bit(image, channels)
     except FileNotFoundError:
-        raise ImageError(f"{name}: no such image file.") from None
+        raise ImageError(f"{name}: no such image file; check the path (it does not exist).") from None
     except IsADirectoryError:
         raise ImageError(f"{name} is a folder, not an image file.") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):  # Pillow's own check, in open()
         raise ImageError(f"{name} declares far more than {max_pixels / 1e6:.0f} megapixels (a decompression "
                          "bomb); images are limited to that. Resize it first.") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name} is not a readable image ({type(exc).__name__}: {exc}). Use a PNG, JPEG, GIF, "
-                         "WebP, BMP, TIFF or PPM file.") from None
+        raise ImageError(f"{name} is not a readable image ({type(exc).__name__}: {exc}); re-save it as a PNG, "
+                         "JPEG, GIF, WebP, BMP, TIFF or PPM file.") from None
 
 
 def to_8bit(image: Image.Image, channels: int) -> Image.Image:
