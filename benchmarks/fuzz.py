@@ -27,7 +27,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +171,68 @@ def run_bombs(src: Path, record_results: bool) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------------- fuzzing
+def _fuzz_one(strategy, check, examples: int) -> tuple[int, dict, dict]:
+    """(inputs tried, failure counts by kind, an example of each kind) of one parser's property."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    from fuzz_properties import ParserCrash
+
+    tried, failures, examples_of = 0, {}, {}
+
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def fuzz(example):
+        nonlocal tried
+        tried += 1
+        try:
+            check(example)
+        except ParserCrash as crash:
+            kind = ": ".join(part.strip() for part in str(crash).split(":")[:2])
+            failures[kind] = failures.get(kind, 0) + 1
+            examples_of.setdefault(kind, (str(crash)[:200], repr(example)[:200]))
+
+    fuzz()
+    return tried, failures, examples_of
+
+
+def run_fuzz(examples: int, record_results: bool) -> list[dict]:
+    """Each parser's property on ``examples`` generated inputs; crashes are collected, not raised, so one run
+    counts them all (grouped by the parser and exception type that failed)."""
+    import resource
+    import warnings
+
+    import torch
+
+    import fuzz_properties
+    from fuzz_properties import PARSERS
+
+    warnings.simplefilter("ignore")  # Pillow's notes on corrupt TIFF tags, thousands of them
+    torch.set_num_threads(1)  # the codec's tiny convolutions: one thread is 100x faster on a busy machine
+    rows = []
+    for name, (strategy, check) in PARSERS.items():
+        fuzz_properties.TALLY.clear()
+        start = time.perf_counter()
+        tried, failures, examples_of = _fuzz_one(strategy, check, examples)
+        seconds = time.perf_counter() - start
+        outcomes = {f"{parser} {kind}": count for (parser, kind), count in sorted(fuzz_properties.TALLY.items())}
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        row = {"parser": name, "tried": tried, "failures": sum(failures.values()), "kinds": failures,
+               "outcomes": outcomes, "seconds": round(seconds, 1), "peak_mb": round(peak)}
+        rows.append(row)
+        print(f"{name:14s} tried {tried:6d}  failures {row['failures']:4d}  {seconds:7.1f} s  process peak "
+              f"{peak:6.0f} MB  {outcomes}", flush=True)
+        for kind, (message, example) in examples_of.items():
+            print(f"    {failures[kind]} x {message}\n      e.g. {example}")
+        if record_results:
+            from record import record
+
+            record("fuzz", name, "failures", row["failures"], examples=tried, seconds=row["seconds"],
+                   outcomes=outcomes, failure_kinds=failures or None, peak_rss_mb=row["peak_mb"])
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=2000, help="hypothesis examples per parser")
@@ -179,6 +240,8 @@ def main(argv=None) -> None:
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the cnnkit source the bombs run against")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
     args = parser.parse_args(argv)
+    if args.only != "bombs":
+        run_fuzz(args.examples, not args.no_record)
     if args.only != "fuzz":
         run_bombs(args.src.resolve(), not args.no_record)
 

@@ -42,7 +42,13 @@ def _idx_header(head: bytes, source: str) -> tuple[tuple[int, ...], np.dtype]:
     if len(head) < 4 + 4 * ndim:
         raise DataError(f"{source} is truncated: its IDX header is incomplete.")
     shape = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return shape, np.dtype(IDX_DTYPES[dtype_code])
+    dtype = np.dtype(IDX_DTYPES[dtype_code])
+    # With a zero among them, the other sizes can be anything and the data still empty; numpy refuses shapes
+    # whose nonzero sizes multiply past its limit, so bound them as if the array were full.
+    if math.prod(max(n, 1) for n in shape) * dtype.itemsize > MAX_IDX_BYTES:
+        raise DataError(f"{source}: its IDX header declares shape {shape}, larger than any dataset file "
+                        f"({MAX_IDX_BYTES:,} bytes); the file is corrupt.")
+    return shape, dtype
 
 
 def _idx_mismatch(source: str, shape, expected: int, found: str) -> DataError:
@@ -150,6 +156,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             return lambda *args: self._reconstruct(found, *args)
         if name == "scalar":
             return lambda *args: self._scalar(found, *args)
+        if name == "encode":
+            return _latin1_encode
         return found
 
     def _reconstruct(self, reconstruct, subtype, shape, dtype):
@@ -179,6 +187,13 @@ class _NdarrayName:
         _refuse("calling numpy.ndarray directly")
 
 
+def _latin1_encode(text, encoding="latin1"):
+    """What python 2 pickles call ``_codecs.encode`` for: latin-1 byte strings; no other codec is looked up."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        _refuse(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin-1")
+
+
 def _refuse(what: str):
     raise pickle.UnpicklingError(f"refusing {what}")
 
@@ -187,7 +202,7 @@ def restricted_loads(data: bytes, source: str = "<bytes>"):
     try:
         return RestrictedUnpickler(io.BytesIO(data), max_array_bytes=len(data), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError) as exc:
+            OverflowError, MemoryError, RecursionError, LookupError) as exc:
         raise DataError(f"{source} is not a plain CIFAR python batch ({exc}); refusing to read it.") from None
 
 

@@ -128,7 +128,8 @@ def to_8bit(image: Image.Image, channels: int) -> Image.Image:
         image = Image.fromarray(((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
     elif mode == "F":
         # Floats in [0, 1] are the usual convention; a file whose values go beyond 1 holds 0..255 levels.
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        with np.errstate(invalid="ignore"):  # NaN pixels (signalling NaNs warn when cast) become 0 below
+            values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
         image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
     elif mode in _PREMULTIPLIED_MODES:
