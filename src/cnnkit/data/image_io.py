@@ -124,14 +124,21 @@ def to_8bit(image: Image.Image, channels: int) -> Image.Image:
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
         # 16-bit PNG and TIFF grey: 0..65535. Pillow's convert clips everything over 255 to white.
-        values = np.asarray(image).astype(np.int64)
-        image = Image.fromarray(((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8))
+        # uint32 holds 65535 * 255 + 32767; int64 would double the memory of a 40-megapixel image.
+        values = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        values *= 255
+        values += 32767
+        values //= 65535
+        image = Image.fromarray(values.astype(np.uint8))
     elif mode == "F":
         # Floats in [0, 1] are the usual convention; a file whose values go beyond 1 holds 0..255 levels.
-        with np.errstate(invalid="ignore"):  # NaN pixels (signalling NaNs warn when cast) become 0 below
-            values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
-        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8))
+        values = np.array(image, dtype=np.float32)
+        with np.errstate(invalid="ignore"):  # NaN pixels (signalling NaNs warn when touched) become 0
+            np.nan_to_num(values, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.max() <= 1.0:
+            values *= 255.0
+        np.clip(np.rint(values, out=values), 0, 255, out=values)
+        image = Image.fromarray(values.astype(np.uint8))
     elif mode in _PREMULTIPLIED_MODES:
         image = Image.fromarray(np.ascontiguousarray(np.asarray(image)[..., :-1].squeeze(-1) if mode == "La"
                                                      else np.asarray(image)[..., :3]))
@@ -143,7 +150,9 @@ def to_8bit(image: Image.Image, channels: int) -> Image.Image:
 
 
 def _composite_on_black(image: Image.Image) -> Image.Image:
-    """Colour times alpha, so transparent pixels become black (the background of MNIST-like drawings)."""
-    rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
-    composited = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
-    return Image.fromarray(composited.astype(np.uint8))
+    """Colour times alpha, so transparent pixels become black (the background of MNIST-like drawings). Pasting
+    through the alpha mask blends in Pillow's C code, with no array the size of the image in between."""
+    rgba = image.convert("RGBA")
+    composited = Image.new("RGB", rgba.size)
+    composited.paste(rgba, mask=rgba.getchannel("A"))
+    return composited
