@@ -218,7 +218,7 @@ def cifar_archives(draw) -> bytes:
             if name == flawed and flaw == "missing":
                 continue
             if name == flawed and flaw in ("cut", "empty"):
-                data = data[:draw(st.integers(0, len(data) - 1))] if flaw == "cut" else b""
+                data = data[:draw(st.integers(0, max(0, len(data) - 1)))] if flaw == "cut" else b""
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
