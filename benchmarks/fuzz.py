@@ -2,19 +2,20 @@
 
     python benchmarks/fuzz.py                      # both parts, 2000 examples per parser, results appended
     python benchmarks/fuzz.py --examples 20000     # longer fuzzing
-    python benchmarks/fuzz.py --only bombs --src /other/checkout/src --no-record   # the same inputs, older code
+    python benchmarks/fuzz.py --only bombs --baseline-src /work/main/src  # hostile inputs, before and after
 
 Fuzzing: each parser of untrusted bytes (IDX, CIFAR binary and python batches, image files, safetensors files,
 the ``.cnk`` bitstream) runs the same hypothesis properties as the CI tests, with more examples; the figures
 are the examples tried and the failures found per parser (a failure: an exception that is not a CnnkitError,
 or memory over the bound).
 
-Bombs: each small hostile file runs in a fresh process, whose peak resident memory (``ru_maxrss`` from
-``wait4``) and wall time (including Python's and torch's start, about 4 s) are measured: a 20000x1 PNG posted
-to ``/api/photo``, a 2000x1 PNG given to ``cnnkit predict --model efficientnet_lite0 --pretrained imagenet``,
-a 10000x10000 PNG given to the same command, the largest image accepted (7300x5479, 40 megapixels) given to
-it too, a gzip bomb read as IDX (a small header followed by gigabytes of zeros) and a CIFAR tarball whose
-batch member is gigabytes of zeros. ``--src`` runs them against another checkout, for before/after figures.
+Bombs: each small hostile file runs in a fresh process, whose peak resident memory (``VmHWM``, reported by
+the child as it exits) and wall time (including Python's and torch's start, about 4 s) are measured: a
+20000x1 PNG posted to ``/api/photo``, a 2000x1 PNG given to
+``cnnkit predict --model efficientnet_lite0 --pretrained imagenet``, a 10000x10000 PNG given to the same
+command, the largest image accepted (7300x5479, 40 megapixels) given to it too, a gzip bomb read as IDX (a
+small header followed by gigabytes of zeros) and a CIFAR tarball whose batch member is gigabytes of zeros.
+``--baseline-src`` runs them against another checkout too, for before/after figures.
 """
 
 from __future__ import annotations
@@ -148,30 +149,64 @@ def run_measured(command: list[str], env: dict) -> tuple[int, float, float, str]
     return child.returncode, usage.ru_maxrss / 1024, seconds, (lines[-1] if lines else "")[:160]
 
 
-def run_bombs(src: Path, record_results: bool, names: list[str] | None = None) -> list[dict]:
+# Each child reports its own peak from /proc/self/status (VmHWM) when it exits: getrusage's ru_maxrss carries
+# the parent's resident size over fork and exec, so a parent that has fuzzed for a while would inflate it.
+PEAK_REPORTER = """
+import atexit, os
+def _report_peak():
+    with open('/proc/self/status') as status, open(os.environ['CNNKIT_PEAK_FILE'], 'w') as out:
+        out.write(next(line.split()[1] for line in status if line.startswith('VmHWM:')))
+atexit.register(_report_peak)
+"""
+
+
+def _measure_bomb(name: str, path: Path, src: Path) -> dict:
+    snippet = BOMB_SNIPPETS[name]
+    if snippet.startswith("CLI "):
+        argv = ["cnnkit", *snippet[4:].replace("PATH", str(path)).split()]
+        snippet = f"import runpy, sys\nsys.argv = {argv!r}\nrunpy.run_module('cnnkit', run_name='__main__')\n"
+    else:
+        snippet = snippet.replace("PATH", repr(str(path)))
+    with tempfile.NamedTemporaryFile("r") as peak_file:
+        env = {**os.environ, "PYTHONPATH": str(src), "CNNKIT_PEAK_FILE": peak_file.name}
+        status, peak_mb, seconds, last = run_measured([sys.executable, "-c", PEAK_REPORTER + snippet], env)
+        reported = peak_file.read().strip()
+    peak_mb = int(reported) / 1024 if reported else peak_mb  # killed (out of memory): ru_maxrss is all there is
+    row = {"input": name, "file_bytes": path.stat().st_size, "exit": status, "peak_mb": round(peak_mb),
+           "seconds": round(seconds, 2), "output": last}
+    print(f"{name:26s} {row['file_bytes']:>9,d} B  exit {status:3d}  peak {peak_mb:7.0f} MB  {seconds:6.2f} s  "
+          f"{last}", flush=True)
+    return row
+
+
+def _short_commit(src: Path) -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True, text=True)
+    return found.stdout.strip() or str(src)
+
+
+def run_bombs(src: Path, record_results: bool, names: list[str] | None = None,
+              baseline_src: Path | None = None) -> list[dict]:
+    """Each hostile input against ``src`` (and, when given, against ``baseline_src``: the code before a fix)."""
     paths = {name: path for name, path in make_bombs().items() if not names or name in names}
-    env = {**os.environ, "PYTHONPATH": str(src)}
     rows = []
     for name, path in paths.items():
-        snippet = BOMB_SNIPPETS[name]
-        if snippet.startswith("CLI "):
-            command = [sys.executable, "-m", "cnnkit", *snippet[4:].replace("PATH", str(path)).split()]
-        else:
-            command = [sys.executable, "-c", snippet.replace("PATH", repr(str(path)))]
-        status, peak_mb, seconds, last = run_measured(command, env)
-        row = {"input": name, "file_bytes": path.stat().st_size, "exit": status, "peak_mb": round(peak_mb),
-               "seconds": round(seconds, 2), "output": last}
+        row = _measure_bomb(name, path, src)
+        if baseline_src is not None:
+            print("  before:", end=" ")
+            row["before"] = _measure_bomb(name, path, baseline_src)
         rows.append(row)
-        print(f"{name:26s} {row['file_bytes']:>9,d} B  exit {status:3d}  peak {peak_mb:7.0f} MB  "
-              f"{seconds:6.2f} s  {last}", flush=True)
     worst = max(rows, key=lambda r: r["peak_mb"])
     print(f"worst input: {worst['input']}, peak {worst['peak_mb']} MB (goal < 1024 MB)")
     if record_results:
         from record import record
 
+        baseline = f"code at {_short_commit(baseline_src)}" if baseline_src else None
         for row in rows:
+            before = row.get("before", {})
             record("hostile_inputs", row["input"], "peak_rss_mb", row["peak_mb"], seconds=row["seconds"],
-                   file_bytes=row["file_bytes"], note=row["output"][:120])
+                   baseline=baseline, baseline_value=before.get("peak_mb"),
+                   baseline_seconds=before.get("seconds"), file_bytes=row["file_bytes"],
+                   note=row["output"][:120], baseline_note=before.get("output", "")[:120] or None)
     return rows
 
 
@@ -242,13 +277,16 @@ def main(argv=None) -> None:
     parser.add_argument("--examples", type=int, default=2000, help="hypothesis examples per parser")
     parser.add_argument("--only", choices=["fuzz", "bombs"], help="run one part")
     parser.add_argument("--src", type=Path, default=ROOT / "src", help="the cnnkit source the bombs run against")
+    parser.add_argument("--baseline-src", type=Path, help="also run the hostile inputs against this source "
+                        "(the code before the fix), recorded as the baseline")
     parser.add_argument("--inputs", nargs="+", choices=sorted(BOMB_SNIPPETS), help="only these hostile inputs")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to results.jsonl")
     args = parser.parse_args(argv)
     if args.only != "bombs":
         run_fuzz(args.examples, not args.no_record)
     if args.only != "fuzz":
-        run_bombs(args.src.resolve(), not args.no_record, args.inputs)
+        run_bombs(args.src.resolve(), not args.no_record, args.inputs,
+                  args.baseline_src.resolve() if args.baseline_src else None)
 
 
 if __name__ == "__main__":
