@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.data.formats import ArchiveOrFolder, parse_cifar_python, read_idx, read_image
+from cnnkit.data.formats import (ArchiveOrFolder, parse_cifar_meta, parse_cifar_python, parse_idx, read_cifar,
+                                 read_idx, read_image)
 from cnnkit.data.image_io import (MAX_ASPECT_RATIO, MAX_IMAGE_PIXELS, check_image_size, open_image, scaled_size,
                                   shorter_side_size, to_8bit)
 from cnnkit.errors import DataError, ImageError
@@ -294,3 +295,30 @@ def test_the_restricted_unpickler_still_reads_real_batches():
         data = pickle.dumps({b"data": images, b"labels": [3, 7]}, protocol=protocol)
         read, labels = parse_cifar_python(data, "batch")
         assert np.array_equal(read.reshape(2, -1), images) and labels.tolist() == [3, 7]
+
+
+# What the fuzzers (tests/test_fuzz.py) found, each an exception other than a DataError before the fix.
+@pytest.mark.parametrize("parse, data, message", [
+    (parse_idx, bytes([0, 0, 0x0B, 4]) + bytes(4) + b"\x40\xac\x1e\x00" * 3, "larger than"),  # numpy ValueError
+    (parse_cifar_meta, b"\x80\x02N.", "pickled dict"),  # AttributeError: None has no items()
+    # LookupError: _codecs.encode("a", "zzz")
+    (parse_cifar_python, b"\x80\x04c_codecs\nencode\nX\x01\x00\x00\x00aX\x03\x00\x00\x00zzz\x86R.", "encode"),
+    (parse_cifar_python, pickle.dumps({1: 2, "a": 3}, protocol=2), "needs 'data'"),  # TypeError sorting the keys
+    (parse_cifar_python, pickle.dumps({b"data": ["x"] * 3072, b"labels": [1]}, protocol=2), "not arrays"),
+])
+def test_inputs_the_fuzzers_found_are_data_errors(parse, data, message):
+    with pytest.raises(DataError, match=message):
+        parse(data, "fuzzed")
+
+
+def test_class_names_that_are_not_text_are_a_data_error(tmp_path):
+    """Found by fuzzing: a batches.meta.txt that is not UTF-8 raised UnicodeDecodeError from read_cifar."""
+    path = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in [(f"data_batch_{i}.bin", bytes(3073)) for i in range(1, 6)] + \
+                [("test_batch.bin", bytes(3073)), ("batches.meta.txt", b"\x80cat")]:
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match="batches.meta.txt is not a text file"):
+        read_cifar(path, "binary", 10)

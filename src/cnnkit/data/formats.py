@@ -400,7 +400,7 @@ def read_image(source: str | Path | BinaryIO, channels: int, size: tuple[int, in
     :mod:`cnnkit.data.image_io`): an image over ``max_pixels``, or too elongated, is an ImageError."""
     from PIL import Image
 
-    name = str(getattr(source, "name", source))
+    name = str(getattr(source, "name", source if isinstance(source, (str, Path)) else "the image"))
     if size is not None:
         check_image_size(size[1], size[0], f"the size to resize {name} to", max_pixels, max_aspect_ratio=math.inf)
     image = open_image(source, channels, name, max_pixels)
