@@ -7,6 +7,7 @@ corrupt files, unreadable images, mismatched checkpoints); a traceback means a b
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -755,6 +756,7 @@ def cmd_denoise(args) -> None:
     from .style import save_image
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_dataset(args.data or "mnist")
         torch.manual_seed(args.seed or 0)
         model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
@@ -804,6 +806,7 @@ def cmd_segment(args) -> None:
     from .style import resize_longer_side
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
         torch.manual_seed(args.seed or 0)
         model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
@@ -843,6 +846,7 @@ def cmd_translate(args) -> None:
                             read_translation_input, translate_batch)
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_translation_data(args.kind, args.data)
         if args.train_subset:
             bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
@@ -873,6 +877,7 @@ def cmd_gan(args) -> None:
         from .data import load_dataset
         from .models.registry import create_model
 
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_dataset(args.data)
         if args.train_subset:
             bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
@@ -974,6 +979,9 @@ def cmd_finetune(args) -> None:
     print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}")
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -983,6 +991,13 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        # A full or read-only disk met by a writer other than the run folder's own (which say so themselves).
+        print(f"cnnkit {args.command}: error: could not write {exc.filename or 'a file'}: {exc.strerror}; free some "
+              "disk space or write somewhere else.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnnkit {args.command}: interrupted; 'cnnkit train ... --resume RUN_DIR' continues a training run "

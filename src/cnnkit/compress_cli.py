@@ -96,6 +96,7 @@ def _train(args) -> None:
     from .data import load_dataset
     from .models.registry import create_model
 
+    claim_out(args, None)  # an explicit --out is checked before the data is read
     bundle = load_dataset(args.data or "cifar10")
     torch.manual_seed(args.seed or 0)
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,

@@ -73,12 +73,12 @@ def check(value, annotation, name: str, limit: Limit | None = None, fix: str = "
         (inner,) = [a for a in args if a is not type(None)]  # the schemas use only "X | None"
         return check(value, inner, name, limit, fix)
     if origin in (tuple, list):
+        fixed_length = origin is tuple and args and args[-1] is not Ellipsis
         if not isinstance(value, (tuple, list)):
-            _fail(name, "a list" + (f" of {len(args)} values" if args and args[-1] is not Ellipsis else ""), value,
-                  fix)
-        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+            _fail(name, "a list" + (f" of {len(args)} values" if fixed_length else ""), value, fix)
+        if fixed_length and len(value) != len(args):
             _fail(name, f"a list of {len(args)} values", value, fix)
-        item_types = [args[0]] * len(value) if (origin is list or args[-1] is Ellipsis) else list(args)
+        item_types = list(args) if fixed_length else [args[0]] * len(value)
         items = [check(v, t, f"{name}[{i}]", limit, fix) for i, (v, t) in enumerate(zip(value, item_types))]
         return tuple(items) if origin is tuple else items
     kind = origin or annotation

@@ -39,7 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import CheckpointError, CnnkitError, ConfigError, RunFolderError, UnknownNameError
-from ..schema import Field, Limit, check_mapping
+from ..schema import Field, Limit, check_mapping, short_repr
 
 FORMAT = "cnnkit-checkpoint-1"
 MODEL_FILE, META_FILE, STATE_FILE = "checkpoint.safetensors", "checkpoint.json", "last.safetensors"
@@ -72,7 +72,8 @@ def _write_failed(path: Path, tmp: Path, exc: OSError) -> RunFolderError:
     and the error says what to do."""
     tmp.unlink(missing_ok=True)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = "free some disk space (or choose another --out) and continue the run with --resume"
+        fix = "free some disk space or choose another --out ('cnnkit train --resume' continues from the last epoch "\
+              "written)"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         fix = "choose a writable --out"
     else:
@@ -213,13 +214,15 @@ def claim_run_folder(out: Path, overwrite: bool = False, resume_hint: str | None
         except OSError as exc:
             raise RunFolderError(f"could not delete the previous run in {out}: {exc.strerror or exc}; delete it "
                                  "yourself or choose another --out.") from None
-    existing = out.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunFolderError(f"--out {out} lies under {existing}, which is a file; choose a folder name.")
-    probe = existing / f".cnnkit-write-test{os.getpid()}"
-    try:  # os.access would not see a read-only mount, and says yes to root
+    try:
+        existing = out.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise RunFolderError(f"--out {out} lies under {existing}, which is a file; choose a folder name.")
+        probe = existing / f".cnnkit-write-test{os.getpid()}"
+        # Written and deleted rather than asked (os.access): a read-only mount answers only to a write, and
+        # os.access says yes to root.
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -426,14 +429,28 @@ def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "
                               "mixed up or the file is corrupt ('cnnkit train --resume' rewrites the pair of an "
                               "interrupted run).")
     cfg = meta["model"]
+
+    def build(device):
+        with torch.device(device):
+            return create_model(cfg["name"], num_classes=cfg["num_classes"], in_channels=cfg["in_channels"],
+                                **cfg.get("kwargs", {}))
+
     try:
-        model = create_model(cfg["name"], num_classes=cfg["num_classes"], in_channels=cfg["in_channels"],
-                             **cfg.get("kwargs", {}))
+        # Built first on the meta device (no memory): arguments asking for more weights than the file holds
+        # (widths: [100000, 100000]) are refused before anything is allocated.
+        needed = sum(t.numel() * t.element_size() for t in build("meta").state_dict().values())
+        if needed > weights.stat().st_size:
+            raise CheckpointError(f"{path}: its checkpoint.json's model arguments {short_repr(cfg.get('kwargs', {}))} "
+                                  f"describe a {cfg['name']} of {needed / 2**20:.1f} MiB of weights, but "
+                                  f"{weights.name} holds {weights.stat().st_size / 2**20:.1f} MiB; restore the file, "
+                                  "or retrain the run.")
+        model = build("cpu")
     except CnnkitError:
         raise
-    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: its checkpoint.json's model arguments {cfg.get('kwargs', {})} do not build "
-                              f"{cfg['name']} ({str(exc)[:200]}); restore the file, or retrain the run.") from None
+    except Exception as exc:  # noqa: BLE001 -- a builder given arguments from a file may fail in any way
+        raise CheckpointError(f"{path}: its checkpoint.json's model arguments {short_repr(cfg.get('kwargs', {}))} do "
+                              f"not build {cfg['name']} ({type(exc).__name__}: {str(exc)[:200]}); restore the file, "
+                              "or retrain the run.") from None
     state, _ = read_tensors(weights)
     load_state_dict_checked(model, state, str(weights))
     return model.to(map_location), meta
