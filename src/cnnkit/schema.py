@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable
@@ -83,11 +84,12 @@ def check(value, annotation, name: str, limit: Limit | None = None, fix: str = "
         return tuple(items) if origin is tuple else items
     kind = origin or annotation
     expected = _KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+    # numbers.Real / Integral: numpy and torch scalars from the API count as numbers too; bools do not.
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             _fail(name, "a finite number" + (f" {limit.describe()}" if limit else ""), value, fix)
     elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             _fail(name, expected + (f" {limit.describe()}" if limit else ""), value, fix)
     elif kind in (bool, str, dict, list):
         if not isinstance(value, kind):
