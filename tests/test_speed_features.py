@@ -135,7 +135,7 @@ def test_shifted_test_time_views_average_ten_forward_passes():
             for dy, dx in ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3)):
                 expected += model(padded[..., 3 + dy:3 + dy + 32, 3 + dx:3 + dx + 32]) / 10
     assert torch.allclose(trainer.evaluate(keep_logits=True)["logits"], expected, atol=1e-5)
-    with pytest.raises(CnnkitError, match="tta_shift.*0 or more"):
+    with pytest.raises(CnnkitError, match="tta_shift must be a whole number >= 0, not -1"):
         Trainer(model, data, TrainConfig(tta_shift=-1, **FAST))
 
 

@@ -341,7 +341,8 @@ MAX_IMAGE_SIDE, MAX_CHANNELS, MAX_CLASSES = 8192, 64, 100_000
 _SIDE = Limit(1, MAX_IMAGE_SIDE)
 META_SCHEMA = {
     "format": Field(str, Limit(choices=(FORMAT,))),
-    "model": Field(dict, fields={"name": Field(str), "num_classes": Field(int, Limit(1, MAX_CLASSES)),
+    # num_classes 0: generative models (autoencoders, GANs, codecs) have no classes
+    "model": Field(dict, fields={"name": Field(str), "num_classes": Field(int, Limit(0, MAX_CLASSES)),
                                  "in_channels": Field(int, Limit(1, MAX_CHANNELS)),
                                  "kwargs": Field(dict, required=False)}),
     "image_shape": Field(tuple[int, int, int]),
