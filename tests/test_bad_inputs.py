@@ -152,6 +152,7 @@ def in_child(function) -> int:
     if pid == 0:
         code = 1
         try:
+            torch.set_num_threads(1)  # as DataLoader workers do: the parent's OpenMP pool does not survive a fork
             code = function()
         finally:
             os._exit(code)

@@ -82,6 +82,7 @@ def run_until_killed(monkeypatch, out, epoch, operation_number, resume):
     if pid == 0:  # the child
         code = 1
         try:
+            torch.set_num_threads(1)  # as DataLoader workers do: the parent's OpenMP pool does not survive a fork
             seen = [0]
 
             def maybe_die(name):
