@@ -280,7 +280,10 @@ def save_model_checkpoint(run_dir: Path, model: torch.nn.Module, meta: dict) -> 
             "torch_version": torch.__version__}
     meta.pop("weights_sha256", None)
     header = json.dumps(meta, default=str)
-    validate_checkpoint_meta({**json.loads(header), "weights_sha256": None}, run_dir / META_FILE)  # before writing
+    if isinstance(meta["model"], dict) and {"name", "num_classes", "in_channels"} <= meta["model"].keys():
+        # A registry model's checkpoint is for the tools: checked before writing, so a bad one is never written.
+        # (Others, e.g. a bare nn.Module or transfer's stage tails, only keep their weights here.)
+        validate_checkpoint_meta({**json.loads(header), "weights_sha256": None}, run_dir / META_FILE)
     sha = atomic_save_tensors(model.state_dict(), weights, {HEADER_KEY: header}, digest=True)
     atomic_write_text(run_dir / META_FILE, json.dumps({**json.loads(header), "weights_sha256": sha}, indent=2))
     return run_dir / META_FILE
