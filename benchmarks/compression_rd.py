@@ -108,7 +108,7 @@ def train(bundle, lmbda: float, args) -> tuple[torch.nn.Module, dict, float, flo
                          weight_decay=0.0, grad_clip=1.0, schedule="onecycle", eval_batch_size=256, progress=False)
     wall, cpu = time.perf_counter(), time.process_time()
     out = REPO / "runs" / f"compress-cifar10-lambda{lmbda:g}"
-    summary = Trainer(model, bundle, config, out=out, task=CompressionTask(lmbda)).fit()
+    summary = Trainer(model, bundle, config, out=out, task=CompressionTask(lmbda), overwrite=True).fit()
     return model.eval(), summary, time.perf_counter() - wall, time.process_time() - cpu
 
 

@@ -48,7 +48,7 @@ def main() -> None:
     initial = {key: value.detach().clone() for key, value in model.state_dict().items()}
     config = TrainConfig(epochs=args.epochs, lr=args.lr, schedule="onecycle", augment={"crop": 4, "flip": True},
                          seed=args.seed, progress=False)
-    summary = Trainer(model, bundle, config, out=args.out / "run").fit()
+    summary = Trainer(model, bundle, config, out=args.out / "run", overwrite=True).fit()
     result = commands.filters(model, args.out, before=initial)
     before = float(result["autocorrelation_before"].mean())
     after = float(result["autocorrelation"].mean())

@@ -47,7 +47,8 @@ def run(name: str, args, out: Path) -> dict:
                          discriminator_width=args.width)
     config = TrainConfig(**{**GAN_TRAINING, "epochs": args.epochs, "batch_size": args.batch_size, "progress": False})
     start, cpu_start = time.perf_counter(), time.process_time()
-    trainer = Trainer(model, bundle, config, out=out / "run", task=GANTask(features, fid_samples=args.fid_samples))
+    trainer = Trainer(model, bundle, config, out=out / "run", task=GANTask(features, fid_samples=args.fid_samples),
+                      overwrite=True)
     trainer.fit()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     scores = [m["val_fid"] for m in trainer.history]

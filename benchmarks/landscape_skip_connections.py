@@ -48,7 +48,7 @@ def trained_network(name: str, bundle, args) -> tuple[torch.nn.Module, dict | No
     config = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
                          schedule="onecycle", augment={"crop": 4, "flip": True}, seed=args.seed, progress=False,
                          precision=args.precision, channels_last=args.precision == "bf16")
-    trainer = Trainer(model, data, config, out=args.out / f"run-{name}")
+    trainer = Trainer(model, data, config, out=args.out / f"run-{name}", overwrite=True)
     summary = trainer.fit()
     return model, initial, trainer.preprocess, summary["test_acc"]
 

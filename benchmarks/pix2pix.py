@@ -69,7 +69,7 @@ def run(kind: str, args) -> list[dict]:
                                 "eval_batch_size": args.test_subset})
         start, cpu_start = time.perf_counter(), time.process_time()
         trainer = Trainer(model, bundle, config, out=args.out / kind / variant.split()[0],
-                          task=Pix2PixTask(kind, adversarial_weight=weight))
+                          task=Pix2PixTask(kind, adversarial_weight=weight), overwrite=True)
         summary = trainer.fit()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         rows.append({"task": kind, "variant": variant, "seconds": seconds, "cpu_seconds": cpu_seconds,

@@ -119,7 +119,7 @@ def run_config(bottleneck: int, depth: int, data: DatasetBundle, probes: torch.T
                          seed=args.seed, progress=False)
     run_folder = folder / f"n{bottleneck}_d{depth}" if args.keep_checkpoints else None
     start = time.perf_counter()
-    summary = Trainer(model, data, config, out=run_folder).fit()
+    summary = Trainer(model, data, config, out=run_folder, overwrite=True).fit()
     seconds = time.perf_counter() - start
     fields, figures = {}, {}
     for name, layer in layers.items():

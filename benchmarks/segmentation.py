@@ -41,7 +41,8 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam", lr=args.lr,
                          weight_decay=0.0, augment={"flip": True}, progress=False)
     start = time.perf_counter()
-    trainer = Trainer(model, bundle, config, out=args.out, task=SegmentationTask(len(bundle.classes)))
+    trainer = Trainer(model, bundle, config, out=args.out, task=SegmentationTask(len(bundle.classes)),
+                      overwrite=True)
     summary = trainer.fit()
     seconds = time.perf_counter() - start
     for index in range(8):

@@ -22,3 +22,9 @@ def bar_dataset(n_train=256, n_test=128, size=32, seed=0, channels=1) -> Dataset
 
     return DatasetBundle("bars", make(n_train), make(n_test), ["horizontal", "vertical"], (0.1,) * channels,
                          (0.2,) * channels)
+
+
+def checkpoint_meta(classes, channels=1, size=32) -> dict:
+    """The fields checkpoint.json must hold for the tools (see cnnkit.train.checkpoint.META_SCHEMA)."""
+    return {"classes": list(classes), "image_shape": [channels, size, size],
+            "preprocess": {"mean": [0.5] * channels, "std": [0.25] * channels, "input_size": None}}

@@ -229,7 +229,10 @@ def test_compress_and_decompress_commands(trained, tmp_path, capsys):
     assert "not a readable image" in capsys.readouterr().err
     classifier = tmp_path / "classifier"
     save_model_checkpoint(classifier, create_model("lenet5"), {**trainer.checkpoint_meta(),
-                                                             "task": {"name": "classification"}})
+                                                             "task": {"name": "classification"},
+                                                             "image_shape": [1, 32, 32],  # what lenet5 reads
+                                                             "classes": [str(i) for i in range(10)],
+                                                             "preprocess": {"mean": [0.5], "std": [0.5]}})
     assert main(["compress", str(classifier), str(tmp_path / "in.png"), "-o", str(tmp_path / "x.cnk")]) == 2
     assert "not a compressor" in capsys.readouterr().err
     assert json.loads((run / "checkpoint.json").read_text())["task"]["lmbda"] == 0.02

@@ -134,7 +134,8 @@ def test_cli_segment_trains_and_writes_an_overlay(tmp_path, capsys):
     assert Image.open(tmp_path / "o.png").size == (50, 40) and Image.open(tmp_path / "m.png").size == (50, 40)
     capsys.readouterr()
     _write_pair(tmp_path / "bad", "a", (24, 16), (24, 20))
-    assert main(["segment", "--train", "--data", f"segfolder:{tmp_path / 'bad'}", "--out", str(run)]) == 2
+    assert main(["segment", "--train", "--data", f"segfolder:{tmp_path / 'bad'}", "--out",
+                 str(tmp_path / "bad-run")]) == 2
     assert "must have its image's exact size" in capsys.readouterr().err
 
 

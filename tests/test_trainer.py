@@ -7,7 +7,7 @@ from cnnkit.errors import CheckpointError, CnnkitError, TrainingDivergedError
 from cnnkit.models import create_model
 from cnnkit.train import TrainConfig, Trainer, load_model_checkpoint
 from cnnkit.train.checkpoint import save_model_checkpoint
-from helpers import bar_dataset
+from helpers import bar_dataset, checkpoint_meta
 
 FAST = dict(batch_size=32, lr=0.01, optimizer="adam", weight_decay=1e-4, progress=False,
             augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64)
@@ -64,7 +64,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_mismatched_checkpoint_lists_the_keys(tmp_path):
-    save_model_checkpoint(tmp_path, fresh_model(), {"classes": ["a", "b"]})
+    save_model_checkpoint(tmp_path, fresh_model(), checkpoint_meta(["a", "b"]))
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta["model"]["name"] = "lenet5"
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
@@ -73,7 +73,7 @@ def test_mismatched_checkpoint_lists_the_keys(tmp_path):
 
 
 def test_corrupt_checkpoint_is_detected(tmp_path):
-    save_model_checkpoint(tmp_path, fresh_model(), {"classes": ["a", "b"]})
+    save_model_checkpoint(tmp_path, fresh_model(), checkpoint_meta(["a", "b"]))
     weights = tmp_path / "checkpoint.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="SHA-256"):
@@ -129,5 +129,5 @@ def test_ema_run_resumes_exactly_and_refuses_a_state_without_the_average(tmp_pat
     plain.fit()
     with pytest.raises(CheckpointError, match="no moving average.*ema=0"):
         Trainer(fresh_model(), data, config, out=tmp_path / "plain").fit(resume=True)
-    with pytest.raises(CnnkitError, match="between 0 and 1"):
+    with pytest.raises(CnnkitError, match="ema must be a number >= 0 and < 1, not 1.5"):
         Trainer(fresh_model(), data, TrainConfig(ema=1.5, **FAST))

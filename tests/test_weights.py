@@ -14,6 +14,7 @@ from PIL import Image
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.models import create_model
 from cnnkit.weights import average_state_dicts, list_pretrained, load_pretrained, pretrained_config, read_state_dict
+from helpers import checkpoint_meta
 
 torch.set_num_threads(1)
 PHOTOS = Path("/work/shared/images/content")
@@ -117,7 +118,7 @@ def test_cifar_resnet_third_party_layout_loads(tmp_path):
 def test_cnnkit_run_folder_round_trip_and_wrong_architecture(tmp_path):
     torch.manual_seed(0)
     source = create_model("resnet20", num_classes=10)
-    save_model_checkpoint(tmp_path, source, {"classes": [str(i) for i in range(10)]})
+    save_model_checkpoint(tmp_path, source, checkpoint_meta([str(i) for i in range(10)], channels=3))
     assert _same_weights(source, create_model("resnet20", pretrained=str(tmp_path)))
     with pytest.raises(CheckpointError, match=r"saved from 'resnet20'.*not 'resnet32'.*missing from the checkpoint "
                                               r"\(\d+\): layer1\.3\.conv1\.weight"):

@@ -7,6 +7,7 @@ corrupt files, unreadable images, mismatched checkpoints); a traceback means a b
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -129,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, dest="num_workers", help="image-folder decoding processes (default 2)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
-    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that "
+                   "holds a run)")
+    _overwrite_option(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
                         "continue --out if it holds a checkpoint, else start it")
@@ -163,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("average", "average the weights of runs of one model (a model soup, or a run's last checkpoints)")
     p.add_argument("runs", nargs="+", type=Path, help="run folders (each with checkpoint.json)")
     p.add_argument("-o", "--out", type=Path, required=True, help="the new run folder")
+    _overwrite_option(p)
     p.add_argument("--weights", type=_floats, help="one weight per run, e.g. 2,1,1 (default: equal)")
     p.set_defaults(func=cmd_average)
 
@@ -293,6 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
     p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint")
+    _overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
     return parser
@@ -303,8 +308,33 @@ def _train_options(p) -> None:
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--out", type=Path, help="run folder (default runs/NAME, or runs/NAME-2, ... when that holds a run)")
+    _overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
+
+
+def _overwrite_option(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and start a new one there (without it such a folder is "
+                        "refused: --resume continues a run)")
+
+
+def claim_out(args, default: Path | None, fresh: bool = True) -> Path | None:
+    """The run folder of a command that writes one: --out as given, or ``default`` -- which, when it already holds
+    a run, becomes the first free runs/NAME-2, -3, ... (``fresh``), so rerunning a command never destroys the
+    previous run. Either is then checked by checkpoint.claim_run_folder (refused if it holds a run, unless
+    --overwrite; refused if it is a file or cannot be written)."""
+    from .train.checkpoint import claim_run_folder, fresh_run_folder
+
+    out = args.out
+    if out is None and default is not None:
+        out = fresh_run_folder(default) if fresh and not args.overwrite else default
+        if out != default:
+            print(f"{default} holds an earlier run; this run goes to {out} (--out names the folder, --resume "
+                  "continues a run, --overwrite replaces it)", file=sys.stderr)
+    if out is not None:  # only 'train' can continue a run
+        claim_run_folder(out, args.overwrite, resume_hint="--resume" if hasattr(args, "resume") else None)
+    return out
 
 
 def _floats(text: str) -> list[float]:
@@ -385,16 +415,47 @@ def _parse_model_args(pairs: list[str]) -> dict:
 
 
 def load_recipe(path: Path) -> dict:
-    import yaml
+    """A recipe file's mapping of options (its model, data, model_args and description fields checked; the
+    training options are checked by TrainConfig). Any content ends in a dict or a CnnkitError."""
+    from .schema import Field, check_mapping
 
     try:
-        recipe = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_bytes()
     except FileNotFoundError:
         raise CnnkitError(f"Recipe {path} does not exist; see recipes/ for examples.") from None
+    except OSError as exc:
+        raise CnnkitError(f"Recipe {path} cannot be read: {exc.strerror or exc}.") from None
+    recipe = parse_recipe(text, str(path))
+    fields = {"model": Field(str, required=False), "data": Field(str, required=False),
+              "model_args": Field(dict, required=False), "description": Field(str, required=False)}
+    check_mapping(recipe, fields, f"Recipe {path}", "see recipes/ for examples")
+    return recipe
+
+
+def parse_recipe(text: bytes | str, name: str = "recipe") -> dict:
+    """YAML text to a mapping, with YAML 1.2 numbers (``lr: 1e-3`` is a number, as a reader expects, not the
+    string PyYAML's YAML 1.1 rules make of it)."""
+    import re
+
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    RecipeLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
+                   r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+    try:
+        recipe = yaml.load(text, Loader=RecipeLoader)
     except yaml.YAMLError as exc:
-        raise CnnkitError(f"Recipe {path} is not valid YAML: {exc}") from None
+        raise CnnkitError(f"Recipe {name} is not valid YAML: {str(exc)[:300]}") from None
+    except (RecursionError, UnicodeError, ValueError) as exc:  # nesting too deep, bytes that are no text
+        raise CnnkitError(f"Recipe {name} is not a readable YAML text ({type(exc).__name__}).") from None
+    if recipe is None:
+        return {}
     if not isinstance(recipe, dict):
-        raise CnnkitError(f"Recipe {path} must be a mapping of options, not {type(recipe).__name__}.")
+        raise CnnkitError(f"Recipe {name} must be a mapping of options, not {type(recipe).__name__}.")
     return recipe
 
 
@@ -498,17 +559,23 @@ def _train(args) -> None:
         options["progress"] = False
     config = TrainConfig.from_dict(options)
     entry = get_model_entry(model_name)  # an unknown name fails before any data is read
-    # Image folders are decoded at the model's own input size and channel count.
-    bundle = load_dataset(data_name, image_size=config.input_size or entry.input_size[-1],
-                          channels=model_args.get("in_channels", entry.input_size[0]))
-    torch.manual_seed(config.seed)  # the initial weights follow the seed too
-    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
-    out = args.resume or args.out or Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
+    default_out = Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
+    out = args.resume or args.out or default_out
     resume = bool(args.resume)
     # A worker group that torchrun restarted after a failure (--max-restarts) re-runs the original command
     # line: it continues from the checkpoint the failed attempt left, if that attempt finished an epoch.
     if (auto_resume or distributed.restart_count() > 0) and (Path(out) / STATE_FILE).is_file():
         resume = True
+    if args.overwrite and args.resume:
+        raise CnnkitError("--resume continues a run and --overwrite replaces it; give one of them.")
+    if not resume and int(os.environ.get("RANK", "0")) == 0:  # the other ranks wait for the Trainer's answer
+        # Under torchrun every worker (and every restart) must name the same folder: no fresh default there.
+        out = claim_out(args, default_out, fresh=not (auto_resume or distributed.launched_by_torchrun()))
+    # Image folders are decoded at the model's own input size and channel count.
+    bundle = load_dataset(data_name, image_size=config.input_size or entry.input_size[-1],
+                          channels=model_args.get("in_channels", entry.input_size[0]))
+    torch.manual_seed(config.seed)  # the initial weights follow the seed too
+    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
     Trainer(model, bundle, config, out=out).fit(resume=resume)
 
 
@@ -540,6 +607,7 @@ def cmd_average(args) -> None:
 
     if args.out.resolve() in {run.resolve() for run in args.runs}:
         raise CnnkitError(f"--out {args.out} is one of the runs being averaged; give a new folder")
+    claim_out(args, None)
     meta = average_checkpoints(args.runs, args.out, args.weights)
     print(f"averaged {len(args.runs)} runs into {meta.parent}; evaluate it with: cnnkit eval {meta.parent}")
 
@@ -688,11 +756,12 @@ def cmd_denoise(args) -> None:
     from .style import save_image
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_dataset(args.data or "mnist")
         torch.manual_seed(args.seed or 0)
         model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
                              bottleneck_channels=args.bottleneck)
-        args.out = args.out or Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}"
+        args.out = claim_out(args, Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}")
         _train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
                     {"epochs": 3, "batch_size": 128, "lr": 3e-3})
         report = denoising_report(model, bundle.test.images, args.noise, args.level)
@@ -737,11 +806,12 @@ def cmd_segment(args) -> None:
     from .style import resize_longer_side
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
         torch.manual_seed(args.seed or 0)
         model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
                              padding=True, base_channels=args.base_channels, batch_norm=True)
-        args.out = args.out or Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}"
+        args.out = claim_out(args, Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}")
         trainer, summary = _train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
                                        {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}})
         for index in range(min(8, len(bundle.test))):
@@ -776,13 +846,14 @@ def cmd_translate(args) -> None:
                             read_translation_input, translate_batch)
 
     if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_translation_data(args.kind, args.data)
         if args.train_subset:
             bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
         variant = "l1" if args.l1_only else "p2p"
-        args.out = args.out or Path("runs") / f"{variant}-{args.kind}-{bundle.name}"
+        args.out = claim_out(args, Path("runs") / f"{variant}-{args.kind}-{bundle.name}")
         task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
         _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": 5})
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
@@ -806,6 +877,7 @@ def cmd_gan(args) -> None:
         from .data import load_dataset
         from .models.registry import create_model
 
+        claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_dataset(args.data)
         if args.train_subset:
             bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
@@ -813,7 +885,7 @@ def cmd_gan(args) -> None:
         channels, size, _ = bundle.image_shape
         model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
                              discriminator_width=args.width)
-        args.out = args.out or Path("runs") / f"dcgan-{bundle.name}"
+        args.out = claim_out(args, Path("runs") / f"dcgan-{bundle.name}")
         trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
                                  {**GAN_TRAINING, "epochs": 5})
         scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
@@ -883,6 +955,7 @@ def cmd_finetune(args) -> None:
     from .train import TrainConfig
     from .transfer import finetune, format_probe_table
 
+    claim_out(args, None)  # before the backbone and the data are loaded
     torch.manual_seed(args.seed)
     model = _load_source(args)
     pretrained = getattr(model, "pretrained_config", None) or {}
@@ -906,6 +979,9 @@ def cmd_finetune(args) -> None:
     print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}")
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -915,6 +991,13 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        # A full or read-only disk met by a writer other than the run folder's own (which say so themselves).
+        print(f"cnnkit {args.command}: error: could not write {exc.filename or 'a file'}: {exc.strerror}; free some "
+              "disk space or write somewhere else.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnnkit {args.command}: interrupted; 'cnnkit train ... --resume RUN_DIR' continues a training run "

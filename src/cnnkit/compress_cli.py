@@ -16,6 +16,8 @@ EXAMPLES = {
 
 
 def add_parsers(sub) -> None:
+    from .cli import _overwrite_option
+
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +35,9 @@ def add_parsers(sub) -> None:
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL, or ...-2 when that "
+                   "holds a run)")
+    _overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compress)
 
@@ -87,16 +91,17 @@ def cmd_decompress(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from .cli import _train_task
+    from .cli import _train_task, claim_out
     from .compress import CompressionTask
     from .data import load_dataset
     from .models.registry import create_model
 
+    claim_out(args, None)  # an explicit --out is checked before the data is read
     bundle = load_dataset(args.data or "cifar10")
     torch.manual_seed(args.seed or 0)
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
                          latent_channels=args.latent_channels)
-    args.out = args.out or Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}"
+    args.out = claim_out(args, Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}")
     _, summary = _train_task(args, model, bundle, CompressionTask(args.lmbda),
                              {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0})
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "

@@ -48,3 +48,11 @@ class ShapeError(CnnkitError, ValueError):
 
 class BitstreamError(CnnkitError):
     """A compressed image file that is truncated, corrupt, of another format, or written by another model."""
+
+
+class ConfigError(CnnkitError, ValueError):
+    """A training option, recipe entry or checkpoint field of the wrong type or out of range."""
+
+
+class RunFolderError(CnnkitError):
+    """A run folder that already holds a run, cannot be written, or is a file."""

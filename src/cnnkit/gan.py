@@ -145,7 +145,7 @@ class FeatureNetwork:
             config = TrainConfig(epochs=1, batch_size=256, optimizer="sgd", nesterov=True, lr=0.2 if name ==
                                  "mnist_fast_cnn" else 0.05, label_smoothing=0.1, schedule="onecycle",
                                  channels_last=True, eval_batch_size=2000, seed=seed, device=device, progress=False)
-            trainer = Trainer(model, data, config, out=out)
+            trainer = Trainer(model, data, config, out=out, overwrite=True)  # retrained only when not usable
             summary = trainer.fit()
         return cls(trainer.model, trainer.preprocess, f"{name} trained 1 epoch on {data.name} "
                    f"({summary['test_acc']:.2f}% test accuracy)")

@@ -36,7 +36,8 @@ from torch import nn
 from ..data.augment import AugmentConfig, Preprocess, evaluation_views
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
-from ..errors import CnnkitError, TrainingDivergedError
+from ..errors import CnnkitError, ConfigError, TrainingDivergedError
+from ..schema import Limit, check_dataclass, short_repr
 from . import checkpoint as ckpt
 from . import distributed
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
@@ -92,20 +93,50 @@ class TrainConfig:
     lr_multipliers: dict = dataclasses.field(default_factory=dict)  # {"parameter prefix": factor}
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        # Checked here, at the boundary, whatever built the config (recipe, flags, API, a resumed run's
+        # config.json): a bad value fails now with the field's name, not as a ZeroDivisionError mid-run.
+        check_dataclass(self, TRAIN_LIMITS, _describe_option)
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"training options must be a mapping of option: value, not {short_repr(values)}.")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        unknown = sorted(str(key) for key in set(values) - names)
         if unknown:
-            raise CnnkitError(f"Unknown training option(s) {unknown}. Valid options: {', '.join(sorted(names))}.")
+            raise ConfigError(f"Unknown training option(s) {short_repr(unknown, 200)}. "
+                              f"Valid options: {', '.join(sorted(names))}.")
         values = dict(values)
         for key in ("milestones", "betas", "tta_sizes"):
-            if key in values and values[key] is not None:
+            if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The range of each numeric TrainConfig field (types come from the annotations); see cnnkit.schema.
+MAX_INPUT_SIDE = 8192
+TRAIN_LIMITS = {
+    "epochs": Limit(1), "batch_size": Limit(1), "eval_batch_size": Limit(1), "lr": Limit(0, low_open=True),
+    "momentum": Limit(0, 1), "weight_decay": Limit(0), "betas": Limit(0, 1, high_open=True), "milestones": Limit(1),
+    "gamma": Limit(0, low_open=True), "warmup_epochs": Limit(0), "onecycle_pct": Limit(0, 1, low_open=True),
+    "plateau_patience": Limit(0), "plateau_factor": Limit(0, 1, low_open=True, high_open=True),
+    "label_smoothing": Limit(0, 1, high_open=True), "mixup": Limit(0), "cutmix": Limit(0),
+    "ema": Limit(0, 1, high_open=True), "grad_clip": Limit(0, low_open=True), "accumulate": Limit(1),
+    "reference_batch": Limit(1), "precision": Limit(choices=("fp32", "bf16")), "seed": Limit(0),
+    "val_split": Limit(0, 1, high_open=True), "early_stopping": Limit(0), "validate_every": Limit(0),
+    "tta_shift": Limit(0), "tta_sizes": Limit(1, MAX_INPUT_SIDE), "input_size": Limit(1, MAX_INPUT_SIDE),
+    "resize": Limit(choices=("auto", "interpolate")), "num_threads": Limit(1), "num_workers": Limit(0),
+}
+_FLAG_NAMES = {"num_threads": "--threads", "num_workers": "--workers"}
+
+
+def _describe_option(name: str) -> tuple[str, str]:
+    flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    return f"training option {name}", f"fix '{name}:' in the recipe or the {flag} flag"
 
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "seconds",
@@ -144,12 +175,14 @@ def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bo
 class Trainer:
     def __init__(self, model: nn.Module, data: DatasetBundle, config: TrainConfig | None = None,
                  out: str | Path | None = None, callbacks: list[Callable] = (), rank: int | None = None,
-                 world_size: int | None = None, task=None):
+                 world_size: int | None = None, task=None, overwrite: bool = False):
         """``rank`` and ``world_size`` default to the process group's; a process started by torchrun joins its
         group here if nobody has yet. Under DDP every rank constructs a Trainer and calls ``fit``. ``task``
-        (see :mod:`cnnkit.train.tasks`) defaults to classification."""
+        (see :mod:`cnnkit.train.tasks`) defaults to classification. A new run (``fit()`` without ``resume``) refuses
+        an ``out`` that already holds a run, unless ``overwrite`` (which deletes that run first)."""
         self.config = config = config or TrainConfig()
         self.data, self.out = data, Path(out) if out else None
+        self.overwrite = overwrite
         self.callbacks = list(callbacks)
         group_rank, group_size = distributed.init_from_environment(config.device)
         self.rank = group_rank if rank is None else rank
@@ -161,8 +194,6 @@ class Trainer:
         self.device = resolve_device(config.device, self.world_size)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        if config.precision not in ("fp32", "bf16"):
-            raise CnnkitError(f"precision must be 'fp32' or 'bf16', not {config.precision!r}.")
         if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
             raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
                               f"epoch; they cannot be used with validate_every={config.validate_every}.")
@@ -182,15 +213,6 @@ class Trainer:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
                               "and generator updates), which supports neither gradient accumulation nor "
                               "data-parallel training; train with accumulate=1 in one process.")
-        if config.ema and not 0.0 < config.ema < 1.0:
-            raise CnnkitError(f"ema is the decay of the weights' moving average, between 0 and 1 (e.g. 0.998), "
-                              f"not {config.ema}; 0 turns it off.")
-        if config.tta_shift < 0:
-            raise CnnkitError(f"tta_shift is how many pixels the test-time views move, 0 or more, "
-                              f"not {config.tta_shift}.")
-        if not all(isinstance(size, int) and size > 0 for size in config.tta_sizes):
-            raise CnnkitError(f"tta_sizes lists the input sizes (positive whole numbers of pixels, e.g. [128, 192]) "
-                              f"the test-time views are also taken at, not {config.tta_sizes!r}.")
         smallest, paper, fixed = input_size_limits(model)
         unreadable = [size for size in config.tta_sizes if size < smallest or (fixed and (size, size) != paper)]
         if unreadable:  # refused now, not after training when the test-time views are first taken
@@ -296,9 +318,12 @@ class Trainer:
         config = self.config
         if resume and not self.out:
             raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
+        if self.out and self.is_main:
+            ckpt.remove_temp_files(self.out)  # left by a writer that was killed before its rename
         if resume:
             self._resume()  # on every rank: each holds its own copy of the model and optimiser state
         else:
+            self._claim_run_folder()
             self._initialize_from_data()
             if self.out and self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -333,6 +358,23 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
             self.ema = None
         return self._finish(time.perf_counter() - start)
+
+    def _claim_run_folder(self) -> None:
+        """A new run never writes over another one's results (see checkpoint.claim_run_folder); under DDP the
+        ranks agree on the answer, so none is left waiting for the others."""
+        if not self.out:
+            return
+        refusal = None
+        if self.is_main:
+            try:
+                ckpt.claim_run_folder(self.out, self.overwrite, resume_hint="fit(resume=True) or --resume",
+                                      overwrite_hint="Trainer(overwrite=True) or --overwrite")
+            except CnnkitError as exc:
+                refusal = exc
+        if self.world_size > 1 and distributed.any_rank(refusal is not None, self.device) and refusal is None:
+            refusal = CnnkitError(f"the main process refused the run folder {self.out} (its error is printed above).")
+        if refusal is not None:
+            raise refusal
 
     def _initialize_from_data(self, count: int = 5000) -> None:
         """A model with a data-dependent initialisation (``initialize_from_data``, e.g. cifar_fast_cnn's
@@ -550,7 +592,12 @@ class Trainer:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
                  "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
                  "epochs": self.config.epochs}
+        # The training state first: it commits the epoch for --resume, which rewrites the rest from it.
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state, ema=self.ema)
+        self._write_model_files()
+
+    def _write_model_files(self) -> None:
+        """The model pair and metrics.csv, both derived from the state of the epoch just committed."""
         ckpt.save_model_checkpoint(self.out, self.ema.module if self.ema is not None else self.model,
                                    self.checkpoint_meta())
         buffer = io.StringIO()
@@ -565,6 +612,10 @@ class Trainer:
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
         self.log(f"resuming {self.out} after epoch {self.epoch}")
+        if self.is_main and self.history:
+            # A writer killed after committing last.safetensors may have left the model pair or metrics.csv an
+            # epoch behind (or torn); both are rewritten from the committed state.
+            self._write_model_files()
         saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
         saved_scale = state.get("lr_scale", 1.0)
         saved_epochs = state.get("epochs", self.config.epochs)
