@@ -39,7 +39,7 @@ def live_server(checkpoints_dir):
     from cnnkit.serve import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(checkpoints_dir), host="127.0.0.1", port=port, log_level="warning",
+    config = uvicorn.Config(create_app(checkpoints_dir, port=port), host="127.0.0.1", port=port, log_level="warning",
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

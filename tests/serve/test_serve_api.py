@@ -11,8 +11,7 @@ import zlib
 
 import pytest
 import torch
-from serve_helpers import TRAINED_RUN, drawn_one, png_bytes
-from fastapi.testclient import TestClient
+from serve_helpers import TRAINED_RUN, drawn_one, local_client, png_bytes
 from PIL import Image
 
 from cnnkit.serve import create_app
@@ -22,7 +21,7 @@ from cnnkit.serve.pictures import map_layers
 
 @pytest.fixture(scope="module")
 def client(checkpoints_dir):
-    with TestClient(create_app(checkpoints_dir)) as test_client:
+    with local_client(create_app(checkpoints_dir)) as test_client:
         yield test_client
 
 
@@ -85,7 +84,7 @@ def escape_setup(tmp_path, checkpoints_dir):
     shutil.copytree(checkpoints_dir / TRAINED_RUN, outside / "secret")
     (root / "escape").symlink_to(outside / "secret", target_is_directory=True)
     (root / "not-a-run").mkdir()
-    with TestClient(create_app(root)) as test_client:
+    with local_client(create_app(root)) as test_client:
         yield test_client
 
 
@@ -181,7 +180,7 @@ def test_upload_over_the_size_limit_is_refused(client):
 
 def test_upload_limit_is_configurable(checkpoints_dir):
     noise = Image.frombytes("L", (64, 64), random.Random(0).randbytes(64 * 64))  # ~4 KB as PNG: incompressible
-    with TestClient(create_app(checkpoints_dir, max_upload_bytes=2000)) as small_limit:
+    with local_client(create_app(checkpoints_dir, max_upload_bytes=2000)) as small_limit:
         response = draw(small_limit, png_bytes(noise))
         assert response.status_code == 413 and "limited to 1.95 KB" in response.json()["error"]
         assert draw(small_limit, png_bytes(Image.new("L", (8, 8)))).status_code == 200
@@ -214,7 +213,7 @@ def test_a_bug_becomes_a_json_500_and_the_server_carries_on(checkpoints_dir, mon
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(app.state.photos, "classify", broken)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with local_client(app, raise_server_exceptions=False) as test_client:
         response = test_client.post("/api/photo", data={"example": "golden_gate.jpg"})
         assert response.status_code == 500 and "simulated bug" in response.json()["error"]
         assert test_client.get("/api/checkpoints").status_code == 200
@@ -278,7 +277,7 @@ def test_invalid_training_settings_are_explained(client, settings):
 
 
 def test_events_without_a_run_say_idle(checkpoints_dir):
-    with TestClient(create_app(checkpoints_dir)) as fresh:
+    with local_client(create_app(checkpoints_dir)) as fresh:
         assert read_events(fresh, until="idle") == [("idle", {})]
         assert fresh.post("/api/train/stop").status_code == 409
 

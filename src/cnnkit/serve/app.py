@@ -15,7 +15,8 @@ JSON endpoints under ``/api``:
     GET  /api/zoo/models                     the registry
     GET  /api/zoo/summary?model=M&input_size=CxHxW   the architecture calculator's table and stages
 
-Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server.
+Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server. Requests
+from other web sites, or addressed to a name this server does not listen on, get 403 (origin.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ..errors import CnnkitError, ImageError
 from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError, http_status
 from .images import MAX_UPLOAD_BYTES, decode_upload, drawing_to_input, readable_size
+from .origin import LocalOriginOnly, listening_names
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
 from .pictures import draw_response, filters_picture
 from .training import TrainingManager, TrainRequest
@@ -93,9 +95,14 @@ class RequestBodyLimit:
         await response({"type": "http"}, None, send)
 
 
-def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               host: str = "127.0.0.1", port: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The app for a server listening on ``host``:``port``: requests must name that address (or a loopback
+    name, or one of ``allowed_hosts``) in their Host header, with ``port`` when given; see origin.py."""
     app = FastAPI(title="cnnkit playground", version=__version__, docs_url="/api/docs", redoc_url=None)
     app.add_middleware(RequestBodyLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    # Added last, so it runs first: a refused request is not even read.
+    app.add_middleware(LocalOriginOnly, names=listening_names(host, tuple(allowed_hosts)), port=port)
     checkpoints = CheckpointFolder(checkpoints_dir)
     training = TrainingManager(checkpoints.root)
     photos = PhotoClassifier()
