@@ -22,6 +22,7 @@ from other web sites, or addressed to a name this server does not listen on, get
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import traceback
@@ -39,9 +40,10 @@ from ..errors import CnnkitError, ImageError
 from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError, http_status
 from .images import MAX_UPLOAD_BYTES, decode_upload, drawing_to_input, readable_size
+from .inference import InferencePool
 from .origin import LocalOriginOnly, listening_names
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
-from .pictures import draw_response, filters_picture
+from .pictures import draw_response, filters_picture, refuse_undrawable
 from .training import TrainingManager, TrainRequest
 from .zoo import checked_input_size, zoo_models, zoo_summary
 
@@ -99,14 +101,23 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
                host: str = "127.0.0.1", port: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
     """The app for a server listening on ``host``:``port``: requests must name that address (or a loopback
     name, or one of ``allowed_hosts``) in their Host header, with ``port`` when given; see origin.py."""
-    app = FastAPI(title="cnnkit playground", version=__version__, docs_url="/api/docs", redoc_url=None)
+    inference = InferencePool()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        inference.shutdown()
+
+    app = FastAPI(title="cnnkit playground", version=__version__, docs_url="/api/docs", redoc_url=None,
+                  lifespan=lifespan)
     app.add_middleware(RequestBodyLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     # Added last, so it runs first: a refused request is not even read.
     app.add_middleware(LocalOriginOnly, names=listening_names(host, tuple(allowed_hosts)), port=port)
     checkpoints = CheckpointFolder(checkpoints_dir)
     training = TrainingManager(checkpoints.root)
-    photos = PhotoClassifier()
+    photos = PhotoClassifier(max_copies=inference.workers)
     app.state.checkpoints, app.state.training, app.state.photos = checkpoints, training, photos
+    app.state.inference = inference
 
     # -------------------------------------------------------------------------------------------- errors
     @app.exception_handler(CnnkitError)
@@ -160,12 +171,12 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
 
         def run():  # decoding, loading and the forward pass stay off the event loop, so events keep flowing
             loaded = checkpoints.load(checkpoint)  # a bad name is refused before the upload is even decoded
+            refuse_undrawable(loaded)  # so is a run that is no classifier of images
             picture = decode_upload(data, image.content_type, image.filename or "drawing", max_upload_bytes)
             batch = drawing_to_input(picture, loaded.meta["image_shape"])
-            with loaded.lock:
-                return {"checkpoint": checkpoint, **draw_response(loaded.model, loaded.meta, batch)}
+            return {"checkpoint": checkpoint, **draw_response(loaded, batch)}
 
-        return await asyncio.to_thread(run)
+        return await inference.run(run)
 
     @app.get("/api/photo/examples")
     def photo_examples():
@@ -189,7 +200,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
         def run():
             return photos.classify(decode_upload(data, content_type, name, max_upload_bytes))
 
-        return {"source": name, **await asyncio.to_thread(run)}
+        return {"source": name, **await inference.run(run)}
 
     @app.post("/api/train", status_code=202)
     def start_training(settings: TrainRequest):
