@@ -120,6 +120,16 @@ class Server:
             self.process.kill()
             self.process.wait()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (user + system, all its threads), from /proc on Linux.
+        Per request it shows the server's own cost, which the other programs on a shared machine do not move
+        as much as they move wall-clock throughput."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT_SECONDS)
 
@@ -184,17 +194,21 @@ def load(server: Server, request, total: int, concurrency: int) -> dict:
             connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    cpu_before = server.cpu_seconds()
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    cpu_after = server.cpu_seconds()
+    cpu_ms = None if cpu_before is None else 1000 * (cpu_after - cpu_before) / max(1, len(latencies))
     ordered = sorted(latencies) or [float("nan")]
     percentile = (lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))])
     return {"requests": total, "completed": len(latencies), "errors": len(errors), "seconds": wall,
             "requests_per_second": len(latencies) / wall, "p50_ms": 1000 * statistics.median(ordered),
-            "p99_ms": 1000 * percentile(0.99), "first_error": errors[0] if errors else None}
+            "p99_ms": 1000 * percentile(0.99), "server_cpu_ms_per_request": cpu_ms,
+            "first_error": errors[0] if errors else None}
 
 
 def main() -> None:
@@ -202,6 +216,7 @@ def main() -> None:
     parser.add_argument("--draw-requests", type=int, default=200, help="requests per concurrency level")
     parser.add_argument("--photo-requests", type=int, default=40, help="requests per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--endpoints", nargs="+", choices=["draw", "photo"], default=["draw", "photo"])
     parser.add_argument("--checkpoints", type=Path, help="a folder holding a 'digits' LeNet-5 run (else trained)")
     parser.add_argument("--compare-src", type=Path, help="also load a server from this source tree (a baseline)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole schedule, interleaved")
@@ -218,6 +233,7 @@ def main() -> None:
         trees = [("current", SOURCE)] + ([("baseline", args.compare_src.resolve())] if args.compare_src else [])
         requests = {"draw": (draw_request(drawing_png()), args.draw_requests),
                     "photo": (photo_request((EXAMPLES_DIR / "golden_gate.jpg").read_bytes()), args.photo_requests)}
+        requests = {endpoint: requests[endpoint] for endpoint in args.endpoints}
         results = []
         for round_index in range(args.rounds):
             for endpoint, (request, total) in requests.items():
@@ -230,14 +246,17 @@ def main() -> None:
                                         "round": round_index, **figures})
                         print(f"{label:8s} {endpoint:5s} x{concurrency}: {figures['requests_per_second']:7.1f} req/s  "
                               f"p50 {figures['p50_ms']:7.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
+                              f"server CPU {figures['server_cpu_ms_per_request'] or float('nan'):6.1f} ms/req  "
                               f"errors {figures['errors']}/{total}", flush=True)
                         if figures["first_error"]:
                             print(f"         first error: {figures['first_error']}")
 
-    print(f"\n| tree | endpoint | clients | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|")
+    print("\n| tree | endpoint | clients | req/s | p50 ms | p99 ms | server CPU ms/req | errors |\n"
+          "|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['tree']} | {r['endpoint']} | {r['concurrency']} | {r['requests_per_second']:.1f} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']}/{r['requests']} |")
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_ms_per_request'] or float('nan'):.1f} | "
+              f"{r['errors']}/{r['requests']} |")
     if args.no_record:
         return
     for r in results:
@@ -247,6 +266,8 @@ def main() -> None:
         record("serve_load", f"{r['tree']}: /api/{r['endpoint']}, {r['concurrency']} concurrent clients",
                "requests_per_second", round(r["requests_per_second"], 2), seconds=round(r["seconds"], 2),
                p50_ms=round(r["p50_ms"], 1), p99_ms=round(r["p99_ms"], 1), errors=r["errors"],
+               server_cpu_ms_per_request=(round(r["server_cpu_ms_per_request"], 2)
+                                          if r["server_cpu_ms_per_request"] is not None else None),
                requests=r["requests"], concurrency=r["concurrency"], note=note)
 
 

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 TRAINED_RUN = "digits"
+DENOISING_RUN = "denoiser"  # a run of another task (mixed_checkpoints_dir): no drawing goes to it
 LOCAL_URL = "http://127.0.0.1"  # the test client's requests name a loopback host, as a browser's would
 
 
