@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 import torch
-from serve_helpers import TRAINED_RUN, drawn_one, local_client, png_bytes
+from serve_helpers import DENOISING_RUN, TRAINED_RUN, drawn_one, local_client, png_bytes
 from PIL import Image
 
 from cnnkit.serve import create_app
@@ -349,3 +349,37 @@ def test_zoo_input_size_changes_macs_not_parameters(client):
 def test_zoo_errors(client, params, status, words):
     response = client.get("/api/zoo/summary", params=params)
     assert response.status_code == status and words in response.json()["error"]
+
+
+# ------------------------------------------------------------------------------- runs of other tasks (issue 22)
+@pytest.fixture(scope="module")
+def mixed_client(mixed_checkpoints_dir):
+    with local_client(create_app(mixed_checkpoints_dir)) as test_client:
+        yield test_client
+
+
+def test_checkpoints_say_which_runs_the_draw_page_can_use(mixed_client):
+    rows = {r["name"]: r for r in mixed_client.get("/api/checkpoints").json()["checkpoints"]}
+    assert rows[TRAINED_RUN]["drawable"] and rows[TRAINED_RUN]["task"] == "classification"
+    assert not rows[DENOISING_RUN]["drawable"] and rows[DENOISING_RUN]["task"] == "denoising"
+
+
+def test_drawing_for_a_run_of_another_task_is_refused_in_words(mixed_client):
+    """A denoising autoencoder has MNIST's class names but outputs images: no raw PyTorch error, no label."""
+    response = draw(mixed_client, png_bytes(drawn_one()), checkpoint=DENOISING_RUN)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]
+    assert "denoising model (conv_autoencoder), not a classifier" in message and "prediction" not in response.json()
+
+
+def test_classes_that_do_not_match_the_outputs_give_no_label(checkpoints_dir, tmp_path):
+    """checkpoint.json naming 3 classes for a 10-output network: refused, not the first 3 of 10 labels."""
+    run = tmp_path / "mislabelled"
+    shutil.copytree(checkpoints_dir / TRAINED_RUN, run)
+    meta = json.loads((run / "checkpoint.json").read_text())
+    meta["classes"] = ["cat", "dog", "bird"]
+    (run / "checkpoint.json").write_text(json.dumps(meta))
+    with local_client(create_app(tmp_path)) as client:
+        response = draw(client, png_bytes(drawn_one()), checkpoint="mislabelled")
+    assert response.status_code == 422, response.text
+    assert "names 3 classes but its network outputs (10,)" in response.json()["error"]
