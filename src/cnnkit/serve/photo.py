@@ -65,6 +65,8 @@ class PhotoClassifier:
             make = self._idle.empty() and self._copies < self.max_copies
             if make:
                 self._copies += 1
+        # Copies are made from the loaded network, which is never lent out itself: it carries no request's
+        # hooks, so a copy made while other requests run starts clean.
         copy_ = copy.deepcopy(model) if make else self._idle.get()  # blocks while all copies are in use
         try:
             yield copy_
