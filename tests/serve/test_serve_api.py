@@ -383,3 +383,68 @@ def test_classes_that_do_not_match_the_outputs_give_no_label(checkpoints_dir, tm
         response = draw(client, png_bytes(drawn_one()), checkpoint="mislabelled")
     assert response.status_code == 422, response.text
     assert "names 3 classes but its network outputs (10,)" in response.json()["error"]
+
+
+# ------------------------------------------------------------------------------ concurrency (issue 24, item 6)
+def drawn_digit(angle: float) -> bytes:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (280, 280))
+    pen = ImageDraw.Draw(image)
+    pen.line([(140 - 60 * angle, 50), (140 + 60 * angle, 230)], fill=(255, 255, 255), width=20)
+    pen.arc([(80, 40), (200, 160 + 40 * angle)], 0, 300, fill=(255, 255, 255), width=18)
+    return png_bytes(image)
+
+
+def test_concurrent_drawings_get_their_own_answers(client):
+    """The forward pass of each request records its own maps: eight drawings at once get exactly the answers
+    they get one at a time (the lock covers the model call, the pool runs the rest side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    drawings = [drawn_digit(a / 8) for a in range(-4, 4)]
+    alone = [draw(client, d).json() for d in drawings]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda d: draw(client, d).json(), drawings * 2))
+    for index, answer in enumerate(together):
+        expected = alone[index % len(drawings)]
+        assert answer["probabilities"] == expected["probabilities"]
+        assert [m["image"] for m in answer["maps"]] == [m["image"] for m in expected["maps"]]
+
+
+def test_inference_workers_use_their_own_few_threads():
+    """However many threads torch would use elsewhere in the process, a worker uses cores // workers."""
+    import asyncio
+
+    from cnnkit.serve.inference import InferencePool
+
+    async def ask_workers(pool):
+        return await asyncio.gather(*(pool.run(torch.get_num_threads) for _ in range(6)))
+
+    before = torch.get_num_threads()
+    pool = InferencePool(workers=2, threads_per_worker=1)
+    try:
+        torch.set_num_threads(3)  # e.g. a training run started in between
+        counts = asyncio.run(asyncio.wait_for(ask_workers(pool), 30))
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(before)
+    assert counts == [1] * 6
+
+
+def test_concurrent_photos_borrow_separate_networks(checkpoints_dir):
+    """Grad-CAM hooks attach to the network: concurrent photos each use their own copy (at most one per worker)
+    and get the same answers as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(checkpoints_dir)
+    with local_client(app) as photo_client:
+        examples = ["golden_gate.jpg", "tubingen.jpg"]
+        ask = (lambda name: photo_client.post("/api/photo", data={"example": name}).json())
+        alone = {name: ask(name) for name in examples}
+        if "error" in alone[examples[0]]:
+            pytest.skip(alone[examples[0]]["error"])
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(ask, examples))
+    for name, answer in zip(examples, together):
+        assert answer["labels"] == alone[name]["labels"] and answer["overlay"] == alone[name]["overlay"]
+    assert 1 <= app.state.photos._copies <= app.state.inference.workers
