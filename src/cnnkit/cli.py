@@ -270,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name browsers use to reach the server (a reverse proxy, a LAN name); requests "
+                        "naming any other host are refused (default: the --host address and loopback names)")
     p.set_defaults(func=cmd_serve)
 
     p = command("finetune", "transfer a pretrained model or checkpoint to a dataset (cnnkit.transfer)")
@@ -912,7 +915,8 @@ def cmd_serve(args) -> None:
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
           "Ctrl-C stops it)", flush=True)
-    uvicorn.run(create_app(args.checkpoints), host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.checkpoints, host=args.host, port=args.port, allowed_hosts=tuple(args.allow_host))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 def _load_source(args):
     """The model named by ``finetune --from``: MODEL:TAG, a cnnkit run folder, or a weights file (--model)."""

@@ -9,6 +9,16 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 TRAINED_RUN = "digits"
+DENOISING_RUN = "denoiser"  # a run of another task (mixed_checkpoints_dir): no drawing goes to it
+LOCAL_URL = "http://127.0.0.1"  # the test client's requests name a loopback host, as a browser's would
+
+
+def local_client(app, **options):
+    """FastAPI's test client addressing the app as 127.0.0.1 (its default, "testserver", is refused as a
+    foreign Host by the playground)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=LOCAL_URL, **options)
 
 
 def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:

@@ -11,8 +11,7 @@ import zlib
 
 import pytest
 import torch
-from serve_helpers import TRAINED_RUN, drawn_one, png_bytes
-from fastapi.testclient import TestClient
+from serve_helpers import DENOISING_RUN, TRAINED_RUN, drawn_one, local_client, png_bytes
 from PIL import Image
 
 from cnnkit.serve import create_app
@@ -22,7 +21,7 @@ from cnnkit.serve.pictures import map_layers
 
 @pytest.fixture(scope="module")
 def client(checkpoints_dir):
-    with TestClient(create_app(checkpoints_dir)) as test_client:
+    with local_client(create_app(checkpoints_dir)) as test_client:
         yield test_client
 
 
@@ -85,7 +84,7 @@ def escape_setup(tmp_path, checkpoints_dir):
     shutil.copytree(checkpoints_dir / TRAINED_RUN, outside / "secret")
     (root / "escape").symlink_to(outside / "secret", target_is_directory=True)
     (root / "not-a-run").mkdir()
-    with TestClient(create_app(root)) as test_client:
+    with local_client(create_app(root)) as test_client:
         yield test_client
 
 
@@ -181,7 +180,7 @@ def test_upload_over_the_size_limit_is_refused(client):
 
 def test_upload_limit_is_configurable(checkpoints_dir):
     noise = Image.frombytes("L", (64, 64), random.Random(0).randbytes(64 * 64))  # ~4 KB as PNG: incompressible
-    with TestClient(create_app(checkpoints_dir, max_upload_bytes=2000)) as small_limit:
+    with local_client(create_app(checkpoints_dir, max_upload_bytes=2000)) as small_limit:
         response = draw(small_limit, png_bytes(noise))
         assert response.status_code == 413 and "limited to 1.95 KB" in response.json()["error"]
         assert draw(small_limit, png_bytes(Image.new("L", (8, 8)))).status_code == 200
@@ -214,7 +213,7 @@ def test_a_bug_becomes_a_json_500_and_the_server_carries_on(checkpoints_dir, mon
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(app.state.photos, "classify", broken)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with local_client(app, raise_server_exceptions=False) as test_client:
         response = test_client.post("/api/photo", data={"example": "golden_gate.jpg"})
         assert response.status_code == 500 and "simulated bug" in response.json()["error"]
         assert test_client.get("/api/checkpoints").status_code == 200
@@ -278,7 +277,7 @@ def test_invalid_training_settings_are_explained(client, settings):
 
 
 def test_events_without_a_run_say_idle(checkpoints_dir):
-    with TestClient(create_app(checkpoints_dir)) as fresh:
+    with local_client(create_app(checkpoints_dir)) as fresh:
         assert read_events(fresh, until="idle") == [("idle", {})]
         assert fresh.post("/api/train/stop").status_code == 409
 
@@ -350,3 +349,102 @@ def test_zoo_input_size_changes_macs_not_parameters(client):
 def test_zoo_errors(client, params, status, words):
     response = client.get("/api/zoo/summary", params=params)
     assert response.status_code == status and words in response.json()["error"]
+
+
+# ------------------------------------------------------------------------------- runs of other tasks (issue 22)
+@pytest.fixture(scope="module")
+def mixed_client(mixed_checkpoints_dir):
+    with local_client(create_app(mixed_checkpoints_dir)) as test_client:
+        yield test_client
+
+
+def test_checkpoints_say_which_runs_the_draw_page_can_use(mixed_client):
+    rows = {r["name"]: r for r in mixed_client.get("/api/checkpoints").json()["checkpoints"]}
+    assert rows[TRAINED_RUN]["drawable"] and rows[TRAINED_RUN]["task"] == "classification"
+    assert not rows[DENOISING_RUN]["drawable"] and rows[DENOISING_RUN]["task"] == "denoising"
+
+
+def test_drawing_for_a_run_of_another_task_is_refused_in_words(mixed_client):
+    """A denoising autoencoder has MNIST's class names but outputs images: no raw PyTorch error, no label."""
+    response = draw(mixed_client, png_bytes(drawn_one()), checkpoint=DENOISING_RUN)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]
+    assert "denoising model (conv_autoencoder), not a classifier" in message and "prediction" not in response.json()
+
+
+def test_classes_that_do_not_match_the_outputs_give_no_label(checkpoints_dir, tmp_path):
+    """checkpoint.json naming 3 classes for a 10-output network: refused, not the first 3 of 10 labels."""
+    run = tmp_path / "mislabelled"
+    shutil.copytree(checkpoints_dir / TRAINED_RUN, run)
+    meta = json.loads((run / "checkpoint.json").read_text())
+    meta["classes"] = ["cat", "dog", "bird"]
+    (run / "checkpoint.json").write_text(json.dumps(meta))
+    with local_client(create_app(tmp_path)) as client:
+        response = draw(client, png_bytes(drawn_one()), checkpoint="mislabelled")
+    assert response.status_code == 422, response.text
+    assert "names 3 classes but its network outputs (10,)" in response.json()["error"]
+
+
+# ------------------------------------------------------------------------------ concurrency (issue 24, item 6)
+def drawn_digit(angle: float) -> bytes:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (280, 280))
+    pen = ImageDraw.Draw(image)
+    pen.line([(140 - 60 * angle, 50), (140 + 60 * angle, 230)], fill=(255, 255, 255), width=20)
+    pen.arc([(80, 40), (200, 160 + 40 * angle)], 0, 300, fill=(255, 255, 255), width=18)
+    return png_bytes(image)
+
+
+def test_concurrent_drawings_get_their_own_answers(client):
+    """The forward pass of each request records its own maps: eight drawings at once get exactly the answers
+    they get one at a time (the lock covers the model call, the pool runs the rest side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    drawings = [drawn_digit(a / 8) for a in range(-4, 4)]
+    alone = [draw(client, d).json() for d in drawings]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda d: draw(client, d).json(), drawings * 2))
+    for index, answer in enumerate(together):
+        expected = alone[index % len(drawings)]
+        assert answer["probabilities"] == expected["probabilities"]
+        assert [m["image"] for m in answer["maps"]] == [m["image"] for m in expected["maps"]]
+
+
+def test_inference_workers_use_their_own_few_threads():
+    """However many threads torch would use elsewhere in the process, a worker uses cores // workers."""
+    import asyncio
+
+    from cnnkit.serve.inference import InferencePool
+
+    async def ask_workers(pool):
+        return await asyncio.gather(*(pool.run(torch.get_num_threads) for _ in range(6)))
+
+    before = torch.get_num_threads()
+    pool = InferencePool(workers=2, threads_per_worker=1)
+    try:
+        torch.set_num_threads(3)  # e.g. a training run started in between
+        counts = asyncio.run(asyncio.wait_for(ask_workers(pool), 30))
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(before)
+    assert counts == [1] * 6
+
+
+def test_concurrent_photos_borrow_separate_networks(checkpoints_dir):
+    """Grad-CAM hooks attach to the network: concurrent photos each use their own copy (at most one per worker)
+    and get the same answers as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(checkpoints_dir)
+    with local_client(app) as photo_client:
+        examples = ["golden_gate.jpg", "tubingen.jpg"]
+        ask = (lambda name: photo_client.post("/api/photo", data={"example": name}).json())
+        alone = {name: ask(name) for name in examples}
+        if "error" in alone[examples[0]]:
+            pytest.skip(alone[examples[0]]["error"])
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(ask, examples))
+    for name, answer in zip(examples, together):
+        assert answer["labels"] == alone[name]["labels"] and answer["overlay"] == alone[name]["overlay"]
+    assert 1 <= app.state.photos._copies <= app.state.inference.workers

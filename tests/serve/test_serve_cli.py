@@ -27,3 +27,15 @@ def test_serve_warns_when_listening_beyond_this_machine(monkeypatch, tmp_path, c
     assert main(["serve", "--checkpoints", str(tmp_path), "--host", "0.0.0.0"]) == 0
     assert calls[0][1]["host"] == "0.0.0.0"
     assert "no login" in capsys.readouterr().err
+
+
+def test_serve_accepts_only_its_own_address_and_allowed_names(monkeypatch, tmp_path):
+    from fastapi.testclient import TestClient
+
+    calls = capture_run(monkeypatch)
+    assert main(["serve", "--checkpoints", str(tmp_path), "--port", "8123", "--allow-host", "pi.local"]) == 0
+    with TestClient(calls[0][0], base_url="http://127.0.0.1:8123") as client:
+        assert client.get("/api/info").status_code == 200
+        assert client.get("/api/info", headers={"host": "pi.local:8123"}).status_code == 200
+        assert client.get("/api/info", headers={"host": "127.0.0.1:8000"}).status_code == 403
+        assert client.get("/api/info", headers={"host": "evil.example:8123"}).status_code == 403

@@ -15,12 +15,14 @@ JSON endpoints under ``/api``:
     GET  /api/zoo/models                     the registry
     GET  /api/zoo/summary?model=M&input_size=CxHxW   the architecture calculator's table and stages
 
-Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server.
+Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server. Requests
+from other web sites, or addressed to a name this server does not listen on, get 403 (origin.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import traceback
@@ -38,8 +40,10 @@ from ..errors import CnnkitError, ImageError
 from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError, http_status
 from .images import MAX_UPLOAD_BYTES, decode_upload, drawing_to_input, readable_size
+from .inference import InferencePool
+from .origin import LocalOriginOnly, listening_names
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
-from .pictures import draw_response, filters_picture
+from .pictures import draw_response, filters_picture, refuse_undrawable
 from .training import TrainingManager, TrainRequest
 from .zoo import checked_input_size, zoo_models, zoo_summary
 
@@ -93,13 +97,27 @@ class RequestBodyLimit:
         await response({"type": "http"}, None, send)
 
 
-def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    app = FastAPI(title="cnnkit playground", version=__version__, docs_url="/api/docs", redoc_url=None)
+def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               host: str = "127.0.0.1", port: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The app for a server listening on ``host``:``port``: requests must name that address (or a loopback
+    name, or one of ``allowed_hosts``) in their Host header, with ``port`` when given; see origin.py."""
+    inference = InferencePool()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        inference.shutdown()
+
+    app = FastAPI(title="cnnkit playground", version=__version__, docs_url="/api/docs", redoc_url=None,
+                  lifespan=lifespan)
     app.add_middleware(RequestBodyLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    # Added last, so it runs first: a refused request is not even read.
+    app.add_middleware(LocalOriginOnly, names=listening_names(host, tuple(allowed_hosts)), port=port)
     checkpoints = CheckpointFolder(checkpoints_dir)
     training = TrainingManager(checkpoints.root)
-    photos = PhotoClassifier()
+    photos = PhotoClassifier(max_copies=inference.workers)
     app.state.checkpoints, app.state.training, app.state.photos = checkpoints, training, photos
+    app.state.inference = inference
 
     # -------------------------------------------------------------------------------------------- errors
     @app.exception_handler(CnnkitError)
@@ -153,12 +171,12 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
 
         def run():  # decoding, loading and the forward pass stay off the event loop, so events keep flowing
             loaded = checkpoints.load(checkpoint)  # a bad name is refused before the upload is even decoded
+            refuse_undrawable(loaded)  # so is a run that is no classifier of images
             picture = decode_upload(data, image.content_type, image.filename or "drawing", max_upload_bytes)
             batch = drawing_to_input(picture, loaded.meta["image_shape"])
-            with loaded.lock:
-                return {"checkpoint": checkpoint, **draw_response(loaded.model, loaded.meta, batch)}
+            return {"checkpoint": checkpoint, **draw_response(loaded, batch)}
 
-        return await asyncio.to_thread(run)
+        return await inference.run(run)
 
     @app.get("/api/photo/examples")
     def photo_examples():
@@ -182,7 +200,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
         def run():
             return photos.classify(decode_upload(data, content_type, name, max_upload_bytes))
 
-        return {"source": name, **await asyncio.to_thread(run)}
+        return {"source": name, **await inference.run(run)}
 
     @app.post("/api/train", status_code=202)
     def start_training(settings: TrainRequest):

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CnnkitError
 from ..train.checkpoint import META_FILE, MODEL_FILE, load_model_checkpoint, read_checkpoint_meta
 from .errors import CheckpointNameError, CheckpointNotFoundError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_DRAW_SIDE = 1024  # a drawing is resized to the model's input: beyond this it is no longer a drawing
 
 
 @dataclass
@@ -28,6 +29,40 @@ class LoadedCheckpoint:
     meta: dict
     version: int  # mtime of checkpoint.json when loaded
     lock: threading.Lock  # one forward pass at a time: the viz hooks attach to the shared model
+    map_layers: list[tuple[str, str]] | None = None  # the layers the Draw page shows: the same for every input
+
+
+def task_of(meta: dict) -> str:
+    """The task a run trained for: written by the Trainer; for older runs, the model's task in the registry."""
+    task = meta.get("task")
+    if isinstance(task, dict) and isinstance(task.get("name"), str):
+        return task["name"]
+    from ..models.registry import get_model_entry
+
+    try:
+        return get_model_entry(str((meta.get("model") or {}).get("name"))).task
+    except (CnnkitError, AttributeError):
+        return "unknown"
+
+
+def drawing_problem(meta: dict) -> str | None:
+    """Why the Draw page cannot use a run (None when it can): it takes classifiers of grey or colour images,
+    whose class names match their outputs."""
+    described = meta.get("model")
+    model = described.get("name", "this model") if isinstance(described, dict) else "this model"
+    task = task_of(meta)
+    if task != "classification":
+        return (f"it holds a {task} model ({model}), not a classifier; the Draw page predicts classes, so pick a "
+                "classifier run")
+    shape = meta.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)
+            and all(isinstance(v, int) and 0 < v <= MAX_DRAW_SIDE for v in shape[1:])):
+        return (f"its input shape {shape} is not a grey or colour image of at most {MAX_DRAW_SIDE} pixels a side, "
+                "which a drawing cannot be turned into")
+    classes = meta.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2):
+        return "its checkpoint names no classes, so there is nothing to predict"
+    return None
 
 
 class CheckpointFolder:
@@ -66,7 +101,7 @@ class CheckpointFolder:
                 "name": folder.name, "model": meta["model"].get("name"), "dataset": meta.get("dataset"),
                 "classes": meta.get("classes", []), "image_shape": meta.get("image_shape"),
                 "epoch": meta.get("epoch"), "val_acc": metrics.get("val_acc"), "saved": meta.get("saved"),
-                "modified": mtime,
+                "modified": mtime, "task": task_of(meta), "drawable": drawing_problem(meta) is None,
             })
         return sorted(found, key=lambda row: row["modified"], reverse=True)
 

@@ -27,6 +27,12 @@ class CheckpointNotFoundError(CheckpointError, UnknownNameError):
         return CnnkitError.__str__(self)
 
 
+class NotDrawableError(CheckpointError):
+    """A run the Draw page cannot use: not a classifier, or an input a drawing cannot become."""
+
+    http_status = 422
+
+
 class TrainingBusyError(CnnkitError):
     """A second training job while one runs: the machine trains one model at a time."""
 

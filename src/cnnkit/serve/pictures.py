@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
 from ..predict import preprocess_from_meta
-from ..viz import conv_weights, feature_maps, plots
+from ..viz import conv_weights, plots
 from ..viz.filters import filter_images
-from ..viz.hooks import executed_layers
+from ..viz.hooks import evaluation_mode, executed_layers, record_outputs
+from .checkpoints import LoadedCheckpoint, drawing_problem
+from .errors import NotDrawableError
 from .images import colourise, grey_or_colour, png_data_url
 
 MAX_MAP_LAYERS = 8
@@ -62,9 +63,7 @@ def map_layers(model: nn.Module, batch: torch.Tensor) -> list[tuple[str, str]]:
     return picks
 
 
-def maps_pictures(model: nn.Module, batch: torch.Tensor) -> list[dict]:
-    pairs = map_layers(model, batch)
-    outputs = feature_maps(model, batch, [recorded for recorded, _ in pairs])
+def maps_pictures(pairs: list[tuple[str, str]], outputs: dict[str, torch.Tensor]) -> list[dict]:
     pictures = []
     for recorded, layer in pairs:
         first = outputs[recorded][0]
@@ -77,24 +76,37 @@ def maps_pictures(model: nn.Module, batch: torch.Tensor) -> list[dict]:
     return pictures
 
 
-@torch.no_grad()
-def classify(model: nn.Module, meta: dict, batch_uint8: torch.Tensor) -> tuple[list[dict], torch.Tensor]:
-    """Probabilities of every class, in class order, and the preprocessed batch the model read."""
-    if not meta.get("classes"):
-        raise CheckpointError(f"The checkpoint of {meta['model'].get('name')} has no class names: it is not a "
-                              "classifier, so there is nothing to predict for a drawing.")
+def refuse_undrawable(loaded: LoadedCheckpoint) -> None:
+    problem = drawing_problem(loaded.meta)
+    if problem:
+        raise NotDrawableError(f"Checkpoint {loaded.name!r} cannot be used on the Draw page: {problem}.")
+
+
+def draw_response(loaded: LoadedCheckpoint, batch_uint8: torch.Tensor) -> dict:
+    """Probabilities of every class (in class order), the input as the network saw it, and the feature maps.
+
+    One forward pass records both the logits and the maps. Only that pass holds the checkpoint's lock (the
+    recording hooks attach to the shared model); preparing the input and drawing the maps as PNGs, most of
+    a request's time, run outside it, so concurrent requests overlap."""
+    meta, model = loaded.meta, loaded.model
+    refuse_undrawable(loaded)
     batch = preprocess_from_meta(meta)(batch_uint8)
-    logits = model(batch).float()
-    probabilities = torch.softmax(logits, dim=1)[0].tolist()
-    return [{"class": name, "p": p} for name, p in zip(meta["classes"], probabilities)], batch
-
-
-def draw_response(model: nn.Module, meta: dict, batch_uint8: torch.Tensor) -> dict:
-    probabilities, batch = classify(model, meta, batch_uint8)
+    with loaded.lock:
+        if loaded.map_layers is None:
+            loaded.map_layers = map_layers(model, batch)
+        pairs = loaded.map_layers
+        with torch.no_grad(), evaluation_mode(model), record_outputs(model, [r for r, _ in pairs]) as recorded:
+            logits = model(batch)
+            outputs = {name: recorded[name].detach() for name, _ in pairs}
+    classes = meta["classes"]
+    if logits.ndim != 2 or logits.shape[1] != len(classes):
+        raise NotDrawableError(f"Checkpoint {loaded.name!r} names {len(classes)} classes but its network outputs "
+                               f"{tuple(logits.shape[1:])} values per image; the pair does not belong together.")
+    probabilities = [{"class": name, "p": p} for name, p in zip(classes, torch.softmax(logits.float(), 1)[0].tolist())]
     best = max(probabilities, key=lambda row: row["p"])
     seen = batch_uint8[0].permute(1, 2, 0).numpy()
     return {
         "prediction": best["class"], "confidence": best["p"], "probabilities": probabilities,
         "input": png_data_url(seen[..., 0] if seen.shape[-1] == 1 else seen),
-        "maps": maps_pictures(model, batch),
+        "maps": maps_pictures(pairs, outputs),
     }

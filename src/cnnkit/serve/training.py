@@ -23,6 +23,7 @@ from ..data.datasets import DatasetBundle, random_subset
 from ..errors import CnnkitError
 from ..train import TrainConfig, Trainer
 from .errors import NoTrainingError, TrainingBusyError
+from .inference import TRAINING_THREADS, use_threads
 from .pictures import filters_picture
 
 FILTER_SNAPSHOTS_PER_EPOCH = 8
@@ -144,6 +145,7 @@ class TrainingManager:
         from ..models import create_model
 
         request = job.request
+        use_threads(TRAINING_THREADS)  # the inference workers set fewer for themselves; the run keeps the default
         try:
             full = cached_dataset(request.dataset)
             order = torch.randperm(len(full.train), generator=torch.Generator().manual_seed(request.seed))

@@ -7,16 +7,22 @@ const select = document.getElementById("checkpoint");
 const message = document.getElementById("message");
 let drawing = false, hasInk = false, lastPoint = null;
 let inFlight = false, pending = false, lastSent = 0;
+let usable = [];  // the runs this page can use: classifiers of grey or colour images (the server says which)
 const PREDICT_INTERVAL_MS = 150;  // while the pen moves: often enough to feel live, rarely enough for 2 CPUs
+
+function clearResult() {
+  document.body.classList.remove("has-result");
+  document.getElementById("prediction").textContent = "";
+  document.getElementById("bars").innerHTML = "";
+  document.getElementById("maps").innerHTML = "";
+  document.getElementById("seen").removeAttribute("src");
+}
 
 function clearPad() {
   context.fillStyle = "#000";
   context.fillRect(0, 0, pad.width, pad.height);
   hasInk = false;
-  document.getElementById("prediction").textContent = "";
-  document.getElementById("bars").innerHTML = "";
-  document.getElementById("maps").innerHTML = "";
-  document.getElementById("seen").removeAttribute("src");
+  clearResult();
 }
 
 function point(event) {
@@ -61,6 +67,7 @@ async function predict() {
     showResult(result);
     showMessage(message, "");
   } catch (error) {
+    clearResult();  // an answer for an earlier drawing or model beside the error would mislead
     showMessage(message, error.message, true);
   } finally {
     inFlight = false;
@@ -69,6 +76,7 @@ async function predict() {
 }
 
 function showResult(result) {
+  document.body.classList.add("has-result");
   document.getElementById("prediction").textContent =
     `${result.prediction} (${(100 * result.confidence).toFixed(1)}%)`;
   let rows = result.probabilities.map((r) => [r.class, r.p]);
@@ -87,6 +95,7 @@ async function loadFilters() {
     img.src = f.image;
     document.getElementById("filters-caption").textContent = `${f.layer} · ${f.shape.join("x")}`;
   } catch (error) {
+    img.removeAttribute("src");
     showMessage(message, error.message, true);
   }
 }
@@ -95,16 +104,22 @@ async function loadCheckpoints() {
   const wanted = new URLSearchParams(location.search).get("checkpoint") || select.value;
   try {
     const {checkpoints, folder} = await api("/api/checkpoints");
-    if (!checkpoints.length) {
+    usable = checkpoints.filter((c) => c.drawable);  // newest first, as the server lists them
+    if (!usable.length) {
       select.innerHTML = "";
-      showMessage(message, `No trained models in ${folder} yet. Train one on the Train page (a minute), or run ` +
-                           "'make demo' and reload.");
+      document.getElementById("checkpoint-info").textContent = "";
+      const others = checkpoints.length ? ` (its ${checkpoints.length} run(s) are ${[...new Set(checkpoints.map(
+        (c) => c.task))].join(", ")} models, which take no drawings)` : "";
+      showMessage(message, `No trained classifiers in ${folder} yet${others}. Train one on the Train page (a ` +
+                           "minute), or run 'make demo' and reload.");
       return;
     }
-    select.innerHTML = checkpoints.map((c) => `<option value="${escapeHtml(c.name)}">${escapeHtml(c.name)}</option>`).join("");
-    if (checkpoints.some((c) => c.name === wanted)) select.value = wanted;
-    describe(checkpoints.find((c) => c.name === select.value));
-    showMessage(message, "");
+    select.innerHTML = usable.map((c) => `<option value="${escapeHtml(c.name)}">${escapeHtml(c.name)}</option>`).join("");
+    if (usable.some((c) => c.name === wanted)) select.value = wanted;
+    describe(usable.find((c) => c.name === select.value));
+    const skipped = checkpoints.some((c) => c.name === wanted && !c.drawable);
+    showMessage(message, skipped ? `${wanted} is not a classifier of images, so it cannot read a drawing; ` +
+                                   `showing ${select.value} instead.` : "");
     await loadFilters();
   } catch (error) {
     showMessage(message, error.message, true);
@@ -119,8 +134,8 @@ function describe(c) {
 }
 
 select.addEventListener("change", async () => {
-  const {checkpoints} = await api("/api/checkpoints");
-  describe(checkpoints.find((c) => c.name === select.value));
+  describe(usable.find((c) => c.name === select.value));
+  showMessage(message, "");
   await loadFilters();
   predict();
 });

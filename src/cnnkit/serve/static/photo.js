@@ -2,6 +2,17 @@
 "use strict";
 
 const message = document.getElementById("message");
+const NO_RESULT_NOTE = "Choose a photo to see what the network thinks it shows.";
+
+// Back to the empty page: a refused upload must not leave the previous photo's answer beside its error.
+function clearResult() {
+  document.body.classList.remove("has-result");
+  document.getElementById("labels").innerHTML = "";
+  document.getElementById("labels-note").textContent = NO_RESULT_NOTE;
+  document.getElementById("input").removeAttribute("src");
+  document.getElementById("overlay").removeAttribute("src");
+  document.getElementById("cam-caption").textContent = "";
+}
 
 async function classify(form, description) {
   showMessage(message, `Classifying ${description}…`);
@@ -14,8 +25,10 @@ async function classify(form, description) {
     document.getElementById("input").src = result.input;
     document.getElementById("overlay").src = result.overlay;
     document.getElementById("cam-caption").textContent = `for “${result.gradcam_class}”, at layer ${result.gradcam_layer}`;
+    document.body.classList.add("has-result");
     showMessage(message, "");
   } catch (error) {
+    clearResult();
     showMessage(message, error.message, true);
   }
 }

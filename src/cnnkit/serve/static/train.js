@@ -145,6 +145,13 @@ stopButton.addEventListener("click", async () => {
   }
 });
 
+const modelSelect = document.getElementById("model");
+function describeModel() {  // the menu holds short names (a long one is cut off); the details go below it
+  document.getElementById("model-note").textContent = modelSelect.selectedOptions[0].dataset.note;
+}
+modelSelect.addEventListener("change", describeModel);
+describeModel();
+
 resetSeries();
 redraw();
 // A run started earlier (or from another tab) is shown from its beginning.

@@ -47,10 +47,24 @@ async function show() {
       <td>${escapeHtml(row.name)}</td><td>${escapeHtml(row.type)}</td><td>${shape(row.output_shape)}</td>
       <td>${row.params.toLocaleString("en-US")}</td><td>${row.macs ? formatCount(row.macs) : "-"}</td>
       <td>${formatBytes(row.activation_bytes)}</td><td>${row.receptive_field ?? "whole input"}</td></tr>`).join("");
+    document.getElementById("layers-wrap").scrollTop = 0;
+    updateScrollCue();
     showMessage(message, "");
   } catch (error) {
     showMessage(message, error.message, true);
   }
+}
+
+// The table scrolls inside its box: say so (how many rows, which way), and shade each edge it continues past.
+function updateScrollCue() {
+  const wrap = document.getElementById("layers-wrap"), rows = document.querySelectorAll("#layers tbody tr").length;
+  const below = wrap.scrollHeight - wrap.scrollTop - wrap.clientHeight > 1;
+  const right = wrap.scrollWidth - wrap.scrollLeft - wrap.clientWidth > 1;
+  wrap.classList.toggle("more-below", below);
+  wrap.classList.toggle("more-right", right);
+  const down = wrap.scrollHeight > wrap.clientHeight + 1, across = wrap.scrollWidth > wrap.clientWidth + 1;
+  const ways = [down && "down", across && "sideways"].filter(Boolean).join(" and ");
+  document.getElementById("layers-cue").textContent = ways ? `${rows} layers: scroll the table ${ways} to see them all.` : "";
 }
 
 function describeModel() {
@@ -76,6 +90,8 @@ async function init() {
 }
 
 modelSelect.addEventListener("change", () => { describeModel(); show(); });
+document.getElementById("layers-wrap").addEventListener("scroll", updateScrollCue, {passive: true});
+window.addEventListener("resize", updateScrollCue);
 document.getElementById("show").addEventListener("click", show);
 sizeInput.addEventListener("keydown", (e) => { if (e.key === "Enter") show(); });
 init();
