@@ -245,3 +245,32 @@ def test_import_refuses_what_it_cannot_know(tmp_path):
         import_checkpoint(weights, "resnet20", tmp_path / "run", classes=["a", "b", "c"], mean=[0.5] * 3,
                           std=[0.25] * 3)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_imported_run_is_offered_by_serve_and_read_by_viz_with_its_preprocessing(tmp_path):
+    from cnnkit.serve.checkpoints import CheckpointFolder
+    from cnnkit.viz.cli import load_for_tools
+
+    reference = randomise(akamaster_resnet.resnet(20), seed=13)
+    weights = save_akamaster(reference, tmp_path / "resnet20.th")
+    import_checkpoint(weights, "resnet20", tmp_path / "runs" / "akamaster20", dataset="cifar10",
+                      mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    folder = CheckpointFolder(tmp_path / "runs")
+    assert [(row["name"], row["model"], row["dataset"]) for row in folder.list()] == \
+        [("akamaster20", "resnet20", "cifar10")]
+    assert_same_logits(reference, folder.load("akamaster20").model, (2, 3, 32, 32))
+    model, info = load_for_tools(str(tmp_path / "runs" / "akamaster20"))
+    assert (info["mean"], info["std"], info["size"]) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], (32, 32))
+    assert_same_logits(reference, model, (2, 3, 32, 32))
+
+
+class _Payload:
+    """Stands for any pickled object: unpickling it would run code of the file's choosing."""
+
+
+def test_th_files_get_the_same_safe_loading_as_pth(tmp_path):
+    torch.save({"state_dict": {"conv1.weight": _Payload()}, "best_prec1": 0.0}, tmp_path / "evil.th")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        import_checkpoint(tmp_path / "evil.th", "resnet20", tmp_path / "run", dataset="cifar10",
+                          mean=[0.5] * 3, std=[0.25] * 3)
+    assert not (tmp_path / "run").exists()

@@ -584,7 +584,10 @@ def cmd_predict(args) -> None:
             raise CnnkitError("--model and --pretrained go together: cnnkit predict --model efficientnet_lite0 "
                               "--pretrained imagenet photo.jpg")
         args.images = [args.checkpoint, *args.images]  # no run folder: the first positional is an image
-        if Path(args.pretrained).is_file():
+        if Path(args.pretrained).is_dir():  # a run folder carries its own preprocessing and classes
+            model, meta = load_model_checkpoint(args.pretrained)
+            results = predict_files(model, meta, args.images, args.top_k, args.invert)
+        elif Path(args.pretrained).is_file():
             model, meta = _imported_model(args)
             results = predict_files(model, meta, args.images, args.top_k, args.invert)
         else:
