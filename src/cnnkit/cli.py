@@ -26,7 +26,14 @@ EXAMPLES = {
     "eval": "example:\n  cnnkit eval runs/lenet5 --data mnist",
     "predict": "examples:\n  cnnkit predict runs/lenet5 digit.png other.jpg --top-k 3\n"
                "  cnnkit predict runs/lenet5 pen_on_paper.png --invert   # dark digit on a light background\n"
-               "  cnnkit predict --model efficientnet_lite0 --pretrained imagenet photo.jpg   # top-5 ImageNet labels",
+               "  cnnkit predict --model efficientnet_lite0 --pretrained imagenet photo.jpg   # top-5 ImageNet labels\n"
+               "  cnnkit predict --model resnet20 --pretrained resnet20-12fca82f.th --data cifar10 \\\n"
+               "      --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 cat.png   # a foreign weights file",
+    "import": """examples:
+  cnnkit import resnet20-12fca82f.th --model resnet20 --data cifar10 \\
+      --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --out runs/resnet20-akamaster
+  cnnkit eval runs/resnet20-akamaster          # then predict, viz and serve read it like a trained run
+  cnnkit import resnet50-0676ba61.pth --model resnet50 --classes imagenet_classes.txt --out runs/resnet50-tv""",
     "finetune": """examples:
   cnnkit finetune --from efficientnet_lite0:imagenet --data cifar10 --strategy linear --train-subset 1000
   cnnkit finetune --from efficientnet_lite0:imagenet --data cifar10 --strategy two-phase --top-stages 2 \\
@@ -178,7 +185,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _imported_preprocessing_options(p, "with --pretrained FILE: ")
     p.set_defaults(func=cmd_predict)
+
+    p = command("import", "turn a foreign checkpoint (.pth/.th/.pt/.safetensors) into a cnnkit run folder")
+    p.add_argument("weights", type=Path, help="the weights file (torchvision, akamaster CIFAR ResNet, ...)")
+    p.add_argument("--model", required=True, help="the cnnkit model it fits (see 'cnnkit models')")
+    p.add_argument("--layout", choices=["cnnkit", "torchvision", "cifar_resnet"],
+                   help="the file's key layout (default: found from the keys); cifar_resnet is the akamaster "
+                        "resnetNN-*.th family, whose option-A shortcuts pad zeros on both sides")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder argument that overrides what the layout implies, e.g. shortcut_padding=after")
+    _imported_preprocessing_options(p, "")
+    p.add_argument("--out", type=Path, required=True, help="the run folder to write")
+    _overwrite_option(p)
+    p.set_defaults(func=cmd_import)
 
     p = command("stylize", "Gatys neural style transfer: a content image painted in the style of others")
     p.add_argument("content", type=Path)
@@ -338,6 +359,14 @@ def claim_out(args, default: Path | None, fresh: bool = True) -> Path | None:
     if out is not None:  # only 'train' can continue a run
         claim_run_folder(out, args.overwrite, resume_hint="--resume" if hasattr(args, "resume") else None)
     return out
+
+
+def _imported_preprocessing_options(p, prefix: str) -> None:
+    p.add_argument("--data", help=prefix + "the dataset the weights were trained on (classes, image size, and "
+                                           "the default of 'cnnkit eval'), e.g. cifar10")
+    p.add_argument("--classes", help=prefix + "class names NAME,NAME,... or a file with one per line")
+    p.add_argument("--mean", type=_floats, help=prefix + "the normalisation mean the weights were trained with")
+    p.add_argument("--std", type=_floats, help=prefix + "the normalisation std the weights were trained with")
 
 
 def _floats(text: str) -> list[float]:
@@ -627,8 +656,15 @@ def cmd_predict(args) -> None:
             raise CnnkitError("--model and --pretrained go together: cnnkit predict --model efficientnet_lite0 "
                               "--pretrained imagenet photo.jpg")
         args.images = [args.checkpoint, *args.images]  # no run folder: the first positional is an image
-        model = create_model(args.model, pretrained=args.pretrained)
-        results = classify_images(model, args.images, args.top_k)
+        if Path(args.pretrained).is_dir():  # a run folder carries its own preprocessing and classes
+            model, meta = load_model_checkpoint(args.pretrained)
+            results = predict_files(model, meta, args.images, args.top_k, args.invert)
+        elif Path(args.pretrained).is_file():
+            model, meta = _imported_model(args)
+            results = predict_files(model, meta, args.images, args.top_k, args.invert)
+        else:
+            model = create_model(args.model, pretrained=args.pretrained)
+            results = classify_images(model, args.images, args.top_k)
     else:
         if not args.images:
             raise CnnkitError("name at least one image: cnnkit predict RUN_DIR image.png")
@@ -639,6 +675,35 @@ def cmd_predict(args) -> None:
         return
     for f, ranked in zip(args.images, results):
         print(f"{f}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+
+
+def _imported_model(args):
+    """predict --model NAME --pretrained FILE: the weights with the preprocessing given on the command line."""
+    from .importer import build_imported_model, imported_meta, read_class_names
+
+    hint = (f"; or make a run folder once, with the preprocessing recorded: 'cnnkit import {args.pretrained} "
+            f"--model {args.model} --data ... --mean ... --std ... --out RUN_DIR', then 'cnnkit predict RUN_DIR ...'")
+    meta = imported_meta(args.model, mean=args.mean, std=args.std, dataset=args.data, hint=hint,
+                         classes=read_class_names(args.classes) if args.classes else None)
+    model, _ = build_imported_model(args.pretrained, args.model, num_classes=len(meta["classes"]),
+                                    in_channels=meta["image_shape"][0])
+    return model, meta
+
+
+def cmd_import(args) -> None:
+    from .importer import import_checkpoint, read_class_names
+
+    claim_out(args, None)
+    meta_path = import_checkpoint(args.weights, args.model, args.out, mean=args.mean, std=args.std,
+                                  classes=read_class_names(args.classes) if args.classes else None,
+                                  dataset=args.data, layout=args.layout, model_args=_parse_model_args(args.model_arg))
+    meta = json.loads(meta_path.read_text())
+    kwargs = meta["model"].get("kwargs") or {}
+    built = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    print(f"imported {args.weights} ({meta['imported_from']['layout']} layout) as {meta['model']['name']}"
+          f"{f' ({built})' if built else ''} into {meta_path.parent}")
+    evaluate = f"cnnkit eval {meta_path.parent}" + ("" if meta.get("dataset") else " --data DATASET")
+    print(f"next: {evaluate}; cnnkit predict {meta_path.parent} IMAGE; cnnkit viz ...; cnnkit serve")
 
 
 def _style_config(args, **extra):

@@ -384,28 +384,46 @@ class Inception(nn.Module):
 
 class ZeroPadShortcut(nn.Module):
     """Shortcut option A (paper §3.3 and §4.2): identity, subsampled by taking every ``stride``-th pixel, with
-    the extra channels filled by zeros. It adds no parameters, which is why the CIFAR ResNets use it."""
+    the extra channels filled by zeros. It adds no parameters, which is why the CIFAR ResNets use it.
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    The paper does not say where the zero channels go, and weights only work with the side they were trained
+    with: ``padding="after"`` appends them all after the existing channels (cnnkit's layout, and the default,
+    so every run folder trained so far rebuilds the network it was trained as); ``padding="both"`` puts half
+    before and half after, so the existing channels sit in the middle, as the widespread CIFAR checkpoints
+    (akamaster/pytorch_resnet_cifar10, ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes//4, planes//4))``) do."""
+
+    PADDINGS = ("after", "both")
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, padding: str = "after"):
         super().__init__()
-        self.extra_channels, self.stride = out_channels - in_channels, stride
+        if padding not in self.PADDINGS:
+            raise ValueError(f"option-A shortcut padding must be 'after' (zeros after the existing channels) or "
+                             f"'both' (half on each side, the akamaster CIFAR checkpoints), not {padding!r}")
+        self.extra_channels, self.stride, self.padding = out_channels - in_channels, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels)) if self.extra_channels else x
+        if not self.extra_channels:
+            return x
+        before = self.extra_channels // 2 if self.padding == "both" else 0
+        return F.pad(x, (0, 0, 0, 0, before, self.extra_channels - before))
+
+    def extra_repr(self) -> str:
+        return f"extra_channels={self.extra_channels}, stride={self.stride}, padding={self.padding!r}"
 
 
-def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str) -> nn.Module:
-    """The residual branch's partner: identity when shapes agree, else option A (zero padding) or B (1x1
-    projection with batch norm). Option C of the paper (projection everywhere) is ``option='C'``."""
+def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str, padding: str = "after") -> nn.Module:
+    """The residual branch's partner: identity when shapes agree, else option A (zero padding, on the side
+    ``padding`` names: see ZeroPadShortcut) or B (1x1 projection with batch norm). Option C of the paper
+    (projection everywhere) is ``option='C'``."""
     if option not in ("A", "B", "C"):
         raise ValueError(f"shortcut option must be 'A', 'B' or 'C' (He et al. §3.3), not {option!r}")
     if option == "C" or (option == "B" and (stride != 1 or in_channels != out_channels)):
         return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
                              nn.BatchNorm2d(out_channels))
     if stride != 1 or in_channels != out_channels:
-        return ZeroPadShortcut(in_channels, out_channels, stride)
+        return ZeroPadShortcut(in_channels, out_channels, stride, padding)
     return nn.Identity()
 
 
@@ -418,7 +436,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B",
-                 residual: bool = True):
+                 residual: bool = True, shortcut_padding: str = "after"):
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
@@ -427,7 +445,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.residual = residual
-        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if residual else None
+        self.shortcut = (make_shortcut(in_channels, out_channels, stride, shortcut, shortcut_padding)
+                         if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

@@ -5,8 +5,8 @@ in other common layouts (torchvision's AlexNet/VGG/ResNet, third-party CIFAR Res
     create_model("resnet20", pretrained="runs/resnet20-cifar10")       # a cnnkit run folder
     load_pretrained(create_model("resnet50"), "resnet50-0676ba61.pth") # a torchvision checkpoint
 
-Nothing is unpickled: ``.safetensors`` files are read with safetensors, ``.pth``/``.pt``/``.bin`` files with
-``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers. Before anything is copied
+Nothing is unpickled: ``.safetensors`` files are read with safetensors, ``.pth``/``.pt``/``.th``/``.bin`` files
+with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers. Before anything is copied
 the keys and shapes are compared, and a mismatch raises a CheckpointError listing the missing, unexpected and
 wrong-shape keys, so a checkpoint of another architecture can never half-load.
 """
@@ -23,9 +23,10 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, CnnkitError, UnknownNameError
+from .layers import ZeroPadShortcut
 from .train.checkpoint import META_FILE, read_checkpoint_meta
 from .train.checkpoint import MODEL_FILE as CHECKPOINT_WEIGHTS
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_TORCH_SUFFIXES = (".pth", ".pt", ".th", ".bin", ".ckpt")  # .th: the akamaster CIFAR ResNet checkpoints
 _IGNORED_MISSING = ("num_batches_tracked",)  # old checkpoints predate this batch-norm buffer
 
 
@@ -181,8 +182,9 @@ def from_torchvision(state: dict) -> dict:
 
 
 def from_cifar_resnet(state: dict) -> dict:
-    """Third-party CIFAR ResNets (e.g. the widespread ``resnet20.th`` family: ``conv1``, ``bn1``,
-    ``layer1.0.conv1``, ``layer1.0.shortcut.0``, ``linear``) -> cnnkit's CifarResNet (``head.fc``)."""
+    """Third-party CIFAR ResNets (e.g. the widespread akamaster ``resnet20-12fca82f.th`` family: ``conv1``,
+    ``bn1``, ``layer1.0.conv1``, ``layer1.0.shortcut.0``, ``linear``) -> cnnkit's CifarResNet (``head.fc``).
+    Their option-A shortcuts pad zeros on both sides of the channels (see LAYOUT_ARCHITECTURE)."""
     out = {}
     for key, value in state.items():
         key = re.sub(r"^(linear|fc)\.", "head.fc.", key)
@@ -196,6 +198,33 @@ CONVERTERS: dict[str, Callable[[dict], dict]] = {
     "torchvision": from_torchvision,
     "cifar_resnet": from_cifar_resnet,
 }
+
+# What a layout implies about the architecture beyond its key names. Zero padding has no parameters, so the
+# keys of a CIFAR ResNet cannot show which side its option-A shortcuts pad: akamaster/pytorch_resnet_cifar10
+# pads planes//4 on each side (F.pad(..., (0, 0, 0, 0, planes//4, planes//4))), and its weights score at chance
+# with the zeros all after the existing channels.
+LAYOUT_ARCHITECTURE: dict[str, dict] = {"cifar_resnet": {"shortcut_padding": "both"}}
+
+
+def apply_architecture(model: nn.Module, architecture: Mapping) -> dict:
+    """Give ``model`` the parameter-free architecture choices in ``architecture`` that its builder did not get
+    explicitly (today: ``shortcut_padding`` of option-A shortcuts), in place, and record them in
+    ``model.cnnkit_config["kwargs"]`` so the run folder saved from it rebuilds the same network. A choice the
+    caller made explicitly when building the model is kept. Returns the choices applied."""
+    config = getattr(model, "cnnkit_config", None)
+    chosen = config.get("kwargs", {}) if isinstance(config, dict) else {}
+    applied = {}
+    padding = architecture.get("shortcut_padding")
+    shortcuts = [m for m in model.modules() if isinstance(m, ZeroPadShortcut)]
+    if padding is not None and shortcuts and "shortcut_padding" not in chosen:
+        if padding not in ZeroPadShortcut.PADDINGS:
+            raise CheckpointError(f"shortcut_padding {padding!r} is not one of {', '.join(ZeroPadShortcut.PADDINGS)}")
+        for shortcut in shortcuts:
+            shortcut.padding = padding
+        applied["shortcut_padding"] = padding
+    if applied and isinstance(config, dict):
+        config.setdefault("kwargs", {}).update(applied)
+    return applied
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,8 +293,11 @@ def convert_state_dict(model: nn.Module, state: dict, layout: str | None = None)
 
 
 def load_state_dict_into(model: nn.Module, state: dict, layout: str | None = None) -> str:
+    """Load ``state`` (any known layout) into ``model`` and give the model the architecture that layout implies
+    (LAYOUT_ARCHITECTURE). Returns the name of the layout that matched."""
     converted, name = convert_state_dict(model, state, layout)
     model.load_state_dict(converted, strict=False)  # keys verified above; only num_batches_tracked may be absent
+    apply_architecture(model, LAYOUT_ARCHITECTURE.get(name, {}))
     return name
 
 
@@ -275,7 +307,9 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
     ``spec``: a registered tag for the model (``"imagenet"`` for ``efficientnet_lite0``), a ``.safetensors``
     or ``.pth/.pt`` file, or a cnnkit run folder holding ``checkpoint.safetensors`` (+ ``checkpoint.json``).
     ``layout`` forces one key layout (``"cnnkit"``, ``"torchvision"``, ``"cifar_resnet"``); by default the one
-    that matches is found."""
+    that matches is found. Architecture choices without parameters that the file implies are applied to
+    ``model`` unless it was built with them explicitly: a cnnkit run folder's recorded ``shortcut_padding``, and
+    the both-sides padding of the akamaster CIFAR ResNets (``cifar_resnet`` layout)."""
     model_name = getattr(model, "cnnkit_config", {}).get("name")
     spec_text = str(spec)
     path = Path(spec_text)
@@ -294,6 +328,9 @@ def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = Non
                               f"tag ({hint})")
     metadata = read_checkpoint_meta(path) if (path / META_FILE).is_file() else None
     state = read_state_dict(path)
+    if metadata and metadata["model"].get("name") in (None, model_name):
+        # The run folder says how its network was built (e.g. an imported akamaster ResNet pads both sides).
+        apply_architecture(model, metadata["model"].get("kwargs") or {})
     try:
         load_state_dict_into(model, state, layout)
     except CheckpointError as error:
@@ -357,7 +394,9 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]],
 
 __all__ = [
     "KeyMismatch",
+    "LAYOUT_ARCHITECTURE",
     "PretrainedEntry",
+    "apply_architecture",
     "average_state_dicts",
     "class_names",
     "compare_state_dict",

@@ -20,6 +20,9 @@ CIFAR-10 networks, §4.2: a 3x3 convolution with 16 maps, then three stages of n
 and 8x8 maps with 16, 32 and 64 filters, global average pooling and a 10-way fc: 6n + 2 layers
 (n = 3, 5, 7, 9, 18, 200 -> ResNet-20/32/44/56/110/1202, 0.27 M ... 19.4 M parameters). Shortcuts use option A
 (identity with zero padding, no extra parameters). ``plain20/32/44/56/110`` drop the shortcuts (Fig. 6).
+``shortcut_padding`` says where option A's zero channels go: ``"after"`` the existing ones (cnnkit's layout,
+the default) or half on ``"both"`` sides (the layout of the widespread akamaster ``resnetNN-*.th`` checkpoints,
+which ``cnnkit import`` and ``load_pretrained`` select for them); it is recorded in checkpoint.json.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class CifarResNet(nn.Module):
     """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default)."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-                 residual: bool = True):
+                 residual: bool = True, shortcut_padding: str = "after"):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"a CIFAR ResNet has 6n+2 layers (20, 32, 44, 56, 110, 1202), not {depth}")
@@ -90,7 +93,8 @@ class CifarResNet(nn.Module):
         for index, width in enumerate(CIFAR_WIDTHS):
             stride = 1 if index == 0 else 2
             stage, channels = _make_stage(BasicBlock, channels, width, blocks_per_stage, stride,
-                                          {"shortcut": shortcut, "residual": residual})
+                                          {"shortcut": shortcut, "residual": residual,
+                                           "shortcut_padding": shortcut_padding})
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.head = GlobalAvgPoolHead(channels, num_classes)
@@ -176,33 +180,39 @@ def _cifar(depth: int, num_classes: int, in_channels: int, **kwargs) -> CifarRes
 
 
 @register_model(**_CIFAR)
-def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(20, num_classes, in_channels, shortcut=shortcut)
+def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(20, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 @register_model(**_CIFAR)
-def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(32, num_classes, in_channels, shortcut=shortcut)
+def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(32, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 @register_model(**_CIFAR)
-def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(44, num_classes, in_channels, shortcut=shortcut)
+def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(44, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 @register_model(**_CIFAR)
-def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(56, num_classes, in_channels, shortcut=shortcut)
+def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(56, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 @register_model(**_CIFAR)
-def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(110, num_classes, in_channels, shortcut=shortcut)
+def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(110, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 @register_model(**_CIFAR)
-def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A") -> CifarResNet:
-    return _cifar(1202, num_classes, in_channels, shortcut=shortcut)
+def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
+             shortcut_padding: str = "after") -> CifarResNet:
+    return _cifar(1202, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
 
 
 _PLAIN_CIFAR = {**_CIFAR, "family": "plain_cifar", "paper": "He et al. 2015, §4.2 (plain)"}
