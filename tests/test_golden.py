@@ -49,14 +49,19 @@ def _photos() -> list[Path]:
     return photos
 
 
+@pytest.fixture(scope="module")
+def lite0():
+    return create_model("efficientnet_lite0", pretrained="imagenet").eval()
+
+
 @torch.no_grad()
-def lite0_answers(photos: list[Path]) -> dict:
+def lite0_answers(photos: list[Path], model=None) -> dict:
     """Each photo's top-5 ImageNet classes with their logits and probabilities, through cnnkit's own path:
     load_photo (resize, centre crop), the weights' normalisation, the model."""
     from cnnkit.data.augment import Preprocess
     from cnnkit.transfer import load_photo
 
-    model = create_model("efficientnet_lite0", pretrained="imagenet").eval()
+    model = model or create_model("efficientnet_lite0", pretrained="imagenet").eval()
     config = model.pretrained_config
     batch = torch.stack([load_photo(photo, config) for photo in photos])
     logits = model(Preprocess(config["mean"], config["std"])(batch)).float()
@@ -80,11 +85,11 @@ def lenet_answers() -> dict:
 
 
 @pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
-def test_efficientnet_lite0_answers_on_the_shared_photos_are_pinned():
+def test_efficientnet_lite0_answers_on_the_shared_photos_are_pinned(lite0):
     pinned = json.loads((GOLDEN / "efficientnet_lite0_imagenet.json").read_text())
     photos = _photos()
     assert sorted(pinned) == [f"{p.parent.name}/{p.name}" for p in photos]
-    answers = lite0_answers(photos)
+    answers = lite0_answers(photos, lite0)
     for photo, expected in pinned.items():
         got = answers[photo]
         assert got["classes"] == expected["classes"], photo
@@ -96,12 +101,11 @@ def test_efficientnet_lite0_answers_on_the_shared_photos_are_pinned():
 
 
 @pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
-def test_classify_images_gives_the_pinned_probabilities():
+def test_classify_images_gives_the_pinned_probabilities(lite0):
     from cnnkit.transfer import classify_images
 
     pinned = json.loads((GOLDEN / "efficientnet_lite0_imagenet.json").read_text())["content/golden_gate.jpg"]
-    model = create_model("efficientnet_lite0", pretrained="imagenet")
-    result = classify_images(model, [PHOTOS / "content" / "golden_gate.jpg"])[0]
+    result = classify_images(lite0, [PHOTOS / "content" / "golden_gate.jpg"])[0]
     assert [name for name, _ in result] == pinned["classes"]
     torch.testing.assert_close(torch.tensor([p for _, p in result]), torch.tensor(pinned["probabilities"]),
                                rtol=RTOL, atol=ATOL)
