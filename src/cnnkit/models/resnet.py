@@ -153,19 +153,23 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, **kwargs) -> ResNet:
     return _resnet(34, num_classes, in_channels, **kwargs)
 
 
-@register_model(**_IMAGENET)
+# Where a downsampling bottleneck strides, named in `cnnkit models` (see the module docstring).
+_TORCHVISION_STRIDE = {**_IMAGENET, "paper": "He et al. 2015 (v1.5: stride in the 3x3, as torchvision)"}
+
+
+@register_model(**_TORCHVISION_STRIDE)
 def resnet50(num_classes: int = 1000, in_channels: int = 3, stride_on: str = "3x3", **kwargs) -> ResNet:
     """ResNet-50, torchvision's "v1.5" placement by default; ``stride_on="1x1"`` is ``resnet50_v1``."""
     return _resnet(50, num_classes, in_channels, stride_on=stride_on, **kwargs)
 
 
-@register_model(**_IMAGENET)
+@register_model(**_TORCHVISION_STRIDE)
 def resnet101(num_classes: int = 1000, in_channels: int = 3, stride_on: str = "3x3", **kwargs) -> ResNet:
     """ResNet-101, torchvision's "v1.5" placement by default; ``stride_on="1x1"`` is ``resnet101_v1``."""
     return _resnet(101, num_classes, in_channels, stride_on=stride_on, **kwargs)
 
 
-@register_model(**_IMAGENET)
+@register_model(**_TORCHVISION_STRIDE)
 def resnet152(num_classes: int = 1000, in_channels: int = 3, stride_on: str = "3x3", **kwargs) -> ResNet:
     """ResNet-152, torchvision's "v1.5" placement by default; ``stride_on="1x1"`` is ``resnet152_v1``."""
     return _resnet(152, num_classes, in_channels, stride_on=stride_on, **kwargs)
