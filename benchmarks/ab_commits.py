@@ -4,7 +4,9 @@ interleaved A/B/B/A... in one run, so that a shared, loaded machine slows both a
 Each commit is checked out once as a detached git worktree under /tmp (reused on later runs); every
 measurement is a fresh ``python -m cnnkit train`` with that worktree's source first on the path, a fixed thread
 count and its own temporary run folder. Training seconds (what the trainer times: the epochs' training loops,
-not loading or validation) come from the run's summary.json.
+not loading or validation) come from the run's summary.json; CPU seconds are the whole process's user + system
+time. On a machine shared with other jobs the wall-clock figures swing with the load, while CPU time (the work
+done, on one thread) barely does: compare the CPU ratio there.
 
     python benchmarks/ab_commits.py d28018f HEAD --recipe recipes/lenet5_mnist.yaml --epochs 2 --rounds 3
     python benchmarks/ab_commits.py d28018f HEAD --record      # also append the ratio to results.jsonl
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,11 +48,14 @@ def train_seconds(source: Path, recipe: Path, epochs: int, threads: int, python:
     """One training run of ``recipe`` with the cnnkit in ``source``; its summary's timing figures."""
     with tempfile.TemporaryDirectory(prefix="cnnkit-ab-run-") as out:
         env = {**os.environ, "PYTHONPATH": str(source / "src"), "OMP_NUM_THREADS": str(threads)}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run([python, "-m", "cnnkit", "train", "--recipe", str(recipe), "--epochs", str(epochs),
                         "--threads", str(threads), "--out", f"{out}/run"], env=env, check=True,
                        capture_output=True, text=True, cwd=source)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary = json.loads(Path(out, "run", "summary.json").read_text())
-    return {"train_seconds": summary["train_seconds"], "wall_seconds": summary["wall_seconds"],
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"train_seconds": summary["train_seconds"], "wall_seconds": summary["wall_seconds"], "cpu_seconds": cpu,
             "images_per_second": summary["train_images_per_second"], "test_acc": summary["test_acc"]}
 
 
@@ -75,17 +81,19 @@ def main() -> None:
             result = train_seconds(sources[commit], recipe, args.epochs, args.threads, args.python)
             times[commit].append(result)
             print(f"round {round_index + 1} {commit}: {result['train_seconds']:.1f} s training, "
+                  f"{result['cpu_seconds']:.1f} s CPU, "
                   f"{result['images_per_second']:.0f} img/s, {result['test_acc']:.2f} %", flush=True)
     a, b = commits
-    median = {c: statistics.median(r["train_seconds"] for r in times[c]) for c in commits}
-    ratios = [rb["train_seconds"] / ra["train_seconds"] for ra, rb in zip(times[a], times[b])]
-    print(f"median training seconds: {a} {median[a]:.1f}, {b} {median[b]:.1f}; "
-          f"{b}/{a} per round {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})")
-    if args.record:
-        variant = f"{args.recipe.name}, {args.epochs} epochs, {args.threads} threads, {b} against {a}"
-        record("ab_commits", variant, "train_seconds_ratio", round(statistics.median(ratios), 3),
-               baseline=a, baseline_value=median[a], runs=args.rounds, data="mnist",
-               head_seconds=median[b], device_note=f"load average {os.getloadavg()[0]:.1f} at the end")
+    variant = f"{args.recipe.name}, {args.epochs} epochs, {args.threads} threads, {b} against {a}"
+    for key in ("train_seconds", "cpu_seconds"):
+        median = {c: statistics.median(r[key] for r in times[c]) for c in commits}
+        ratios = [rb[key] / ra[key] for ra, rb in zip(times[a], times[b])]
+        print(f"median {key}: {a} {median[a]:.1f}, {b} {median[b]:.1f}; "
+              f"{b}/{a} per round {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f})")
+        if args.record:
+            record("ab_commits", variant, f"{key}_ratio", round(statistics.median(ratios), 3), baseline=a,
+                   baseline_value=round(median[a], 1), head_value=round(median[b], 1), runs=args.rounds,
+                   data="mnist", load_average=round(os.getloadavg()[0], 1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ RESULTS = REPO / "benchmarks" / "results.jsonl"
 # decibels, bits per pixel, speed-up factors, GFLOP/s, minutes ("16.7k img/s" is 16,700).
 FIGURE = re.compile(r"(?<![\w.\-])(\d[\d,]*(?:\.\d+)?)(k?)\s?(%|s\b|img/s|dB\b|bpp\b|x\b|GFLOP/s|min\b)")
 GENERATED = re.compile(r"<!-- results\.jsonl: [\w-]+ -->.*?<!-- end -->", re.S)
-# Figures that are targets, papers' results or other facts, not measurements (figure as quoted -> why).
+# Figures that no benchmark line holds, each with the reason (figure as quoted -> why): targets, papers' results
+# and settings, and one one-off timing quoted from a docstring, named as such where the README quotes it.
 NOT_MEASURED = {
     "90.6 %": "the issue's target for CIFAR-10 (recipes/cifar10_fast.yaml)",
     "64x": "a setting of recipes/cifar10_fast.yaml (BatchNorm shifts at 64x the learning rate)",
