@@ -10,6 +10,7 @@ done, on one thread) barely does: compare the CPU ratio there.
 
     python benchmarks/ab_commits.py d28018f HEAD --recipe recipes/lenet5_mnist.yaml --epochs 2 --rounds 3
     python benchmarks/ab_commits.py d28018f HEAD --record      # also append the ratio to results.jsonl
+    git worktree remove /tmp/cnnkit-ab-d28018f                 # afterwards: the checkouts are registered in git
 """
 
 from __future__ import annotations
