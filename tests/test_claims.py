@@ -27,7 +27,10 @@ NOT_MEASURED = {
     "3.7x": "a one-off timing of the crop (37 ms against 10 ms) quoted in cnnkit/data/augment.py",
     "91.25 %": "He et al.'s ResNet-20 figure on the official CIFAR-10 (recipes/resnet20_cifar10.yaml)",
     "98 %": "what tests/test_mnist_real.py asserts after one epoch",
+    "10x": "how much times vary with the load (docs/applications.md), not a figure of a run",
 }
+# Documentation pages that say their figures are results.jsonl's, checked like README.md.
+DOCS = ["docs/applications.md", "docs/zoo.md", "docs/looking_inside/README.md"]
 
 
 def _rows() -> list[dict]:
@@ -165,6 +168,12 @@ def test_a_new_measurement_makes_the_quoted_figure_stale(tmp_path):
 def test_every_figure_the_readme_quotes_is_in_results_jsonl():
     missing = unrecorded((REPO / "README.md").read_text(), _rows())
     assert not missing, "README.md quotes figures no line of benchmarks/results.jsonl has:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("page", DOCS)
+def test_every_figure_a_documentation_page_quotes_is_in_results_jsonl(page):
+    missing = unrecorded((REPO / page).read_text(), _rows())
+    assert not missing, f"{page} quotes figures no line of benchmarks/results.jsonl has:\n" + "\n".join(missing)
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "recipes").glob("*.yaml")))
