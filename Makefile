@@ -23,7 +23,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/demo-lenet5 --resume auto
-	@echo "Next: 'cnnkit serve' and open http://127.0.0.1:8000 to draw digits for runs/demo-lenet5, classify photos, train live and explore the zoo; or 'cnnkit predict runs/demo-lenet5 some_digit.png', 'cnnkit models', 'cnnkit --help'."
+	@echo "Next: 'cnnkit serve' and open http://127.0.0.1:8000 to draw digits for runs/demo-lenet5, classify photos, train live and explore the zoo; or 'cnnkit predict runs/demo-lenet5 docs/digits/7_mnist_test_0000.png' (one MNIST digit per class in docs/digits/), 'cnnkit models', 'cnnkit --help'."
 
 test: $(STAMP)
 	$(PY) -m pytest -q

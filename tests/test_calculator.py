@@ -1,5 +1,6 @@
 """The notes' worked examples, reproduced by cnnkit.analysis.summary and cnnkit.layers (seeds 002-004)."""
 
+import math
 
 import pytest
 import torch
@@ -207,3 +208,96 @@ def test_input_size_parsing_and_errors():
     with pytest.raises(ShapeError, match="at least 67x67"):
         summary("alexnet", "3x32x32")
     assert summary("lenet5", "32x32").totals["output_shape"] == (10,)  # channels from the registry
+
+
+def test_lenet5_c3_counts_the_connections_of_table_i():
+    # LeCun et al. 1998, section II.B: C3 has 1,516 trainable parameters and 151,600 connections; the whole
+    # network 340,908 connections. A connection is a multiply-add or a bias (or, in S2/S4, one of the 2x2 inputs
+    # of the trainable subsampling unit plus its bias).
+    report = summary("lenet5")
+    c3 = report.row("features.c3")
+    assert c3.params == 1_516
+    assert c3.macs == 60 * 25 * 10 * 10 == 150_000  # the 60 kernels of Table I, not the dense 96 (240,000)
+    assert c3.macs + 16 * 10 * 10 == 151_600
+
+    def outputs(name):
+        return math.prod(report.row(name).output_shape)
+
+    weighted = {"features.c1": 122_304, "features.c3": 151_600, "features.c5": 48_120, "classifier.f6": 10_164}
+    for name, connections in weighted.items():
+        assert report.row(name).macs + outputs(name) == connections, name  # multiply-adds + one bias each
+    subsampling = {name: (2 * 2 + 1) * outputs(name) for name in ("features.s2", "features.s4")}
+    assert subsampling == {"features.s2": 5_880, "features.s4": 2_000}
+    rbf = report.row("classifier.output").macs  # 84 x 10 squared differences
+    assert sum(weighted.values()) + sum(subsampling.values()) + rbf == 340_908
+    assert report.totals["macs"] == sum(row.macs for row in report.rows) == 326_520
+    # The modernised LeNet has a dense C3 and keeps the dense count.
+    assert summary("lenet5_relu").row("features.3").macs == 240_000
+
+
+def test_calculator_total_is_flop_counter_total_but_for_sparse_layers():
+    # Cross-check: torch's FlopCounterMode around a plain forward call (no hooks, no functional_call), on the
+    # meta device for the ResNets (shapes only) and on real tensors for LeNet-5.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnnkit.models import create_model
+
+    cases = (("resnet50", {}, (3, 224, 224), "meta", 0), ("resnet50", {"stride_on": "1x1"}, (3, 224, 224), "meta", 0),
+             ("lenet5", {}, (1, 32, 32), "cpu", 240_000 - 150_000))  # C3 runs as a dense 6 -> 16 convolution
+    for name, kwargs, size, device, dense_extra in cases:
+        with torch.device(device):
+            model = create_model(name, **kwargs).eval()
+            x = torch.randn(1, *size)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x)
+        assert counter.get_total_flops() // 2 == summary(name, size, **kwargs).totals["macs"] + dense_extra, name
+
+
+def _bottleneck_resnet_macs(blocks, stride_on_1x1: bool, side: int = 224) -> int:
+    """He et al. 2015, Table 1 counted by hand: every convolution's k*k*C_in*C_out*H_out*W_out, plus the fc."""
+    macs = 7 * 7 * 3 * 64 * (side // 2) ** 2
+    size, channels = side // 4, 64  # after conv1 (stride 2) and the max pool (stride 2)
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks)):
+        stride = 1 if stage == 0 else 2
+        out_size = size // stride
+        for block in range(count):
+            first = block == 0
+            reduce_size = size if first and not stride_on_1x1 else out_size  # where the first 1x1 runs
+            macs += channels * width * reduce_size ** 2  # 1x1 reduce
+            macs += 9 * width * width * out_size ** 2  # 3x3
+            macs += width * 4 * width * out_size ** 2  # 1x1 expand
+            if first:
+                macs += channels * 4 * width * out_size ** 2  # projection shortcut (option B)
+            channels, size = 4 * width, out_size
+    return macs + 2048 * 1000
+
+
+@pytest.mark.parametrize("depth, blocks, paper, v1, v1_5", [
+    (50, (3, 4, 6, 3), 3.8, 3.86, 4.09),
+    (101, (3, 4, 23, 3), 7.6, 7.57, 7.80),
+    (152, (3, 8, 36, 3), 11.3, 11.28, 11.51),
+])
+def test_resnet_stride_placements_v1_and_v1_5(depth, blocks, paper, v1, v1_5):
+    paper_placement = summary(f"resnet{depth}_v1").totals
+    torchvision_placement = summary(f"resnet{depth}").totals
+    assert paper_placement["macs"] == _bottleneck_resnet_macs(blocks, stride_on_1x1=True)
+    assert torchvision_placement["macs"] == _bottleneck_resnet_macs(blocks, stride_on_1x1=False)
+    assert round(paper_placement["macs"] / 1e9, 2) == v1 and abs(paper_placement["macs"] / 1e9 - paper) < 0.07
+    assert round(torchvision_placement["macs"] / 1e9, 2) == v1_5
+    assert paper_placement["params"] == torchvision_placement["params"]
+
+
+def test_googlenet_inception_costs_match_table_1():
+    # Szegedy et al. 2014, Table 1, "ops" column (millions of multiply-adds at 224x224), per inception module.
+    # The table rounds to the nearest million except 4a (73.6 M printed as 73 M) and 5a, printed 54 M although
+    # its own filter counts (7x7x832 in; 256, 160->320, 32->128, pool 128) give 51.08 M.
+    table = {"inception3a": 128, "inception3b": 304, "inception4a": 73, "inception4b": 88, "inception4c": 100,
+             "inception4d": 119, "inception4e": 170, "inception5a": 54, "inception5b": 71}
+    report = summary("googlenet", aux_logits=False)
+    measured = {name: sum(r.macs for r in report.rows if r.name.startswith(name + ".")) for name in table}
+    for name, millions in table.items():
+        if name != "inception5a":
+            assert abs(measured[name] / 1e6 - millions) < 1, name
+    assert measured["inception5a"] == 49 * (832 * 256 + 832 * 160 + 9 * 160 * 320 + 832 * 32 + 25 * 32 * 128
+                                           + 832 * 128)

@@ -1,12 +1,15 @@
 """Every zoo model: parameter counts against the papers / torchvision, forward and backward on small inputs,
 minimum-size errors, and each family's options."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.analysis import summary
+from cnnkit.analysis import format_count, summary
 from cnnkit.errors import ShapeError
 from cnnkit.layers import BasicBlock, Bottleneck, ClassicDropout, ZeroPadShortcut
 from cnnkit.models import create_model, get_model_entry, list_models
@@ -79,12 +82,24 @@ def test_googlenet_inference_network_parameters():
 MODELS = [name for name in list_models() if name != "resnet1202"]
 
 
+def _zoo_table() -> dict[str, tuple[str, ...]]:
+    """docs/zoo.md's table: name -> (input, min side, classes, parameters, MACs), as printed."""
+    pattern = re.compile(r"\| `(\w+)` \| .*? \| (\S+) \| (\d+) \| (\d+) \| ([\d,]+)[^|]* \| ([\d.]+ [KMG]) \|")
+    text = (Path(__file__).resolve().parents[1] / "docs" / "zoo.md").read_text()
+    return {m[1]: m.groups()[1:] for m in pattern.finditer(text)}
+
+
 def test_every_model_has_a_readable_summary_at_its_native_input():
+    zoo = _zoo_table()  # the documented figures are the calculator's: a stale row fails here
+    assert set(zoo) == set(list_models()), "docs/zoo.md must list every registered model"
     for name in MODELS:
         report = summary(name)
         if name in PARAMETER_COUNTS:
             assert report.totals["params"] == PARAMETER_COUNTS[name], name
         assert report.rows and name in str(report) and report.totals["macs"] > 0
+        entry = get_model_entry(name)
+        assert zoo[name] == ("x".join(map(str, entry.input_size)), str(entry.min_input_size), str(entry.num_classes),
+                             f"{report.totals['params']:,}", format_count(report.totals["macs"])), name
 
 
 def test_minimum_input_sizes_are_exact():

@@ -13,7 +13,9 @@ can see) and the jump (the distance in input pixels between neighbouring output 
 MACs versus FLOPs, honestly: the table counts multiply-accumulates (one multiply + one add), which is what
 the notes (854 M ops for the naive inception module) and He et al. ("3.6 billion FLOPs", really multiply-adds)
 report. FLOPs = 2 x MACs. Only convolutions and matrix products are counted -- biases, batch norm, activations,
-pooling and additions are left out, as in those papers (they are a few percent at most).
+pooling and additions are left out, as in those papers (they are a few percent at most). A layer that runs a
+sparse operation as a dense one (LeNet's partial C3) says what it really costs through a ``multiply_adds(
+output_shape)`` method, which replaces the flop counter's dense figure for that layer and in the totals.
 Activation memory is the size of each layer's output (what the backward pass must keep), in the model's
 dtype; "batch" multiplies it by ``batch_size``. Sizes use binary units (1 MiB = 2**20 bytes).
 """
@@ -263,6 +265,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
     leaves = list(_leaf_modules(model))
     order: list[str] = []
     outputs: dict[str, Any] = {}
+    calls: dict[str, int] = {}
     field_mode = _ReceptiveFieldMode(strict)
     field_mode.info[x] = (1, 1)
     handles = []
@@ -275,6 +278,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
             if name not in outputs:
                 order.append(name)
             outputs[name] = (output, field_mode.info.get(_first_tensor(output)))
+            calls[name] = calls.get(name, 0) + 1
 
         return pre, post
 
@@ -301,6 +305,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
     root = type(model).__name__
     modules = dict(leaves)
     rows = []
+    total_macs = flop_counter.get_total_flops() // 2 // batch_size
     for name in order:
         module = modules[name]
         out, field = outputs[name]
@@ -309,6 +314,10 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
         numel = math.prod(shape) if shape else 0
         counts = flops_by_module.get(f"{root}.{name}" if name else root, {})
         macs = sum(counts.values()) // 2 // batch_size
+        if hasattr(module, "multiply_adds") and shape:  # the connections that exist, not the dense stand-in
+            own = module.multiply_adds(shape) * calls[name]
+            total_macs += own - macs
+            macs = own
         direct = list(module.parameters(recurse=not any(True for _ in module.children())))
         trainable = sum(p.numel() for p in direct if p.requires_grad)
         frozen = sum(p.numel() for p in direct if not p.requires_grad)
@@ -331,7 +340,6 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
     unused = sum(p.numel() for p in params if id(p) not in used)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
-    total_macs = flop_counter.get_total_flops() // 2 // batch_size
     activations = sum(r.activation_bytes for r in rows)
     final = _first_tensor(output)
     totals = {

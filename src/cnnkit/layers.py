@@ -92,6 +92,14 @@ class PartialConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.dense_weight(), self.bias)
 
+    def multiply_adds(self, output_shape) -> int:
+        """Multiply-adds per instance of the connections that exist, for the architecture calculator (torch's
+        flop counter sees the dense convolution this layer runs as): each output pixel of map ``o`` reads
+        ``len(table[o])`` kernels. LeNet's C3: 60 x 25 x 10 x 10 = 150,000, which with the 16 x 100 bias
+        additions are the paper's 151,600 connections (the dense 6 -> 16 convolution would be 240,000)."""
+        height, width = output_shape[-2:]
+        return len(self.weight) * self.kernel_size * self.kernel_size * height * width
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"connections={len(self.weight)}")
@@ -358,7 +366,8 @@ class InceptionNaive(nn.Module):
 class Inception(nn.Module):
     """The inception module with dimension reductions (paper Fig. 2b and Table 1's column names):
     1x1 convolutions shrink the depth before the 3x3 and 5x5 convolutions and after the pooling, which brings
-    the notes' 28x28x256 example from 854 M down to 358 M multiply-adds. The 5x5 branch uses a real 5x5
+    the notes' 28x28x256 example from 854 M down to 271 M multiply-adds (the notes print 358 M: their sum counts
+    the 3x3 branch twice; tests/test_calculator.py shows the terms). The 5x5 branch uses a real 5x5
     convolution as in the paper (torchvision uses 3x3 there)."""
 
     def __init__(self, in_channels: int, ch1x1: int, ch3x3_reduce: int, ch3x3: int, ch5x5_reduce: int,
