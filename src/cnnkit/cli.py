@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Run 'cnnkit COMMAND --help' for a command's options and examples. "
                "Datasets are looked for in $CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -91,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("summary", "per-layer shapes, parameters, multiply-accumulates, memory and receptive fields")
     p.add_argument("model", help="model name (see 'cnnkit models')")
     p.add_argument("--input", help="input size CxHxW or HxW (default: the model's native input)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation-memory column")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size for the activation-memory column")
     p.set_defaults(func=cmd_summary)
 
     from .viz.cli import add_parser as add_viz_parser
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA)")
+    _subset_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
                         "continue --out if it holds a checkpoint, else start it")
@@ -157,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json)")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=1000)
     p.set_defaults(func=cmd_eval)
 
     p = command("average", "average the weights of runs of one model (a model soup, or a run's last checkpoints)")
@@ -171,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path)
     p.add_argument("--model", help="a registered model to build instead of reading a run folder")
     p.add_argument("--pretrained", help="with --model: a pretrained tag (imagenet) or weights file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)
@@ -217,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
             p.add_argument("--bottleneck", type=int, default=16, help="bottleneck channels of conv_autoencoder")
             p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
+            _subset_options(p)
             p.set_defaults(func=cmd_denoise)
         else:
             p.add_argument("--image-size", type=int, help="shapes: image size (64); folders: resize to N x N")
@@ -276,8 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["linear", "head", "two-phase", "full"], default="two-phase")
     p.add_argument("--stage", action="append", help="--strategy linear: a stage to probe (repeatable; default all)")
     p.add_argument("--top-stages", type=int, default=2, help="two-phase: stages unfrozen in phase 2 (default 2)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
-    p.add_argument("--test-subset", type=int, metavar="N", help="evaluate on N test images (default all)")
+    _subset_options(p)
     p.add_argument("--epochs", type=int, default=5, help="epochs per phase (default 5)")
     p.add_argument("--head-epochs", type=int, help="two-phase: epochs of the head phase (default --epochs)")
     p.add_argument("--lr", type=float, default=0.05)
@@ -292,9 +296,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
-    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint")
+    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
+                   "runs/finetune-SOURCE-DATA-STRATEGY; the linear probe saves no model)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
+    _complete_help(parser)
     return parser
 
 
@@ -316,6 +322,136 @@ def _floats(text: str) -> list[float]:
 
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes: 0 or less would divide by zero or do nothing, silently."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _subset_options(p) -> None:
+    """--train-subset/--test-subset: a quick run of any command that trains or probes."""
+    p.add_argument("--train-subset", type=positive_int, metavar="N",
+                   help="train on N images, balanced over the classes (default: all; e.g. 2000 for a quick run)")
+    p.add_argument("--test-subset", type=positive_int, metavar="N",
+                   help="evaluate on N test images drawn at random (default: all)")
+
+
+def _apply_subsets(bundle, args, seed: int = 0):
+    """``bundle`` with the training and test splits cut to --train-subset and --test-subset (when given): the
+    training images balanced over the classes, the test images a fixed random draw (some copies are sorted by
+    class, so never "the first N")."""
+    import dataclasses
+
+    from .data import random_subset
+
+    if getattr(args, "train_subset", None):
+        bundle = dataclasses.replace(bundle, train=_balanced_subset(bundle.train, args.train_subset, seed))
+    if getattr(args, "test_subset", None):
+        bundle = dataclasses.replace(bundle, test=random_subset(bundle.test, args.test_subset, seed))
+    return bundle
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written, and every option's default shown (unless its help already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and default not in (None, False, argparse.SUPPRESS, [])
+                and "default" not in text.lower() and "%(default)" not in text):
+            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
+# Help for options that several commands share, or that were declared without one; (command, option) first.
+OPTION_HELP = {
+    "--epochs": "epochs to train",
+    "--batch-size": "images per batch (per process under --nproc)",
+    "--lr": "(peak) learning rate",
+    "--seed": "random seed: initial weights, data order, augmentation",
+    "--threads": "CPU threads for PyTorch (default: all cores)",
+    "--device": "auto (a GPU when there is one), cpu, cuda or cuda:N",
+    "--no-progress": "no progress bar (one line per epoch only)",
+    "--out": "run folder",
+    "--optimizer": "optimiser",
+    "--schedule": "learning-rate schedule: constant, step (/10 at --milestones), plateau, cosine or one-cycle",
+    "--weight-decay": "L2 weight decay",
+    "--momentum": "SGD momentum",
+    "--nesterov": "Nesterov momentum (SGD)",
+    "--label-smoothing": "label smoothing epsilon, e.g. 0.1",
+    "--grad-clip": "clip the gradient norm to this value",
+    "--precision": "fp32, or bf16 autocast (faster on recent CPUs and GPUs)",
+    "--channels-last": "channels_last memory layout (faster convolutions)",
+    "--early-stopping": "stop after EPOCHS epochs without improvement of the validation metric",
+    "--image": "image file",
+    "image": "image file (PNG, JPEG, ...)",
+    "images": "image files (PNG, JPEG, ...); any size or mode is converted",
+    "-o": "output image",
+    "content": "the photo to repaint",
+    "--content-layers": "comma-separated content layer names (default: the descriptor's)",
+    "--init": "start the optimisation from the content image or from noise",
+    "--train-iterations": "generator training steps",
+    "--save-generator": "write the trained generator to this file",
+    "--noise": "kind of corruption to learn to remove",
+    "--task": "what to translate: grey -> colour, Sobel edges -> image, or fill a masked square",
+    "--port": "TCP port to listen on",
+    "--strategy": "linear probe, head only, head then the top stages, or every layer (full)",
+    "--descriptor": "the network whose feature statistics define style",
+    "--snapshot-every": "iterations between snapshots",
+    "--layer": "layer name (default: the first convolution; an unknown name lists the valid ones)",
+    "--target": "maximise a channel's mean, one neuron, or a class logit",
+    "--steps": "optimisation steps",
+    "--parameterization": "optimise pixels, or a decorrelated Fourier spectrum (smoother images)",
+    "--examples": "test images used",
+    "--resolution": "grid points along each direction",
+    "--span": "extent of each direction, in filter-normalised units",
+    "run_dir": "run folder with metrics.csv",
+    ("eval", "--batch-size"): "images per evaluation batch",
+    ("predict", "--top-k"): "classes listed per image",
+    ("finetune", "--lr"): "learning rate (phase 2 of two-phase uses lr x --lr-factor)",
+    ("finetune", "--batch-size"): "images per batch",
+    ("stylize", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
+    ("texture", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
+    ("stylize", "--seed"): "random seed (noise initialisation)",
+    ("texture", "--seed"): "random seed (the starting noise, the generator's inputs)",
+    ("maximize", "--seed"): "random seed (starting image, jitter)",
+}
+
+
+def _complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """Every (sub)parser gets the defaults-showing formatter; an option declared without help gets the shared
+    wording above; train's options, whose defaults come from the recipe or TrainConfig, say which."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    parser.formatter_class = _HelpFormatter
+    config_defaults = {}
+    if command == "train":
+        fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        config_defaults = {k: v for k, v in fields.items()
+                           if k in TRAIN_FLAGS and v is not None and v is not False and v != ()}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _complete_help(child, name)
+            continue
+        if action.help == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        names = action.option_strings or [action.dest]
+        if not action.help:
+            action.help = next((OPTION_HELP[key] for name in names for key in ((command, name), name)
+                                if key in OPTION_HELP), None)
+        if action.dest in config_defaults and action.default is None and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: the recipe's, else {config_defaults[action.dest]})".strip()
 
 
 def _style_options(p, iterations: int, size: int) -> None:
@@ -362,6 +498,8 @@ def cmd_datasets(args) -> None:
     print(f"{'dataset':<15} {'local':<6} description")
     for row in describe_catalog():
         print(f"{row['name']:<15} {'yes' if row['local'] else 'no':<6} {row['description']}")
+        if row["copy"]:  # which copy: figures on a lossy one are not comparable to published ones
+            print(f"{'':<22} present: {row['copy']}")
     print(f"{'imagefolder:PATH':<15} {'':<6} a folder with one sub-folder per class (or train/ and val/ sub-folders)")
     print("searched: " + ", ".join(str(r) for r in data_roots()) + ", then the download mirrors")
 
@@ -501,9 +639,11 @@ def _train(args) -> None:
     # Image folders are decoded at the model's own input size and channel count.
     bundle = load_dataset(data_name, image_size=config.input_size or entry.input_size[-1],
                           channels=model_args.get("in_channels", entry.input_size[0]))
+    bundle = _apply_subsets(bundle, args, config.seed)
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
     out = args.resume or args.out or Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
+    args.run_dir = Path(out)  # named by the interrupt message
     resume = bool(args.resume)
     # A worker group that torchrun restarted after a failure (--max-restarts) re-runs the original command
     # line: it continues from the checkpoint the failed attempt left, if that attempt finished an epoch.
@@ -512,12 +652,23 @@ def _train(args) -> None:
     Trainer(model, bundle, config, out=out).fit(resume=resume)
 
 
+# The command that applies each non-classification task's checkpoint.
+TASK_COMMANDS = {"denoising": "'cnnkit denoise RUN_DIR IMAGE'", "segmentation": "'cnnkit segment RUN_DIR IMAGE'",
+                 "compression": "'cnnkit compress RUN_DIR IMAGE'", "pix2pix": "'cnnkit translate RUN_DIR IMAGE'",
+                 "gan": "'cnnkit gan RUN_DIR -o samples.png'"}
+
+
 def cmd_eval(args) -> None:
     from .data import load_dataset
     from .train import TrainConfig, Trainer
     from .train.checkpoint import load_model_checkpoint
 
     model, meta = load_model_checkpoint(args.checkpoint)
+    task = meta.get("task", {}).get("name", "classification")
+    if task != "classification":  # top-1/top-5 mean nothing for a denoiser, a codec or a GAN
+        raise CnnkitError(f"{args.checkpoint} holds a {task} model; 'cnnkit eval' scores classifiers. Its test "
+                          f"figures are in {Path(args.checkpoint) / 'summary.json'}; "
+                          f"{TASK_COMMANDS.get(task, 'its own command')} applies it to an image.")
     channels, _, width = meta["image_shape"]
     bundle = load_dataset(args.data or meta["dataset"], image_size=width, channels=channels)
     if list(bundle.classes) != list(meta["classes"]):
@@ -688,7 +839,7 @@ def cmd_denoise(args) -> None:
     from .style import save_image
 
     if args.train:
-        bundle = load_dataset(args.data or "mnist")
+        bundle = _apply_subsets(load_dataset(args.data or "mnist"), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
                              bottleneck_channels=args.bottleneck)
@@ -776,9 +927,7 @@ def cmd_translate(args) -> None:
                             read_translation_input, translate_batch)
 
     if args.train:
-        bundle = load_translation_data(args.kind, args.data)
-        if args.train_subset:
-            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        bundle = _apply_subsets(load_translation_data(args.kind, args.data), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
         variant = "l1" if args.l1_only else "p2p"
@@ -806,9 +955,7 @@ def cmd_gan(args) -> None:
         from .data import load_dataset
         from .models.registry import create_model
 
-        bundle = load_dataset(args.data)
-        if args.train_subset:
-            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        bundle = _apply_subsets(load_dataset(args.data), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         channels, size, _ = bundle.image_shape
         model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
@@ -875,8 +1022,6 @@ def _balanced_subset(dataset, n: int, seed: int):
 
 
 def cmd_finetune(args) -> None:
-    import dataclasses
-
     import torch
 
     from .data import load_dataset
@@ -888,11 +1033,11 @@ def cmd_finetune(args) -> None:
     pretrained = getattr(model, "pretrained_config", None) or {}
     size = args.input_size or pretrained.get("crop") or model.default_config["input_size"][-1]
     bundle = load_dataset(args.data, image_size=size, channels=model.cnnkit_config["in_channels"])
-    if args.train_subset:
-        bundle = dataclasses.replace(bundle, train=_balanced_subset(bundle.train, args.train_subset, args.seed))
-    if args.test_subset:
-        pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(args.seed))[:args.test_subset]
-        bundle = dataclasses.replace(bundle, test=bundle.test.subset(pick))
+    bundle = _apply_subsets(bundle, args, args.seed)
+    if args.out is None and args.strategy != "linear":  # a fine-tuned model is kept, as train keeps its runs
+        source = Path(args.source).name.replace(":", "-")
+        args.out = Path("runs") / f"finetune-{source}-{args.data.replace(':', '_').replace('/', '_')}-{args.strategy}"
+    args.run_dir = args.out
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, input_size=args.input_size,
                          seed=args.seed, device=args.device, num_threads=args.num_threads,
                          num_workers=args.num_workers, channels_last=True,
@@ -903,12 +1048,18 @@ def cmd_finetune(args) -> None:
                       new_head=not args.keep_head, channel_mode=args.channels, out=args.out)
     if args.strategy == "linear":
         print(format_probe_table(result["probes"]))
-    print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}")
+    print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}"
+          + (f"; model in {args.out}" if args.out else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv:  # a bare `cnnkit` is asking what there is
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    args.argv = argv
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -917,10 +1068,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cnnkit {args.command}: interrupted; 'cnnkit train ... --resume RUN_DIR' continues a training run "
-              "from its last completed epoch.", file=sys.stderr)
+        print(f"cnnkit {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _resume_hint(args) -> str:
+    """What an interrupted command left behind, naming the real run folder."""
+    from .train.checkpoint import STATE_FILE
+
+    run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
+    if run_dir is None or not isinstance(run_dir, Path):
+        return "."
+    if not (run_dir / STATE_FILE).is_file():
+        return f" before the first epoch of {run_dir} finished; nothing to resume."
+    if args.command == "train":
+        return f"; 'cnnkit train --resume {run_dir}' continues it from its last completed epoch."
+    return f"; {run_dir} holds the model of the last completed epoch."
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL)")
     p.add_argument("--no-progress", action="store_true")
+    from .cli import _subset_options
+
+    _subset_options(p)
     p.set_defaults(func=cmd_compress)
 
     p = command("decompress", "decode a .cnk file with the compressor that wrote it")
@@ -87,12 +90,12 @@ def cmd_decompress(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from .cli import _train_task
+    from .cli import _apply_subsets, _train_task
     from .compress import CompressionTask
     from .data import load_dataset
     from .models.registry import create_model
 
-    bundle = load_dataset(args.data or "cifar10")
+    bundle = _apply_subsets(load_dataset(args.data or "cifar10"), args, args.seed or 0)
     torch.manual_seed(args.seed or 0)
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
                          latent_channels=args.latent_channels)

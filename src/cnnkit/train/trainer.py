@@ -530,10 +530,13 @@ class Trainer:
     def format_epoch(self, m: dict) -> str:
         if not is_classification(self.task):
             return format_task_epoch(m, self.config.epochs)
+        # An epoch that was not validated (validate_every) says nothing about validation: "nan" reads as divergence.
+        validated = not math.isnan(m["val_loss"])
         return (f"epoch {m['epoch']:>3}/{self.config.epochs}  "
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
-                f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
-                f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
+                + (f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
+                   if validated else "")
+                + f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
 
     # ------------------------------------------------------------------------------------ run folder files
     def run_description(self) -> dict:
@@ -557,7 +560,9 @@ class Trainer:
         columns = METRIC_COLUMNS if is_classification(self.task) else list(self.history[-1])
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.history)
+        # Empty cells, not "nan", for the metrics of epochs that were not validated.
+        writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                          for row in self.history])
         ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
 
     def _resume(self) -> None:
