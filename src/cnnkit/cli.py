@@ -195,15 +195,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("texture", "texture synthesis: optimise noise, or train a feed-forward generator and sample it")
     p.add_argument("style", nargs="?", type=Path, help="the texture image (not needed with --generator)")
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--height", type=int, help="output height (default --size)")
-    p.add_argument("--width", type=int, help="output width (default --size)")
+    p.add_argument("--height", type=positive_int, help="output height (default --size)")
+    p.add_argument("--width", type=positive_int, help="output width (default --size)")
     _style_options(p, iterations=150, size=256)
     p.add_argument("--feedforward", action="store_true", help="train a texture network (Ulyanov et al. 2016)")
-    p.add_argument("--train-size", type=int, default=128, help="generator training crops (pixels)")
-    p.add_argument("--train-iterations", type=int, default=300)
+    p.add_argument("--train-size", type=positive_int, default=128, help="generator training crops (pixels)")
+    p.add_argument("--train-iterations", type=positive_int, default=300)
     p.add_argument("--save-generator", type=Path, metavar="FILE.safetensors")
     p.add_argument("--generator", type=Path, metavar="FILE.safetensors", help="sample a trained generator")
-    p.add_argument("--count", type=int, default=1, help="samples side by side (with a generator)")
+    p.add_argument("--count", type=positive_int, default=1, help="samples side by side (with a generator)")
     p.set_defaults(func=cmd_texture)
 
     for name, help_text in (("denoise", "train a denoising autoencoder, or denoise an image with one"),
@@ -219,18 +219,19 @@ def _parser() -> argparse.ArgumentParser:
         if name == "denoise":
             p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
             p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
-            p.add_argument("--bottleneck", type=int, default=16, help="bottleneck channels of conv_autoencoder")
+            p.add_argument("--bottleneck", type=positive_int, default=16,
+                           help="bottleneck channels of conv_autoencoder")
             p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
             _subset_options(p)
             p.set_defaults(func=cmd_denoise)
         else:
-            p.add_argument("--image-size", type=int, help="shapes: image size (64); folders: resize to N x N")
-            p.add_argument("--num-train", type=int, default=2000, help="shapes: training images")
-            p.add_argument("--num-test", type=int, default=400, help="shapes: test images")
-            p.add_argument("--base-channels", type=int, default=16, help="U-Net width (64 in the paper)")
+            p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
+            p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
+            p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
+            p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
             p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
             p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
-            p.add_argument("--size", type=int, help="resize IMAGE so its longer side is N before segmenting")
+            p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
             p.set_defaults(func=cmd_segment)
 
     from .compress_cli import add_parsers as add_compression_parsers
@@ -248,19 +249,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
     p.add_argument("--l1-only", action="store_true", help="no discriminator: the paper's L1-only U-Net ablation")
     p.add_argument("--l1-weight", type=float, default=100.0, help="lambda of lambda L1 + adversarial (100)")
-    p.add_argument("--base-channels", type=int, default=32, help="generator and discriminator width (64 in the paper)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--base-channels", type=positive_int, default=32,
+                   help="generator and discriminator width (64 in the paper)")
+    _subset_options(p)
     _train_options(p)
     p.set_defaults(func=cmd_translate)
 
     p = command("gan", "train a DCGAN (28x28 or 32x32 images), or write a grid of its samples")
     p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained GAN")
     p.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="sample grid (default samples.png)")
-    p.add_argument("--count", type=int, default=64, help="samples in the grid")
+    p.add_argument("--count", type=positive_int, default=64, help="samples in the grid")
     p.add_argument("--train", action="store_true", help="train through the one training loop")
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
-    p.add_argument("--width", type=int, default=64, help="generator and discriminator width (64 in the paper)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--width", type=positive_int, default=64, help="generator and discriminator width (64 in the paper)")
+    _subset_options(p)
     p.add_argument("--fid-samples", type=int, default=5000, help="generated images behind each epoch's score")
     _train_options(p)
     p.set_defaults(func=cmd_gan)
@@ -270,7 +272,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder of run folders offered on the Draw page; Train writes its runs here (default runs)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.set_defaults(func=cmd_serve)
 
     p = command("finetune", "transfer a pretrained model or checkpoint to a dataset (cnnkit.transfer)")
@@ -283,12 +285,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-stages", type=int, default=2, help="two-phase: stages unfrozen in phase 2 (default 2)")
     _subset_options(p)
     p.add_argument("--epochs", type=int, default=5, help="epochs per phase (default 5)")
-    p.add_argument("--head-epochs", type=int, help="two-phase: epochs of the head phase (default --epochs)")
+    p.add_argument("--head-epochs", type=positive_int, help="two-phase: epochs of the head phase (default --epochs)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--lr-factor", type=float, default=0.1, help="two-phase: phase-2 learning rate factor (0.1)")
     p.add_argument("--lr-decay", type=float, help="discriminative LRs: each stage this times the one above")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--input-size", type=int, help="resize images to this (default: the backbone's, 224)")
+    p.add_argument("--input-size", type=positive_int, help="resize images to this (default: the backbone's, 224)")
     p.add_argument("--channels", choices=["sum", "average", "repeat"], default="sum",
                    help="adapting an RGB backbone to grey data: sum (default) or average the first filters")
     p.add_argument("--keep-head", action="store_true", help="keep the classifier (same classes as the checkpoint)")
@@ -309,7 +311,7 @@ def _train_options(p) -> None:
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="run folder")
+    p.add_argument("--out", type=Path)  # help: OPTION_HELP, per command
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -333,6 +335,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def port_number(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
 
 
 def _subset_options(p) -> None:
@@ -364,8 +373,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if (action.option_strings and default not in (None, False, argparse.SUPPRESS, [])
-                and "default" not in text.lower() and "%(default)" not in text):
+        absent = default is None or default is False or default is argparse.SUPPRESS or default == []
+        said = f"({default})" in text or (isinstance(default, float) and f"({default:g})" in text)
+        if action.option_strings and not absent and not said and "default" not in text.lower():
             shown = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else "%(default)s"
             text += f" (default: {shown})"
         return text
@@ -374,12 +384,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # Help for options that several commands share, or that were declared without one; (command, option) first.
 OPTION_HELP = {
     "--epochs": "epochs to train",
-    "--batch-size": "images per batch (per process under --nproc)",
+    "--batch-size": "images per batch",
+    ("train", "--batch-size"): "images per batch (per process under --nproc)",
     "--lr": "(peak) learning rate",
     "--seed": "random seed: initial weights, data order, augmentation",
     "--threads": "CPU threads for PyTorch (default: all cores)",
     "--device": "auto (a GPU when there is one), cpu, cuda or cuda:N",
-    "--no-progress": "no progress bar (one line per epoch only)",
+    "--no-progress": "no progress bar",
     "--out": "run folder",
     "--optimizer": "optimiser",
     "--schedule": "learning-rate schedule: constant, step (/10 at --milestones), plateau, cosine or one-cycle",
@@ -415,6 +426,10 @@ OPTION_HELP = {
     "--span": "extent of each direction, in filter-normalised units",
     "run_dir": "run folder with metrics.csv",
     ("eval", "--batch-size"): "images per evaluation batch",
+    ("denoise", "--out"): "run folder (default runs/denoise-DATA-NOISE-bBOTTLENECK)",
+    ("segment", "--out"): "run folder (default runs/unet-DATA)",
+    ("translate", "--out"): "run folder (default runs/p2p-TASK-DATA, or l1-TASK-DATA with --l1-only)",
+    ("gan", "--out"): "run folder (default runs/dcgan-DATA)",
     ("predict", "--top-k"): "classes listed per image",
     ("finetune", "--lr"): "learning rate (phase 2 of two-phase uses lr x --lr-factor)",
     ("finetune", "--batch-size"): "images per batch",
@@ -439,6 +454,7 @@ def _complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
         fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         config_defaults = {k: v for k, v in fields.items()
                            if k in TRAIN_FLAGS and v is not None and v is not False and v != ()}
+    task_defaults = _task_training_defaults(command)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
@@ -452,6 +468,8 @@ def _complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
                                 if key in OPTION_HELP), None)
         if action.dest in config_defaults and action.default is None and "default" not in (action.help or ""):
             action.help = f"{action.help or ''} (default: the recipe's, else {config_defaults[action.dest]})".strip()
+        if action.dest in task_defaults and action.default is None and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: {task_defaults[action.dest]:g})".strip()
 
 
 def _style_options(p, iterations: int, size: int) -> None:
@@ -467,11 +485,11 @@ def _style_options(p, iterations: int, size: int) -> None:
                    "fraction of each layer's activation std (0.3)")
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--lr", type=float, help="L-BFGS step (1) or Adam pixel step (0.02)")
-    p.add_argument("--size", type=int, default=size, help=f"longer side of the output in pixels ({size})")
+    p.add_argument("--size", type=positive_int, default=size, help=f"longer side of the output in pixels ({size})")
     p.add_argument("--scales", type=_floats, default=[0.5, 1.0], help="coarse-to-fine fractions of --size")
-    p.add_argument("--iterations", type=int, default=iterations, help="loss evaluations over all scales")
+    p.add_argument("--iterations", type=positive_int, default=iterations, help="loss evaluations over all scales")
     p.add_argument("--snapshots", type=Path, metavar="DIR", help="write intermediate images here")
-    p.add_argument("--snapshot-every", type=int, default=25)
+    p.add_argument("--snapshot-every", type=positive_int, default=25)
     p.add_argument("--loss-csv", type=Path, help="write the loss per iteration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
@@ -652,6 +670,29 @@ def _train(args) -> None:
     Trainer(model, bundle, config, out=out).fit(resume=resume)
 
 
+# The training defaults of the commands that train a task (shown by their --help).
+DENOISE_TRAINING = {"epochs": 3, "batch_size": 128, "lr": 3e-3}
+SEGMENT_TRAINING = {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}}
+TASK_EPOCHS = 5  # gan and translate; their optimiser settings are the papers' (GAN_TRAINING, PIX2PIX_TRAINING)
+
+
+def _task_training_defaults(command: str) -> dict:
+    if command == "denoise":
+        return DENOISE_TRAINING
+    if command == "segment":
+        return SEGMENT_TRAINING
+    if command == "compress":
+        from .compress_cli import COMPRESS_TRAINING
+
+        return COMPRESS_TRAINING
+    if command in ("gan", "translate"):
+        from .gan import GAN_TRAINING
+        from .translate import PIX2PIX_TRAINING
+
+        return {**(GAN_TRAINING if command == "gan" else PIX2PIX_TRAINING), "epochs": TASK_EPOCHS}
+    return {}
+
+
 # The command that applies each non-classification task's checkpoint.
 TASK_COMMANDS = {"denoising": "'cnnkit denoise RUN_DIR IMAGE'", "segmentation": "'cnnkit segment RUN_DIR IMAGE'",
                  "compression": "'cnnkit compress RUN_DIR IMAGE'", "pix2pix": "'cnnkit translate RUN_DIR IMAGE'",
@@ -691,7 +732,8 @@ def cmd_average(args) -> None:
 
     if args.out.resolve() in {run.resolve() for run in args.runs}:
         raise CnnkitError(f"--out {args.out} is one of the runs being averaged; give a new folder")
-    meta = average_checkpoints(args.runs, args.out, args.weights)
+    meta = average_checkpoints(args.runs, args.out, args.weights,
+                               warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     print(f"averaged {len(args.runs)} runs into {meta.parent}; evaluate it with: cnnkit eval {meta.parent}")
 
 
@@ -713,7 +755,8 @@ def cmd_predict(args) -> None:
         if not args.images:
             raise CnnkitError("name at least one image: cnnkit predict RUN_DIR image.png")
         model, meta = load_model_checkpoint(args.checkpoint)
-        results = predict_files(model, meta, args.images, args.top_k, args.invert)
+        results = predict_files(model, meta, args.images, args.top_k, args.invert,
+                                warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     if args.json:
         print(json.dumps({str(f): r for f, r in zip(args.images, results)}, indent=2))
         return
@@ -845,7 +888,7 @@ def cmd_denoise(args) -> None:
                              bottleneck_channels=args.bottleneck)
         args.out = args.out or Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}"
         _train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
-                    {"epochs": 3, "batch_size": 128, "lr": 3e-3})
+                    DENOISE_TRAINING)
         report = denoising_report(model, bundle.test.images, args.noise, args.level)
         (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
         print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
@@ -894,7 +937,7 @@ def cmd_segment(args) -> None:
                              padding=True, base_channels=args.base_channels, batch_norm=True)
         args.out = args.out or Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}"
         trainer, summary = _train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
-                                       {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}})
+                                       SEGMENT_TRAINING)
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
@@ -933,7 +976,7 @@ def cmd_translate(args) -> None:
         variant = "l1" if args.l1_only else "p2p"
         args.out = args.out or Path("runs") / f"{variant}-{args.kind}-{bundle.name}"
         task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
-        _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": 5})
+        _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")
         return
@@ -962,7 +1005,7 @@ def cmd_gan(args) -> None:
                              discriminator_width=args.width)
         args.out = args.out or Path("runs") / f"dcgan-{bundle.name}"
         trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
-                                 {**GAN_TRAINING, "epochs": 5})
+                                 {**GAN_TRAINING, "epochs": TASK_EPOCHS})
         scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
         print(f"Fréchet feature distance by epoch: {scores}; samples in {args.out / 'samples'}")
         return
@@ -984,7 +1027,11 @@ def cmd_serve(args) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this address can use the playground, "
               "including starting training runs; it has no login.", file=sys.stderr)
-    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    try:
+        args.checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"--checkpoints {args.checkpoints}: cannot create that folder ({exc.strerror or exc}); "
+                          "give a folder you can write to.") from None
     print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
           "Ctrl-C stops it)", flush=True)
     uvicorn.run(create_app(args.checkpoints), host=args.host, port=args.port, log_level="warning")

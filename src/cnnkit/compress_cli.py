@@ -15,7 +15,12 @@ EXAMPLES = {
 }
 
 
+COMPRESS_TRAINING = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}  # --help shows these
+
+
 def add_parsers(sub) -> None:
+    from .cli import positive_int
+
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,8 +33,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="training data: cifar10 (default), mnist, fashion-mnist or imagefolder:PATH")
     p.add_argument("--lambda", dest="lmbda", type=float, default=0.01,
                    help="rate-distortion trade-off: loss = lambda x 255^2 x MSE + bits per pixel (0.01)")
-    p.add_argument("--channels", type=int, default=64, help="N, the transforms' width (128 in the paper)")
-    p.add_argument("--latent-channels", type=int, default=96, help="M, the latent's channels (192 in the paper)")
+    p.add_argument("--channels", type=positive_int, default=64, help="N, the transforms' width (128 in the paper)")
+    p.add_argument("--latent-channels", type=positive_int, default=96,
+                   help="M, the latent's channels (192 in the paper)")
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--device", default="auto")
@@ -101,6 +107,6 @@ def _train(args) -> None:
                          latent_channels=args.latent_channels)
     args.out = args.out or Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}"
     _, summary = _train_task(args, model, bundle, CompressionTask(args.lmbda),
-                             {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0})
+                             COMPRESS_TRAINING)
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
           f"'cnnkit compress {args.out} IMAGE' writes a file")

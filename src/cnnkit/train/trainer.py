@@ -38,6 +38,7 @@ from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
 from . import checkpoint as ckpt
+from .lineage import init_fingerprints
 from . import distributed
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .optim import build_optimizer, build_schedule
@@ -167,6 +168,7 @@ class Trainer:
             raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
                               f"epoch; they cannot be used with validate_every={config.validate_every}.")
         self.stop_requested = False
+        self.lineage: dict | None = None  # fingerprints of the starting weights (train/lineage.py), set by fit
         self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
         self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
@@ -300,6 +302,7 @@ class Trainer:
             self._resume()  # on every rank: each holds its own copy of the model and optimiser state
         else:
             self._initialize_from_data()
+            self.lineage = {"init": init_fingerprints(self.model)}  # what `cnnkit average` checks runs share
             if self.out and self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
@@ -547,12 +550,23 @@ class Trainer:
         return {"dataset": self.data.name, "classes": list(self.data.classes), "preprocess": self.preprocess.state(),
                 "image_shape": list(self.data.image_shape), "epoch": self.epoch,
                 "metrics": self.history[-1] if self.history else {}, "train_config": self.config.to_dict(),
-                "task": self.task.describe()}
+                "task": self.task.describe(), "input_statistics": self._input_statistics(),
+                "lineage": self.lineage}
+
+    def _input_statistics(self) -> dict | None:
+        """What the training images look like, so prediction can tell an input far from them (cnnkit.data.
+        input_check); taken once, from images in memory (folders are decoded lazily: none)."""
+        if not hasattr(self, "_input_stats"):
+            from ..data.input_check import input_statistics
+
+            images = getattr(self.data.train, "images", None)
+            self._input_stats = input_statistics(images) if isinstance(images, torch.Tensor) and len(images) else None
+        return self._input_stats
 
     def _write_epoch_files(self) -> None:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
                  "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
-                 "epochs": self.config.epochs}
+                 "epochs": self.config.epochs, "lineage": self.lineage}
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state, ema=self.ema)
         ckpt.save_model_checkpoint(self.out, self.ema.module if self.ema is not None else self.model,
                                    self.checkpoint_meta())
@@ -569,6 +583,7 @@ class Trainer:
         state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule, ema=self.ema)
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
+        self.lineage = state.get("lineage")
         self.log(f"resuming {self.out} after epoch {self.epoch}")
         saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
         saved_scale = state.get("lr_scale", 1.0)
