@@ -432,7 +432,6 @@ OPTION_HELP = {
     ("gan", "--out"): "run folder (default runs/dcgan-DATA)",
     ("predict", "--top-k"): "classes listed per image",
     ("finetune", "--lr"): "learning rate (phase 2 of two-phase uses lr x --lr-factor)",
-    ("finetune", "--batch-size"): "images per batch",
     ("stylize", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
     ("texture", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
     ("stylize", "--seed"): "random seed (noise initialisation)",
