@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Budget flags per command (the first words of the line: "denoise --train" or "train"), appended to the line.
 SHRINK = {
     "train": "--epochs 1 --train-subset 2000 --test-subset 1000",
-    "finetune": "--epochs 1 --train-subset 200 --test-subset 200",
+    "finetune": "--epochs 1 --train-subset 100 --test-subset 100",
     "stylize": "--size 64 --iterations 4",
     "texture": "--size 64 --iterations 4",
     "denoise --train": "--epochs 1 --train-subset 2000 --test-subset 500",
@@ -32,7 +32,7 @@ SHRINK = {
     "compress --train": "--epochs 1 --train-subset 300 --test-subset 50",
     "gan --train": "--epochs 1 --train-subset 500 --fid-samples 200",
     "gan": "--count 16",
-    "translate --train": "--epochs 1 --train-subset 300 --test-subset 100",
+    "translate --train": "--epochs 1 --train-subset 200 --test-subset 50",
 }
 # Lines that do not run here, each with its reason (the first pattern found in the line decides).
 SKIP = {
