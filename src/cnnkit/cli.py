@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Run 'cnnkit COMMAND --help' for a command's options and examples. "
                "Datasets are looked for in $CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -99,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("summary", "per-layer shapes, parameters, multiply-accumulates, memory and receptive fields")
     p.add_argument("model", help="model name (see 'cnnkit models')")
     p.add_argument("--input", help="input size CxHxW or HxW (default: the model's native input)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size for the activation-memory column")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size for the activation-memory column")
     p.set_defaults(func=cmd_summary)
 
     from .viz.cli import add_parser as add_viz_parser
@@ -140,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that "
                    "holds a run)")
     _overwrite_option(p)
+    _subset_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
                         "continue --out if it holds a checkpoint, else start it")
@@ -167,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json)")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=1000)
     p.set_defaults(func=cmd_eval)
 
     p = command("average", "average the weights of runs of one model (a model soup, or a run's last checkpoints)")
@@ -182,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", type=Path)
     p.add_argument("--model", help="a registered model to build instead of reading a run folder")
     p.add_argument("--pretrained", help="with --model: a pretrained tag (imagenet) or weights file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--invert", action="store_true", help="invert grey levels (dark-on-light drawings for MNIST models)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _imported_preprocessing_options(p, "with --pretrained FILE: ")
@@ -216,15 +220,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("texture", "texture synthesis: optimise noise, or train a feed-forward generator and sample it")
     p.add_argument("style", nargs="?", type=Path, help="the texture image (not needed with --generator)")
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--height", type=int, help="output height (default --size)")
-    p.add_argument("--width", type=int, help="output width (default --size)")
+    p.add_argument("--height", type=positive_int, help="output height (default --size)")
+    p.add_argument("--width", type=positive_int, help="output width (default --size)")
     _style_options(p, iterations=150, size=256)
     p.add_argument("--feedforward", action="store_true", help="train a texture network (Ulyanov et al. 2016)")
-    p.add_argument("--train-size", type=int, default=128, help="generator training crops (pixels)")
-    p.add_argument("--train-iterations", type=int, default=300)
+    p.add_argument("--train-size", type=positive_int, default=128, help="generator training crops (pixels)")
+    p.add_argument("--train-iterations", type=positive_int, default=300)
     p.add_argument("--save-generator", type=Path, metavar="FILE.safetensors")
     p.add_argument("--generator", type=Path, metavar="FILE.safetensors", help="sample a trained generator")
-    p.add_argument("--count", type=int, default=1, help="samples side by side (with a generator)")
+    p.add_argument("--count", type=positive_int, default=1, help="samples side by side (with a generator)")
     p.set_defaults(func=cmd_texture)
 
     for name, help_text in (("denoise", "train a denoising autoencoder, or denoise an image with one"),
@@ -240,17 +244,19 @@ def _parser() -> argparse.ArgumentParser:
         if name == "denoise":
             p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
             p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
-            p.add_argument("--bottleneck", type=int, default=16, help="bottleneck channels of conv_autoencoder")
+            p.add_argument("--bottleneck", type=positive_int, default=16,
+                           help="bottleneck channels of conv_autoencoder")
             p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
+            _subset_options(p)
             p.set_defaults(func=cmd_denoise)
         else:
-            p.add_argument("--image-size", type=int, help="shapes: image size (64); folders: resize to N x N")
-            p.add_argument("--num-train", type=int, default=2000, help="shapes: training images")
-            p.add_argument("--num-test", type=int, default=400, help="shapes: test images")
-            p.add_argument("--base-channels", type=int, default=16, help="U-Net width (64 in the paper)")
+            p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
+            p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
+            p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
+            p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
             p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
             p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
-            p.add_argument("--size", type=int, help="resize IMAGE so its longer side is N before segmenting")
+            p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
             p.set_defaults(func=cmd_segment)
 
     from .compress_cli import add_parsers as add_compression_parsers
@@ -268,19 +274,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
     p.add_argument("--l1-only", action="store_true", help="no discriminator: the paper's L1-only U-Net ablation")
     p.add_argument("--l1-weight", type=float, default=100.0, help="lambda of lambda L1 + adversarial (100)")
-    p.add_argument("--base-channels", type=int, default=32, help="generator and discriminator width (64 in the paper)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--base-channels", type=positive_int, default=32,
+                   help="generator and discriminator width (64 in the paper)")
+    _subset_options(p)
     _train_options(p)
     p.set_defaults(func=cmd_translate)
 
     p = command("gan", "train a DCGAN (28x28 or 32x32 images), or write a grid of its samples")
     p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained GAN")
     p.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="sample grid (default samples.png)")
-    p.add_argument("--count", type=int, default=64, help="samples in the grid")
+    p.add_argument("--count", type=positive_int, default=64, help="samples in the grid")
     p.add_argument("--train", action="store_true", help="train through the one training loop")
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
-    p.add_argument("--width", type=int, default=64, help="generator and discriminator width (64 in the paper)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
+    p.add_argument("--width", type=positive_int, default=64, help="generator and discriminator width (64 in the paper)")
+    _subset_options(p)
     p.add_argument("--fid-samples", type=int, default=5000, help="generated images behind each epoch's score")
     _train_options(p)
     p.set_defaults(func=cmd_gan)
@@ -290,7 +297,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder of run folders offered on the Draw page; Train writes its runs here (default runs)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000)
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="another name browsers use to reach the server (a reverse proxy, a LAN name); requests "
                         "naming any other host are refused (default: the --host address and loopback names)")
@@ -304,15 +311,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=["linear", "head", "two-phase", "full"], default="two-phase")
     p.add_argument("--stage", action="append", help="--strategy linear: a stage to probe (repeatable; default all)")
     p.add_argument("--top-stages", type=int, default=2, help="two-phase: stages unfrozen in phase 2 (default 2)")
-    p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
-    p.add_argument("--test-subset", type=int, metavar="N", help="evaluate on N test images (default all)")
+    _subset_options(p)
     p.add_argument("--epochs", type=int, default=5, help="epochs per phase (default 5)")
-    p.add_argument("--head-epochs", type=int, help="two-phase: epochs of the head phase (default --epochs)")
+    p.add_argument("--head-epochs", type=positive_int, help="two-phase: epochs of the head phase (default --epochs)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--lr-factor", type=float, default=0.1, help="two-phase: phase-2 learning rate factor (0.1)")
     p.add_argument("--lr-decay", type=float, help="discriminative LRs: each stage this times the one above")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--input-size", type=int, help="resize images to this (default: the backbone's, 224)")
+    p.add_argument("--input-size", type=positive_int, help="resize images to this (default: the backbone's, 224)")
     p.add_argument("--channels", choices=["sum", "average", "repeat"], default="sum",
                    help="adapting an RGB backbone to grey data: sum (default) or average the first filters")
     p.add_argument("--keep-head", action="store_true", help="keep the classifier (same classes as the checkpoint)")
@@ -320,10 +326,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
-    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint")
+    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
+                   "runs/finetune-SOURCE-DATA-STRATEGY; the linear probe saves no model)")
     _overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_finetune)
+    _complete_help(parser)
     return parser
 
 
@@ -380,6 +388,151 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes: 0 or less would divide by zero or do nothing, silently."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
+def _subset_options(p) -> None:
+    """--train-subset/--test-subset: a quick run of any command that trains or probes."""
+    p.add_argument("--train-subset", type=positive_int, metavar="N",
+                   help="train on N images, balanced over the classes (default: all; e.g. 2000 for a quick run)")
+    p.add_argument("--test-subset", type=positive_int, metavar="N",
+                   help="evaluate on N test images drawn at random (default: all)")
+
+
+def _apply_subsets(bundle, args, seed: int = 0):
+    """``bundle`` with the training and test splits cut to --train-subset and --test-subset (when given): the
+    training images balanced over the classes, the test images a fixed random draw (some copies are sorted by
+    class, so never "the first N")."""
+    import dataclasses
+
+    from .data import random_subset
+
+    if getattr(args, "train_subset", None):
+        bundle = dataclasses.replace(bundle, train=_balanced_subset(bundle.train, args.train_subset, seed))
+    if getattr(args, "test_subset", None):
+        bundle = dataclasses.replace(bundle, test=random_subset(bundle.test, args.test_subset, seed))
+    return bundle
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written, and every option's default shown (unless its help already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        absent = default is None or default is False or default is argparse.SUPPRESS or default == []
+        said = f"({default})" in text or (isinstance(default, float) and f"({default:g})" in text)
+        if action.option_strings and not absent and not said and "default" not in text.lower():
+            shown = ",".join(f"{v:g}" for v in default) if isinstance(default, list) else "%(default)s"
+            text += f" (default: {shown})"
+        return text
+
+
+# Help for options that several commands share, or that were declared without one; (command, option) first.
+OPTION_HELP = {
+    "--epochs": "epochs to train",
+    "--batch-size": "images per batch",
+    ("train", "--batch-size"): "images per batch (per process under --nproc)",
+    "--lr": "(peak) learning rate",
+    "--seed": "random seed: initial weights, data order, augmentation",
+    "--threads": "CPU threads for PyTorch (default: all cores)",
+    "--device": "auto (a GPU when there is one), cpu, cuda or cuda:N",
+    "--no-progress": "no progress bar",
+    "--out": "run folder",
+    "--optimizer": "optimiser",
+    "--schedule": "learning-rate schedule: constant, step (/10 at --milestones), plateau, cosine or one-cycle",
+    "--weight-decay": "L2 weight decay",
+    "--momentum": "SGD momentum",
+    "--nesterov": "Nesterov momentum (SGD)",
+    "--label-smoothing": "label smoothing epsilon, e.g. 0.1",
+    "--grad-clip": "clip the gradient norm to this value",
+    "--precision": "fp32, or bf16 autocast (faster on recent CPUs and GPUs)",
+    "--channels-last": "channels_last memory layout (faster convolutions)",
+    "--early-stopping": "stop after EPOCHS epochs without improvement of the validation metric",
+    "--image": "image file",
+    "image": "image file (PNG, JPEG, ...)",
+    "images": "image files (PNG, JPEG, ...); any size or mode is converted",
+    "-o": "output image",
+    "content": "the photo to repaint",
+    "--content-layers": "comma-separated content layer names (default: the descriptor's)",
+    "--init": "start the optimisation from the content image or from noise",
+    "--train-iterations": "generator training steps",
+    "--save-generator": "write the trained generator to this file",
+    "--noise": "kind of corruption to learn to remove",
+    "--task": "what to translate: grey -> colour, Sobel edges -> image, or fill a masked square",
+    "--port": "TCP port to listen on",
+    "--strategy": "linear probe, head only, head then the top stages, or every layer (full)",
+    "--descriptor": "the network whose feature statistics define style",
+    "--snapshot-every": "iterations between snapshots",
+    "--layer": "layer name (default: the first convolution; an unknown name lists the valid ones)",
+    "--target": "maximise a channel's mean, one neuron, or a class logit",
+    "--steps": "optimisation steps",
+    "--parameterization": "optimise pixels, or a decorrelated Fourier spectrum (smoother images)",
+    "--examples": "test images used",
+    "--resolution": "grid points along each direction",
+    "--span": "extent of each direction, in filter-normalised units",
+    "run_dir": "run folder with metrics.csv",
+    ("eval", "--batch-size"): "images per evaluation batch",
+    ("denoise", "--out"): "run folder (default runs/denoise-DATA-NOISE-bBOTTLENECK)",
+    ("segment", "--out"): "run folder (default runs/unet-DATA)",
+    ("translate", "--out"): "run folder (default runs/p2p-TASK-DATA, or l1-TASK-DATA with --l1-only)",
+    ("gan", "--out"): "run folder (default runs/dcgan-DATA)",
+    ("predict", "--top-k"): "classes listed per image",
+    ("finetune", "--lr"): "learning rate (phase 2 of two-phase uses lr x --lr-factor)",
+    ("stylize", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
+    ("texture", "--optimizer"): "L-BFGS (the paper's) or Adam on the pixels",
+    ("stylize", "--seed"): "random seed (noise initialisation)",
+    ("texture", "--seed"): "random seed (the starting noise, the generator's inputs)",
+    ("maximize", "--seed"): "random seed (starting image, jitter)",
+}
+
+
+def _complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """Every (sub)parser gets the defaults-showing formatter; an option declared without help gets the shared
+    wording above; train's options, whose defaults come from the recipe or TrainConfig, say which."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    parser.formatter_class = _HelpFormatter
+    config_defaults = {}
+    if command == "train":
+        fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        config_defaults = {k: v for k, v in fields.items()
+                           if k in TRAIN_FLAGS and v is not None and v is not False and v != ()}
+    task_defaults = _task_training_defaults(command)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _complete_help(child, name)
+            continue
+        if action.help == argparse.SUPPRESS or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        names = action.option_strings or [action.dest]
+        if not action.help:
+            action.help = next((OPTION_HELP[key] for name in names for key in ((command, name), name)
+                                if key in OPTION_HELP), None)
+        if action.dest in config_defaults and action.default is None and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: the recipe's, else {config_defaults[action.dest]})".strip()
+        if action.dest in task_defaults and action.default is None and "default" not in (action.help or ""):
+            action.help = f"{action.help or ''} (default: {task_defaults[action.dest]:g})".strip()
+
+
 def _style_options(p, iterations: int, size: int) -> None:
     p.add_argument("--descriptor", default="efficientnet_lite0", choices=["efficientnet_lite0", "vgg19", "vgg16"])
     p.add_argument("--weights", type=Path, help="descriptor checkpoint (torchvision layout for VGG)")
@@ -393,11 +546,11 @@ def _style_options(p, iterations: int, size: int) -> None:
                    "fraction of each layer's activation std (0.3)")
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--lr", type=float, help="L-BFGS step (1) or Adam pixel step (0.02)")
-    p.add_argument("--size", type=int, default=size, help=f"longer side of the output in pixels ({size})")
+    p.add_argument("--size", type=positive_int, default=size, help=f"longer side of the output in pixels ({size})")
     p.add_argument("--scales", type=_floats, default=[0.5, 1.0], help="coarse-to-fine fractions of --size")
-    p.add_argument("--iterations", type=int, default=iterations, help="loss evaluations over all scales")
+    p.add_argument("--iterations", type=positive_int, default=iterations, help="loss evaluations over all scales")
     p.add_argument("--snapshots", type=Path, metavar="DIR", help="write intermediate images here")
-    p.add_argument("--snapshot-every", type=int, default=25)
+    p.add_argument("--snapshot-every", type=positive_int, default=25)
     p.add_argument("--loss-csv", type=Path, help="write the loss per iteration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
@@ -424,6 +577,8 @@ def cmd_datasets(args) -> None:
     print(f"{'dataset':<15} {'local':<6} description")
     for row in describe_catalog():
         print(f"{row['name']:<15} {'yes' if row['local'] else 'no':<6} {row['description']}")
+        if row["copy"]:  # which copy: figures on a lossy one are not comparable to published ones
+            print(f"{'':<22} present: {row['copy']}")
     print(f"{'imagefolder:PATH':<15} {'':<6} a folder with one sub-folder per class (or train/ and val/ sub-folders)")
     print("searched: " + ", ".join(str(r) for r in data_roots()) + ", then the download mirrors")
 
@@ -606,9 +761,40 @@ def _train(args) -> None:
     # Image folders are decoded at the model's own input size and channel count.
     bundle = load_dataset(data_name, image_size=config.input_size or entry.input_size[-1],
                           channels=model_args.get("in_channels", entry.input_size[0]))
+    bundle = _apply_subsets(bundle, args, config.seed)
     torch.manual_seed(config.seed)  # the initial weights follow the seed too
     model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
+    args.run_dir = Path(out)  # named by the interrupt message
     Trainer(model, bundle, config, out=out).fit(resume=resume)
+
+
+# The training defaults of the commands that train a task (shown by their --help).
+DENOISE_TRAINING = {"epochs": 3, "batch_size": 128, "lr": 3e-3}
+SEGMENT_TRAINING = {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}}
+TASK_EPOCHS = 5  # gan and translate; their optimiser settings are the papers' (GAN_TRAINING, PIX2PIX_TRAINING)
+
+
+def _task_training_defaults(command: str) -> dict:
+    if command == "denoise":
+        return DENOISE_TRAINING
+    if command == "segment":
+        return SEGMENT_TRAINING
+    if command == "compress":
+        from .compress_cli import COMPRESS_TRAINING
+
+        return COMPRESS_TRAINING
+    if command in ("gan", "translate"):
+        from .gan import GAN_TRAINING
+        from .translate import PIX2PIX_TRAINING
+
+        return {**(GAN_TRAINING if command == "gan" else PIX2PIX_TRAINING), "epochs": TASK_EPOCHS}
+    return {}
+
+
+# The command that applies each non-classification task's checkpoint.
+TASK_COMMANDS = {"denoising": "'cnnkit denoise RUN_DIR IMAGE'", "segmentation": "'cnnkit segment RUN_DIR IMAGE'",
+                 "compression": "'cnnkit compress RUN_DIR IMAGE'", "pix2pix": "'cnnkit translate RUN_DIR IMAGE'",
+                 "gan": "'cnnkit gan RUN_DIR -o samples.png'"}
 
 
 def cmd_eval(args) -> None:
@@ -617,6 +803,11 @@ def cmd_eval(args) -> None:
     from .train.checkpoint import load_model_checkpoint
 
     model, meta = load_model_checkpoint(args.checkpoint)
+    task = meta.get("task", {}).get("name", "classification")
+    if task != "classification":  # top-1/top-5 mean nothing for a denoiser, a codec or a GAN
+        raise CnnkitError(f"{args.checkpoint} holds a {task} model; 'cnnkit eval' scores classifiers. Its test "
+                          f"figures are in {Path(args.checkpoint) / 'summary.json'}; "
+                          f"{TASK_COMMANDS.get(task, 'its own command')} applies it to an image.")
     channels, _, width = meta["image_shape"]
     bundle = load_dataset(args.data or meta["dataset"], image_size=width, channels=channels)
     if list(bundle.classes) != list(meta["classes"]):
@@ -640,7 +831,8 @@ def cmd_average(args) -> None:
     if args.out.resolve() in {run.resolve() for run in args.runs}:
         raise CnnkitError(f"--out {args.out} is one of the runs being averaged; give a new folder")
     claim_out(args, None)
-    meta = average_checkpoints(args.runs, args.out, args.weights)
+    meta = average_checkpoints(args.runs, args.out, args.weights,
+                               warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     print(f"averaged {len(args.runs)} runs into {meta.parent}; evaluate it with: cnnkit eval {meta.parent}")
 
 
@@ -669,7 +861,8 @@ def cmd_predict(args) -> None:
         if not args.images:
             raise CnnkitError("name at least one image: cnnkit predict RUN_DIR image.png")
         model, meta = load_model_checkpoint(args.checkpoint)
-        results = predict_files(model, meta, args.images, args.top_k, args.invert)
+        results = predict_files(model, meta, args.images, args.top_k, args.invert,
+                                warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     if args.json:
         print(json.dumps({str(f): r for f, r in zip(args.images, results)}, indent=2))
         return
@@ -825,13 +1018,13 @@ def cmd_denoise(args) -> None:
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = load_dataset(args.data or "mnist")
+        bundle = _apply_subsets(load_dataset(args.data or "mnist"), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
                              bottleneck_channels=args.bottleneck)
         args.out = claim_out(args, Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}")
         _train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
-                    {"epochs": 3, "batch_size": 128, "lr": 3e-3})
+                    DENOISE_TRAINING)
         report = denoising_report(model, bundle.test.images, args.noise, args.level)
         (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
         print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
@@ -881,7 +1074,7 @@ def cmd_segment(args) -> None:
                              padding=True, base_channels=args.base_channels, batch_norm=True)
         args.out = claim_out(args, Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}")
         trainer, summary = _train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
-                                       {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}})
+                                       SEGMENT_TRAINING)
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
@@ -915,15 +1108,13 @@ def cmd_translate(args) -> None:
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = load_translation_data(args.kind, args.data)
-        if args.train_subset:
-            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        bundle = _apply_subsets(load_translation_data(args.kind, args.data), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
         variant = "l1" if args.l1_only else "p2p"
         args.out = claim_out(args, Path("runs") / f"{variant}-{args.kind}-{bundle.name}")
         task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
-        _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": 5})
+        _, summary = _train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")
         return
@@ -946,16 +1137,14 @@ def cmd_gan(args) -> None:
         from .models.registry import create_model
 
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = load_dataset(args.data)
-        if args.train_subset:
-            bundle.train = _balanced_subset(bundle.train, args.train_subset, args.seed or 0)
+        bundle = _apply_subsets(load_dataset(args.data), args, args.seed or 0)
         torch.manual_seed(args.seed or 0)
         channels, size, _ = bundle.image_shape
         model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
                              discriminator_width=args.width)
         args.out = claim_out(args, Path("runs") / f"dcgan-{bundle.name}")
         trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
-                                 {**GAN_TRAINING, "epochs": 5})
+                                 {**GAN_TRAINING, "epochs": TASK_EPOCHS})
         scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
         print(f"Fréchet feature distance by epoch: {scores}; samples in {args.out / 'samples'}")
         return
@@ -977,7 +1166,11 @@ def cmd_serve(args) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this address can use the playground, "
               "including starting training runs; it has no login.", file=sys.stderr)
-    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    try:
+        args.checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnkitError(f"--checkpoints {args.checkpoints}: cannot create that folder ({exc.strerror or exc}); "
+                          "give a folder you can write to.") from None
     print(f"cnnkit playground on http://{args.host}:{args.port}  (checkpoints: {args.checkpoints.resolve()}; "
           "Ctrl-C stops it)", flush=True)
     app = create_app(args.checkpoints, host=args.host, port=args.port, allowed_hosts=tuple(args.allow_host))
@@ -1016,25 +1209,24 @@ def _balanced_subset(dataset, n: int, seed: int):
 
 
 def cmd_finetune(args) -> None:
-    import dataclasses
-
     import torch
 
     from .data import load_dataset
     from .train import TrainConfig
     from .transfer import finetune, format_probe_table
 
-    claim_out(args, None)  # before the backbone and the data are loaded
+    default_out = None  # the linear probe keeps no model; a fine-tuned one is kept, as train keeps its runs
+    if args.strategy != "linear":
+        source = Path(args.source).name.replace(":", "-")
+        data = args.data.replace(":", "_").replace("/", "_")
+        default_out = Path("runs") / f"finetune-{source}-{data}-{args.strategy}"
+    args.out = args.run_dir = claim_out(args, default_out)  # before the backbone and the data are loaded
     torch.manual_seed(args.seed)
     model = _load_source(args)
     pretrained = getattr(model, "pretrained_config", None) or {}
     size = args.input_size or pretrained.get("crop") or model.default_config["input_size"][-1]
     bundle = load_dataset(args.data, image_size=size, channels=model.cnnkit_config["in_channels"])
-    if args.train_subset:
-        bundle = dataclasses.replace(bundle, train=_balanced_subset(bundle.train, args.train_subset, args.seed))
-    if args.test_subset:
-        pick = torch.randperm(len(bundle.test), generator=torch.Generator().manual_seed(args.seed))[:args.test_subset]
-        bundle = dataclasses.replace(bundle, test=bundle.test.subset(pick))
+    bundle = _apply_subsets(bundle, args, args.seed)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, input_size=args.input_size,
                          seed=args.seed, device=args.device, num_threads=args.num_threads,
                          num_workers=args.num_workers, channels_last=True,
@@ -1045,15 +1237,21 @@ def cmd_finetune(args) -> None:
                       new_head=not args.keep_head, channel_mode=args.channels, out=args.out)
     if args.strategy == "linear":
         print(format_probe_table(result["probes"]))
-    print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}")
+    print(f"{args.strategy}: test accuracy {result['test_acc']:.2f}% on {bundle.describe()}"
+          + (f"; model in {args.out}" if args.out else ""))
 
 
 _DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv:  # a bare `cnnkit` is asking what there is
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    args.argv = argv
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -1069,10 +1267,23 @@ def main(argv: list[str] | None = None) -> int:
               "disk space or write somewhere else.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"cnnkit {args.command}: interrupted; 'cnnkit train ... --resume RUN_DIR' continues a training run "
-              "from its last completed epoch.", file=sys.stderr)
+        print(f"cnnkit {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _resume_hint(args) -> str:
+    """What an interrupted command left behind, naming the real run folder."""
+    from .train.checkpoint import STATE_FILE
+
+    run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
+    if run_dir is None or not isinstance(run_dir, Path):
+        return "."
+    if not (run_dir / STATE_FILE).is_file():
+        return f" before the first epoch of {run_dir} finished; nothing to resume."
+    if args.command == "train":
+        return f"; 'cnnkit train --resume {run_dir}' continues it from its last completed epoch."
+    return f"; {run_dir} holds the model of the last completed epoch."
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ EXAMPLES = {
 }
 
 
+COMPRESS_TRAINING = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}  # --help shows these
+
+
 def add_parsers(sub) -> None:
-    from .cli import _overwrite_option
+    from .cli import _overwrite_option, positive_int
 
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
@@ -30,8 +33,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="training data: cifar10 (default), mnist, fashion-mnist or imagefolder:PATH")
     p.add_argument("--lambda", dest="lmbda", type=float, default=0.01,
                    help="rate-distortion trade-off: loss = lambda x 255^2 x MSE + bits per pixel (0.01)")
-    p.add_argument("--channels", type=int, default=64, help="N, the transforms' width (128 in the paper)")
-    p.add_argument("--latent-channels", type=int, default=96, help="M, the latent's channels (192 in the paper)")
+    p.add_argument("--channels", type=positive_int, default=64, help="N, the transforms' width (128 in the paper)")
+    p.add_argument("--latent-channels", type=positive_int, default=96,
+                   help="M, the latent's channels (192 in the paper)")
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
         p.add_argument(flag, type=kind)
     p.add_argument("--device", default="auto")
@@ -39,6 +43,9 @@ def add_parsers(sub) -> None:
                    "holds a run)")
     _overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
+    from .cli import _subset_options
+
+    _subset_options(p)
     p.set_defaults(func=cmd_compress)
 
     p = command("decompress", "decode a .cnk file with the compressor that wrote it")
@@ -91,18 +98,18 @@ def cmd_decompress(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from .cli import _train_task, claim_out
+    from .cli import _apply_subsets, _train_task, claim_out
     from .compress import CompressionTask
     from .data import load_dataset
     from .models.registry import create_model
 
     claim_out(args, None)  # an explicit --out is checked before the data is read
-    bundle = load_dataset(args.data or "cifar10")
+    bundle = _apply_subsets(load_dataset(args.data or "cifar10"), args, args.seed or 0)
     torch.manual_seed(args.seed or 0)
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
                          latent_channels=args.latent_channels)
     args.out = claim_out(args, Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}")
     _, summary = _train_task(args, model, bundle, CompressionTask(args.lmbda),
-                             {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0})
+                             COMPRESS_TRAINING)
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
           f"'cnnkit compress {args.out} IMAGE' writes a file")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .data.augment import Preprocess
 from .data.formats import read_image
+from .data.input_check import distribution_warnings, is_colourful
 from .errors import ImageError
 
 
@@ -18,17 +20,23 @@ def preprocess_from_meta(meta: dict) -> Preprocess:
 
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, meta: dict, files: list[str | Path], top_k: int = 5,
-                  invert: bool = False) -> list[list[tuple[str, float]]]:
+                  invert: bool = False, warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
     """Top-k (class name, probability) for each image. Images of any size or mode are converted to the
-    training data's channels and size; ``invert`` flips dark-on-light drawings to MNIST's light-on-dark."""
+    training data's channels and size; ``invert`` flips dark-on-light drawings to MNIST's light-on-dark.
+    ``warn`` (when given) is called with a line for each image unlike the training images."""
     channels, height, width = meta["image_shape"]
     preprocess = preprocess_from_meta(meta)
-    batch = []
+    batch, colourful = [], []
     for f in files:
         image = read_image(f, channels, (height, width))
         batch.append(255 - image if invert else image)
+        # A grey model reads a colour photo as grey: whether the file had colour is only known from the file.
+        colourful.append(channels == 1 and warn is not None and is_colourful(read_image(f, 3, (height, width))))
     if not batch:
         raise ImageError("no image files given")
+    if warn is not None:
+        for line in distribution_warnings(meta, torch.stack(batch), [str(f) for f in files], colourful, invert):
+            warn(line)
     model.eval()
     probabilities = torch.softmax(model(preprocess(torch.stack(batch))).float(), dim=1)
     classes = meta["classes"]

@@ -750,11 +750,17 @@ def finetune(model: nn.Module, data, strategy: str = "two-phase", config=None, *
         freeze(model)
         head_config = dataclasses.replace(config, epochs=head_epochs or config.epochs)
         head_out = (out / "head") if out and strategy == "two-phase" else out
+        two_phases = strategy == "two-phase" and top_stages > 0
+        if two_phases:  # two trainings follow each other; say which is which
+            print(f"phase 1/2: the new head only, the base frozen ({head_config.epochs} epochs, lr {config.lr:g})",
+                  flush=True)
         phases.append(Trainer(model, data, head_config, out=head_out, callbacks=callbacks).fit())
-        if strategy == "two-phase" and top_stages > 0:
+        if two_phases:
             first = upper_stages(model, top_stages)[0]
             unfreeze(model, from_=first)
             tuned = dataclasses.replace(config, lr=config.lr * lr_factor)
+            print(f"phase 2/2: the head and the top {top_stages} stages (from {first}) unfrozen "
+                  f"({tuned.epochs} epochs, lr {tuned.lr:g})", flush=True)
             phases.append(Trainer(model, data, with_decay(tuned, first), out=out, callbacks=callbacks).fit())
     return {"strategy": strategy, "phases": phases, "test_acc": phases[-1]["test_acc"]}
 

@@ -1,4 +1,5 @@
-"""End to end in a real browser: Playwright drives Debian's Chromium against `cnnkit serve` on a loopback port.
+"""End to end in a real browser: Playwright drives Chromium (Debian's, or Playwright's own build) against
+`cnnkit serve` on a loopback port.
 
 Screenshots of each page go to test-artifacts/ (kept by CI as artefacts, ignored by git).
 """
@@ -20,15 +21,24 @@ PHONE = {"width": 400, "height": 800}  # the narrow screen of issue 22
 PAGES = ["/", "/photo", "/train", "/zoo"]
 
 
+def chromium_executable(debian: Path = CHROMIUM) -> str | None:
+    """Debian's Chromium when it is installed, else None: Playwright then launches its own build (the one
+    'python -m playwright install chromium' downloads). `make test` installs one or the other."""
+    return str(debian) if debian.exists() else None
+
+
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"The browser tests need Chromium at {CHROMIUM}; install it with "
-                    "'apt-get update && apt-get install -y chromium' (.ci/run does this).")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Error, sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            launched = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS,
+                                                  headless=True)
+        except Error as exc:
+            pytest.fail(f"The browser tests need Chromium ({str(exc).splitlines()[0]}); 'make test' installs it "
+                        "(apt-get install chromium as root on Debian/Ubuntu, else python -m playwright install "
+                        "chromium).")
         yield launched
         launched.close()
 

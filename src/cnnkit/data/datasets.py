@@ -283,10 +283,34 @@ def describe_catalog() -> list[dict]:
     """One row per catalog entry and whether its files are present locally (for ``cnnkit datasets``)."""
     rows = []
     for spec in CATALOG.values():
-        present = any((r / spec.name / f.filename).exists() for r in data_roots() for f in spec.files.values())
-        rows.append({"name": spec.name, "description": spec.description, "local": present,
+        copy = local_copy(spec)
+        rows.append({"name": spec.name, "description": spec.description, "local": copy is not None, "copy": copy,
                      "classes": len(spec.classes) or 100})
     return rows
+
+
+def local_copy(spec: DatasetSpec) -> str | None:
+    """Which copy of a catalog dataset ``load_dataset`` would read, with its folder; None when none is local.
+    The order is load_dataset's: the official files first, the lossy JPEG copy only without them."""
+    if "binary" in spec.files:  # CIFAR: tar.gz or extracted folder, binary or python release
+        for role in ("binary", "python"):
+            tarball = spec.files[role].filename
+            folders = ("cifar-10-batches-bin", "cifar-100-binary") if role == "binary" else (
+                "cifar-10-batches-py", "cifar-100-python")
+            for root in data_roots():  # presence only: the checksum is verified when the data is read
+                found = [root / spec.name / name for name in (tarball, *folders) if (root / spec.name / name).exists()]
+                if found:
+                    return f"official {role} release, {found[0]}"
+        lossy = spec.files.get("lossy_jpeg")
+        for root in data_roots() if lossy is not None else ():
+            if (root / spec.name / lossy.filename).is_file():
+                return f"lossy JPEG copy (quality 75; ~3 points below published accuracies), {root / spec.name}"
+        return None
+    for root in data_roots():
+        names = [f.filename for f in spec.files.values()]
+        if all((root / spec.name / n).exists() or (root / spec.name / n.removesuffix(".gz")).exists() for n in names):
+            return f"official files, {root / spec.name}"
+    return None
 
 
 __all__ = [

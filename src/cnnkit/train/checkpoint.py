@@ -460,11 +460,15 @@ def load_model_checkpoint(path: str | Path, map_location: str | torch.device = "
     return model.to(map_location), meta
 
 
-def average_checkpoints(runs, out: str | Path, weights=None) -> Path:
+def average_checkpoints(runs, out: str | Path, weights=None, warn=None) -> Path:
     """Average the weights of several run folders of one model and dataset (see weights.average_state_dicts)
     into a new run folder ``out`` that eval, predict and the other tools read like any other. Returns the path
-    of its checkpoint.json."""
+    of its checkpoint.json. Runs that did not start from the same weights average into a broken network:
+    ``warn`` (default: warnings.warn) is called with a line saying which (train/lineage.py)."""
+    import warnings
+
     from ..weights import average_state_dicts
+    from .lineage import independence_warning
 
     runs = [Path(run) for run in runs]
     if len(runs) < 2:
@@ -472,7 +476,7 @@ def average_checkpoints(runs, out: str | Path, weights=None) -> Path:
     if weights is not None and len(weights) != len(runs):
         raise CheckpointError(f"{len(weights)} weights for {len(runs)} run folders; give one weight per run")
     model, meta = load_model_checkpoint(runs[0])
-    states = [model.state_dict()]
+    states, metas = [model.state_dict()], [meta]
     for run in runs[1:]:
         other = read_checkpoint_meta(run)
         for field in ("model", "classes", "image_shape", "preprocess"):
@@ -480,6 +484,9 @@ def average_checkpoints(runs, out: str | Path, weights=None) -> Path:
                 raise CheckpointError(f"{run} differs from {runs[0]} in its {field} ({other.get(field)!r} vs "
                                       f"{meta.get(field)!r}); only runs of one model on one dataset can be averaged")
         states.append(load_model_checkpoint(run)[0].state_dict())
+        metas.append(other)
+    if (problem := independence_warning([str(run) for run in runs], metas, states)) is not None:
+        (warn or (lambda text: warnings.warn(text, stacklevel=3)))(problem)
     model.load_state_dict(average_state_dicts(states, weights))
     meta = {key: value for key, value in meta.items() if key not in ("metrics", "epoch")}
     meta["averaged_from"] = [str(run) for run in runs]

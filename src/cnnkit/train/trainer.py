@@ -39,6 +39,7 @@ from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, ConfigError, TrainingDivergedError
 from ..schema import Limit, check_dataclass, short_repr
 from . import checkpoint as ckpt
+from .lineage import init_fingerprints
 from . import distributed
 from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .optim import build_optimizer, build_schedule
@@ -198,6 +199,7 @@ class Trainer:
             raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
                               f"epoch; they cannot be used with validate_every={config.validate_every}.")
         self.stop_requested = False
+        self.lineage: dict | None = None  # fingerprints of the starting weights (train/lineage.py), set by fit
         self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
         self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
@@ -325,6 +327,7 @@ class Trainer:
         else:
             self._claim_run_folder()
             self._initialize_from_data()
+            self.lineage = {"init": init_fingerprints(self.model)}  # what `cnnkit average` checks runs share
             if self.out and self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
@@ -572,10 +575,13 @@ class Trainer:
     def format_epoch(self, m: dict) -> str:
         if not is_classification(self.task):
             return format_task_epoch(m, self.config.epochs)
+        # An epoch that was not validated (validate_every) says nothing about validation: "nan" reads as divergence.
+        validated = not math.isnan(m["val_loss"])
         return (f"epoch {m['epoch']:>3}/{self.config.epochs}  "
                 f"train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
-                f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
-                f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
+                + (f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
+                   if validated else "")
+                + f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
 
     # ------------------------------------------------------------------------------------ run folder files
     def run_description(self) -> dict:
@@ -586,12 +592,23 @@ class Trainer:
         return {"dataset": self.data.name, "classes": list(self.data.classes), "preprocess": self.preprocess.state(),
                 "image_shape": list(self.data.image_shape), "epoch": self.epoch,
                 "metrics": self.history[-1] if self.history else {}, "train_config": self.config.to_dict(),
-                "task": self.task.describe()}
+                "task": self.task.describe(), "input_statistics": self._input_statistics(),
+                "lineage": self.lineage}
+
+    def _input_statistics(self) -> dict | None:
+        """What the training images look like, so prediction can tell an input far from them (cnnkit.data.
+        input_check); taken once, from images in memory (folders are decoded lazily: none)."""
+        if not hasattr(self, "_input_stats"):
+            from ..data.input_check import input_statistics
+
+            images = getattr(self.data.train, "images", None)
+            self._input_stats = input_statistics(images) if isinstance(images, torch.Tensor) and len(images) else None
+        return self._input_stats
 
     def _write_epoch_files(self) -> None:
         state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
                  "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
-                 "epochs": self.config.epochs}
+                 "epochs": self.config.epochs, "lineage": self.lineage}
         # The training state first: it commits the epoch for --resume, which rewrites the rest from it.
         ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state, ema=self.ema)
         self._write_model_files()
@@ -604,13 +621,16 @@ class Trainer:
         columns = METRIC_COLUMNS if is_classification(self.task) else list(self.history[-1])
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(self.history)
+        # Empty cells, not "nan", for the metrics of epochs that were not validated.
+        writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                          for row in self.history])
         ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
 
     def _resume(self) -> None:
         state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule, ema=self.ema)
         self.epoch, self.history = state["epoch"], state["history"]
         self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
+        self.lineage = state.get("lineage")
         self.log(f"resuming {self.out} after epoch {self.epoch}")
         if self.is_main and self.history:
             # A writer killed after committing last.safetensors may have left the model pair or metrics.csv an

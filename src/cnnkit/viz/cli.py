@@ -23,6 +23,12 @@ EXAMPLES = """examples:
   cnnkit viz landscape runs/resnet20-cifar10 --data cifar10 --examples 500 --resolution 11"""
 
 
+def tool_examples(name: str) -> str:
+    """The examples of one tool (each tool's --help shows its own; 'cnnkit viz --help' shows them all)."""
+    lines = [line for line in EXAMPLES.splitlines()[1:] if line.split()[2] == name]
+    return "\n".join(["example:" if len(lines) == 1 else "examples:", *lines])
+
+
 def load_for_tools(spec: str):
     """(model, info) for a run folder or ``NAME[:TAG]``; info holds classes, mean, std, size, dataset."""
     from ..models.registry import create_model
@@ -64,6 +70,8 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
 
 
 def add_parser(sub) -> None:
+    from ..cli import positive_int
+
     viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
                          "saliency, Grad-CAM, t-SNE, confusion, curves, loss landscape",
                          description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
@@ -72,7 +80,7 @@ def add_parser(sub) -> None:
     tools.required = True
 
     def tool(name, help_text, model=True):
-        p = tools.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES,
+        p = tools.add_parser(name, help=help_text, description=help_text, epilog=tool_examples(name),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         if model:
             p.add_argument("model", metavar="MODEL",
@@ -91,7 +99,7 @@ def add_parser(sub) -> None:
     p.add_argument("--layer", help="layer whose unit to maximise (not needed for --target logit)")
     p.add_argument("--unit", type=int, action="append", required=True, help="channel, neuron or class index")
     p.add_argument("--target", choices=["channel", "neuron", "logit"], default="channel")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=positive_int, default=200)
     p.add_argument("--parameterization", choices=["fourier", "pixel"], default="fourier")
     p.add_argument("--seed", type=int, default=0)
     for name in ("saliency", "gradcam"):
@@ -105,7 +113,7 @@ def add_parser(sub) -> None:
                        ("landscape", "loss landscape: 2-D filter-normalised plane (and 1-D line with --start)")):
         p = tool(name, text)
         p.add_argument("--data", help="dataset (default: the one the model was trained on)")
-        p.add_argument("--examples", type=int, default=2000 if name != "landscape" else 1000)
+        p.add_argument("--examples", type=positive_int, default=2000 if name != "landscape" else 1000)
         if name == "landscape":
             p.add_argument("--start", help="checkpoint at the other end of the 1-D interpolation")
             p.add_argument("--resolution", type=int, default=21)
