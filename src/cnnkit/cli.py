@@ -256,7 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
     p.add_argument("--width", type=int, default=64, help="generator and discriminator width (64 in the paper)")
     p.add_argument("--train-subset", type=int, metavar="N", help="N training images, balanced over the classes")
-    p.add_argument("--fid-samples", type=int, default=5000, help="generated images behind each epoch's score")
+    p.add_argument("--fid-samples", type=int, default=5000,
+                   help="generated images behind each epoch's score (default 5000; 0: no score, no feature network)")
     _train_options(p)
     p.set_defaults(func=cmd_gan)
 
@@ -816,8 +817,9 @@ def cmd_gan(args) -> None:
         args.out = args.out or Path("runs") / f"dcgan-{bundle.name}"
         trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
                                  {**GAN_TRAINING, "epochs": 5})
-        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
-        print(f"Fréchet feature distance by epoch: {scores}; samples in {args.out / 'samples'}")
+        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history if "val_fid" in m)
+        print((f"Fréchet feature distance by epoch: {scores}; " if scores else "")
+              + f"samples in {args.out / 'samples'}")
         return
     if args.checkpoint is None:
         raise CnnkitError("Give a run folder (cnnkit gan RUN_DIR -o samples.png), or train one with "

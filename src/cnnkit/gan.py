@@ -139,7 +139,9 @@ class FeatureNetwork:
 
         channels, height, width = data.image_shape
         name = "mnist_fast_cnn" if (height, width) == (28, 28) else "lenet5_relu"
-        with torch.random.fork_rng():  # the GAN's own random streams continue undisturbed
+        # Training needs gradients even when the caller evaluates under no_grad (the GAN task's evaluate does:
+        # the network is first needed there, after the first epoch).
+        with torch.random.fork_rng(), torch.enable_grad():  # the GAN's own random streams continue undisturbed
             torch.manual_seed(seed)
             model = create_model(name, num_classes=len(data.classes), in_channels=channels)
             config = TrainConfig(epochs=1, batch_size=256, optimizer="sgd", nesterov=True, lr=0.2 if name ==
@@ -178,6 +180,8 @@ class GANTask(Task):
 
     def __init__(self, feature_network: FeatureNetwork | str | Path | None = None, fid_samples: int = 5000,
                  grid: int = 8):
+        """``fid_samples``: generated images behind each epoch's Fréchet distance; 0 skips the score (and the
+        feature network's training), e.g. for a quick look at the samples."""
         self.feature_source, self.fid_samples, self.grid = feature_network, fid_samples, grid
         self._features: FeatureNetwork | None = feature_network if isinstance(feature_network, FeatureNetwork) else None
         self._real_stats: dict = {}
@@ -261,6 +265,8 @@ class GANTask(Task):
 
     @torch.no_grad()
     def evaluate(self, trainer, dataset) -> dict:
+        if not self.fid_samples:  # asked for no score: no feature network is trained, nothing is generated
+            return {"images": 0}
         if not hasattr(dataset, "images"):
             raise CnnkitError("the Fréchet distance needs an in-memory dataset (mnist, fashion-mnist, cifar10, "
                               "cifar100), not an image folder")
@@ -268,7 +274,7 @@ class GANTask(Task):
         key = (id(dataset), len(dataset))
         if key not in self._real_stats:
             self._real_stats[key] = gaussian_fit(features(dataset.images))
-        count = self.fid_samples or len(dataset)
+        count = self.fid_samples
         fake_stats = gaussian_fit(features(self.generate(trainer.model, count)))
         return {"fid": frechet_distance(*self._real_stats[key], *fake_stats), "images": count}
 
