@@ -220,8 +220,11 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
         cfg = getattr(model, "default_config", None) or {}
-        mean = cfg.get("mean") or data.mean
-        std = cfg.get("std") or data.std
+        # A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
+        # as many channels; built for grey data (in_channels=1), the model is normalised with the data's own.
+        own_stats = cfg.get("mean") is not None and len(cfg["mean"]) == fed
+        mean = cfg["mean"] if own_stats else data.mean
+        std = cfg["std"] if own_stats else data.std
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
                                      AugmentConfig.from_dict(config.augment), config.channels_last,
                                      resize=config.resize)
