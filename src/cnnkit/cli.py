@@ -491,6 +491,8 @@ def _train(args) -> None:
     if not model_name or not data_name:
         raise CnnkitError("Name a model and a dataset: 'cnnkit train MODEL --data DATASET' (or put 'model:' and "
                           "'data:' in the recipe).")
+    if not args.resume and not args.recipe:
+        recipe = _default_recipe_options(model_name, data_name, args)
     model_args = {**recipe.pop("model_args", {}), **_parse_model_args(args.model_arg)}
     recipe.pop("description", None)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
@@ -511,6 +513,25 @@ def _train(args) -> None:
     if (auto_resume or distributed.restart_count() > 0) and (Path(out) / STATE_FILE).is_file():
         resume = True
     Trainer(model, bundle, config, out=out).fit(resume=resume)
+
+
+def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
+    """The model's default recipe for this data (see cnnkit.train.recipes), said out loud with the flags that
+    override its fields; the generic TrainConfig defaults where the table has no row."""
+    from .train.recipes import default_recipe
+
+    recipe = default_recipe(model_name, data_name)
+    flags = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if getattr(args, k, None) is not None]
+    overridden = f"; overridden by {', '.join(flags)}" if flags else ""
+    if recipe is not None:
+        message = recipe.describe() + overridden + " (--recipe FILE.yaml replaces it)"
+    else:
+        message = (f"no default recipe for {model_name} on {data_name}: the generic defaults (sgd lr 0.1, one-cycle, "
+                   f"10 epochs){overridden}; 'cnnkit lr-find {model_name} --data {data_name}' suggests a learning "
+                   "rate")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print(message, flush=True)
+    return dict(recipe.options) if recipe is not None else {}
 
 
 def cmd_eval(args) -> None:
