@@ -63,6 +63,8 @@ EXAMPLES = {
                "  cnnkit average runs/a runs/b -o runs/ab --weights 2,1",
     "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
                "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
+    "lr-find": "examples:\n  cnnkit lr-find lenet5 --data mnist             # plot in runs/lr-find-lenet5-mnist.png\n"
+               "  cnnkit lr-find resnet20 --data cifar10 --optimizer sgd --steps 300 -o lr.png",
     "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
              "  cnnkit serve --checkpoints runs --port 8080",
 }
@@ -260,6 +262,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="generated images behind each epoch's score (default 5000; 0: no score, no feature network)")
     _train_options(p)
     p.set_defaults(func=cmd_gan)
+
+    p = command("lr-find", "learning-rate range test (Smith 2015; fastai's lr_find): loss vs lr plot, suggestion")
+    p.add_argument("model", help="model name (see 'cnnkit models')")
+    p.add_argument("--data", required=True, help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the model's default recipe's")
+    p.add_argument("--batch-size", type=int, help="default: the model's default recipe's")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the ramp (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
+    p.add_argument("--steps", type=int, default=200, help="mini-batches of the ramp at most (default 200)")
+    p.add_argument("-o", "--output", type=Path, help="plot (default runs/lr-find-MODEL-DATA.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
 
     p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
     p.add_argument("--checkpoints", type=Path, default=Path("runs"),
@@ -532,6 +549,36 @@ def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
         print(message, flush=True)
     return dict(recipe.options) if recipe is not None else {}
+
+
+def cmd_lr_find(args) -> None:
+    import torch
+
+    from .data import load_dataset
+    from .models.registry import create_model, get_model_entry
+    from .train import TrainConfig
+    from .train.lr_find import lr_find
+    from .train.recipes import default_recipe
+
+    entry = get_model_entry(args.model)
+    recipe = default_recipe(args.model, args.data)
+    options = {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"}
+    options.update({k: getattr(args, k) for k in ("optimizer", "batch_size", "num_threads")
+                    if getattr(args, k) is not None})
+    options.update(seed=args.seed, device=args.device, progress=not args.no_progress and sys.stderr.isatty())
+    config = TrainConfig.from_dict(options)
+    print(f"range test with {config.optimizer}, batch {config.batch_size}"
+          + (f" ({recipe.source} default recipe's settings)" if recipe else "")
+          + f": learning rate {args.start_lr:g} -> {args.end_lr:g} over at most {args.steps} batches", flush=True)
+    bundle = load_dataset(args.data, image_size=config.input_size or entry.input_size[-1],
+                          channels=entry.input_size[0])
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0])
+    result = lr_find(model, bundle, config, args.start_lr, args.end_lr, args.steps)
+    output = args.output or Path("runs") / f"lr-find-{args.model}-{args.data.replace(':', '_').replace('/', '_')}.png"
+    result.plot(output, title=f"{args.model} on {args.data}: {config.optimizer}, batch {config.batch_size}")
+    print(result.describe())
+    print(f"plot: {output}; train with it: cnnkit train {args.model} --data {args.data} --lr {result.suggestion:.2g}")
 
 
 def cmd_eval(args) -> None:

@@ -151,6 +151,9 @@ class Trainer:
         self.config = config = config or TrainConfig()
         self.data, self.out = data, Path(out) if out else None
         self.callbacks = list(callbacks)
+        # Called after every training batch as hook(trainer, loss) (e.g. the learning-rate range test of
+        # lr_find.py); they may set stop_requested, which ends the epoch after that batch.
+        self.batch_callbacks: list[Callable] = []
         group_rank, group_size = distributed.init_from_environment(config.device)
         self.rank = group_rank if rank is None else rank
         self.world_size = group_size if world_size is None else world_size
@@ -380,6 +383,8 @@ class Trainer:
             total_loss += loss.detach() * len(labels)
             accumulate(sums, batch_metrics)
             seen += len(labels)
+            for hook in self.batch_callbacks:
+                hook(self, loss.detach())
             if progress is not None:
                 progress.update(1)
                 if step % 20 == 0:
