@@ -86,7 +86,8 @@ def run_pair(model_name: str, data_name: str, train_images: int | None, epochs: 
            data="cifar10-jpeg" if data_name == "cifar10" and "lossy" in bundle.describe() else data_name,
            recipe=recipe.describe(), command=command
            + (f" (on {len(bundle.train)} training images, balanced)" if train_images else ""),
-           note="machine shared with other jobs (load ~7 on 2 cores): seconds are not comparable to idle runs",
+           note="machine shared with other jobs (load 10-18 on 2 cores), 1 thread: seconds are not comparable "
+                "to idle runs",
            runs=1)
 
 

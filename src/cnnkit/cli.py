@@ -514,7 +514,7 @@ def _train(args) -> None:
     recipe.pop("description", None)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     options = {**recipe, **overrides}
-    if args.no_progress or not sys.stderr.isatty():
+    if args.no_progress:  # a piped log gets plain periodic lines instead of a bar (cnnkit.progress)
         options["progress"] = False
     config = TrainConfig.from_dict(options)
     entry = get_model_entry(model_name)  # an unknown name fails before any data is read
@@ -565,7 +565,7 @@ def cmd_lr_find(args) -> None:
     options = {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"}
     options.update({k: getattr(args, k) for k in ("optimizer", "batch_size", "num_threads")
                     if getattr(args, k) is not None})
-    options.update(seed=args.seed, device=args.device, progress=not args.no_progress and sys.stderr.isatty())
+    options.update(seed=args.seed, device=args.device, progress=not args.no_progress)
     config = TrainConfig.from_dict(options)
     print(f"range test with {config.optimizer}, batch {config.batch_size}"
           + (f" ({recipe.source} default recipe's settings)" if recipe else "")
@@ -665,7 +665,7 @@ def _write_loss_csv(history: list[dict], path: Path | None) -> None:
 
 
 def _progress(args) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+    return not args.no_progress  # a bar on a terminal, plain periodic lines in a piped log (cnnkit.progress)
 
 
 def cmd_stylize(args) -> None:
@@ -967,7 +967,7 @@ def cmd_finetune(args) -> None:
                          seed=args.seed, device=args.device, num_threads=args.num_threads,
                          num_workers=args.num_workers, channels_last=True,
                          augment={"flip": True} if bundle.image_shape[0] == 3 else {},
-                         progress=not args.no_progress and sys.stderr.isatty())
+                         progress=not args.no_progress)
     result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,
                       head_epochs=args.head_epochs, stage=args.stage, lr_decay=args.lr_decay,
                       new_head=not args.keep_head, channel_mode=args.channels, out=args.out)

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -454,9 +453,9 @@ class Trainer:
     def _progress_bar(self, total: int, desc: str):
         if not (self.config.progress and self.is_main):
             return None
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+        return progress_bar(total, desc, unit="batch")
 
     @property
     def evaluation_model(self) -> nn.Module:

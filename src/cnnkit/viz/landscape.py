@@ -78,7 +78,7 @@ def fixed_subset(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_examp
 
 def _mean_loss_at(model: nn.Module, origin: Mapping[str, torch.Tensor], directions: list[Mapping[str, torch.Tensor]],
                   coefficients: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                  loss_fn: LossFunction, points_per_pass: int) -> torch.Tensor:
+                  loss_fn: LossFunction, points_per_pass: int, progress: bool = False) -> torch.Tensor:
     """Mean loss over ``batches`` at origin + sum_k coefficients[p, k] * directions[k], for each point p."""
     buffers = _buffers(model)
 
@@ -94,12 +94,16 @@ def _mean_loss_at(model: nn.Module, origin: Mapping[str, torch.Tensor], directio
         lambda points, images, labels: loss_at(points[0], images, labels).unsqueeze(0))
     losses = torch.zeros(len(coefficients), dtype=torch.float64)
     total = sum(len(images) for images, _ in batches)
-    with torch.no_grad(), evaluation_mode(model):
+    from ..progress import progress_bar
+
+    bar = progress_bar(len(coefficients), "loss landscape", unit="point", enabled=progress)
+    with torch.no_grad(), evaluation_mode(model), bar:
         for start in range(0, len(coefficients), points_per_pass):
             chunk = coefficients[start:start + points_per_pass]
             for images, labels in batches:
                 # loss_fn is a mean over the batch; weight by batch size for the mean over the subset.
                 losses[start:start + len(chunk)] += evaluate(chunk, images, labels).double().cpu() * len(images)
+            bar.update(len(chunk))
     return (losses / total).float()
 
 
@@ -112,6 +116,7 @@ def loss_along_line(
     margin: float = 0.25,
     loss_fn: LossFunction = F.cross_entropy,
     png: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss at (1 - t) start + t end for ``steps`` values of t from -margin to 1 + margin: (t, loss).
 
@@ -133,6 +138,9 @@ def loss_along_line(
     losses = torch.zeros(steps)
     buffers = dict(model.named_buffers())
     saved = {name: buffer.detach().clone() for name, buffer in buffers.items()}
+    from ..progress import progress_bar
+
+    bar = progress_bar(steps, "loss along the line", unit="point", enabled=progress)
     try:
         # Buffers cannot ride on vmap's batch dimension (BN reads them as running statistics, not weights),
         # so the line is walked one t at a time with the buffers interpolated in place and restored after.
@@ -142,7 +150,9 @@ def loss_along_line(
                     if buffer.is_floating_point() and name in start and name in end:
                         buffer.copy_((1 - t) * start[name] + t * end[name])
             losses[index] = _mean_loss_at(model, origin, [direction], t.view(1, 1), batches, loss_fn, 1)[0]
+            bar.update(1)
     finally:
+        bar.close()
         with torch.no_grad():
             for name, buffer in buffers.items():
                 buffer.copy_(saved[name])
@@ -169,6 +179,7 @@ def loss_surface(
     loss_fn: LossFunction = F.cross_entropy,
     points_per_pass: int = 1,
     png: str | Path | None = None,
+    progress: bool = False,
 ) -> LossSurface:
     """Loss on a ``resolution`` x ``resolution`` grid over [-span, span]^2 of the plane through the model's
     weights spanned by two filter-normalised random directions (seeded by ``seed``).
@@ -187,7 +198,8 @@ def loss_surface(
     axis = torch.linspace(-span, span, resolution)
     alphas, betas = torch.meshgrid(axis, axis, indexing="ij")
     coefficients = torch.stack([alphas.flatten(), betas.flatten()], dim=1)
-    losses = _mean_loss_at(model, origin, list(directions), coefficients, batches, loss_fn, points_per_pass)
+    losses = _mean_loss_at(model, origin, list(directions), coefficients, batches, loss_fn, points_per_pass,
+                           progress)
     losses = losses.view(resolution, resolution)
     step = float(axis[1] - axis[0]) if resolution > 1 else 1.0
     surface = LossSurface(axis, axis.clone(), losses, directions, landscape_statistics(losses, step))
