@@ -816,7 +816,7 @@ def cmd_segment(args) -> None:
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
-            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png")
+            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png", class_names=bundle.classes)
         print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
               f"{args.out / 'overlays'}")
         return
@@ -826,7 +826,7 @@ def cmd_segment(args) -> None:
     if args.size:
         image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
     mask = predict_mask(model, image, meta["preprocess"]["mean"], meta["preprocess"]["std"])
-    out = write_overlay(image, mask, _output_path(args, "overlay"))
+    out = write_overlay(image, mask, _output_path(args, "overlay"), class_names=meta["classes"])
     if args.mask_out:
         from PIL import Image
 

@@ -57,9 +57,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None, padding: int = 2,
-              scale: int = 1) -> Path:
+              scale: int = 1, row_labels: list[str] | None = None) -> Path:
     """Write an (N, C, H, W) batch with values in [0, 1] (C 1 or 3) as one PNG grid, white between images,
-    each image enlarged ``scale`` times (nearest neighbour)."""
+    each image enlarged ``scale`` times (nearest neighbour). ``row_labels``: one name per row (e.g. input /
+    output / target), written in a margin on the left."""
     from PIL import Image
 
     images = images.detach().float().cpu().clamp(0, 1)
@@ -74,10 +75,32 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None
         top, left = padding + row * (height + padding), padding + column * (width + padding)
         grid[:, top:top + height, left:left + width] = image
     array = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if channels == 1 else array)
+    if row_labels is not None:
+        if len(row_labels) != rows:
+            raise CnnkitError(f"save_grid: {len(row_labels)} row labels for a grid of {rows} rows")
+        picture = _label_rows(picture, row_labels, [padding + row * (height + padding) + height / 2
+                                                    for row in range(rows)])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[:, :, 0] if channels == 1 else array).save(path)
+    picture.save(path)
     return path
+
+
+def _label_rows(picture, labels: list[str], centres: list[float]):
+    """The picture with a white margin on its left holding each label, vertically centred on its row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, min(16, int(min(b - a for a, b in zip(centres, centres[1:]))
+                                                               if len(centres) > 1 else 16))))
+    measure = ImageDraw.Draw(picture)
+    margin = 8 + max(int(measure.textlength(label, font=font)) for label in labels)
+    labelled = Image.new(picture.mode, (picture.width + margin, picture.height), "white")
+    labelled.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    for label, centre in zip(labels, centres):
+        draw.text((4, centre), label, fill="black", font=font, anchor="lm")
+    return labelled
 
 
 # ----------------------------------------------------------------------------------------- Fréchet distance

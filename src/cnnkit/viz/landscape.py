@@ -248,17 +248,25 @@ def plot_line(ts: torch.Tensor, losses: torch.Tensor, png: str | Path) -> Path:
     return plots.save(figure, png)
 
 
+def surface_ceiling(losses: np.ndarray, clip_factor: float = 5.0, shown_fraction: float = 0.8) -> float:
+    """The highest loss a landscape picture shows. Far from the minimum the loss can explode by orders of
+    magnitude and flatten everything else, so the picture stops at ``clip_factor`` times the loss at the centre
+    (Li et al. likewise plot up to a fixed loss) -- but never below the loss of ``shown_fraction`` of the grid:
+    a well-trained network without shortcuts (plain20) has a tiny centre loss and a steep bowl, and a ceiling
+    tied to the centre alone cut nearly every point off at one height, a flat table instead of a surface."""
+    losses = np.asarray(losses, dtype=np.float64)
+    centre = float(losses[len(losses) // 2, len(losses) // 2])
+    floor = float(np.quantile(losses, shown_fraction))
+    return min(float(losses.max()), max(clip_factor * max(centre, 1e-6), floor))
+
+
 def plot_surface(surface: LossSurface, png: str | Path, title: str = "", clip_factor: float = 5.0) -> Path:
     """Contour plot and 3-D surface of the loss, side by side, with the curvature statistics in the title.
-
-    Far from the minimum the loss can explode by orders of magnitude and flatten everything else in the
-    picture, so both plots stop at ``clip_factor`` times the loss at the centre (Li et al. likewise plot up to
-    a fixed loss). The statistics use the unclipped grid.
+    Both stop at :func:`surface_ceiling` (the z-axis says when it clips); the statistics use the unclipped grid.
     """
     alphas, betas = np.meshgrid(surface.alphas.numpy(), surface.betas.numpy(), indexing="ij")
     losses = surface.losses.numpy()
-    centre = losses[len(losses) // 2, len(losses) // 2]
-    ceiling = min(float(losses.max()), clip_factor * max(float(centre), 1e-6))
+    ceiling = surface_ceiling(losses, clip_factor)
     shown = np.minimum(losses, ceiling)
     figure = plots.plt.figure(figsize=(11, 5))
     contour_axis = figure.add_subplot(1, 2, 1)
@@ -269,7 +277,9 @@ def plot_surface(surface: LossSurface, png: str | Path, title: str = "", clip_fa
     contour_axis.set_xlabel("direction 1")
     contour_axis.set_ylabel("direction 2")
     surface_axis = figure.add_subplot(1, 2, 2, projection="3d")
-    surface_axis.plot_surface(alphas, betas, shown, cmap="viridis", linewidth=0, antialiased=True)
+    drawn = surface_axis.plot_surface(alphas, betas, shown, cmap="viridis", linewidth=0, antialiased=True)
+    surface_axis.set_zlim(float(shown.min()), ceiling)
+    figure.colorbar(drawn, ax=surface_axis, shrink=0.6, pad=0.1, label="loss")
     surface_axis.set_zlabel("loss" if ceiling >= losses.max() else f"loss (clipped at {ceiling:.3g})")
     stats = surface.statistics
     summary = ", ".join(f"{name} {value:.3g}" for name, value in stats.items())
