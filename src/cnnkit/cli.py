@@ -826,7 +826,12 @@ def cmd_segment(args) -> None:
     if args.size:
         image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
     mask = predict_mask(model, image, meta["preprocess"]["mean"], meta["preprocess"]["std"])
-    out = write_overlay(image, mask, _output_path(args, "overlay"), class_names=meta["classes"])
+    # The overlay keeps the image's size (a data product beside --mask-out); its legend goes to the terminal.
+    out = write_overlay(image, mask, _output_path(args, "overlay"))
+    from .segment import PALETTE
+
+    print("colours: " + ", ".join(f"{name} rgb{tuple(int(v) for v in PALETTE[i % len(PALETTE)].tolist())}"
+                                  if i else f"{name} untinted" for i, name in enumerate(meta["classes"])))
     if args.mask_out:
         from PIL import Image
 
