@@ -7,8 +7,9 @@ discriminator) on three translations built from our data: colorize (CIFAR-10 JPE
 Sized for a 2-core CPU (one thread): balanced training subsets, half the paper's widths (--width 64 for the
 paper's), the 70x70 PatchGAN. L1 (mean absolute error), PSNR and SSIM on [0, 1] pixels over --test-subset test
 images (a fixed random choice, fixed inpainting squares, seeded test-time dropout), beside the same scores of
-the input itself (grey copied to RGB, edges, masked image). Writes docs/images/pix2pix_<task>.png (rows: input,
-target, L1-only, pix2pix) and appends every figure to benchmarks/results.jsonl.
+the input itself (grey copied to RGB, edges, masked image). Writes docs/images/pix2pix_<task>.png (rows, labelled
+on the left: input, target, the L1-only output, the pix2pix output) and appends every figure to
+benchmarks/results.jsonl.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def run(kind: str, args) -> list[dict]:
             record(f"pix2pix_{kind}", row["variant"], "colourfulness", round(row["colourfulness"], 2),
                    target_value=round(colourfulness(target_all), 2), **common)
     rows.append({"task": kind, "variant": "input itself", "seconds": 0.0, "cpu_seconds": 0.0, **baseline})
-    save_grid(torch.cat(pictures), REPO / "docs" / "images" / f"pix2pix_{kind}.png", columns=EXAMPLES, scale=3)
+    save_grid(torch.cat(pictures), REPO / "docs" / "images" / f"pix2pix_{kind}.png", columns=EXAMPLES, scale=3,
+              row_labels=["input", "target", *(f"{variant} output" for variant, _ in VARIANTS)])
     return rows
 
 

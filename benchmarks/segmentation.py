@@ -48,7 +48,7 @@ def main() -> None:
     for index in range(8):
         image = bundle.test.images[index]
         write_overlay(image, predict_mask(model, image, trainer.preprocess.mean, trainer.preprocess.std),
-                      args.out / "overlays" / f"test{index:02d}.png")
+                      args.out / "overlays" / f"test{index:02d}.png", class_names=bundle.classes)
     variant = f"unet-base{args.base_channels}-padded-bn, ce+dice, {args.epochs} epochs"
     data = f"shapes(seed=0) {args.num_train} train / {args.num_test} test, {args.image_size}px"
     for metric in ("miou", "dice", "pixel_acc"):

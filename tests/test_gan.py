@@ -146,6 +146,30 @@ def test_gan_checkpoint_and_resume_round_trip(tmp_path):
                        resumed.model.cpu().sample(4, torch.Generator().manual_seed(1)))
 
 
+def test_gan_trains_its_own_feature_network_and_scores_every_epoch(tmp_path):
+    """The README's 'cnnkit gan --train' path: no feature network given, so the first evaluation (under
+    no_grad) trains one; it must get gradients there, be saved, and serve the second epoch's score too."""
+    torch.manual_seed(0)
+    data = bar_dataset(n_train=48, n_test=32, size=28)
+    trainer = Trainer(create_model("dcgan", **TINY_GAN), data, gan_config(epochs=2), out=tmp_path,
+                      task=GANTask(fid_samples=32))
+    trainer.fit()
+    assert [m["epoch"] for m in trainer.history] == [1, 2]
+    assert all(np.isfinite(m["val_fid"]) for m in trainer.history)
+    assert (tmp_path / "fid_features" / "checkpoint.json").is_file()
+    assert "mnist_fast_cnn trained 1 epoch on bars" in trainer.task.describe()["fid_features"]
+
+
+def test_gan_with_no_fid_samples_skips_the_score_and_the_feature_network(tmp_path, capsys):
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("dcgan", **TINY_GAN), bar_dataset(n_train=32, n_test=16, size=28),
+                      gan_config(epochs=2), out=tmp_path, task=GANTask(fid_samples=0))
+    trainer.fit()
+    assert len(trainer.history) == 2 and not any(k.startswith("val_") for k in trainer.history[-1])
+    assert not (tmp_path / "fid_features").exists() and (tmp_path / "curves.png").is_file()
+    assert "Fréchet" not in capsys.readouterr().out
+
+
 def test_frechet_distance_of_known_gaussians():
     features = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert frechet_distance(*gaussian_fit(features), *gaussian_fit(features)) == pytest.approx(0, abs=1e-9)

@@ -71,6 +71,8 @@ EXAMPLES = {
                "  cnnkit average runs/a runs/b -o runs/ab --weights 2,1",
     "summary": "examples:\n  cnnkit summary resnet18 --input 3x224x224 --batch-size 32\n"
                "  cnnkit summary lenet5            # at the model's native input (1x32x32)",
+    "lr-find": "examples:\n  cnnkit lr-find lenet5 --data mnist             # plot in runs/lr-find-lenet5-mnist.png\n"
+               "  cnnkit lr-find resnet20 --data cifar10 --optimizer sgd --steps 300 -o lr.png",
     "serve": "examples:\n  cnnkit serve                          # then open http://127.0.0.1:8000\n"
              "  cnnkit serve --checkpoints runs --port 8080",
 }
@@ -288,9 +290,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
     p.add_argument("--width", type=positive_int, default=64, help="generator and discriminator width (64 in the paper)")
     _subset_options(p)
-    p.add_argument("--fid-samples", type=int, default=5000, help="generated images behind each epoch's score")
+    p.add_argument("--fid-samples", type=int, default=5000,
+                   help="generated images behind each epoch's score (default 5000; 0: no score, no feature network)")
     _train_options(p)
     p.set_defaults(func=cmd_gan)
+
+    p = command("lr-find", "learning-rate range test (Smith 2015; fastai's lr_find): loss vs lr plot, suggestion")
+    p.add_argument("model", help="model name (see 'cnnkit models')")
+    p.add_argument("--data", required=True, help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the model's default recipe's")
+    p.add_argument("--batch-size", type=int, help="default: the model's default recipe's")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the ramp (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
+    p.add_argument("--steps", type=int, default=200, help="mini-batches of the ramp at most (default 200)")
+    p.add_argument("-o", "--output", type=Path, help="plot (default runs/lr-find-MODEL-DATA.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
 
     p = command("serve", "the web playground: draw digits, classify photos, train live, explore the zoo")
     p.add_argument("--checkpoints", type=Path, default=Path("runs"),
@@ -738,11 +756,13 @@ def _train(args) -> None:
     if not model_name or not data_name:
         raise CnnkitError("Name a model and a dataset: 'cnnkit train MODEL --data DATASET' (or put 'model:' and "
                           "'data:' in the recipe).")
+    if not args.resume and not args.recipe:
+        recipe = _default_recipe_options(model_name, data_name, args)
     model_args = {**recipe.pop("model_args", {}), **_parse_model_args(args.model_arg)}
     recipe.pop("description", None)
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     options = {**recipe, **overrides}
-    if args.no_progress or not sys.stderr.isatty():
+    if args.no_progress:  # a piped log gets plain periodic lines instead of a bar (cnnkit.progress)
         options["progress"] = False
     config = TrainConfig.from_dict(options)
     entry = get_model_entry(model_name)  # an unknown name fails before any data is read
@@ -795,6 +815,55 @@ def _task_training_defaults(command: str) -> dict:
 TASK_COMMANDS = {"denoising": "'cnnkit denoise RUN_DIR IMAGE'", "segmentation": "'cnnkit segment RUN_DIR IMAGE'",
                  "compression": "'cnnkit compress RUN_DIR IMAGE'", "pix2pix": "'cnnkit translate RUN_DIR IMAGE'",
                  "gan": "'cnnkit gan RUN_DIR -o samples.png'"}
+
+
+def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
+    """The model's default recipe for this data (see cnnkit.train.recipes), said out loud with the flags that
+    override its fields; the generic TrainConfig defaults where the table has no row."""
+    from .train.recipes import default_recipe
+
+    recipe = default_recipe(model_name, data_name)
+    flags = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if getattr(args, k, None) is not None]
+    overridden = f"; overridden by {', '.join(flags)}" if flags else ""
+    if recipe is not None:
+        message = recipe.describe() + overridden + " (--recipe FILE.yaml replaces it)"
+    else:
+        message = (f"no default recipe for {model_name} on {data_name}: the generic defaults (sgd lr 0.1, one-cycle, "
+                   f"10 epochs){overridden}; 'cnnkit lr-find {model_name} --data {data_name}' suggests a learning "
+                   "rate")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print(message, flush=True)
+    return dict(recipe.options) if recipe is not None else {}
+
+
+def cmd_lr_find(args) -> None:
+    import torch
+
+    from .data import load_dataset
+    from .models.registry import create_model, get_model_entry
+    from .train import TrainConfig
+    from .train.lr_find import lr_find
+    from .train.recipes import default_recipe
+
+    entry = get_model_entry(args.model)
+    recipe = default_recipe(args.model, args.data)
+    options = {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"}
+    options.update({k: getattr(args, k) for k in ("optimizer", "batch_size", "num_threads")
+                    if getattr(args, k) is not None})
+    options.update(seed=args.seed, device=args.device, progress=not args.no_progress)
+    config = TrainConfig.from_dict(options)
+    print(f"range test with {config.optimizer}, batch {config.batch_size}"
+          + (f" ({recipe.source} default recipe's settings)" if recipe else "")
+          + f": learning rate {args.start_lr:g} -> {args.end_lr:g} over at most {args.steps} batches", flush=True)
+    bundle = load_dataset(args.data, image_size=config.input_size or entry.input_size[-1],
+                          channels=entry.input_size[0])
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0])
+    result = lr_find(model, bundle, config, args.start_lr, args.end_lr, args.steps)
+    output = args.output or Path("runs") / f"lr-find-{args.model}-{args.data.replace(':', '_').replace('/', '_')}.png"
+    result.plot(output, title=f"{args.model} on {args.data}: {config.optimizer}, batch {config.batch_size}")
+    print(result.describe())
+    print(f"plot: {output}; train with it: cnnkit train {args.model} --data {args.data} --lr {result.suggestion:.2g}")
 
 
 def cmd_eval(args) -> None:
@@ -925,7 +994,7 @@ def _write_loss_csv(history: list[dict], path: Path | None) -> None:
 
 
 def _progress(args) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+    return not args.no_progress  # a bar on a terminal, plain periodic lines in a piped log (cnnkit.progress)
 
 
 def cmd_stylize(args) -> None:
@@ -1078,7 +1147,7 @@ def cmd_segment(args) -> None:
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
-            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png")
+            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png", class_names=bundle.classes)
         print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
               f"{args.out / 'overlays'}")
         return
@@ -1088,7 +1157,12 @@ def cmd_segment(args) -> None:
     if args.size:
         image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
     mask = predict_mask(model, image, meta["preprocess"]["mean"], meta["preprocess"]["std"])
+    # The overlay keeps the image's size (a data product beside --mask-out); its legend goes to the terminal.
     out = write_overlay(image, mask, _output_path(args, "overlay"))
+    from .segment import PALETTE
+
+    print("colours: " + ", ".join(f"{name} rgb{tuple(int(v) for v in PALETTE[i % len(PALETTE)].tolist())}"
+                                  if i else f"{name} untinted" for i, name in enumerate(meta["classes"])))
     if args.mask_out:
         from PIL import Image
 
@@ -1145,8 +1219,9 @@ def cmd_gan(args) -> None:
         args.out = claim_out(args, Path("runs") / f"dcgan-{bundle.name}")
         trainer, _ = _train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
                                  {**GAN_TRAINING, "epochs": TASK_EPOCHS})
-        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history)
-        print(f"Fréchet feature distance by epoch: {scores}; samples in {args.out / 'samples'}")
+        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history if "val_fid" in m)
+        print((f"Fréchet feature distance by epoch: {scores}; " if scores else "")
+              + f"samples in {args.out / 'samples'}")
         return
     if args.checkpoint is None:
         raise CnnkitError("Give a run folder (cnnkit gan RUN_DIR -o samples.png), or train one with "
@@ -1231,7 +1306,7 @@ def cmd_finetune(args) -> None:
                          seed=args.seed, device=args.device, num_threads=args.num_threads,
                          num_workers=args.num_workers, channels_last=True,
                          augment={"flip": True} if bundle.image_shape[0] == 3 else {},
-                         progress=not args.no_progress and sys.stderr.isatty())
+                         progress=not args.no_progress)
     result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,
                       head_epochs=args.head_epochs, stage=args.stage, lr_decay=args.lr_decay,
                       new_head=not args.keep_head, channel_mode=args.channels, out=args.out)

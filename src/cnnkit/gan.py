@@ -57,9 +57,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None, padding: int = 2,
-              scale: int = 1) -> Path:
+              scale: int = 1, row_labels: list[str] | None = None) -> Path:
     """Write an (N, C, H, W) batch with values in [0, 1] (C 1 or 3) as one PNG grid, white between images,
-    each image enlarged ``scale`` times (nearest neighbour)."""
+    each image enlarged ``scale`` times (nearest neighbour). ``row_labels``: one name per row (e.g. input /
+    output / target), written in a margin on the left."""
     from PIL import Image
 
     images = images.detach().float().cpu().clamp(0, 1)
@@ -74,10 +75,32 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int | None = None
         top, left = padding + row * (height + padding), padding + column * (width + padding)
         grid[:, top:top + height, left:left + width] = image
     array = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    picture = Image.fromarray(array[:, :, 0] if channels == 1 else array)
+    if row_labels is not None:
+        if len(row_labels) != rows:
+            raise CnnkitError(f"save_grid: {len(row_labels)} row labels for a grid of {rows} rows")
+        picture = _label_rows(picture, row_labels, [padding + row * (height + padding) + height / 2
+                                                    for row in range(rows)])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[:, :, 0] if channels == 1 else array).save(path)
+    picture.save(path)
     return path
+
+
+def _label_rows(picture, labels: list[str], centres: list[float]):
+    """The picture with a white margin on its left holding each label, vertically centred on its row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, min(16, int(min(b - a for a, b in zip(centres, centres[1:]))
+                                                               if len(centres) > 1 else 16))))
+    measure = ImageDraw.Draw(picture)
+    margin = 8 + max(int(measure.textlength(label, font=font)) for label in labels)
+    labelled = Image.new(picture.mode, (picture.width + margin, picture.height), "white")
+    labelled.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    for label, centre in zip(labels, centres):
+        draw.text((4, centre), label, fill="black", font=font, anchor="lm")
+    return labelled
 
 
 # ----------------------------------------------------------------------------------------- Fréchet distance
@@ -139,7 +162,9 @@ class FeatureNetwork:
 
         channels, height, width = data.image_shape
         name = "mnist_fast_cnn" if (height, width) == (28, 28) else "lenet5_relu"
-        with torch.random.fork_rng():  # the GAN's own random streams continue undisturbed
+        # Training needs gradients even when the caller evaluates under no_grad (the GAN task's evaluate does:
+        # the network is first needed there, after the first epoch).
+        with torch.random.fork_rng(), torch.enable_grad():  # the GAN's own random streams continue undisturbed
             torch.manual_seed(seed)
             model = create_model(name, num_classes=len(data.classes), in_channels=channels)
             config = TrainConfig(epochs=1, batch_size=256, optimizer="sgd", nesterov=True, lr=0.2 if name ==
@@ -178,6 +203,8 @@ class GANTask(Task):
 
     def __init__(self, feature_network: FeatureNetwork | str | Path | None = None, fid_samples: int = 5000,
                  grid: int = 8):
+        """``fid_samples``: generated images behind each epoch's Fréchet distance; 0 skips the score (and the
+        feature network's training), e.g. for a quick look at the samples."""
         self.feature_source, self.fid_samples, self.grid = feature_network, fid_samples, grid
         self._features: FeatureNetwork | None = feature_network if isinstance(feature_network, FeatureNetwork) else None
         self._real_stats: dict = {}
@@ -261,6 +288,8 @@ class GANTask(Task):
 
     @torch.no_grad()
     def evaluate(self, trainer, dataset) -> dict:
+        if not self.fid_samples:  # asked for no score: no feature network is trained, nothing is generated
+            return {"images": 0}
         if not hasattr(dataset, "images"):
             raise CnnkitError("the Fréchet distance needs an in-memory dataset (mnist, fashion-mnist, cifar10, "
                               "cifar100), not an image folder")
@@ -268,7 +297,7 @@ class GANTask(Task):
         key = (id(dataset), len(dataset))
         if key not in self._real_stats:
             self._real_stats[key] = gaussian_fit(features(dataset.images))
-        count = self.fid_samples or len(dataset)
+        count = self.fid_samples
         fake_stats = gaussian_fit(features(self.generate(trainer.model, count)))
         return {"fid": frechet_distance(*self._real_stats[key], *fake_stats), "images": count}
 

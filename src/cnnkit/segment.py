@@ -130,13 +130,43 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5) -> torc
     return tinted.round().clamp(0, 255).to(torch.uint8)
 
 
-def write_overlay(image: torch.Tensor, mask: torch.Tensor, path: str | Path, alpha: float = 0.5) -> Path:
+def write_overlay(image: torch.Tensor, mask: torch.Tensor, path: str | Path, alpha: float = 0.5,
+                  class_names: list[str] | None = None) -> Path:
+    """The overlay as a PNG; with ``class_names`` (index 0 the background), a legend beneath it: each class's
+    colour swatch and name, the classes present in the mask first."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, mask, alpha).permute(1, 2, 0).numpy()).save(path)
+    picture = Image.fromarray(overlay(image, mask, alpha).permute(1, 2, 0).numpy())
+    if class_names is not None:
+        picture = _with_legend(picture, mask, class_names)
+    picture.save(path)
     return path
+
+
+def _with_legend(picture, mask: torch.Tensor, class_names: list[str]):
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    present = set(torch.unique(mask).tolist())
+    # background first (it is left untinted), then the classes present, then the absent ones (marked so)
+    order = [0] + sorted(range(1, len(class_names)), key=lambda c: (c not in present, c))
+    entries = [(PALETTE[c % len(PALETTE)] if c else None,
+                f"{class_names[c]}" + (" (untinted)" if c == 0 else "" if c in present else " (none)"))
+               for c in order]
+    line = 16
+    measure = ImageDraw.Draw(picture)
+    width = max(picture.width, 26 + max(int(measure.textlength(text, font=font)) for _, text in entries))
+    legend = Image.new("RGB", (width, picture.height + 4 + line * len(entries)), "white")
+    legend.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(legend)
+    for row, (colour, text) in enumerate(entries):
+        top = picture.height + 4 + row * line
+        fill = tuple(int(v) for v in colour.tolist()) if colour is not None else (255, 255, 255)
+        draw.rectangle((4, top + 2, 16, top + 13), fill=fill, outline=(0, 0, 0))
+        draw.text((22, top + 8), text, fill="black", font=font, anchor="lm")
+    return legend
 
 
 __all__ = ["SegmentationTask", "dice_loss", "load_segmentation_data", "overlay", "predict_mask",

@@ -496,10 +496,9 @@ def _run(content: torch.Tensor | None, styles: list[tuple[torch.Tensor, float]],
         styles = [(g[1], w) for g, (_, w) in zip(grey, styles)]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=config.iterations, desc="stylize" if content is not None else "texture", unit="it",
-                   leave=False, dynamic_ncols=True)
+        bar = progress_bar(config.iterations, "stylize" if content is not None else "texture")
 
     def snapshot(step, image):
         if snapshot_dir and snapshot_every and step % snapshot_every == 0:
@@ -647,9 +646,9 @@ def train_texture_generator(style: torch.Tensor, descriptor: Descriptor | None =
     history, start = [], time.perf_counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=iterations, desc="texture generator", unit="it", leave=False, dynamic_ncols=True)
+        bar = progress_bar(iterations, "texture generator")
     generator.train()
     for step in range(1, iterations + 1):
         samples = generator(generator.noise(batch_size, size, size, noise_generator))[..., :size, :size]

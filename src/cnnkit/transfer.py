@@ -503,9 +503,9 @@ def extract_features(model: nn.Module, images, stage: str | Sequence[str] | None
     collected: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(images), desc=f"features {','.join(names)}", unit="img", leave=False)
+        bar = progress_bar(len(images), f"features {','.join(names)}", unit="img")
     try:
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
@@ -590,7 +590,8 @@ def train_on_features(model: nn.Module, after: str, bundle, config, out=None, ca
 # ------------------------------------------------------------------------------------------ linear probes
 def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                      c_values: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0), seed: int = 0,
-                     groups: torch.Tensor | None = None, test_views: Sequence[torch.Tensor] = ()) -> dict:
+                     groups: torch.Tensor | None = None, test_views: Sequence[torch.Tensor] = (),
+                     progress: bool = False) -> dict:
     """Logistic regression on standardised features, its regularisation chosen by 3-fold cross-validation on
     the training features only. Returns test accuracy (%), the chosen C, seconds, and the test images' predicted
     class probabilities (columns in class order), for ensembles.
@@ -600,7 +601,10 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     validation fold is nearly a copy of one in the training folds and cross-validation rewards the weakest
     regularisation (measured: it chose C = 1, 3 points worse on the test set than the C it picks this way).
     ``test_views``: other views of the test images (e.g. mirrored), whose predicted probabilities are averaged
-    with those of ``test_x`` (test-time augmentation)."""
+    with those of ``test_x`` (test-time augmentation). ``progress``: one step per logistic-regression fit (3 per
+    candidate C, then the final one), as a bar or plain lines (cnnkit.progress)."""
+    from .progress import progress_bar
+
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
@@ -620,7 +624,10 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     xtr = scaler.transform(train_x.float().numpy())
     ytr, yte = train_y.numpy(), test_y.numpy()
     best_c, best_score = c_values[0], -1.0
-    if len(c_values) > 1:
+    searched = len(c_values) > 1
+    bar = progress_bar(3 * len(c_values) * searched + 1, f"linear probe on {xtr.shape[1]} features", unit="fit",
+                       enabled=progress)
+    if searched:
         if groups is None:
             folds, fold_groups = StratifiedKFold(3, shuffle=True, random_state=seed), None
         else:
@@ -630,7 +637,11 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
                                     groups=fold_groups).mean()
             if score > best_score:
                 best_c, best_score = c, score
+            bar.update(3)
+            bar.set_postfix(C=c, cv_accuracy=f"{100 * score:.2f}%")
     classifier = LogisticRegression(C=best_c, max_iter=3000, random_state=seed).fit(xtr, ytr)
+    bar.update(1)
+    bar.close()
     views = (test_x, *test_views)
     probabilities = sum(classifier.predict_proba(scaler.transform(view.float().numpy())) for view in views) / len(views)
     accuracy = 100.0 * float((classifier.classes_[probabilities.argmax(1)] == yte).mean())
@@ -655,7 +666,7 @@ def linear_probe(model: nn.Module, data, stage: str | Sequence[str] | None = Non
     extraction = time.perf_counter() - start
     rows = []
     for name in names:
-        row = fit_linear_probe(train[name], data.train.labels, test[name], data.test.labels)
+        row = fit_linear_probe(train[name], data.train.labels, test[name], data.test.labels, progress=progress)
         rows.append({"stage": name, **row, "extraction_seconds": extraction})
     return rows
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
+from ..progress import progress_bar
 from .catalog import DatasetSpec, RemoteFile, cache_dir, data_roots
 
 
@@ -31,7 +31,11 @@ def _download(url: str, target: Path, md5: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
+            size = int(response.headers.get("Content-Length") or 0)
+            with progress_bar(size / 1e6 or None, f"downloading {target.name}", unit="MB") as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block) / 1e6)
         got = md5sum(Path(tmp))
         if got != md5:
             raise DataError(f"{url} downloaded with MD5 {got}, expected {md5}; the mirror's copy is wrong.")

@@ -120,6 +120,8 @@ def plot_task_curves(history: list[dict], path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     names = [k[len("val_"):] for k in history[0] if k.startswith("val_")]
+    # A run without validation figures (a GAN trained with fid_samples=0) still gets its training curves.
+    names = names or [k[len("train_"):] for k in history[0] if k.startswith("train_")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
     epochs = [m["epoch"] for m in history]
     for ax, name in zip(axes[0], names):

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -185,6 +184,9 @@ class Trainer:
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
+        # Called after every training batch as hook(trainer, loss) (e.g. the learning-rate range test of
+        # lr_find.py); they may set stop_requested, which ends the epoch after that batch.
+        self.batch_callbacks: list[Callable] = []
         group_rank, group_size = distributed.init_from_environment(config.device)
         self.rank = group_rank if rank is None else rank
         self.world_size = group_size if world_size is None else world_size
@@ -244,8 +246,11 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
         cfg = getattr(model, "default_config", None) or {}
-        mean = cfg.get("mean") or data.mean
-        std = cfg.get("std") or data.std
+        # A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
+        # as many channels; built for grey data (in_channels=1), the model is normalised with the data's own.
+        own_stats = cfg.get("mean") is not None and len(cfg["mean"]) == fed
+        mean = cfg["mean"] if own_stats else data.mean
+        std = cfg["std"] if own_stats else data.std
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
                                      AugmentConfig.from_dict(config.augment), config.channels_last,
                                      resize=config.resize)
@@ -422,6 +427,8 @@ class Trainer:
             total_loss += loss.detach() * len(labels)
             accumulate(sums, batch_metrics)
             seen += len(labels)
+            for hook in self.batch_callbacks:
+                hook(self, loss.detach())
             if progress is not None:
                 progress.update(1)
                 if step % 20 == 0:
@@ -491,9 +498,9 @@ class Trainer:
     def _progress_bar(self, total: int, desc: str):
         if not (self.config.progress and self.is_main):
             return None
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+        return progress_bar(total, desc, unit="batch")
 
     @property
     def evaluation_model(self) -> nn.Module:

@@ -86,6 +86,9 @@ def add_parser(sub) -> None:
             p.add_argument("model", metavar="MODEL",
                            help="run folder, or NAME[:TAG] such as efficientnet_lite0:imagenet")
         p.add_argument("-o", "--out", type=Path, default=Path("viz"), help="output folder (default viz/)")
+        if name in ("maximize", "embed", "landscape"):  # the slow ones
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress (default: a bar on a terminal, plain lines every 30 s in a log)")
         p.set_defaults(func=run, tool=name)
         return p
 
@@ -141,7 +144,7 @@ def run(args) -> None:
         return _done(out, "maps*.png")
     if args.tool == "maximize":
         commands.maximize(model, args.unit, out, args.layer, args.target, args.steps, args.parameterization,
-                          args.seed, class_names=info["classes"], **look)
+                          args.seed, class_names=info["classes"], progress=not args.no_progress, **look)
         return _done(out, "maximize.png")
     if args.tool in ("saliency", "gradcam"):
         kwargs = {"layer": args.layer} if args.tool == "gradcam" else {}
@@ -150,12 +153,14 @@ def run(args) -> None:
         return _done(out, f"{args.tool}.png")
     batches = list(test_batches(info, args.data, args.examples))
     if args.tool == "embed":
-        commands.embed(model, batches, out, info["classes"], max_examples=args.examples)
+        commands.embed(model, batches, out, info["classes"], max_examples=args.examples,
+                       progress=not args.no_progress)
     elif args.tool == "confusion":
         commands.confusion(model, batches, out, info["classes"])
     else:
         start = load_for_tools(args.start)[0].state_dict() if args.start else None
-        summary = commands.landscape(model, batches, out, start, args.examples, args.resolution, args.span)
+        summary = commands.landscape(model, batches, out, start, args.examples, args.resolution, args.span,
+                                     progress=not args.no_progress)
         print("curvature statistics:", summary["statistics"])
     _done(out, f"{args.tool}.png")
 

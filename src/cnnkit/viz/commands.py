@@ -104,14 +104,15 @@ def maps(model: nn.Module, images: Images, out_dir: str | Path,
 
 def maximize(model: nn.Module, units: Sequence[int], out_dir: str | Path, layer: str | None = None,
              target: str = "channel", steps: int = 200, parameterization: str = "fourier", seed: int = 0,
-             mean=None, std=None, size=None, class_names: Sequence[str] | None = None, **prior) -> torch.Tensor:
+             mean=None, std=None, size=None, class_names: Sequence[str] | None = None, progress: bool = False,
+             **prior) -> torch.Tensor:
     """``maximize.png``: one optimised image per unit; ``prior`` overrides :class:`MaximizeSettings` fields
     (``l2_weight``, ``tv_weight``, ``jitter``, ``blur_every``, ...); ``class_names`` title logit panels.
     Returns the images in [0, 1]."""
     settings = MaximizeSettings(steps=steps, parameterization=parameterization, seed=seed, **prior)
     result = maximize_activation(model, input_spec(model, size=size, mean=mean, std=std), units, layer, target,
                                  settings=settings, png=Path(out_dir) / "maximize.png",
-                                 unit_names=class_names if target == "logit" else None)
+                                 unit_names=class_names if target == "logit" else None, progress=progress)
     return result.images
 
 
@@ -134,10 +135,10 @@ def gradcam(model: nn.Module, images: Images, out_dir: str | Path, layer: str | 
 
 
 def embed(model: nn.Module, batches: Batches, out_dir: str | Path, class_names: Sequence[str] | None = None,
-          max_examples: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+          max_examples: int = 2000, seed: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``embed.png``: t-SNE of the penultimate features of the first ``max_examples`` test examples."""
-    features, labels = penultimate_features(model, batches, max_examples=max_examples)
-    coordinates = tsne(features, seed=seed)
+    features, labels = penultimate_features(model, batches, max_examples=max_examples, progress=progress)
+    coordinates = tsne(features, seed=seed, progress=progress)
     plot_embedding(coordinates, labels, Path(out_dir) / "embed.png", class_names)
     return coordinates, labels.numpy()
 
@@ -159,14 +160,14 @@ def curves(run_dir: str | Path, out_dir: str | Path) -> dict[str, np.ndarray]:
 
 def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
               start: Mapping[str, torch.Tensor] | None = None, num_examples: int = 1000, resolution: int = 21,
-              span: float = 1.0, seed: int = 0, points_per_pass: int = 1) -> dict[str, object]:
+              span: float = 1.0, seed: int = 0, points_per_pass: int = 1, progress: bool = False) -> dict[str, object]:
     """``landscape.png`` (contour + surface on two filter-normalised directions), ``landscape.json`` (grid and
     curvature statistics, for comparing two networks) and, with a ``start`` state dict (e.g. the
     initial checkpoint), ``interpolation.png``: the loss along the line from ``start`` to the model."""
     out_dir = Path(out_dir)
     subset = fixed_subset(batches, num_examples)
     surface = loss_surface(model, subset, resolution, span, seed, points_per_pass=points_per_pass,
-                                            png=out_dir / "landscape.png")
+                           png=out_dir / "landscape.png", progress=progress)
     summary: dict[str, object] = {
         "statistics": surface.statistics,
         "alphas": surface.alphas.tolist(),
@@ -176,7 +177,7 @@ def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
     }
     if start is not None:
         ts, losses = loss_along_line(model, start, model.state_dict(), subset,
-                                                      png=out_dir / "interpolation.png")
+                                     png=out_dir / "interpolation.png", progress=progress)
         summary["interpolation"] = {"t": ts.tolist(), "loss": losses.tolist()}
     (out_dir / "landscape.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -19,6 +19,7 @@ def penultimate_features(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     layer: str | None = None,
     max_examples: int | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of the examples in ``batches``: (N, D) float and (N,) long.
 
@@ -29,8 +30,11 @@ def penultimate_features(
         recorder, key = record_last_input(model, nn.Linear), "input"
     else:
         recorder, key = record_outputs(model, [layer]), layer
+    from ..progress import progress_bar
+
     features, labels, seen = [], [], 0
-    with torch.no_grad(), evaluation_mode(model), recorder as recorded:
+    bar = progress_bar(max_examples, "features for t-SNE", unit="img", enabled=progress)
+    with torch.no_grad(), evaluation_mode(model), recorder as recorded, bar:
         for images, targets in batches:
             if max_examples is not None and seen >= max_examples:
                 break
@@ -41,19 +45,32 @@ def penultimate_features(
             features.append(recorded[key].flatten(1).float().cpu())
             labels.append(torch.as_tensor(targets).cpu())
             seen += len(images)
+            bar.update(len(images))
     features, labels = torch.cat(features), torch.cat(labels).long()
     if max_examples is not None:
         features, labels = features[:max_examples], labels[:max_examples]
     return features, labels
 
 
-def tsne(features: torch.Tensor | np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-    """2-D t-SNE coordinates (scikit-learn) of (N, D) features; PCA initialisation for stable layouts."""
+def tsne(features: torch.Tensor | np.ndarray, perplexity: float = 30.0, seed: int = 0,
+         progress: bool = False) -> np.ndarray:
+    """2-D t-SNE coordinates (scikit-learn) of (N, D) features; PCA initialisation for stable layouts.
+    ``progress``: scikit-learn's fit reports no steps, so a line before and one after (with its time)."""
+    import sys
+    import time
+
     from sklearn.manifold import TSNE
 
     features = np.asarray(features, dtype=np.float32)
     perplexity = min(perplexity, max(2.0, (len(features) - 1) / 3))  # sklearn requires perplexity < N
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    if progress:
+        print(f"t-SNE of {len(features)} points x {features.shape[1]} features (perplexity {perplexity:g}; "
+              "about a minute for 2,000 points on 2 cores)...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    coordinates = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    if progress:
+        print(f"t-SNE done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return coordinates
 
 
 def plot_embedding(coordinates: np.ndarray, labels: torch.Tensor | np.ndarray, png: str | Path,

@@ -78,7 +78,7 @@ def fixed_subset(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_examp
 
 def _mean_loss_at(model: nn.Module, origin: Mapping[str, torch.Tensor], directions: list[Mapping[str, torch.Tensor]],
                   coefficients: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                  loss_fn: LossFunction, points_per_pass: int) -> torch.Tensor:
+                  loss_fn: LossFunction, points_per_pass: int, progress: bool = False) -> torch.Tensor:
     """Mean loss over ``batches`` at origin + sum_k coefficients[p, k] * directions[k], for each point p."""
     buffers = _buffers(model)
 
@@ -94,12 +94,16 @@ def _mean_loss_at(model: nn.Module, origin: Mapping[str, torch.Tensor], directio
         lambda points, images, labels: loss_at(points[0], images, labels).unsqueeze(0))
     losses = torch.zeros(len(coefficients), dtype=torch.float64)
     total = sum(len(images) for images, _ in batches)
-    with torch.no_grad(), evaluation_mode(model):
+    from ..progress import progress_bar
+
+    bar = progress_bar(len(coefficients), "loss landscape", unit="point", enabled=progress)
+    with torch.no_grad(), evaluation_mode(model), bar:
         for start in range(0, len(coefficients), points_per_pass):
             chunk = coefficients[start:start + points_per_pass]
             for images, labels in batches:
                 # loss_fn is a mean over the batch; weight by batch size for the mean over the subset.
                 losses[start:start + len(chunk)] += evaluate(chunk, images, labels).double().cpu() * len(images)
+            bar.update(len(chunk))
     return (losses / total).float()
 
 
@@ -112,6 +116,7 @@ def loss_along_line(
     margin: float = 0.25,
     loss_fn: LossFunction = F.cross_entropy,
     png: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss at (1 - t) start + t end for ``steps`` values of t from -margin to 1 + margin: (t, loss).
 
@@ -133,6 +138,9 @@ def loss_along_line(
     losses = torch.zeros(steps)
     buffers = dict(model.named_buffers())
     saved = {name: buffer.detach().clone() for name, buffer in buffers.items()}
+    from ..progress import progress_bar
+
+    bar = progress_bar(steps, "loss along the line", unit="point", enabled=progress)
     try:
         # Buffers cannot ride on vmap's batch dimension (BN reads them as running statistics, not weights),
         # so the line is walked one t at a time with the buffers interpolated in place and restored after.
@@ -142,7 +150,9 @@ def loss_along_line(
                     if buffer.is_floating_point() and name in start and name in end:
                         buffer.copy_((1 - t) * start[name] + t * end[name])
             losses[index] = _mean_loss_at(model, origin, [direction], t.view(1, 1), batches, loss_fn, 1)[0]
+            bar.update(1)
     finally:
+        bar.close()
         with torch.no_grad():
             for name, buffer in buffers.items():
                 buffer.copy_(saved[name])
@@ -169,6 +179,7 @@ def loss_surface(
     loss_fn: LossFunction = F.cross_entropy,
     points_per_pass: int = 1,
     png: str | Path | None = None,
+    progress: bool = False,
 ) -> LossSurface:
     """Loss on a ``resolution`` x ``resolution`` grid over [-span, span]^2 of the plane through the model's
     weights spanned by two filter-normalised random directions (seeded by ``seed``).
@@ -187,7 +198,8 @@ def loss_surface(
     axis = torch.linspace(-span, span, resolution)
     alphas, betas = torch.meshgrid(axis, axis, indexing="ij")
     coefficients = torch.stack([alphas.flatten(), betas.flatten()], dim=1)
-    losses = _mean_loss_at(model, origin, list(directions), coefficients, batches, loss_fn, points_per_pass)
+    losses = _mean_loss_at(model, origin, list(directions), coefficients, batches, loss_fn, points_per_pass,
+                           progress)
     losses = losses.view(resolution, resolution)
     step = float(axis[1] - axis[0]) if resolution > 1 else 1.0
     surface = LossSurface(axis, axis.clone(), losses, directions, landscape_statistics(losses, step))
@@ -236,17 +248,25 @@ def plot_line(ts: torch.Tensor, losses: torch.Tensor, png: str | Path) -> Path:
     return plots.save(figure, png)
 
 
+def surface_ceiling(losses: np.ndarray, clip_factor: float = 5.0, shown_fraction: float = 0.8) -> float:
+    """The highest loss a landscape picture shows. Far from the minimum the loss can explode by orders of
+    magnitude and flatten everything else, so the picture stops at ``clip_factor`` times the loss at the centre
+    (Li et al. likewise plot up to a fixed loss) -- but never below the loss of ``shown_fraction`` of the grid:
+    a well-trained network without shortcuts (plain20) has a tiny centre loss and a steep bowl, and a ceiling
+    tied to the centre alone cut nearly every point off at one height, a flat table instead of a surface."""
+    losses = np.asarray(losses, dtype=np.float64)
+    centre = float(losses[len(losses) // 2, len(losses) // 2])
+    floor = float(np.quantile(losses, shown_fraction))
+    return min(float(losses.max()), max(clip_factor * max(centre, 1e-6), floor))
+
+
 def plot_surface(surface: LossSurface, png: str | Path, title: str = "", clip_factor: float = 5.0) -> Path:
     """Contour plot and 3-D surface of the loss, side by side, with the curvature statistics in the title.
-
-    Far from the minimum the loss can explode by orders of magnitude and flatten everything else in the
-    picture, so both plots stop at ``clip_factor`` times the loss at the centre (Li et al. likewise plot up to
-    a fixed loss). The statistics use the unclipped grid.
+    Both stop at :func:`surface_ceiling` (the z-axis says when it clips); the statistics use the unclipped grid.
     """
     alphas, betas = np.meshgrid(surface.alphas.numpy(), surface.betas.numpy(), indexing="ij")
     losses = surface.losses.numpy()
-    centre = losses[len(losses) // 2, len(losses) // 2]
-    ceiling = min(float(losses.max()), clip_factor * max(float(centre), 1e-6))
+    ceiling = surface_ceiling(losses, clip_factor)
     shown = np.minimum(losses, ceiling)
     figure = plots.plt.figure(figsize=(11, 5))
     contour_axis = figure.add_subplot(1, 2, 1)
@@ -257,7 +277,9 @@ def plot_surface(surface: LossSurface, png: str | Path, title: str = "", clip_fa
     contour_axis.set_xlabel("direction 1")
     contour_axis.set_ylabel("direction 2")
     surface_axis = figure.add_subplot(1, 2, 2, projection="3d")
-    surface_axis.plot_surface(alphas, betas, shown, cmap="viridis", linewidth=0, antialiased=True)
+    drawn = surface_axis.plot_surface(alphas, betas, shown, cmap="viridis", linewidth=0, antialiased=True)
+    surface_axis.set_zlim(float(shown.min()), ceiling)
+    figure.colorbar(drawn, ax=surface_axis, shrink=0.6, pad=0.1, label="loss")
     surface_axis.set_zlabel("loss" if ceiling >= losses.max() else f"loss (clipped at {ceiling:.3g})")
     stats = surface.statistics
     summary = ", ".join(f"{name} {value:.3g}" for name, value in stats.items())

@@ -186,14 +186,18 @@ def maximize_activation(
     settings: MaximizeSettings = MaximizeSettings(),
     png: str | Path | None = None,
     unit_names: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> MaximizationResult:
     """Find, for each of ``units``, an image (of the shape ``spec`` describes) that maximises it.
 
     ``target``: ``"channel"`` (mean of a channel of ``layer``), ``"neuron"`` (one position of a channel,
     default the centre) or ``"logit"`` (a class score of the model's output; ``layer`` must be None).
     All units are optimised together, one image each, and with ``png`` drawn side by side (titled with
-    ``unit_names[unit]`` when given, e.g. the class names for logits).
+    ``unit_names[unit]`` when given, e.g. the class names for logits). ``progress``: a bar on a terminal, plain
+    periodic lines otherwise (cnnkit.progress).
     """
+    from ..progress import progress_bar
+
     if target not in TARGETS:
         raise UnknownNameError(f"Unknown target {target!r}: use one of {', '.join(TARGETS)}.")
     if settings.parameterization not in PARAMETERIZATIONS:
@@ -224,7 +228,7 @@ def maximize_activation(
         return unit_activations(output, units, target, position)
 
     optimizer = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
-    with evaluation_mode(model):
+    with evaluation_mode(model), progress_bar(settings.steps, "maximize", unit="step", enabled=progress) as bar:
         with torch.no_grad():
             start = activations(image()).detach().cpu()
         for step in range(settings.steps):
@@ -240,6 +244,9 @@ def maximize_activation(
                 parameter.grad = gradient
             optimizer.step()
             image.after_step(step, settings)
+            bar.update(1)
+            if progress and step % 10 == 0:  # reading the value waits for the step: only when it is shown
+                bar.set_postfix(activation=f"{values.detach().mean().item():.3g}")
         with torch.no_grad():
             final_images = image().detach()
             final = activations(final_images).detach().cpu()

@@ -90,11 +90,13 @@ def subplots(count: int, columns: int | None = None, panel_size: float = 3.0):
     return figure, axes[:count]
 
 
-def save(figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write the figure as a PNG (creating folders) and close it so long runs do not accumulate figures."""
+def save(figure, path: str | Path, dpi: int = 100, tight: bool = True) -> Path:
+    """Write the figure as a PNG (creating folders) and close it so long runs do not accumulate figures.
+    ``tight=False`` for a figure laid out already (one with a colour bar in axes of its own)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if tight:
+        figure.tight_layout()
     figure.savefig(path, dpi=dpi, bbox_inches="tight")  # titles of wide image rows can fall outside otherwise
     plt.close(figure)
     return path

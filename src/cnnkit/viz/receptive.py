@@ -290,11 +290,17 @@ def plot_receptive_fields(rfs: torch.Tensor, png: str | Path, title: str | None 
     figure, axes = plots.subplots(count, columns=columns, panel_size=1.4)
     for index, (axis, field) in enumerate(zip(axes, maps)):
         limit = float(field.abs().max()) or 1.0
-        axis.imshow(field.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        image = axis.imshow(field.numpy() / limit, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
         axis.set_xticks([])
         axis.set_yticks([])
         if labels is not None:
             axis.set_title(labels[index], fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
-    return plots.save(figure, png)
+    figure.tight_layout()
+    # One colour bar for all panels (each is divided by its own largest |value|), in a column of its own.
+    figure.subplots_adjust(right=0.86)
+    bar = figure.colorbar(image, cax=figure.add_axes((0.89, 0.15, 0.018, 0.7)), ticks=[-1, 0, 1])
+    bar.ax.set_yticklabels(["-max\n(dark\nexcites)", "0", "+max\n(light\nexcites)"], fontsize=7)
+    bar.set_label("input gradient / the panel's max |value|", fontsize=7)
+    return plots.save(figure, png, tight=False)
