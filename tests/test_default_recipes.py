@@ -69,7 +69,7 @@ def test_the_plain_command_uses_the_default_recipe_and_flags_override_single_fie
     assert (config["augment"], config["batch_size"], config["epochs"]) == ({"crop": 2}, 128, 1)
 
     assert main(["train", "lenet5", "--data", "mnist", "--epochs", "1", "--lr", "0.01", "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--overwrite", "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["optimizer"], config["lr"]) == ("adam", 0.01)  # one field replaced, the rest kept
 

@@ -126,7 +126,7 @@ def test_cnnkit_predict_on_a_sample_digit(capsys):
     # The README's and `make demo`'s hint, on the checked-in run: cnnkit predict RUN_DIR docs/digits/....png
     from cnnkit.cli import main
 
-    seven = REPO / "docs" / "digits" / "7_mnist_test_0000.png"
+    seven = REPO / "docs" / "digits" / "7.png"
     assert main(["predict", str(LENET_RUN), str(seven), "--top-k", "1", "--json"]) in (0, None)
     (name, probability), = json.loads(capsys.readouterr().out)[str(seven)]
     pinned = json.loads((GOLDEN / "lenet5_digits.json").read_text())[seven.name]

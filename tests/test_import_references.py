@@ -111,7 +111,8 @@ class _ZerosAfterShortcut(akamaster_resnet.ChannelPadShortcut):
 
 def test_runs_trained_before_the_fix_load_and_predict_exactly_as_before(tmp_path):
     model = randomise(create_model("resnet20"), seed=1)
-    save_model_checkpoint(tmp_path, model, {"classes": [str(i) for i in range(10)], "image_shape": [3, 32, 32]})
+    save_model_checkpoint(tmp_path, model, {"classes": [str(i) for i in range(10)], "image_shape": [3, 32, 32],
+                                            "preprocess": {"mean": [0.5] * 3, "std": [0.25] * 3}})
     meta_file = tmp_path / "checkpoint.json"
     meta = json.loads(meta_file.read_text())
     meta["model"]["kwargs"] = {}  # what every resnet20 run folder written before issue 23 records

@@ -104,9 +104,7 @@ def shrunk(command: str, files: dict[str, Path]) -> list[str] | str:
 
 # Lines that fail for a reported bug another change fixes: run, and on failure the section ends as an expected
 # failure (with the lines that need its output skipped) instead of a failure. Remove an entry once fixed.
-KNOWN_BROKEN = {
-    "gan --train": "issue 22: GANTask.evaluate trains its feature network under torch.no_grad (crashes in epoch 1)",
-}
+KNOWN_BROKEN: dict[str, str] = {}  # "cnnkit ARGS prefix": "issue N: why"
 TIMINGS = REPO / "test-artifacts" / "readme_timings.txt"  # kept by CI; the README walk's figures
 
 SECTIONS = readme_sections()

@@ -382,7 +382,7 @@ def test_classes_that_do_not_match_the_outputs_give_no_label(checkpoints_dir, tm
     with local_client(create_app(tmp_path)) as client:
         response = draw(client, png_bytes(drawn_one()), checkpoint="mislabelled")
     assert response.status_code == 422, response.text
-    assert "names 3 classes but its network outputs (10,)" in response.json()["error"]
+    assert "classes lists 3 names for a model with 10 outputs" in response.json()["error"]
 
 
 # ------------------------------------------------------------------------------ concurrency (issue 24, item 6)

@@ -3,16 +3,15 @@ image too elongated or too large to resize is a 400 with the reason, before the 
 20000x1 PNG used to cost /api/photo 21 s and 5.8 GB)."""
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
-from serve_helpers import TRAINED_RUN, png_bytes
+from serve_helpers import TRAINED_RUN, local_client, png_bytes
 
 from cnnkit.serve import create_app
 
 
 @pytest.fixture(scope="module")
 def client(checkpoints_dir):
-    with TestClient(create_app(checkpoints_dir)) as test_client:
+    with local_client(create_app(checkpoints_dir)) as test_client:
         yield test_client
 
 
