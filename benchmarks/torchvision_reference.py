@@ -22,11 +22,13 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from record import record  # noqa: E402
 
 from cnnkit.errors import CheckpointError  # noqa: E402
 from cnnkit.models import create_model  # noqa: E402
+from references.random_weights import randomise  # noqa: E402
 
 # cnnkit name, torchvision builder, input size (the smallest both accept, to stay fast)
 CASES = [
@@ -41,24 +43,6 @@ CASES = [
     ("alexnet_owt", torchvision.models.alexnet, 67),
 ]
 NUM_CLASSES = 10
-
-
-def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
-                                    * (2.0 / module.weight[0].numel()) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-    return model.eval()
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from references import akamaster_resnet, lukemelas_efficientnet_lite, torchvision_googlenet, torchvision_resnet
+from references.random_weights import randomise
 from references.torchvision_vgg_alexnet import VGG, AlexNet
 
 from cnnkit.cli import main as cnnkit_main
@@ -22,26 +23,6 @@ from cnnkit.train.checkpoint import load_model_checkpoint, save_model_checkpoint
 from cnnkit.weights import load_state_dict_into
 
 TOLERANCE = 1e-4
-
-
-def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights at the scale of a trained network and random batch-norm statistics, so every affine
-    parameter and buffer a wrong mapping could swap or drop changes the logits. Eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                size = module.num_features
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-    return model.eval()
 
 
 def without_init(builder):
