@@ -163,23 +163,9 @@ def _design(height: int, width: int, centres: torch.Tensor, sigma_pairs: torch.T
     return torch.cat([gaussians, ones], dim=-2).transpose(-1, -2)
 
 
-def fit_difference_of_gaussians(rf: torch.Tensor, refine_steps: int = 150, return_parameters: bool = False):
-    """The concentric difference of Gaussians (centre row/column, two sigmas, two amplitudes, an offset) closest
-    to each (H, W) map of ``rf`` (shape (..., H, W)) in least squares; returns the fitted maps, same shape.
-
-    Amplitudes and offset enter linearly, so for given centre and sigmas they are solved exactly (variable
-    projection). The centre (every pixel) and the two sigmas (a geometric grid from 0.5 px to the map's size) are
-    first searched exhaustively, then refined together by gradient descent on the same residual, which makes
-    the fit deterministic and free of starting guesses. ``return_parameters`` adds a dict of (..., k) tensors:
-    center (row, column), sigmas, amplitudes (centre, surround: the map is a1 G1 - a2 G2 + offset), offset.
-    """
-    if rf.ndim < 2 or min(rf.shape[-2:]) < 2:
-        raise ShapeError(f"fit_difference_of_gaussians needs maps of at least 2x2 pixels, got shape {tuple(rf.shape)}.")
-    leading, (height, width) = rf.shape[:-2], rf.shape[-2:]
-    maps = rf.detach().cpu().double().reshape(-1, height * width)
-    scale = maps.std(dim=1, keepdim=True).clamp_min(1e-30)  # fit unit-variance maps, rescale at the end
-    targets = maps / scale
-
+def _search_centres_and_sigmas(targets: torch.Tensor, height: int, width: int):
+    """The best centre (row, column) and the log of the best pair of grid sigmas for each of the (N, H*W)
+    unit-variance ``targets``, by exhaustive search: the starting point of the refinement."""
     # Exhaustive search: every pixel as the centre, every pair of grid sigmas (s1 < s2). A Gaussian is separable,
     # exp(-((r - a)^2 + (q - b)^2) / 2 s^2) = f_a(r) g_b(q), so every inner product the normal equations need is
     # a product of 1-D sums and no (centres x sigmas x pixels) design tensor is ever built.
@@ -215,11 +201,31 @@ def fit_difference_of_gaussians(rf: torch.Tensor, refine_steps: int = 150, retur
         row, column, pair = (int(i) for i in torch.unravel_index(explained.argmax(), explained.shape))
         best_centre.append(torch.tensor([row, column], dtype=torch.float64))
         best_pair.append(torch.stack([sigma_grid[first[pair]], sigma_grid[second[pair]]]))
+    return torch.stack(best_centre).clone(), torch.stack(best_pair).log().clone()
+
+
+def fit_difference_of_gaussians(rf: torch.Tensor, refine_steps: int = 150, return_parameters: bool = False):
+    """The concentric difference of Gaussians (centre row/column, two sigmas, two amplitudes, an offset) closest
+    to each (H, W) map of ``rf`` (shape (..., H, W)) in least squares; returns the fitted maps, same shape.
+
+    Amplitudes and offset enter linearly, so for given centre and sigmas they are solved exactly (variable
+    projection). The centre (every pixel) and the two sigmas (a geometric grid from 0.5 px to the map's size) are
+    first searched exhaustively, then refined together by gradient descent on the same residual, which makes
+    the fit deterministic and free of starting guesses. ``return_parameters`` adds a dict of (..., k) tensors:
+    center (row, column), sigmas, amplitudes (centre, surround: the map is a1 G1 - a2 G2 + offset), offset.
+    """
+    if rf.ndim < 2 or min(rf.shape[-2:]) < 2:
+        raise ShapeError(f"fit_difference_of_gaussians needs maps of at least 2x2 pixels, got shape {tuple(rf.shape)}.")
+    leading, (height, width) = rf.shape[:-2], rf.shape[-2:]
+    maps = rf.detach().cpu().double().reshape(-1, height * width)
+    scale = maps.std(dim=1, keepdim=True).clamp_min(1e-30)  # fit unit-variance maps, rescale at the end
+    targets = maps / scale
+
+    centre, log_sigmas = _search_centres_and_sigmas(targets, height, width)
 
     # Refinement of all maps at once: the residuals are independent, so Adam on their sum refines each map as if
     # alone (Adam's update is elementwise).
-    centre = torch.stack(best_centre).clone().requires_grad_(True)
-    log_sigmas = torch.stack(best_pair).log().clone().requires_grad_(True)
+    centre, log_sigmas = centre.requires_grad_(True), log_sigmas.requires_grad_(True)
 
     def residuals():
         sigmas = log_sigmas.exp().clamp(0.2, 4.0 * max(height, width))
