@@ -1,0 +1,57 @@
+"""Transfer learning: reuse a network trained on a large dataset for a new task with little data.
+
+The notes' recipe (seed 003, "Transfer learning: fine tuning"; seed 002, "Train using transfer learning"):
+replace the output layer, train the new head with the pretrained base frozen, then unfreeze some upper layers
+and continue at about 0.1x the learning rate; with very little data, fit a linear classifier on features taken
+from different stages. Each step is one call here:
+
+    model = create_model("efficientnet_lite0", pretrained="imagenet")
+    replace_head(model, num_classes=10)
+    freeze(model)                                    # everything but the classifier; frozen BN stays in eval
+    Trainer(model, data, TrainConfig(...)).fit()     # the one training loop
+    unfreeze(model, from_="stage8")                  # the top stages, then train on at lr x 0.1
+
+or all at once: ``finetune(model, data, "two-phase", TrainConfig(...))``; ``linear_probe(model, data,
+stages=...)`` compares logistic regressions on each stage's pooled features; ``advise(n_images, similarity)``
+returns the notes' 2x2 advice table entry.
+
+Stages. ``stages(model)`` names the stages of every zoo model (ResNet's ``layer1..4``, EfficientNet's
+``stage2..8`` of the paper's Table 1, VGG/AlexNet blocks between max-pools, ...). Each stage owns parameter
+prefixes (for freezing and per-stage learning rates) and, for chain-shaped networks, a module computing it:
+running the stages in order *is* the model's forward pass (a test checks this for every zoo model), which is
+what lets ``stage_outputs`` stop early and ``extract_features`` return multi-stage outputs like timm's
+``features_only``. The last stage is always ``classifier``: the layers ``replace_head`` renews.
+
+Frozen layers stay in eval mode. A frozen batch-norm layer in train mode would still normalise with batch
+statistics and overwrite its running mean/variance (Keras issue 9214), silently changing the "frozen" base.
+``freeze`` therefore installs a ``train()`` override on every module of a frozen stage that keeps it in eval
+mode (BN uses and keeps its running statistics; dropout and stochastic depth are off, so a frozen base is a
+deterministic feature extractor). The Trainer calls ``model.train()`` every epoch and needs no change.
+``hold_batchnorm_statistics`` does the same for every BN layer of a network fine-tuned whole with small batches.
+
+Small images are always enlarged to the backbone's input size (``resize="interpolate"``), never zero-padded
+into a frame as the training loop does by default for LeNet-style inputs.
+
+One module per job: ``stage_groups`` (naming a model's stages), ``heads`` (new heads, input channels), ``finetuning``
+(freezing, per-stage learning rates, the strategies), ``features`` (stage outputs, cached-feature training),
+``probe`` (linear classifiers on features), ``advice`` (the 2x2 table), ``classify`` (photos through
+pretrained weights).
+"""
+
+from .advice import LITTLE_DATA_BELOW, Advice, advise
+from .classify import classify_images, load_photo
+from .features import (FeatureDataset, StageTail, extract_features, feature_bundle, pool_features, stage_outputs,
+                       train_on_features, transfer_preprocess)
+from .finetuning import (STRATEGIES, finetune, freeze, hold_batchnorm_statistics, is_frozen, prepare,
+                       stage_lr_multipliers, unfreeze)
+from .heads import HeadNotFoundError, adapt_input_channels, replace_head
+from .probe import fit_linear_probe, format_probe_table, linear_probe
+from .stage_groups import CLASSIFIER, STAGE_BUILDERS, PooledClassifier, Stage, stage_names, stages, upper_stages
+
+__all__ = [
+    "CLASSIFIER", "LITTLE_DATA_BELOW", "STAGE_BUILDERS", "STRATEGIES", "Advice", "FeatureDataset", "HeadNotFoundError",
+    "PooledClassifier", "Stage", "StageTail", "adapt_input_channels", "advise", "classify_images", "extract_features",
+    "feature_bundle", "finetune", "fit_linear_probe", "format_probe_table", "freeze", "hold_batchnorm_statistics",
+    "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head", "stage_lr_multipliers",
+    "stage_names", "stage_outputs", "stages", "train_on_features", "transfer_preprocess", "unfreeze", "upper_stages",
+]

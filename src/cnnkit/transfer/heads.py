@@ -1,0 +1,111 @@
+"""New heads and input channels: replace a pretrained model's output layer(s) for new classes, and rewrite its
+first convolution for data with another number of channels."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import CnnkitError, ShapeError
+from .stage_groups import stages
+
+
+class HeadNotFoundError(CnnkitError):
+    """The model's output layer could not be identified, so it cannot be replaced."""
+
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _output_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The last parametrised layer under each classifier prefix (GoogLeNet: fc, aux1.fc2, aux2.fc2)."""
+    classifier = stages(model)[-1]
+    found = []
+    for prefix in classifier.prefixes:
+        leaves = [(n, m) for n, m in model.named_modules()
+                  if n and (n + ".").startswith(prefix) and not list(m.children())
+                  and (any(True for _ in m.parameters(recurse=False)) or type(m).__name__ == "RBFOutput")]
+        if leaves:
+            found.append(leaves[-1])
+    return found
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace the output layer(s) with new ones for ``num_classes`` classes (weights ~ N(0, 0.01), bias 0:
+    a small random head gives small gradients to the base it sits on). Updates ``model.cnnkit_config`` so
+    checkpoints rebuild the new shape. Returns the model."""
+    if num_classes < 1:
+        raise CnnkitError(f"num_classes must be at least 1, got {num_classes}.")
+    layers = _output_layers(model)
+    model_name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
+    if not layers:
+        raise HeadNotFoundError(f"could not find the output layer of {model_name}: its last stage "
+                                f"{stages(model)[-1].name!r} has no layer with parameters. Replace it yourself "
+                                "(setattr on the model) or register a stage definition in "
+                                "cnnkit.transfer.STAGE_BUILDERS.")
+    for name, layer in layers:
+        if not isinstance(layer, nn.Linear):
+            hint = " (build lenet5 with output='linear')" if type(layer).__name__ == "RBFOutput" else ""
+            raise HeadNotFoundError(f"the output layer of {model_name} ({name}) is a {type(layer).__name__}, not a "
+                                    f"linear layer, so replace_head cannot renew it{hint}.")
+        head = nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None).to(layer.weight.device,
+                                                                                          layer.weight.dtype)
+        nn.init.normal_(head.weight, std=0.01)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+        _set_module(model, name, head)
+    if hasattr(model, "cnnkit_config"):
+        model.cnnkit_config = {**model.cnnkit_config, "num_classes": num_classes}
+    if getattr(model, "pretrained_config", None):
+        # The pretrained preprocessing still applies; its class names no longer do.
+        config = {k: v for k, v in model.pretrained_config.items() if k != "class_names"}
+        model.pretrained_config = {**config, "num_classes": num_classes}
+    return model
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise CnnkitError(f"{type(model).__name__} has no Conv2d layer whose input channels could be adapted.")
+
+
+def adapt_input_channels(model: nn.Module, in_channels: int, mode: str = "sum") -> nn.Module:
+    """Make a pretrained model read ``in_channels``-channel images by rewriting its first convolution.
+
+    From 3 to 1 channel, ``mode="sum"`` (default) adds the filters over the RGB inputs: a grey image then gives
+    exactly the response the original network gives to that image repeated into R, G and B (with equal
+    per-channel normalisation, as for EfficientNet-Lite), at a third of the first layer's cost. ``"average"``
+    divides that sum by the old channel count. To more channels, ``"repeat"`` tiles the filters and scales them
+    so an image whose channels are all equal gives the original response. Normalisation constants in the
+    model's configs are averaged to match."""
+    name, conv = _first_conv(model)
+    old = conv.in_channels
+    if in_channels == old:
+        return model
+    if conv.groups != 1:
+        raise ShapeError(f"the first convolution ({name}) is grouped; cannot change its input channels.")
+    weight = conv.weight.detach()
+    if mode in ("sum", "average") and in_channels == 1:
+        new = weight.sum(dim=1, keepdim=True) / (old if mode == "average" else 1)
+    elif mode == "repeat":
+        reps = -(-in_channels // old)
+        new = weight.repeat(1, reps, 1, 1)[:, :in_channels] * (old / in_channels)
+    else:
+        raise CnnkitError(f"cannot adapt {old} input channels to {in_channels} with mode={mode!r}: use 'sum' or "
+                          "'average' for 1-channel data, 'repeat' for more channels.")
+    conv.weight = nn.Parameter(new.contiguous(), requires_grad=conv.weight.requires_grad)
+    conv.in_channels = in_channels
+    if hasattr(model, "cnnkit_config"):
+        model.cnnkit_config = {**model.cnnkit_config, "in_channels": in_channels}
+    for attr in ("default_config", "pretrained_config"):
+        config = getattr(model, attr, None)
+        if config and config.get("mean"):
+            def fit(values):
+                return [sum(values) / len(values)] if in_channels == 1 else (list(values) * in_channels)[:in_channels]
+
+            setattr(model, attr, {**config, "mean": fit(config["mean"]), "std": fit(config["std"])})
+    return model
