@@ -175,7 +175,7 @@ def test_torchrun_command_for_one_node_and_for_several():
 
 def test_the_workers_command_line_leaves_out_nproc():
     """torchrun's parser stops at --nproc after the module name (an ambiguous --nproc-per-node)."""
-    assert cli._without_nproc(["train", "m", "--nproc", "2", "--epochs", "1", "--npro=3", "--no-progress"]) == [
+    assert cli.train._without_nproc(["train", "m", "--nproc", "2", "--epochs", "1", "--npro=3", "--no-progress"]) == [
         "train", "m", "--epochs", "1", "--no-progress"]
 
 

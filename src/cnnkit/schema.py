@@ -8,6 +8,7 @@ coerced: ``batch_size: "64"`` is refused with the fix (write 64 without quotes) 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import numbers
@@ -143,3 +144,22 @@ def check_mapping(values, schema: dict[str, Field], where: str, fix: str = "", a
         if field.fields is not None:
             check_mapping(values[key], field.fields, f"{where}: {key}", fix)
     return values
+
+
+# argparse types: the same boundary for command-line values (cnnkit.cli and the tools' own parsers use them).
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes: 0 or less would divide by zero or do nothing, silently."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port

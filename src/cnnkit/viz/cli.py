@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import CnnkitError
+from ..schema import positive_int
 
 EXAMPLES = """examples:
   cnnkit viz filters runs/demo-lenet5 -o viz/
@@ -70,8 +71,6 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
 
 
 def add_parser(sub) -> None:
-    from ..cli import positive_int
-
     viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
                          "saliency, Grad-CAM, t-SNE, confusion, curves, loss landscape",
                          description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from .errors import CnnkitError
+from ..errors import CnnkitError
+from ..schema import positive_int
+from .common import apply_subsets, claim_out, load_task_checkpoint, train_task
+from .options import add_command, overwrite_option, subset_options
 
 EXAMPLES = {
     "compress": """examples:
@@ -18,14 +20,9 @@ EXAMPLES = {
 COMPRESS_TRAINING = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}  # --help shows these
 
 
-def add_parsers(sub) -> None:
-    from .cli import _overwrite_option, positive_int
-
-    def command(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    p = command("compress", "learned image compression (Ballé et al.): train a codec, or write an image's .cnk file")
+def add_parser(sub) -> None:
+    p = add_command(sub, "compress",
+                    "learned image compression (Ballé et al.): train a codec, or write an image's .cnk file", EXAMPLES)
     p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained compressor")
     p.add_argument("image", nargs="?", type=Path)
     p.add_argument("-o", "--output", type=Path, help="compressed file (default IMAGE.cnk)")
@@ -41,14 +38,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL, or ...-2 when that "
                    "holds a run)")
-    _overwrite_option(p)
+    overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
-    from .cli import _subset_options
-
-    _subset_options(p)
+    subset_options(p)
     p.set_defaults(func=cmd_compress)
 
-    p = command("decompress", "decode a .cnk file with the compressor that wrote it")
+    p = add_command(sub, "decompress", "decode a .cnk file with the compressor that wrote it", EXAMPLES)
     p.add_argument("checkpoint", type=Path, help="run folder of the compressor")
     p.add_argument("file", type=Path, help="a .cnk file written by 'cnnkit compress'")
     p.add_argument("-o", "--output", type=Path, help="decoded image (default FILE.png)")
@@ -56,20 +51,18 @@ def add_parsers(sub) -> None:
 
 
 def _load_compressor(path: Path):
-    from .cli import _load_task_checkpoint
-
-    return _load_task_checkpoint(path, "compression", "a compressor", "compress")
+    return load_task_checkpoint(path, "compression", "a compressor", "compress")
 
 
 def cmd_compress(args) -> None:
-    from .compress import compress_image
+    from ..compress import compress_image
 
     if args.train:
         return _train(args)
     if args.checkpoint is None or args.image is None:
         raise CnnkitError("Give a run folder and an image (cnnkit compress RUN_DIR IMAGE -o out.cnk), or train a "
                           "compressor with 'cnnkit compress --train --data cifar10'.")
-    from .data.formats import read_image
+    from ..data.formats import read_image
 
     model, meta = _load_compressor(args.checkpoint)
     image = read_image(args.image, meta["image_shape"][0])
@@ -82,8 +75,8 @@ def cmd_compress(args) -> None:
 
 
 def cmd_decompress(args) -> None:
-    from .compress import decompress
-    from .style import save_image
+    from ..compress import decompress
+    from ..style import save_image
 
     model, _ = _load_compressor(args.checkpoint)
     try:
@@ -98,18 +91,17 @@ def cmd_decompress(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from .cli import _apply_subsets, _train_task, claim_out
-    from .compress import CompressionTask
-    from .data import load_dataset
-    from .models.registry import create_model
+    from ..compress import CompressionTask
+    from ..data import load_dataset
+    from ..models.registry import create_model
 
     claim_out(args, None)  # an explicit --out is checked before the data is read
-    bundle = _apply_subsets(load_dataset(args.data or "cifar10"), args, args.seed or 0)
+    bundle = apply_subsets(load_dataset(args.data or "cifar10"), args, args.seed or 0)
     torch.manual_seed(args.seed or 0)
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
                          latent_channels=args.latent_channels)
     args.out = claim_out(args, Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}")
-    _, summary = _train_task(args, model, bundle, CompressionTask(args.lmbda),
+    _, summary = train_task(args, model, bundle, CompressionTask(args.lmbda),
                              COMPRESS_TRAINING)
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
           f"'cnnkit compress {args.out} IMAGE' writes a file")

@@ -1,0 +1,258 @@
+"""The commands that train a task through the one loop and apply its checkpoint: ``cnnkit denoise``,
+``segment``, ``translate`` and ``gan``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import CnnkitError
+from ..schema import positive_int
+from .common import (apply_subsets, claim_out, load_task_checkpoint, need_checkpoint_and_image, output_path,
+                     train_task)
+from .compress import COMPRESS_TRAINING
+from .options import add_command, subset_options, train_options
+
+EXAMPLES = {
+    "denoise": """examples:
+  cnnkit denoise --train --data mnist --noise gaussian --level 0.3 --bottleneck 16 --out runs/dae-mnist
+  cnnkit denoise --train --data fashion-mnist --noise salt-and-pepper --level 0.2 --out runs/dae-fashion
+  cnnkit denoise runs/dae-mnist digit.png -o clean.png --add-noise gaussian:0.3   # corrupt, then denoise""",
+    "segment": """examples:
+  cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
+  cnnkit segment --train --data segfolder:my_data --image-size 128 --out runs/unet-mine   # images/ + masks/
+  cnnkit segment runs/unet-shapes picture.png -o overlay.png --mask-out mask.png""",
+    "translate": """examples:
+  cnnkit translate --train --task colorize --train-subset 5000 --out runs/p2p-colorize   # cifar10, grey -> RGB
+  cnnkit translate --train --task edges --l1-only --out runs/l1-edges        # fashion-mnist, the L1-only U-Net
+  cnnkit translate runs/p2p-colorize grey.png -o colour.png
+  cnnkit translate runs/p2p-colorize photo.jpg -o colour.png --make-input    # grey it first, then colourise""",
+    "gan": """examples:
+  cnnkit gan --train --data mnist --epochs 5 --out runs/dcgan-mnist   # samples/epoch_NNN.png, FID-like score
+  cnnkit gan runs/dcgan-mnist -o samples.png --count 64 --seed 3""",
+}
+
+
+def add_parser(sub) -> None:
+    for name, help_text in (("denoise", "train a denoising autoencoder, or denoise an image with one"),
+                            ("segment", "train a U-Net segmenter, or write the mask overlay of an image")):
+        p = add_command(sub, name, help_text, EXAMPLES)
+        p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained model")
+        p.add_argument("image", nargs="?", type=Path)
+        p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-%s.png)" % name)
+        p.add_argument("--train", action="store_true", help="train through the one training loop")
+        data_help = "mnist or fashion-mnist" if name == "denoise" else "shapes[:SEED] or segfolder:PATH"
+        p.add_argument("--data", help=data_help)
+        train_options(p)
+        if name == "denoise":
+            p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
+            p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
+            p.add_argument("--bottleneck", type=positive_int, default=16,
+                           help="bottleneck channels of conv_autoencoder")
+            p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
+            subset_options(p)
+            p.set_defaults(func=cmd_denoise)
+        else:
+            p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
+            p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
+            p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
+            p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
+            p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
+            p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
+            p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
+            p.set_defaults(func=cmd_segment)
+
+    p = add_command(sub, "translate",
+                    "train pix2pix (colorize, edges, inpaint), or translate an image with it", EXAMPLES)
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained pix2pix model")
+    p.add_argument("image", nargs="?", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-translated.png)")
+    p.add_argument("--make-input", action="store_true",
+                   help="IMAGE is a target-style picture: derive the input as training did (grey, edges, mask)")
+    p.add_argument("--train", action="store_true", help="train through the one training loop")
+    p.add_argument("--task", choices=["colorize", "edges", "inpaint"], default="colorize", dest="kind")
+    p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
+    p.add_argument("--l1-only", action="store_true", help="no discriminator: the paper's L1-only U-Net ablation")
+    p.add_argument("--l1-weight", type=float, default=100.0, help="lambda of lambda L1 + adversarial (100)")
+    p.add_argument("--base-channels", type=positive_int, default=32,
+                   help="generator and discriminator width (64 in the paper)")
+    subset_options(p)
+    train_options(p)
+    p.set_defaults(func=cmd_translate)
+
+    p = add_command(sub, "gan", "train a DCGAN (28x28 or 32x32 images), or write a grid of its samples", EXAMPLES)
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained GAN")
+    p.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="sample grid (default samples.png)")
+    p.add_argument("--count", type=positive_int, default=64, help="samples in the grid")
+    p.add_argument("--train", action="store_true", help="train through the one training loop")
+    p.add_argument("--data", default="mnist", help="mnist, fashion-mnist or cifar10")
+    p.add_argument("--width", type=positive_int, default=64, help="generator and discriminator width (64 in the paper)")
+    subset_options(p)
+    p.add_argument("--fid-samples", type=int, default=5000,
+                   help="generated images behind each epoch's score (default 5000; 0: no score, no feature network)")
+    train_options(p)
+    p.set_defaults(func=cmd_gan)
+
+
+# The training defaults of the commands that train a task (shown by their --help).
+DENOISE_TRAINING = {"epochs": 3, "batch_size": 128, "lr": 3e-3}
+SEGMENT_TRAINING = {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}}
+TASK_EPOCHS = 5  # gan and translate; their optimiser settings are the papers' (GAN_TRAINING, PIX2PIX_TRAINING)
+
+
+def task_training_defaults(command: str) -> dict:
+    if command == "denoise":
+        return DENOISE_TRAINING
+    if command == "segment":
+        return SEGMENT_TRAINING
+    if command == "compress":
+        return COMPRESS_TRAINING
+    if command in ("gan", "translate"):
+        from ..gan import GAN_TRAINING
+        from ..translate import PIX2PIX_TRAINING
+
+        return {**(GAN_TRAINING if command == "gan" else PIX2PIX_TRAINING), "epochs": TASK_EPOCHS}
+    return {}
+
+
+def cmd_denoise(args) -> None:
+    import torch
+
+    from ..data import load_dataset
+    from ..data.formats import read_image
+    from ..denoise import DenoisingTask, add_noise, denoise_image, denoising_report
+    from ..models.registry import create_model
+    from ..style import save_image
+
+    if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
+        bundle = apply_subsets(load_dataset(args.data or "mnist"), args, args.seed or 0)
+        torch.manual_seed(args.seed or 0)
+        model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
+                             bottleneck_channels=args.bottleneck)
+        args.out = claim_out(args, Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}")
+        train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
+                    DENOISE_TRAINING)
+        report = denoising_report(model, bundle.test.images, args.noise, args.level)
+        (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
+        print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
+              f"{report['denoised_psnr']:.2f} dB ({report['psnr_gain_db']:+.2f} dB), SSIM {report['noisy_ssim']:.3f} "
+              f"-> {report['denoised_ssim']:.3f}; {args.out / 'denoising.json'}")
+        return
+    need_checkpoint_and_image(args, "denoise")
+    model, meta = load_task_checkpoint(args.checkpoint, "denoising", "a denoising autoencoder", "denoise")
+    image = read_image(args.image, meta["image_shape"][0])
+    if args.add_noise:
+        kind, _, level = args.add_noise.partition(":")
+        try:
+            noisy = add_noise(image.float()[None] / 255, kind, float(level or 0.3),
+                              torch.Generator().manual_seed(args.seed or 0))[0]
+        except ValueError:
+            raise CnnkitError(f"--add-noise {args.add_noise!r}: expected KIND:LEVEL, e.g. gaussian:0.3") from None
+        save_image(noisy.expand(3, -1, -1), output_path(args, "noisy").with_name(f"{args.image.stem}-noisy.png"))
+        image = (noisy * 255).round().to(torch.uint8)
+    out = save_image(denoise_image(model, image).expand(3, -1, -1), output_path(args, "denoised"))
+    print(f"{out}")
+
+
+def cmd_segment(args) -> None:
+    import torch
+
+    from ..data.formats import read_image
+    from ..models.registry import create_model
+    from ..segment import SegmentationTask, load_segmentation_data, predict_mask, write_overlay
+    from ..style import resize_longer_side
+
+    if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
+        bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
+        torch.manual_seed(args.seed or 0)
+        model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+                             padding=True, base_channels=args.base_channels, batch_norm=True)
+        args.out = claim_out(args, Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}")
+        trainer, summary = train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
+                                       SEGMENT_TRAINING)
+        for index in range(min(8, len(bundle.test))):
+            image = bundle.test.images[index]
+            mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
+            write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png", class_names=bundle.classes)
+        print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
+              f"{args.out / 'overlays'}")
+        return
+    need_checkpoint_and_image(args, "segment")
+    model, meta = load_task_checkpoint(args.checkpoint, "segmentation", "a segmenter", "segment")
+    image = read_image(args.image, meta["image_shape"][0])
+    if args.size:
+        image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
+    mask = predict_mask(model, image, meta["preprocess"]["mean"], meta["preprocess"]["std"])
+    # The overlay keeps the image's size (a data product beside --mask-out); its legend goes to the terminal.
+    out = write_overlay(image, mask, output_path(args, "overlay"))
+    from ..segment import PALETTE
+
+    print("colours: " + ", ".join(f"{name} rgb{tuple(int(v) for v in PALETTE[i % len(PALETTE)].tolist())}"
+                                  if i else f"{name} untinted" for i, name in enumerate(meta["classes"])))
+    if args.mask_out:
+        from PIL import Image
+
+        args.mask_out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask.to(torch.uint8).numpy()).save(args.mask_out)
+    counts = torch.bincount(mask.flatten(), minlength=len(meta["classes"]))
+    shares = ", ".join(f"{c} {100 * n / mask.numel():.1f}%" for c, n in zip(meta["classes"], counts.tolist()) if n)
+    print(f"{out}: {shares}")
+
+
+def cmd_translate(args) -> None:
+    import torch
+
+    from ..style import save_image
+    from ..translate import (PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
+                            read_translation_input, translate_batch)
+
+    if args.train:
+        claim_out(args, None)  # an explicit --out is checked before the data is read
+        bundle = apply_subsets(load_translation_data(args.kind, args.data), args, args.seed or 0)
+        torch.manual_seed(args.seed or 0)
+        model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
+        variant = "l1" if args.l1_only else "p2p"
+        args.out = claim_out(args, Path("runs") / f"{variant}-{args.kind}-{bundle.name}")
+        task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
+        _, summary = train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
+        print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
+              f"{args.out}")
+        return
+    need_checkpoint_and_image(args, "translate")
+    model, meta = load_task_checkpoint(args.checkpoint, "pix2pix", "a pix2pix translator", "translate")
+    inputs, _ = read_translation_input(args.image, meta, args.make_input, args.seed or 0)
+    if args.make_input:
+        save_image(inputs[0].expand(3, -1, -1), output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
+    output = translate_batch(model, inputs, args.seed or 0)[0]
+    print(save_image(output.expand(3, -1, -1), output_path(args, "translated")))
+
+
+def cmd_gan(args) -> None:
+    import torch
+
+    from ..gan import GAN_TRAINING, GANTask, sample_grid
+
+    if args.train:
+        from ..data import load_dataset
+        from ..models.registry import create_model
+
+        claim_out(args, None)  # an explicit --out is checked before the data is read
+        bundle = apply_subsets(load_dataset(args.data), args, args.seed or 0)
+        torch.manual_seed(args.seed or 0)
+        channels, size, _ = bundle.image_shape
+        model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
+                             discriminator_width=args.width)
+        args.out = claim_out(args, Path("runs") / f"dcgan-{bundle.name}")
+        trainer, _ = train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
+                                 {**GAN_TRAINING, "epochs": TASK_EPOCHS})
+        scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history if "val_fid" in m)
+        print((f"Fréchet feature distance by epoch: {scores}; " if scores else "")
+              + f"samples in {args.out / 'samples'}")
+        return
+    if args.checkpoint is None:
+        raise CnnkitError("Give a run folder (cnnkit gan RUN_DIR -o samples.png), or train one with "
+                          "'cnnkit gan --train --data mnist'.")
+    model, _ = load_task_checkpoint(args.checkpoint, "gan", "a GAN", "gan")
+    print(sample_grid(model, args.output, args.count, args.seed or 0))

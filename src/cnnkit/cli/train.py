@@ -1,0 +1,318 @@
+"""``cnnkit train`` (one process, or several through torchrun) and ``cnnkit lr-find``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import CnnkitError
+from .common import apply_subsets, claim_out, parse_model_args
+from .options import add_command, overwrite_option, subset_options
+
+EXAMPLES = {
+    "train": """examples:
+  cnnkit train lenet5 --data mnist --recipe recipes/lenet5_mnist.yaml --out runs/lenet5
+  cnnkit train resnet20 --data cifar10 --epochs 30 --lr 0.1 --schedule onecycle --batch-size 256
+  cnnkit train lenet5 --data mnist --out runs/lenet5 --resume runs/lenet5   # continue an interrupted run
+  cnnkit train lenet5 --data mnist --nproc 2 --out runs/ddp     # data-parallel: 2 processes through torchrun
+  torchrun --nproc-per-node 4 --max-restarts 3 -m cnnkit train resnet20 --data cifar10 --scale-lr""",
+    "lr-find": "examples:\n  cnnkit lr-find lenet5 --data mnist             # plot in runs/lr-find-lenet5-mnist.png\n"
+               "  cnnkit lr-find resnet20 --data cifar10 --optimizer sgd --steps 300 -o lr.png",
+}
+
+
+def add_parser(sub) -> None:
+    p = add_command(sub, "train", "train a model with the one training loop", EXAMPLES)
+    p.add_argument("model", nargs="?", help="model name (see 'cnnkit models'); may come from --recipe")
+    p.add_argument("--data", help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--recipe", type=Path, help="YAML recipe with model, data and training options")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--schedule", choices=["constant", "step", "plateau", "cosine", "onecycle"])
+    p.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")],
+                   help="epochs for --schedule step, e.g. 30,60")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--nesterov", action="store_true", default=None)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with weights ~ Beta(ALPHA, ALPHA), e.g. 0.2")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with box areas ~ Beta(ALPHA, ALPHA), e.g. 1")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="validate and keep a moving average of the weights, e.g. 0.998 (~ the last 500 steps)")
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--precision", choices=["fp32", "bf16"])
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--val-split", type=float, help="fraction of the training set held out for validation")
+    p.add_argument("--early-stopping", type=int, metavar="EPOCHS")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--workers", type=int, dest="num_workers", help="image-folder decoding processes (default 2)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that "
+                   "holds a run)")
+    overwrite_option(p)
+    subset_options(p)
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
+                        "continue --out if it holds a checkpoint, else start it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
+    p.add_argument("--accumulate", type=int, metavar="BATCHES",
+                   help="batches per optimiser step (gradient accumulation)")
+    p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (cosine schedule)")
+    dp = p.add_argument_group("data-parallel training (PyTorch DDP through torchrun; see README 'Scaling out')")
+    dp.add_argument("--nproc", type=int, metavar="N",
+                    help="start N processes on this node through torchrun (one per GPU, or CPU processes with gloo)")
+    dp.add_argument("--nnodes", help="with --nproc: number of nodes (or MIN:MAX for elastic c10d rendezvous)")
+    dp.add_argument("--node-rank", type=int, help="with --nproc: this node's rank (static rendezvous)")
+    dp.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="with --nproc: the rendezvous every node joins")
+    dp.add_argument("--max-restarts", type=int, default=0,
+                    help="with --nproc: restart the workers up to this many times after a failure; each restart "
+                         "continues from the run folder's last checkpoint")
+    dp.add_argument("--sync-batchnorm", action="store_true", default=None,
+                    help="BatchNorm statistics over the global batch of all processes")
+    dp.add_argument("--scale-lr", action="store_true", default=None,
+                    help="linear scaling rule: lr x global batch / reference batch, with warm-up")
+    dp.add_argument("--reference-batch", type=int, help="the batch --lr was tuned for (default: --batch-size)")
+    p.set_defaults(func=cmd_train)
+
+    p = add_command(sub, "lr-find",
+                    "learning-rate range test (Smith 2015; fastai's lr_find): loss vs lr plot, suggestion", EXAMPLES)
+    p.add_argument("model", help="model name (see 'cnnkit models')")
+    p.add_argument("--data", required=True, help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the model's default recipe's")
+    p.add_argument("--batch-size", type=int, help="default: the model's default recipe's")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the ramp (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")
+    p.add_argument("--steps", type=int, default=200, help="mini-batches of the ramp at most (default 200)")
+    p.add_argument("-o", "--output", type=Path, help="plot (default runs/lr-find-MODEL-DATA.png)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, dest="num_threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_lr_find)
+
+
+def load_recipe(path: Path) -> dict:
+    """A recipe file's mapping of options (its model, data, model_args and description fields checked; the
+    training options are checked by TrainConfig). Any content ends in a dict or a CnnkitError."""
+    from ..schema import Field, check_mapping
+
+    try:
+        text = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CnnkitError(f"Recipe {path} does not exist; see recipes/ for examples.") from None
+    except OSError as exc:
+        raise CnnkitError(f"Recipe {path} cannot be read: {exc.strerror or exc}.") from None
+    recipe = parse_recipe(text, str(path))
+    fields = {"model": Field(str, required=False), "data": Field(str, required=False),
+              "model_args": Field(dict, required=False), "description": Field(str, required=False)}
+    check_mapping(recipe, fields, f"Recipe {path}", "see recipes/ for examples")
+    return recipe
+
+
+def parse_recipe(text: bytes | str, name: str = "recipe") -> dict:
+    """YAML text to a mapping, with YAML 1.2 numbers (``lr: 1e-3`` is a number, as a reader expects, not the
+    string PyYAML's YAML 1.1 rules make of it)."""
+    import re
+
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    RecipeLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
+                   r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
+    try:
+        recipe = yaml.load(text, Loader=RecipeLoader)
+    except yaml.YAMLError as exc:
+        raise CnnkitError(f"Recipe {name} is not valid YAML: {str(exc)[:300]}") from None
+    except (RecursionError, UnicodeError, ValueError) as exc:  # nesting too deep, bytes that are no text
+        raise CnnkitError(f"Recipe {name} is not a readable YAML text ({type(exc).__name__}).") from None
+    if recipe is None:
+        return {}
+    if not isinstance(recipe, dict):
+        raise CnnkitError(f"Recipe {name} must be a mapping of options, not {type(recipe).__name__}.")
+    return recipe
+
+
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "milestones", "weight_decay", "momentum",
+               "nesterov", "label_smoothing", "mixup", "cutmix", "ema", "grad_clip", "precision", "channels_last",
+               "compile", "val_split", "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate",
+               "warmup_epochs", "sync_batchnorm", "scale_lr", "reference_batch")
+
+
+def cmd_train(args) -> None:
+    from ..train import distributed
+
+    if args.nproc is not None and not distributed.launched_by_torchrun():
+        return _launch_torchrun(args)
+    launcher_options = {"--nnodes": args.nnodes, "--node-rank": args.node_rank, "--rdzv-endpoint": args.rdzv_endpoint,
+                        "--max-restarts": args.max_restarts or None}
+    given = [name for name, value in launcher_options.items() if value is not None]
+    if given and args.nproc is None and not distributed.launched_by_torchrun():
+        raise CnnkitError(f"{', '.join(given)} configure the torchrun launch: add --nproc N (processes on this node).")
+    if args.nproc is not None and int(os.environ.get("LOCAL_WORLD_SIZE", args.nproc)) != args.nproc:
+        raise CnnkitError(f"--nproc {args.nproc} was given, but torchrun started {os.environ['LOCAL_WORLD_SIZE']} "
+                          "processes on this node; launching with torchrun, leave --nproc out.")
+    try:
+        _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _launch_torchrun(args) -> None:
+    from ..train import distributed
+
+    device_kind = distributed.check_process_count(args.nproc, args.device or "auto")
+    threads = args.num_threads
+    if threads is None and device_kind == "cpu":
+        threads = max(1, distributed.usable_cpu_cores() // args.nproc)
+    # The workers re-run this command line, less --nproc (torchrun's own parser would take it for an
+    # ambiguous abbreviation of --nproc-per-node and stop).
+    out = args.resume if args.resume and str(args.resume) != "auto" else args.out
+    rdzv_id = f"cnnkit-{Path(out).name if out else args.model}"  # the same on every node running this command
+    command = distributed.torchrun_command(args.nproc, _without_nproc(args.argv), args.nnodes, args.node_rank,
+                                           args.rdzv_endpoint, rdzv_id=rdzv_id, max_restarts=args.max_restarts)
+    status = distributed.launch(command, threads)
+    if status != 0:
+        raise CnnkitError(f"torchrun exited with status {status}: a worker failed (its error is printed above)"
+                          + ("; the run folder keeps the last completed epoch: continue it with --resume."
+                             if out else "."))
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """argv less the --nproc option (in any form argparse accepts: --nproc 2, --nproc=2, --npro 2, ...)."""
+    kept, skip_value = [], False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) >= len("--np") and "--nproc".startswith(name):
+            skip_value = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
+def _train(args) -> None:
+    import torch
+
+    from ..data import load_dataset
+    from ..models.registry import create_model, get_model_entry
+    from ..train import TrainConfig, Trainer
+    from ..train import distributed
+    from ..train.checkpoint import STATE_FILE
+
+    recipe: dict = {}
+    auto_resume = args.resume is not None and str(args.resume) == "auto"
+    if auto_resume:
+        args.resume = None
+    if args.resume:
+        config_file = args.resume / "config.json"
+        if not (args.resume / STATE_FILE).is_file() or not config_file.is_file():
+            raise CnnkitError(f"{args.resume} has no {STATE_FILE} and config.json to resume from; "
+                              "it is not a cnnkit run folder, or the run never finished an epoch.")
+        saved = json.loads(config_file.read_text())
+        recipe = {**saved["config"], "model": saved["model"]["name"], "data": saved["dataset"],
+                  "model_args": saved["model"].get("kwargs", {})}
+        for flag in TRAIN_FLAGS:  # only the epoch budget and runtime settings may change on resume
+            if getattr(args, flag, None) is not None and flag not in ("epochs", "device", "num_threads", "num_workers"):
+                raise CnnkitError(f"--{flag.replace('_', '-')} cannot change when resuming; the run's own "
+                                  "options are read from its config.json.")
+    elif args.recipe:
+        recipe = load_recipe(args.recipe)
+    model_name = args.model or recipe.pop("model", None)
+    data_name = args.data or recipe.pop("data", None)
+    recipe.pop("model", None), recipe.pop("data", None)
+    if not model_name or not data_name:
+        raise CnnkitError("Name a model and a dataset: 'cnnkit train MODEL --data DATASET' (or put 'model:' and "
+                          "'data:' in the recipe).")
+    if not args.resume and not args.recipe:
+        recipe = _default_recipe_options(model_name, data_name, args)
+    model_args = {**recipe.pop("model_args", {}), **parse_model_args(args.model_arg)}
+    recipe.pop("description", None)
+    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    options = {**recipe, **overrides}
+    if args.no_progress:  # a piped log gets plain periodic lines instead of a bar (cnnkit.progress)
+        options["progress"] = False
+    config = TrainConfig.from_dict(options)
+    entry = get_model_entry(model_name)  # an unknown name fails before any data is read
+    default_out = Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
+    out = args.resume or args.out or default_out
+    resume = bool(args.resume)
+    # A worker group that torchrun restarted after a failure (--max-restarts) re-runs the original command
+    # line: it continues from the checkpoint the failed attempt left, if that attempt finished an epoch.
+    if (auto_resume or distributed.restart_count() > 0) and (Path(out) / STATE_FILE).is_file():
+        resume = True
+    if args.overwrite and args.resume:
+        raise CnnkitError("--resume continues a run and --overwrite replaces it; give one of them.")
+    if not resume and int(os.environ.get("RANK", "0")) == 0:  # the other ranks wait for the Trainer's answer
+        # Under torchrun every worker (and every restart) must name the same folder: no fresh default there.
+        out = claim_out(args, default_out, fresh=not (auto_resume or distributed.launched_by_torchrun()))
+    # Image folders are decoded at the model's own input size and channel count.
+    bundle = load_dataset(data_name, image_size=config.input_size or entry.input_size[-1],
+                          channels=model_args.get("in_channels", entry.input_size[0]))
+    bundle = apply_subsets(bundle, args, config.seed)
+    torch.manual_seed(config.seed)  # the initial weights follow the seed too
+    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
+    args.run_dir = Path(out)  # named by the interrupt message
+    Trainer(model, bundle, config, out=out).fit(resume=resume)
+
+
+
+
+def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
+    """The model's default recipe for this data (see cnnkit.train.recipes), said out loud with the flags that
+    override its fields; the generic TrainConfig defaults where the table has no row."""
+    from ..train.recipes import default_recipe
+
+    recipe = default_recipe(model_name, data_name)
+    flags = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if getattr(args, k, None) is not None]
+    overridden = f"; overridden by {', '.join(flags)}" if flags else ""
+    if recipe is not None:
+        message = recipe.describe() + overridden + " (--recipe FILE.yaml replaces it)"
+    else:
+        message = (f"no default recipe for {model_name} on {data_name}: the generic defaults (sgd lr 0.1, one-cycle, "
+                   f"10 epochs){overridden}; 'cnnkit lr-find {model_name} --data {data_name}' suggests a learning "
+                   "rate")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print(message, flush=True)
+    return dict(recipe.options) if recipe is not None else {}
+
+
+def cmd_lr_find(args) -> None:
+    import torch
+
+    from ..data import load_dataset
+    from ..models.registry import create_model, get_model_entry
+    from ..train import TrainConfig
+    from ..train.lr_find import lr_find
+    from ..train.recipes import default_recipe
+
+    entry = get_model_entry(args.model)
+    recipe = default_recipe(args.model, args.data)
+    options = {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"}
+    options.update({k: getattr(args, k) for k in ("optimizer", "batch_size", "num_threads")
+                    if getattr(args, k) is not None})
+    options.update(seed=args.seed, device=args.device, progress=not args.no_progress)
+    config = TrainConfig.from_dict(options)
+    print(f"range test with {config.optimizer}, batch {config.batch_size}"
+          + (f" ({recipe.source} default recipe's settings)" if recipe else "")
+          + f": learning rate {args.start_lr:g} -> {args.end_lr:g} over at most {args.steps} batches", flush=True)
+    bundle = load_dataset(args.data, image_size=config.input_size or entry.input_size[-1],
+                          channels=entry.input_size[0])
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0])
+    result = lr_find(model, bundle, config, args.start_lr, args.end_lr, args.steps)
+    output = args.output or Path("runs") / f"lr-find-{args.model}-{args.data.replace(':', '_').replace('/', '_')}.png"
+    result.plot(output, title=f"{args.model} on {args.data}: {config.optimizer}, batch {config.batch_size}")
+    print(result.describe())
+    print(f"plot: {output}; train with it: cnnkit train {args.model} --data {args.data} --lr {result.suggestion:.2g}")
