@@ -254,15 +254,40 @@ def _leaf_modules(model: nn.Module):
             yield name, module
 
 
+@dataclasses.dataclass
+class _Trace:
+    """What one shapes-only forward pass saw: the leaf layers in call order, each one's output and receptive
+    field, how often each ran, and the FLOPs torch counted per module."""
+    leaves: dict[str, nn.Module]
+    order: list[str]
+    outputs: dict[str, Any]
+    calls: dict[str, int]
+    flops_by_module: dict
+    total_flops: int
+    output: Any
+
+
 def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_size: int, dtype, strict) -> Summary:
     element_bytes = torch.empty((), dtype=dtype).element_size()
+    trace = _trace(model, model_name, input_size, batch_size, dtype, strict)
+    total_macs = trace.total_flops // 2 // batch_size
+    rows = []
+    for name in trace.order:
+        row, dense_macs = _layer_row(model, model_name, name, trace, batch_size, element_bytes)
+        total_macs += row.macs - dense_macs  # a layer that counts its own connections replaces torch's figure
+        rows.append(row)
+    return Summary(model_name, input_size, batch_size, rows,
+                   _totals(model, trace, rows, total_macs, input_size, batch_size, element_bytes))
+
+
+def _trace(model: nn.Module, model_name: str, input_size, batch_size: int, dtype, strict) -> _Trace:
     # Shapes only: swap every parameter and buffer for a meta tensor of the same shape (no copy, no compute).
     tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     state = {name: torch.empty(t.shape, dtype=dtype if t.is_floating_point() else t.dtype, device="meta")
              for name, t in tensors}
     x = torch.empty((batch_size, *input_size), dtype=dtype, device="meta")
 
-    leaves = list(_leaf_modules(model))
+    leaves = dict(_leaf_modules(model))
     order: list[str] = []
     outputs: dict[str, Any] = {}
     calls: dict[str, int] = {}
@@ -282,7 +307,7 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
 
         return pre, post
 
-    for name, module in leaves:
+    for name, module in leaves.items():
         pre, post = make_hooks(name)
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
@@ -300,49 +325,52 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return _Trace(leaves, order, outputs, calls, flop_counter.get_flop_counts(), flop_counter.get_total_flops(),
+                  output)
 
-    flops_by_module = flop_counter.get_flop_counts()
+
+def _layer_row(model: nn.Module, model_name: str, name: str, trace: _Trace, batch_size: int,
+               element_bytes: int) -> tuple["LayerRow", int]:
+    """One table row, and the MACs torch counted for the layer (which the row's own count may replace)."""
+    module = trace.leaves[name]
+    out, field = trace.outputs[name]
+    tensor = _first_tensor(out)
+    shape = tuple(tensor.shape[1:]) if tensor is not None and tensor.dim() > 0 else ()
+    numel = math.prod(shape) if shape else 0
     root = type(model).__name__
-    modules = dict(leaves)
-    rows = []
-    total_macs = flop_counter.get_total_flops() // 2 // batch_size
-    for name in order:
-        module = modules[name]
-        out, field = outputs[name]
-        tensor = _first_tensor(out)
-        shape = tuple(tensor.shape[1:]) if tensor is not None and tensor.dim() > 0 else ()
-        numel = math.prod(shape) if shape else 0
-        counts = flops_by_module.get(f"{root}.{name}" if name else root, {})
-        macs = sum(counts.values()) // 2 // batch_size
-        if hasattr(module, "multiply_adds") and shape:  # the connections that exist, not the dense stand-in
-            own = module.multiply_adds(shape) * calls[name]
-            total_macs += own - macs
-            macs = own
-        direct = list(module.parameters(recurse=not any(True for _ in module.children())))
-        trainable = sum(p.numel() for p in direct if p.requires_grad)
-        frozen = sum(p.numel() for p in direct if not p.requires_grad)
-        rf, jump = field if field is not None else (None, None)
-        if rf == math.inf:
-            rf = jump = None
-        im2col_shape = im2col_bytes = None
-        if isinstance(module, nn.Conv2d) and len(shape) == 3:
-            kh, kw = module.kernel_size
-            im2col_shape = (module.in_channels * kh * kw, shape[1] * shape[2])
-            im2col_bytes = im2col_shape[0] * im2col_shape[1] * element_bytes
-        rows.append(LayerRow(name or model_name, type(module).__name__, shape, trainable, frozen, macs,
-                             numel * element_bytes, numel * element_bytes * batch_size,
-                             None if rf is None else int(rf), jump, im2col_shape, im2col_bytes))
+    counts = trace.flops_by_module.get(f"{root}.{name}" if name else root, {})
+    dense_macs = macs = sum(counts.values()) // 2 // batch_size
+    if hasattr(module, "multiply_adds") and shape:  # the connections that exist, not the dense stand-in
+        macs = module.multiply_adds(shape) * trace.calls[name]
+    direct = list(module.parameters(recurse=not any(True for _ in module.children())))
+    trainable = sum(p.numel() for p in direct if p.requires_grad)
+    frozen = sum(p.numel() for p in direct if not p.requires_grad)
+    rf, jump = field if field is not None else (None, None)
+    if rf == math.inf:
+        rf = jump = None
+    im2col_shape = im2col_bytes = None
+    if isinstance(module, nn.Conv2d) and len(shape) == 3:
+        kh, kw = module.kernel_size
+        im2col_shape = (module.in_channels * kh * kw, shape[1] * shape[2])
+        im2col_bytes = im2col_shape[0] * im2col_shape[1] * element_bytes
+    row = LayerRow(name or model_name, type(module).__name__, shape, trainable, frozen, macs,
+                   numel * element_bytes, numel * element_bytes * batch_size,
+                   None if rf is None else int(rf), jump, im2col_shape, im2col_bytes)
+    return row, dense_macs
 
+
+def _totals(model: nn.Module, trace: _Trace, rows, total_macs: int, input_size, batch_size: int,
+            element_bytes: int) -> dict:
     # Layers the forward pass did not use (GoogLeNet's auxiliary classifiers in eval mode) still count in the
     # totals, since they are trained and saved; their share is reported separately.
-    used = {id(p) for name in order for p in modules[name].parameters()}
-    params = {id(p): p for p in model.parameters()}.values()
+    used = {id(p) for name in trace.order for p in trace.leaves[name].parameters()}
+    params = list({id(p): p for p in model.parameters()}.values())
     unused = sum(p.numel() for p in params if id(p) not in used)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
     activations = sum(r.activation_bytes for r in rows)
-    final = _first_tensor(output)
-    totals = {
+    final = _first_tensor(trace.output)
+    return {
         "params": trainable + frozen,
         "trainable_params": trainable,
         "frozen_params": frozen,
@@ -357,7 +385,6 @@ def _run(model: nn.Module, model_name: str, input_size: tuple[int, ...], batch_s
         "output_shape": tuple(final.shape[1:]) if final is not None else (),
         "max_im2col_bytes": max((r.im2col_bytes for r in rows if r.im2col_bytes), default=0),
     }
-    return Summary(model_name, input_size, batch_size, rows, totals)
 
 
 def _first_tensor(output):
