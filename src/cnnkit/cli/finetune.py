@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
-    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
+    p.add_argument("-o", "--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
                    "runs/finetune-SOURCE-DATA-STRATEGY; the linear probe saves no model)")
     overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")

@@ -14,11 +14,16 @@ from .options import OPTION_HELP, HelpFormatter
 from .tasks import task_training_defaults
 
 
+# How every command names what it writes (see the package docstring).
+OUTPUT_RULE = ("Outputs: --out DIR is always a folder a command creates (a run folder, viz's folder), --output FILE\n"
+               "always one file it writes; -o is short for --output where a command writes a file, else for --out.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnkit", description="Build, train, transfer, inspect and apply convolutional neural networks.",
         epilog="Run 'cnnkit COMMAND --help' for a command's options and examples. "
-               "Datasets are looked for in $CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.",
+               "Datasets are looked for in\n$CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.\n\n" + OUTPUT_RULE,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
 

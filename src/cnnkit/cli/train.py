@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--recipe", type=Path, help="YAML recipe with model, data and training options")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
-    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that "
-                   "holds a run)")
+    p.add_argument("-o", "--out", type=Path,
+                   help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that holds a run)")
     overwrite_option(p)
     subset_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
