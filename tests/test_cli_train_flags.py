@@ -18,9 +18,12 @@ from helpers import bar_dataset
 FIELDS = [field.name for field in dataclasses.fields(TrainConfig)]
 
 
+def commands() -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def train_parser() -> argparse.ArgumentParser:
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices["train"]
+    return commands()["train"]
 
 
 def test_every_field_has_help_and_exactly_one_flag():
@@ -93,17 +96,9 @@ def test_train_with_a_recipe_and_flags_then_resume_refuses_a_changed_option(bars
     assert "--gamma cannot change when resuming" in capsys.readouterr().err
 
 
-def all_parsers(parser, name="cnnkit"):
-    yield name, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child_name, child in action.choices.items():
-                yield from all_parsers(child, f"{name} {child_name}")
-
-
 def test_dash_o_follows_one_rule():
     """-o is --output where a command writes a file, else --out (a folder); nothing else."""
-    for name, parser in all_parsers(build_parser()):
+    for name, parser in commands().items():  # commands have no subcommands of their own
         options = {o: a for a in parser._actions for o in a.option_strings}
         if "-o" not in options:
             continue
