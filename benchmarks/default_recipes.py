@@ -45,20 +45,10 @@ PAIRS = [
 ]
 
 
-def balanced_subset(dataset, count: int, seed: int = 0):
-    """``count`` training images, the same number per class (as ``--train-subset`` takes them)."""
-    labels = dataset.labels
-    classes = int(labels.max()) + 1
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    per_class = [order[labels[order] == c] for c in range(classes)]
-    quota = [count // classes + (1 if c < count % classes else 0) for c in range(classes)]
-    return dataset.subset(torch.cat([idx[:q] for idx, q in zip(per_class, quota)]).sort().values)
-
-
 def run_pair(model_name: str, data_name: str, train_images: int | None, epochs: int | None, test_images: int | None,
              threads: int | None):
     from cnnkit.data import load_dataset
-    from cnnkit.data.datasets import random_subset
+    from cnnkit.data.datasets import balanced_subset, random_subset
     from cnnkit.models.registry import create_model, get_model_entry
     from cnnkit.train import TrainConfig, Trainer
     from cnnkit.train.recipes import default_recipe

@@ -20,18 +20,12 @@ from pathlib import Path
 import torch
 
 from cnnkit import TrainConfig, Trainer, create_model, load_dataset
+from cnnkit.data.datasets import balanced_subset
 from cnnkit.gan import GAN_TRAINING, FeatureNetwork, GANTask
 
 from record import record
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def balanced_subset(dataset, count: int, seed: int = 0):
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    classes = int(dataset.labels.max()) + 1
-    picked = torch.cat([order[dataset.labels[order] == c][: count // classes] for c in range(classes)])
-    return dataset.subset(picked.sort().values)
 
 
 def run(name: str, args, out: Path) -> dict:

@@ -118,7 +118,7 @@ def run_baseline(max_epochs: int, seed: int) -> dict:
 
 def run_cnnkit(recipe: Path, seed: int) -> dict:
     from cnnkit import TrainConfig, Trainer, create_model, load_dataset
-    from cnnkit.cli import load_recipe
+    from cnnkit.train.recipe import load_recipe
 
     options = load_recipe(recipe)
     model_name, data = options.pop("model"), options.pop("data")

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from cnnkit import TrainConfig, Trainer
+from cnnkit.data.datasets import balanced_subset
 from cnnkit.denoise import psnr, ssim
 from cnnkit.gan import save_grid
 from cnnkit.translate import (EVAL_SEED, PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
                               make_input, translate_batch)
 
-from gan import balanced_subset
 from record import record
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def main() -> None:
     from cnnkit import TrainConfig, Trainer, create_model, load_dataset
-    from cnnkit.cli import load_recipe
+    from cnnkit.train.recipe import load_recipe
     from cnnkit.data import random_subset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

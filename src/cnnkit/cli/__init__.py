@@ -7,12 +7,21 @@ Each family module (``info``, ``train``, ``evaluate``, ``predict``, ``style``, `
 ``finetune``; ``viz`` lives in :mod:`cnnkit.viz.cli`) exposes ``add_parser(sub)``; :mod:`.main` builds the
 top-level parser from them. Modules import only what parsing needs at the top, so ``cnnkit --help`` stays fast;
 each command imports the heavy parts (torch, models, data) inside its function.
+
+What a command writes is named by one rule (:data:`.main.OUTPUT_RULE`, also in ``cnnkit --help``): ``--out DIR``
+is always a folder the command creates (a run folder, viz's output folder), ``--output FILE`` always one file it
+writes; ``-o`` is short for ``--output`` where the command writes a file (stylize, texture, denoise, segment,
+translate, gan, compress, decompress, lr-find's plot), and for ``--out`` where it writes only a folder (train,
+finetune, import, average, viz). A command that trains into a run folder *and* writes a file when applying
+the model (denoise, segment, translate, gan, compress) keeps ``-o`` for the file and spells ``--out`` in full.
+The training flags of ``cnnkit train`` are generated from :class:`~cnnkit.train.TrainConfig` (see
+:mod:`.train_flags`).
 """
 
 from ..schema import positive_int
 from .common import claim_out
 from .main import build_parser, main
-from .train import load_recipe, parse_recipe
+from ..train.recipe import load_recipe, parse_recipe  # their home since issue 25; kept importable here
 
 _parser = build_parser  # the name tests and older code use
 

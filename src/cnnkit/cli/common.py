@@ -27,31 +27,15 @@ def claim_out(args, default: Path | None, fresh: bool = True) -> Path | None:
 
 
 def apply_subsets(bundle, args, seed: int = 0):
-    """``bundle`` with the training and test splits cut to --train-subset and --test-subset (when given): the
-    training images balanced over the classes, the test images a fixed random draw (some copies are sorted by
-    class, so never "the first N")."""
-    import dataclasses
+    """``bundle`` cut to --train-subset (balanced over the classes) and --test-subset (a random draw), when given."""
+    from ..data.datasets import subset_bundle
 
-    from ..data import random_subset
-
-    if getattr(args, "train_subset", None):
-        bundle = dataclasses.replace(bundle, train=balanced_subset(bundle.train, args.train_subset, seed))
-    if getattr(args, "test_subset", None):
-        bundle = dataclasses.replace(bundle, test=random_subset(bundle.test, args.test_subset, seed))
-    return bundle
+    return subset_bundle(bundle, getattr(args, "train_subset", None), getattr(args, "test_subset", None), seed)
 
 
-def balanced_subset(dataset, n: int, seed: int):
-    import torch
-
-    labels = dataset.labels
-    classes = int(labels.max()) + 1
-    if n < classes:
-        raise CnnkitError(f"--train-subset {n} is fewer than one image per class ({classes} classes).")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    per_class = [order[labels[order] == c] for c in range(classes)]
-    quota = [n // classes + (1 if c < n % classes else 0) for c in range(classes)]
-    return dataset.subset(torch.cat([idx[:q] for idx, q in zip(per_class, quota)]).sort().values)
+def seed_of(args) -> int:
+    """--seed, or 0 where the command's --seed was left out."""
+    return 0 if args.seed is None else args.seed
 
 
 def parse_model_args(pairs: list[str]) -> dict:
@@ -71,12 +55,10 @@ def progress(args) -> bool:
 
 
 def train_task(args, model, bundle, task, defaults: dict):
-    from ..train import TrainConfig, Trainer
+    from ..train import Trainer
+    from .train_flags import training_config
 
-    options = {**defaults, **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
-                              if getattr(args, k) is not None}}
-    options = {"optimizer": "adam", "weight_decay": 0.0, **options}
-    config = TrainConfig(device=args.device, num_threads=args.threads, progress=progress(args), **options)
+    config = training_config(args, {"optimizer": "adam", "weight_decay": 0.0, **defaults})
     trainer = Trainer(model, bundle, config, out=args.out, task=task)
     return trainer, trainer.fit()
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..errors import CnnkitError
 from ..schema import positive_int
-from .common import apply_subsets, claim_out, load_task_checkpoint, train_task
-from .options import add_command, overwrite_option, subset_options
+from .common import apply_subsets, claim_out, load_task_checkpoint, seed_of, train_task
+from .options import add_command, subset_options, train_options
 
 EXAMPLES = {
     "compress": """examples:
@@ -33,13 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--channels", type=positive_int, default=64, help="N, the transforms' width (128 in the paper)")
     p.add_argument("--latent-channels", type=positive_int, default=96,
                    help="M, the latent's channels (192 in the paper)")
-    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
-        p.add_argument(flag, type=kind)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="run folder (default runs/compress-DATA-lambdaL, or ...-2 when that "
-                   "holds a run)")
-    overwrite_option(p)
-    p.add_argument("--no-progress", action="store_true")
+    train_options(p, "run folder (default runs/compress-DATA-lambdaL, or ...-2 when that holds a run)")
     subset_options(p)
     p.set_defaults(func=cmd_compress)
 
@@ -96,8 +90,8 @@ def _train(args) -> None:
     from ..models.registry import create_model
 
     claim_out(args, None)  # an explicit --out is checked before the data is read
-    bundle = apply_subsets(load_dataset(args.data or "cifar10"), args, args.seed or 0)
-    torch.manual_seed(args.seed or 0)
+    bundle = apply_subsets(load_dataset(args.data or "cifar10"), args, seed_of(args))
+    torch.manual_seed(seed_of(args))
     model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
                          latent_channels=args.latent_channels)
     args.out = claim_out(args, Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}")

@@ -9,6 +9,7 @@ from ..errors import CnnkitError
 from ..schema import positive_int
 from .common import claim_out
 from .options import add_command, comma_floats, overwrite_option
+from .train_flags import training_config
 
 EXAMPLES = {
     "eval": "example:\n  cnnkit eval runs/lenet5 --data mnist",
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", type=Path, help="run folder (or its checkpoint.json)")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=positive_int, default=1000)
+    p.add_argument("--batch-size", type=positive_int, default=1000, dest="eval_batch_size")
     p.set_defaults(func=cmd_eval)
 
     p = add_command(sub, "average",
@@ -42,7 +43,7 @@ TASK_COMMANDS = {"denoising": "'cnnkit denoise RUN_DIR IMAGE'", "segmentation": 
 
 def cmd_eval(args) -> None:
     from ..data import load_dataset
-    from ..train import TrainConfig, Trainer
+    from ..train import Trainer
     from ..train.checkpoint import load_model_checkpoint
 
     model, meta = load_model_checkpoint(args.checkpoint)
@@ -56,8 +57,7 @@ def cmd_eval(args) -> None:
     if list(bundle.classes) != list(meta["classes"]):
         raise CnnkitError(f"{args.checkpoint} was trained on {meta['dataset']} ({len(meta['classes'])} classes); "
                           f"{bundle.name} has {len(bundle.classes)} different classes.")
-    config = TrainConfig(device=args.device, eval_batch_size=args.batch_size, progress=False,
-                         input_size=(meta["preprocess"].get("input_size") or [None])[0])
+    config = training_config(args, progress=False, input_size=(meta["preprocess"].get("input_size") or [None])[0])
     trainer = Trainer(model, bundle, config)
     trainer.preprocess.mean, trainer.preprocess.std = meta["preprocess"]["mean"], meta["preprocess"]["std"]
     result = trainer.evaluate(bundle.test, with_confusion=True)

@@ -8,6 +8,7 @@ from ..errors import CnnkitError
 from ..schema import positive_int
 from .common import apply_subsets, claim_out
 from .options import add_command, overwrite_option, subset_options
+from .train_flags import training_config
 
 EXAMPLES = {
     "finetune": """examples:
@@ -44,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--workers", type=int, default=2, dest="num_workers", help="image-folder decoding processes")
-    p.add_argument("--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
+    p.add_argument("-o", "--out", type=Path, help="run folder for the fine-tuned checkpoint (default "
                    "runs/finetune-SOURCE-DATA-STRATEGY; the linear probe saves no model)")
     overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
@@ -74,7 +75,6 @@ def cmd_finetune(args) -> None:
     import torch
 
     from ..data import load_dataset
-    from ..train import TrainConfig
     from ..transfer import finetune, format_probe_table
 
     default_out = None  # the linear probe keeps no model; a fine-tuned one is kept, as train keeps its runs
@@ -89,11 +89,7 @@ def cmd_finetune(args) -> None:
     size = args.input_size or pretrained.get("crop") or model.default_config["input_size"][-1]
     bundle = load_dataset(args.data, image_size=size, channels=model.cnnkit_config["in_channels"])
     bundle = apply_subsets(bundle, args, args.seed)
-    config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, input_size=args.input_size,
-                         seed=args.seed, device=args.device, num_threads=args.num_threads,
-                         num_workers=args.num_workers, channels_last=True,
-                         augment={"flip": True} if bundle.image_shape[0] == 3 else {},
-                         progress=not args.no_progress)
+    config = training_config(args, channels_last=True, augment={"flip": True} if bundle.image_shape[0] == 3 else {})
     result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,
                       head_epochs=args.head_epochs, stage=args.stage, lr_decay=args.lr_decay,
                       new_head=not args.keep_head, channel_mode=args.channels, out=args.out)

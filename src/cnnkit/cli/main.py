@@ -12,14 +12,18 @@ from ..errors import CnnkitError
 from . import compress, evaluate, finetune, info, predict, serve, style, tasks, train
 from .options import OPTION_HELP, HelpFormatter
 from .tasks import task_training_defaults
-from .train import TRAIN_FLAGS
+
+
+# How every command names what it writes (see the package docstring).
+OUTPUT_RULE = ("Outputs: --out DIR is always a folder a command creates (a run folder, viz's folder), --output FILE\n"
+               "always one file it writes; -o is short for --output where a command writes a file, else for --out.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnkit", description="Build, train, transfer, inspect and apply convolutional neural networks.",
         epilog="Run 'cnnkit COMMAND --help' for a command's options and examples. "
-               "Datasets are looked for in $CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.",
+               "Datasets are looked for in\n$CNNKIT_DATA, then ~/.cache/cnnkit, then downloaded.\n\n" + OUTPUT_RULE,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
 
@@ -45,17 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
     """Every (sub)parser gets the defaults-showing formatter; an option declared without help gets the shared
-    wording of OPTION_HELP; train's options, whose defaults come from the recipe or TrainConfig, say which."""
-    import dataclasses
-
-    from ..train import TrainConfig
-
+    wording of OPTION_HELP; a task command's training options say the task's defaults."""
     parser.formatter_class = HelpFormatter
-    config_defaults = {}
-    if command == "train":
-        fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        config_defaults = {k: v for k, v in fields.items()
-                           if k in TRAIN_FLAGS and v is not None and v is not False and v != ()}
     task_defaults = task_training_defaults(command)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -68,8 +63,6 @@ def complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
         if not action.help:
             action.help = next((OPTION_HELP[key] for name in names for key in ((command, name), name)
                                 if key in OPTION_HELP), None)
-        if action.dest in config_defaults and action.default is None and "default" not in (action.help or ""):
-            action.help = f"{action.help or ''} (default: the recipe's, else {config_defaults[action.dest]})".strip()
         if action.dest in task_defaults and action.default is None and "default" not in (action.help or ""):
             action.help = f"{action.help or ''} (default: {task_defaults[action.dest]:g})".strip()
 

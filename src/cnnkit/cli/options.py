@@ -14,12 +14,14 @@ def add_command(sub, name: str, help_text: str, examples: dict):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def train_options(p) -> None:
+def train_options(p, out_help: str = "run folder (default runs/NAME, or runs/NAME-2, ... when that holds a run)"
+                  ) -> None:
     """The options of a subcommand that trains through the one loop (denoise, segment, translate, gan)."""
-    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int), ("--threads", int)):
+    for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--seed", int)):
         p.add_argument(flag, type=kind)
+    p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="run folder (default runs/NAME, or runs/NAME-2, ... when that holds a run)")
+    p.add_argument("--out", type=Path, help=out_help)
     overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")
 
@@ -67,7 +69,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 OPTION_HELP = {
     "--epochs": "epochs to train",
     "--batch-size": "images per batch",
-    ("train", "--batch-size"): "images per batch (per process under --nproc)",
     "--lr": "(peak) learning rate",
     "--seed": "random seed: initial weights, data order, augmentation",
     "--threads": "CPU threads for PyTorch (default: all cores)",

@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="builder argument that overrides what the layout implies, e.g. shortcut_padding=after")
     imported_preprocessing_options(p, "")
-    p.add_argument("--out", type=Path, required=True, help="the run folder to write")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the run folder to write")
     overwrite_option(p)
     p.set_defaults(func=cmd_import)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CnnkitError
 from ..schema import positive_int
-from .common import (apply_subsets, claim_out, load_task_checkpoint, need_checkpoint_and_image, output_path,
+from .common import (apply_subsets, claim_out, load_task_checkpoint, need_checkpoint_and_image, output_path, seed_of,
                      train_task)
 from .compress import COMPRESS_TRAINING
 from .options import add_command, subset_options, train_options
@@ -126,8 +126,8 @@ def cmd_denoise(args) -> None:
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_dataset(args.data or "mnist"), args, args.seed or 0)
-        torch.manual_seed(args.seed or 0)
+        bundle = apply_subsets(load_dataset(args.data or "mnist"), args, seed_of(args))
+        torch.manual_seed(seed_of(args))
         model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
                              bottleneck_channels=args.bottleneck)
         args.out = claim_out(args, Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}")
@@ -146,7 +146,7 @@ def cmd_denoise(args) -> None:
         kind, _, level = args.add_noise.partition(":")
         try:
             noisy = add_noise(image.float()[None] / 255, kind, float(level or 0.3),
-                              torch.Generator().manual_seed(args.seed or 0))[0]
+                              torch.Generator().manual_seed(seed_of(args)))[0]
         except ValueError:
             raise CnnkitError(f"--add-noise {args.add_noise!r}: expected KIND:LEVEL, e.g. gaussian:0.3") from None
         save_image(noisy.expand(3, -1, -1), output_path(args, "noisy").with_name(f"{args.image.stem}-noisy.png"))
@@ -166,7 +166,7 @@ def cmd_segment(args) -> None:
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
         bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
-        torch.manual_seed(args.seed or 0)
+        torch.manual_seed(seed_of(args))
         model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
                              padding=True, base_channels=args.base_channels, batch_norm=True)
         args.out = claim_out(args, Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}")
@@ -210,8 +210,8 @@ def cmd_translate(args) -> None:
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_translation_data(args.kind, args.data), args, args.seed or 0)
-        torch.manual_seed(args.seed or 0)
+        bundle = apply_subsets(load_translation_data(args.kind, args.data), args, seed_of(args))
+        torch.manual_seed(seed_of(args))
         model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
         variant = "l1" if args.l1_only else "p2p"
         args.out = claim_out(args, Path("runs") / f"{variant}-{args.kind}-{bundle.name}")
@@ -222,10 +222,10 @@ def cmd_translate(args) -> None:
         return
     need_checkpoint_and_image(args, "translate")
     model, meta = load_task_checkpoint(args.checkpoint, "pix2pix", "a pix2pix translator", "translate")
-    inputs, _ = read_translation_input(args.image, meta, args.make_input, args.seed or 0)
+    inputs, _ = read_translation_input(args.image, meta, args.make_input, seed_of(args))
     if args.make_input:
         save_image(inputs[0].expand(3, -1, -1), output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
-    output = translate_batch(model, inputs, args.seed or 0)[0]
+    output = translate_batch(model, inputs, seed_of(args))[0]
     print(save_image(output.expand(3, -1, -1), output_path(args, "translated")))
 
 
@@ -239,8 +239,8 @@ def cmd_gan(args) -> None:
         from ..models.registry import create_model
 
         claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_dataset(args.data), args, args.seed or 0)
-        torch.manual_seed(args.seed or 0)
+        bundle = apply_subsets(load_dataset(args.data), args, seed_of(args))
+        torch.manual_seed(seed_of(args))
         channels, size, _ = bundle.image_shape
         model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
                              discriminator_width=args.width)
@@ -255,4 +255,4 @@ def cmd_gan(args) -> None:
         raise CnnkitError("Give a run folder (cnnkit gan RUN_DIR -o samples.png), or train one with "
                           "'cnnkit gan --train --data mnist'.")
     model, _ = load_task_checkpoint(args.checkpoint, "gan", "a GAN", "gan")
-    print(sample_grid(model, args.output, args.count, args.seed or 0))
+    print(sample_grid(model, args.output, args.count, seed_of(args)))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import CnnkitError
 from .common import apply_subsets, claim_out, parse_model_args
 from .options import add_command, overwrite_option, subset_options
+from .train_flags import add_training_flags, flag_of, given_training_options, training_config
 
 EXAMPLES = {
     "train": """examples:
@@ -27,44 +27,15 @@ def add_parser(sub) -> None:
     p.add_argument("model", nargs="?", help="model name (see 'cnnkit models'); may come from --recipe")
     p.add_argument("--data", help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
     p.add_argument("--recipe", type=Path, help="YAML recipe with model, data and training options")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="(peak) learning rate")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--schedule", choices=["constant", "step", "plateau", "cosine", "onecycle"])
-    p.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")],
-                   help="epochs for --schedule step, e.g. 30,60")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--nesterov", action="store_true", default=None)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with weights ~ Beta(ALPHA, ALPHA), e.g. 0.2")
-    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with box areas ~ Beta(ALPHA, ALPHA), e.g. 1")
-    p.add_argument("--ema", type=float, metavar="DECAY",
-                   help="validate and keep a moving average of the weights, e.g. 0.998 (~ the last 500 steps)")
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--precision", choices=["fp32", "bf16"])
-    p.add_argument("--channels-last", action="store_true", default=None)
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--val-split", type=float, help="fraction of the training set held out for validation")
-    p.add_argument("--early-stopping", type=int, metavar="EPOCHS")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, dest="num_threads")
-    p.add_argument("--workers", type=int, dest="num_workers", help="image-folder decoding processes (default 2)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model argument, e.g. --model-arg output=linear (YAML-parsed value)")
-    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that "
-                   "holds a run)")
+    p.add_argument("-o", "--out", type=Path,
+                   help="run folder (default runs/MODEL-DATA, or runs/MODEL-DATA-2, ... when that holds a run)")
     overwrite_option(p)
     subset_options(p)
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last epoch (any number of processes); 'auto': "
                         "continue --out if it holds a checkpoint, else start it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (per-epoch lines only)")
-    p.add_argument("--accumulate", type=int, metavar="BATCHES",
-                   help="batches per optimiser step (gradient accumulation)")
-    p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (cosine schedule)")
     dp = p.add_argument_group("data-parallel training (PyTorch DDP through torchrun; see README 'Scaling out')")
     dp.add_argument("--nproc", type=int, metavar="N",
                     help="start N processes on this node through torchrun (one per GPU, or CPU processes with gloo)")
@@ -74,11 +45,9 @@ def add_parser(sub) -> None:
     dp.add_argument("--max-restarts", type=int, default=0,
                     help="with --nproc: restart the workers up to this many times after a failure; each restart "
                          "continues from the run folder's last checkpoint")
-    dp.add_argument("--sync-batchnorm", action="store_true", default=None,
-                    help="BatchNorm statistics over the global batch of all processes")
-    dp.add_argument("--scale-lr", action="store_true", default=None,
-                    help="linear scaling rule: lr x global batch / reference batch, with warm-up")
-    dp.add_argument("--reference-batch", type=int, help="the batch --lr was tuned for (default: --batch-size)")
+    add_training_flags(p.add_argument_group("training options (each a TrainConfig field; given, it overrides the "
+                                            "recipe)"),
+                       groups={name: dp for name in ("sync_batchnorm", "scale_lr", "reference_batch")})
     p.set_defaults(func=cmd_train)
 
     p = add_command(sub, "lr-find",
@@ -96,57 +65,6 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_lr_find)
-
-
-def load_recipe(path: Path) -> dict:
-    """A recipe file's mapping of options (its model, data, model_args and description fields checked; the
-    training options are checked by TrainConfig). Any content ends in a dict or a CnnkitError."""
-    from ..schema import Field, check_mapping
-
-    try:
-        text = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CnnkitError(f"Recipe {path} does not exist; see recipes/ for examples.") from None
-    except OSError as exc:
-        raise CnnkitError(f"Recipe {path} cannot be read: {exc.strerror or exc}.") from None
-    recipe = parse_recipe(text, str(path))
-    fields = {"model": Field(str, required=False), "data": Field(str, required=False),
-              "model_args": Field(dict, required=False), "description": Field(str, required=False)}
-    check_mapping(recipe, fields, f"Recipe {path}", "see recipes/ for examples")
-    return recipe
-
-
-def parse_recipe(text: bytes | str, name: str = "recipe") -> dict:
-    """YAML text to a mapping, with YAML 1.2 numbers (``lr: 1e-3`` is a number, as a reader expects, not the
-    string PyYAML's YAML 1.1 rules make of it)."""
-    import re
-
-    import yaml
-
-    class RecipeLoader(yaml.SafeLoader):
-        pass
-
-    RecipeLoader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?[0-9][0-9_]*\.[0-9_]*$"
-                   r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"), list("-+0123456789."))
-    try:
-        recipe = yaml.load(text, Loader=RecipeLoader)
-    except yaml.YAMLError as exc:
-        raise CnnkitError(f"Recipe {name} is not valid YAML: {str(exc)[:300]}") from None
-    except (RecursionError, UnicodeError, ValueError) as exc:  # nesting too deep, bytes that are no text
-        raise CnnkitError(f"Recipe {name} is not a readable YAML text ({type(exc).__name__}).") from None
-    if recipe is None:
-        return {}
-    if not isinstance(recipe, dict):
-        raise CnnkitError(f"Recipe {name} must be a mapping of options, not {type(recipe).__name__}.")
-    return recipe
-
-
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "milestones", "weight_decay", "momentum",
-               "nesterov", "label_smoothing", "mixup", "cutmix", "ema", "grad_clip", "precision", "channels_last",
-               "compile", "val_split", "early_stopping", "seed", "device", "num_threads", "num_workers", "accumulate",
-               "warmup_epochs", "sync_batchnorm", "scale_lr", "reference_batch")
 
 
 def cmd_train(args) -> None:
@@ -207,26 +125,20 @@ def _train(args) -> None:
 
     from ..data import load_dataset
     from ..models.registry import create_model, get_model_entry
-    from ..train import TrainConfig, Trainer
-    from ..train import distributed
+    from ..train import Trainer, distributed
     from ..train.checkpoint import STATE_FILE
+    from ..train.recipe import fixed_on_resume, load_recipe, resume_recipe
 
     recipe: dict = {}
     auto_resume = args.resume is not None and str(args.resume) == "auto"
     if auto_resume:
         args.resume = None
     if args.resume:
-        config_file = args.resume / "config.json"
-        if not (args.resume / STATE_FILE).is_file() or not config_file.is_file():
-            raise CnnkitError(f"{args.resume} has no {STATE_FILE} and config.json to resume from; "
-                              "it is not a cnnkit run folder, or the run never finished an epoch.")
-        saved = json.loads(config_file.read_text())
-        recipe = {**saved["config"], "model": saved["model"]["name"], "data": saved["dataset"],
-                  "model_args": saved["model"].get("kwargs", {})}
-        for flag in TRAIN_FLAGS:  # only the epoch budget and runtime settings may change on resume
-            if getattr(args, flag, None) is not None and flag not in ("epochs", "device", "num_threads", "num_workers"):
-                raise CnnkitError(f"--{flag.replace('_', '-')} cannot change when resuming; the run's own "
-                                  "options are read from its config.json.")
+        recipe = resume_recipe(args.resume)
+        fixed = fixed_on_resume(given_training_options(args))  # only the epoch budget and runtime settings
+        if fixed:
+            raise CnnkitError(f"{', '.join(map(flag_of, fixed))} cannot change when resuming; the run's own "
+                              "options are read from its config.json.")
     elif args.recipe:
         recipe = load_recipe(args.recipe)
     model_name = args.model or recipe.pop("model", None)
@@ -239,11 +151,7 @@ def _train(args) -> None:
         recipe = _default_recipe_options(model_name, data_name, args)
     model_args = {**recipe.pop("model_args", {}), **parse_model_args(args.model_arg)}
     recipe.pop("description", None)
-    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    options = {**recipe, **overrides}
-    if args.no_progress:  # a piped log gets plain periodic lines instead of a bar (cnnkit.progress)
-        options["progress"] = False
-    config = TrainConfig.from_dict(options)
+    config = training_config(args, recipe)
     entry = get_model_entry(model_name)  # an unknown name fails before any data is read
     default_out = Path("runs") / f"{model_name}-{data_name.replace(':', '_').replace('/', '_')}"
     out = args.resume or args.out or default_out
@@ -275,7 +183,7 @@ def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
     from ..train.recipes import default_recipe
 
     recipe = default_recipe(model_name, data_name)
-    flags = [f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS if getattr(args, k, None) is not None]
+    flags = [flag_of(name) for name in given_training_options(args) if name != "progress"]
     overridden = f"; overridden by {', '.join(flags)}" if flags else ""
     if recipe is not None:
         message = recipe.describe() + overridden + " (--recipe FILE.yaml replaces it)"
@@ -293,17 +201,12 @@ def cmd_lr_find(args) -> None:
 
     from ..data import load_dataset
     from ..models.registry import create_model, get_model_entry
-    from ..train import TrainConfig
     from ..train.lr_find import lr_find
     from ..train.recipes import default_recipe
 
     entry = get_model_entry(args.model)
     recipe = default_recipe(args.model, args.data)
-    options = {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"}
-    options.update({k: getattr(args, k) for k in ("optimizer", "batch_size", "num_threads")
-                    if getattr(args, k) is not None})
-    options.update(seed=args.seed, device=args.device, progress=not args.no_progress)
-    config = TrainConfig.from_dict(options)
+    config = training_config(args, {k: v for k, v in (recipe.options if recipe else {}).items() if k != "epochs"})
     print(f"range test with {config.optimizer}, batch {config.batch_size}"
           + (f" ({recipe.source} default recipe's settings)" if recipe else "")
           + f": learning rate {args.start_lr:g} -> {args.end_lr:g} over at most {args.steps} batches", flush=True)

@@ -109,6 +109,31 @@ def random_subset(dataset, count: int, seed: int = 0):
     return dataset.subset(order.sort().values)
 
 
+def balanced_subset(dataset, count: int, seed: int = 0):
+    """``count`` items of a labelled ``dataset``, the same number per class (the first ``count % classes`` classes
+    one more), each class's drawn at random for ``seed``: a quick run sees every class, however the copy is sorted."""
+    labels = dataset.labels
+    classes = int(labels.max()) + 1
+    if count < classes:
+        raise DataError(f"A balanced subset of {count} images has fewer than one image per class ({classes} "
+                        f"classes); ask for at least {classes}.")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    per_class = [order[labels[order] == c] for c in range(classes)]
+    quota = [count // classes + (1 if c < count % classes else 0) for c in range(classes)]
+    return dataset.subset(torch.cat([idx[:q] for idx, q in zip(per_class, quota)]).sort().values)
+
+
+def subset_bundle(bundle, train_count: int | None = None, test_count: int | None = None, seed: int = 0):
+    """``bundle`` with its training split cut to ``train_count`` images balanced over the classes and its test
+    split to ``test_count`` drawn at random (never "the first N": some copies are sorted by class); None keeps
+    a split whole."""
+    if train_count:
+        bundle = dataclasses.replace(bundle, train=balanced_subset(bundle.train, train_count, seed))
+    if test_count:
+        bundle = dataclasses.replace(bundle, test=random_subset(bundle.test, test_count, seed))
+    return bundle
+
+
 def channel_stats(images: torch.Tensor, max_images: int = 20000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] units, from (a deterministic slice of) the training images."""
     sample = images[:: max(1, len(images) // max_images)].float().div_(255)
