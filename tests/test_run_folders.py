@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cnnkit.train.checkpoint as ckpt
-import cnnkit.train.trainer as trainer_module
+import cnnkit.train.report as report_module
 from cnnkit.errors import CheckpointError, CnnkitError, RunFolderError
 from cnnkit.models import create_model
 from cnnkit.train import TrainConfig, Trainer
@@ -28,7 +28,7 @@ def one_thread(monkeypatch):
     for 'exactly' to mean bit-identical: one thread throughout. Curves are not what is tested here."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    monkeypatch.setattr(trainer_module, "plot_curves", lambda *args, **kwargs: None)
+    monkeypatch.setattr(report_module, "plot_curves", lambda *args, **kwargs: None)
     yield
     torch.set_num_threads(threads)
 

@@ -50,13 +50,13 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=3, **FAST), out=tmp_path)
-    original_loss = trainer.loss
+    original_loss = trainer.task.loss
 
-    def poisoned(outputs, targets):
-        loss = original_loss(outputs, targets)
+    def poisoned(trainer_, outputs, targets):
+        loss = original_loss(trainer_, outputs, targets)
         return loss * float("nan") if trainer.epoch == 1 else loss
 
-    trainer.loss = poisoned
+    trainer.task.loss = poisoned
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 1.*last.safetensors \(epoch 1\)"):
         trainer.fit()
     model, meta = load_model_checkpoint(tmp_path)

@@ -110,9 +110,9 @@ class DenoisingTask(Task):
             self._eval_generators[key] = torch.Generator(device=device).manual_seed(EVAL_NOISE_SEED)
         return self._eval_generators[key]
 
-    def evaluate(self, trainer, dataset) -> dict:
+    def evaluate(self, trainer, dataset, **options) -> dict:
         self._eval_generators.clear()  # every evaluation sees the same corrupted test set
-        return super().evaluate(trainer, dataset)
+        return super().evaluate(trainer, dataset, **options)
 
     def loss(self, trainer, outputs, targets):
         if self.loss_name == "bce":

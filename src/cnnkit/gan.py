@@ -199,6 +199,7 @@ class GANTask(Task):
     vectors, so the pictures of successive epochs compare."""
 
     name = "gan"
+    runs_own_step = True  # train_step: a discriminator update, then a generator update
     higher_is_better = ()  # fid falls as the samples improve
 
     def __init__(self, feature_network: FeatureNetwork | str | Path | None = None, fid_samples: int = 5000,
@@ -287,7 +288,7 @@ class GANTask(Task):
         return images
 
     @torch.no_grad()
-    def evaluate(self, trainer, dataset) -> dict:
+    def evaluate(self, trainer, dataset, **options) -> dict:
         if not self.fid_samples:  # asked for no score: no feature network is trained, nothing is generated
             return {"images": 0}
         if not hasattr(dataset, "images"):

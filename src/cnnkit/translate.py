@@ -113,6 +113,7 @@ class Pix2PixTask(Task):
     training (lambda L1 + adversarial) and its L1 term lambda L1 in evaluation (which has no discriminator)."""
 
     name = "pix2pix"
+    runs_own_step = True  # train_step: a discriminator update, then a generator update
     higher_is_better = ("psnr", "ssim")
 
     def __init__(self, kind: str, l1_weight: float = 100.0, adversarial_weight: float = 1.0, mask_size: int = 12,
@@ -185,11 +186,11 @@ class Pix2PixTask(Task):
     def summarize(self, sums, count):
         return {key: value.item() / max(count, 1) for key, value in sums.items()}
 
-    def evaluate(self, trainer, dataset) -> dict:
+    def evaluate(self, trainer, dataset, **options) -> dict:
         self._eval_generators.clear()
         with torch.random.fork_rng():  # test-time dropout from a fixed seed; training's streams continue
             torch.manual_seed(EVAL_SEED)
-            return super().evaluate(trainer, dataset)
+            return super().evaluate(trainer, dataset, **options)
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "l1_weight": self.l1_weight,

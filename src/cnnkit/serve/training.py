@@ -1,9 +1,8 @@
 """The Train page's job: one small training run at a time, in a background thread, reported as events.
 
 The run is cnnkit's one training loop (:class:`~cnnkit.train.Trainer`) writing an ordinary run folder into the
-checkpoints folder, so the model appears in the Draw page's list after its first epoch. Trainer callbacks fire
-once per epoch, too rarely for a curve that moves during a one-epoch demo, so :class:`LiveTrainer` also reports
-every batch's loss from the loss computation the loop already makes.
+checkpoints folder, so the model appears in the Draw page's list after its first epoch. A small callback,
+:class:`LiveProgress`, reports every batch's loss and accuracy, so the page's curve moves within an epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field
 from ..data.datasets import DatasetBundle, random_subset
 from ..errors import CnnkitError
 from ..train import TrainConfig, Trainer
+from ..train.callbacks import BatchEnd, Callback
 from .errors import NoTrainingError, TrainingBusyError
 from .inference import TRAINING_THREADS, use_threads
 from .pictures import filters_picture
@@ -49,33 +49,27 @@ class TrainRequest(BaseModel):
     seed: int = Field(0, ge=0)
 
 
-class LiveTrainer(Trainer):
-    """The Trainer, reporting every batch (and now and then its filters) to a job, and obeying its Stop."""
+class LiveProgress(Callback):
+    """Reports every training batch (and now and then the model's filters) to a job, and obeys its Stop: one
+    ``batch`` event per batch the loop trains, whatever the task does inside it (mixup, CutMix)."""
 
-    def __init__(self, job: TrainingJob, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.job = job
-        self.batches_per_epoch = len(self.train_loader)
-        self.batch_in_epoch = 0
-        self.snapshot_every = max(1, self.batches_per_epoch // FILTER_SNAPSHOTS_PER_EPOCH)
+    def __init__(self, job: TrainingJob, snapshots_per_epoch: int = FILTER_SNAPSHOTS_PER_EPOCH):
+        self.job, self.snapshots_per_epoch = job, snapshots_per_epoch
 
-    def train_epoch(self, epoch: int) -> dict:
-        self.batch_in_epoch = 0
-        return super().train_epoch(epoch)
-
-    def loss(self, outputs, targets):
-        loss = super().loss(outputs, targets)
-        logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-        self.batch_in_epoch += 1
-        step = self.epoch + self.batch_in_epoch / self.batches_per_epoch  # in epochs, for the x axis
-        self.job.publish("batch", {"epoch": self.epoch + 1, "step": round(step, 4),
-                                   "loss": float(loss.detach()),
-                                   "acc": 100.0 * float((logits.argmax(1) == targets).float().mean())})
-        if self.batch_in_epoch % self.snapshot_every == 0:
-            self.job.publish("filters", {"step": round(step, 4), **filters_picture(self.model)})
+    def on_batch_end(self, trainer, batch: BatchEnd) -> None:
+        step = trainer.epoch + batch.step / batch.steps  # in epochs, for the x axis
+        # The task's hit count (mixed labels count in their mixing proportion) over the batch's images.
+        correct = batch.metrics.get("correct")
+        acc = 100.0 * float(correct) / batch.size if correct is not None else None
+        self.job.publish("batch", {"epoch": batch.epoch, "step": round(step, 4), "loss": float(batch.loss),
+                                   "acc": acc})
+        if batch.step % max(1, batch.steps // self.snapshots_per_epoch) == 0:
+            self.job.publish("filters", {"step": round(step, 4), **filters_picture(trainer.model)})
         if self.job.stop_requested:
-            self.stop_requested = True  # the loop finishes this batch, evaluates and saves the checkpoint
-        return loss
+            trainer.stop_requested = True  # the loop finishes this batch, evaluates and saves the checkpoint
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        self.job.publish("epoch", {**metrics, "run": self.job.run_name})
 
 
 class TrainingJob:
@@ -159,11 +153,11 @@ class TrainingManager:
             config = TrainConfig(epochs=request.epochs, lr=request.lr, batch_size=request.batch_size,
                                  optimizer="adam", weight_decay=0.0, schedule="onecycle", seed=request.seed,
                                  progress=False, num_workers=0)
-            trainer = LiveTrainer(job, model, data, config, out=self.checkpoints_dir / job.run_name,
-                                  callbacks=[lambda t, metrics: job.publish("epoch", {**metrics, "run": job.run_name})])
+            trainer = Trainer(model, data, config, out=self.checkpoints_dir / job.run_name,
+                              callbacks=[LiveProgress(job)])
             job.state = "running"
             job.publish("started", {"run": job.run_name, "settings": request.model_dump(),
-                                    "batches_per_epoch": trainer.batches_per_epoch, "data": data.describe(),
+                                    "batches_per_epoch": len(trainer.train_loader), "data": data.describe(),
                                     **filters_picture(model)})
             if job.stop_requested:
                 trainer.stop_requested = True

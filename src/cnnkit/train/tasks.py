@@ -6,20 +6,25 @@ the model's outputs, and names the metrics the run reports.
     Trainer(unet, shapes, config, task=SegmentationTask(num_classes=4))
 
 The loop itself (optimiser, schedule, accumulation, clipping, AMP, checkpoints, exact resume) is shared; a
-task only decides what goes in, what comes out and how it is judged. Classification keeps the Trainer's own
-cross-entropy, top-k and confusion-matrix code, so its behaviour and files are unchanged.
+task decides what goes in, what comes out and how it is judged, through the hooks of :class:`Task`. Every task,
+classification included, is a ``Task``; the Trainer calls each hook unconditionally and the base class gives
+those a task does not need a default:
 
-Three optional hooks extend the loop without changing it for the tasks that lack them:
-  ``input_channels(data)``     the channels the model reads, when not the data's (colourisation: 1 for RGB data);
+  ``prepare``, ``loss``, ``metrics``, ``summarize``   a batch in, its loss and metric sums out (required);
+  ``input_channels(data)``     the channels the model reads (default: the data's; colourisation: 1 for RGB);
   ``train_step(trainer, inputs, targets, generator) -> (loss, metric sums)``
-                               replaces the default forward / backward / optimiser step for a batch: a GAN updates
-                               its discriminator, then its generator. Both networks live in the one model and
-                               their parameters in the Trainer's one optimiser (Adam and SGD keep per-parameter
-                               state, so stepping it with only one network's gradients present is exactly a
-                               separate optimiser for that network), hence the Trainer's checkpoints, schedule
-                               and exact resume cover both. Random draws come from ``generator`` (seeded by
-                               seed and epoch). No gradient accumulation or data-parallel training with it;
-  ``end_epoch(trainer, metrics)``  after each epoch's checkpoint, on the main process (a GAN's sample grid).
+                               one batch's optimisation, by default the Trainer's gradient step. A task that
+                               sets ``runs_own_step`` replaces it: a GAN updates its discriminator, then its
+                               generator. Both networks live in the one model and their parameters in the
+                               Trainer's one optimiser (Adam and SGD keep per-parameter state, so stepping it
+                               with only one network's gradients present is exactly a separate optimiser for
+                               that network), hence the Trainer's checkpoints, schedule and exact resume cover
+                               both. Random draws come from ``generator`` (seeded by seed and epoch). No
+                               gradient accumulation, ema or data-parallel training with it;
+  ``evaluate(trainer, dataset)``  loss and metrics over a split; ``validate(trainer, epoch)`` after each epoch;
+  ``metric_columns``, ``format_epoch``   the columns of metrics.csv and the epoch's log line;
+  ``end_epoch(trainer, metrics)``  after each epoch's checkpoint, on the main process (a GAN's sample grid);
+  ``finish(trainer, wall_seconds)``  the final evaluation and the run's summary files.
 
 A task's per-batch ``metrics`` are *sums* (tensors on the device, no host synchronisation in the hot loop);
 ``summarize`` turns the sums over a whole split into the reported numbers. Sums rather than means make the
@@ -29,18 +34,24 @@ result exact for any batch size and let distributed ranks add their partial sums
 from __future__ import annotations
 
 import json
+import math
 
 import torch
+import torch.nn.functional as F
 
 from ..data.augment import MixedLabels, mix_batch
 from ..data.loader import make_loader
+from .evaluate import evaluate_classifier
+from .report import METRIC_COLUMNS, finish_classification, plot_task_curves
 
 
 class Task:
-    """Base class of non-classification tasks; subclasses define prepare, loss, metrics and summarize."""
+    """Base class of the tasks: subclasses define prepare, loss, metrics and summarize, and override the
+    other hooks where they differ from these defaults."""
 
     name = "task"
     higher_is_better = ()  # metric names that improve upwards (for early stopping and plateau schedules)
+    runs_own_step = False  # True when train_step runs its own optimiser steps (see the module docstring)
 
     def prepare(self, trainer, images: torch.Tensor, labels: torch.Tensor, train: bool = False,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,10 +69,31 @@ class Task:
     def describe(self) -> dict:
         return {"name": self.name}
 
+    def input_channels(self, data) -> int:
+        return data.image_shape[0]
+
+    def train_step(self, trainer, inputs, targets, generator: torch.Generator):
+        """Forward, loss, backward, and an optimiser step every ``accumulate`` batches: the Trainer's own."""
+        return trainer.gradient_step(inputs, targets)
+
+    def validate(self, trainer, epoch: int) -> dict:
+        """The validation figures after ``epoch``: every epoch, on the Trainer's validation split."""
+        return trainer.evaluate(trainer.val_set)
+
+    def metric_columns(self, history: list[dict]) -> list[str]:
+        return list(history[-1])
+
+    def format_epoch(self, metrics: dict, epochs: int) -> str:
+        return format_task_epoch(metrics, epochs)
+
+    def end_epoch(self, trainer, metrics: dict) -> None:
+        pass
+
     # The generic parts below use only the four methods above.
     @torch.no_grad()
-    def evaluate(self, trainer, dataset) -> dict:
-        """Mean loss and the task's metrics over ``dataset`` (evaluation mode, fixed noise/no augmentation)."""
+    def evaluate(self, trainer, dataset, **options) -> dict:
+        """Mean loss and the task's metrics over ``dataset`` (evaluation mode, fixed noise/no augmentation).
+        ``options`` are classification's (with_confusion, keep_logits); other tasks have none."""
         was_training = trainer.model.training
         trainer.model.eval()
         loader = make_loader(dataset, trainer.config.eval_batch_size, shuffle=False, device=trainer.device,
@@ -79,9 +111,9 @@ class Task:
         return {"loss": total_loss / max(seen, 1), **self.summarize(sums, seen), "images": seen}
 
     def finish(self, trainer, wall_seconds: float) -> dict:
-        """The run's summary.json and curves.png for this task (classification writes its own)."""
+        """The run's summary.json and curves.png for this task."""
         final = self.evaluate(trainer, trainer.data.test)
-        summary = {"model": getattr(trainer.model, "cnnkit_config", None), "task": self.describe(),
+        summary = {"model": trainer.model_description(), "task": self.describe(),
                    "dataset": trainer.data.describe(), "epochs_completed": trainer.epoch,
                    **{f"test_{k}": v for k, v in final.items()}, "wall_seconds": round(wall_seconds, 2),
                    "train_seconds": round(sum(m["seconds"] for m in trainer.history), 2),
@@ -112,35 +144,10 @@ def format_task_epoch(m: dict, epochs: int) -> str:
             f"{m['images_per_second']:.0f} img/s")
 
 
-def plot_task_curves(history: list[dict], path, title: str = "") -> None:
-    """Loss, then every other per-epoch metric, train beside validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k[len("val_"):] for k in history[0] if k.startswith("val_")]
-    # A run without validation figures (a GAN trained with fid_samples=0) still gets its training curves.
-    names = names or [k[len("train_"):] for k in history[0] if k.startswith("train_")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-    epochs = [m["epoch"] for m in history]
-    for ax, name in zip(axes[0], names):
-        for split, marker in (("train", "o-"), ("val", "s-")):
-            if f"{split}_{name}" in history[0]:
-                ax.plot(epochs, [m[f"{split}_{name}"] for m in history], marker,
-                        label="validation" if split == "val" else split)
-        ax.set(xlabel="epoch", title=name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-class ClassificationTask:
-    """The default: images are preprocessed (resized, augmented, normalised), labels are class indices, and
-    the Trainer's own cross-entropy (with GoogLeNet's auxiliary heads) and top-k evaluation apply."""
+class ClassificationTask(Task):
+    """The default: images are preprocessed (resized, augmented, normalised), labels are class indices; the
+    loss is cross-entropy (with GoogLeNet's auxiliary heads), evaluation reports top-1 and top-5 accuracy
+    with test-time views, and the run ends with a confusion matrix."""
 
     name = "classification"
     higher_is_better = ("acc", "top5")
@@ -153,9 +160,9 @@ class ClassificationTask:
 
     def loss(self, trainer, outputs, targets):
         if isinstance(targets, MixedLabels):
-            return (targets.weight * trainer.loss(outputs, targets.first)
-                    + (1 - targets.weight) * trainer.loss(outputs, targets.second))
-        return trainer.loss(outputs, targets)
+            return (targets.weight * cross_entropy(trainer, outputs, targets.first)
+                    + (1 - targets.weight) * cross_entropy(trainer, outputs, targets.second))
+        return cross_entropy(trainer, outputs, targets)
 
     def metrics(self, outputs, targets):
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
@@ -168,9 +175,50 @@ class ClassificationTask:
     def summarize(self, sums, count):
         return {"acc": 100.0 * sums["correct"].item() / max(count, 1)}
 
-    def describe(self) -> dict:
-        return {"name": self.name}
+    def evaluate(self, trainer, dataset, with_confusion: bool = False, keep_logits: bool = False) -> dict:
+        return evaluate_classifier(trainer, dataset, with_confusion, keep_logits)
+
+    def validate(self, trainer, epoch: int) -> dict:
+        """After every ``validate_every``-th epoch and the last; the last on the test set keeps its confusion
+        matrix for the run's summary, which then need not evaluate again."""
+        config = trainer.config
+        last = epoch == config.epochs
+        every = config.validate_every
+        if not (last or (every and epoch % every == 0)):  # skipped to save time: the time-to-accuracy recipes
+            return {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}  # need the final figure only
+        final = last and trainer.val_set is trainer.data.test
+        val = trainer.evaluate(trainer.val_set, with_confusion=final)
+        if final:
+            trainer.final_evaluation = (epoch, val)
+        return val
+
+    def metric_columns(self, history: list[dict]) -> list[str]:
+        return METRIC_COLUMNS
+
+    def format_epoch(self, m: dict, epochs: int) -> str:
+        # An epoch that was not validated (validate_every) says nothing about validation: "nan" reads as divergence.
+        validated = not math.isnan(m["val_loss"])
+        return (f"epoch {m['epoch']:>3}/{epochs}  "
+                f"train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
+                + (f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
+                   if validated else "")
+                + f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
+
+    def finish(self, trainer, wall_seconds: float) -> dict:
+        if trainer.final_evaluation and trainer.final_evaluation[0] == trainer.epoch:
+            final = trainer.final_evaluation[1]
+        else:
+            final = trainer.evaluate(trainer.data.test, with_confusion=True)
+        return finish_classification(trainer, final, wall_seconds)
 
 
-def is_classification(task) -> bool:
-    return isinstance(task, ClassificationTask)
+def cross_entropy(trainer, outputs, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the config's label smoothing; a model that returns auxiliary logits in training
+    (GoogLeNet) adds them with the weight it declares (``auxiliary_loss_weight``, 0.3 in the paper)."""
+    smoothing = trainer.config.label_smoothing
+    if isinstance(outputs, (tuple, list)):
+        main, *aux = outputs
+        weight = getattr(trainer.model, "auxiliary_loss_weight", 0.3)
+        loss = F.cross_entropy(main.float(), targets, label_smoothing=smoothing)
+        return loss + sum(weight * F.cross_entropy(a.float(), targets, label_smoothing=smoothing) for a in aux)
+    return F.cross_entropy(outputs.float(), targets, label_smoothing=smoothing)

@@ -15,34 +15,29 @@ are sums all-reduced over the ranks, and only rank 0 prints and writes the run f
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
-import os
-import platform
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig, Preprocess, evaluation_views
+from ..data.augment import AugmentConfig, Preprocess
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, ConfigError, TrainingDivergedError
 from ..schema import Limit, check_dataclass, short_repr
 from . import checkpoint as ckpt
+from . import distributed, state
+from .callbacks import BatchEnd, Callback, notify
 from .lineage import init_fingerprints
-from . import distributed
-from .metrics import confusion_matrix, per_class_accuracy, topk_correct
 from .optim import build_optimizer, build_schedule
-from .tasks import ClassificationTask, accumulate, format_task_epoch, is_classification
+from .report import METRIC_COLUMNS, describe_device, plot_curves  # noqa: F401  (importable from here as before)
+from .tasks import ClassificationTask, Task, accumulate
 
 
 @dataclasses.dataclass
@@ -139,10 +134,6 @@ def _describe_option(name: str) -> tuple[str, str]:
     return f"training option {name}", f"fix '{name}:' in the recipe or the {flag} flag"
 
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5", "lr", "seconds",
-                  "images_per_second"]
-
-
 def resolve_device(name: str, world_size: int = 1) -> torch.device:
     return distributed.device_for_this_process(name, world_size)
 
@@ -162,10 +153,15 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
     return None
 
 
+def model_default_config(model: nn.Module) -> dict:
+    """What the architecture says about its inputs (input size, minimum size, mean and std)."""
+    return getattr(model, "default_config", None) or {}
+
+
 def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bool]:
     """The smallest input side a model reads, its paper's input size (None when unknown) and whether that is
     the only size it reads (a fixed input: its smallest side is its paper's)."""
-    cfg = getattr(model, "default_config", None) or {}
+    cfg = model_default_config(model)
     if not cfg:
         return 1, None, False
     smallest, paper = cfg.get("min_input_size", 1), tuple(cfg["input_size"][-2:])
@@ -174,12 +170,14 @@ def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bo
 
 class Trainer:
     def __init__(self, model: nn.Module, data: DatasetBundle, config: TrainConfig | None = None,
-                 out: str | Path | None = None, callbacks: list[Callable] = (), rank: int | None = None,
-                 world_size: int | None = None, task=None, overwrite: bool = False):
+                 out: str | Path | None = None, callbacks: list[Callback | Callable] = (), rank: int | None = None,
+                 world_size: int | None = None, task: Task | None = None, overwrite: bool = False):
         """``rank`` and ``world_size`` default to the process group's; a process started by torchrun joins its
         group here if nobody has yet. Under DDP every rank constructs a Trainer and calls ``fit``. ``task``
-        (see :mod:`cnnkit.train.tasks`) defaults to classification. A new run (``fit()`` without ``resume``) refuses
-        an ``out`` that already holds a run, unless ``overwrite`` (which deletes that run first)."""
+        (see :mod:`cnnkit.train.tasks`) defaults to classification. ``callbacks``: :class:`~cnnkit.train.
+        callbacks.Callback` objects, or functions f(trainer, metrics) called after every epoch. A new run
+        (``fit()`` without ``resume``) refuses an ``out`` that already holds a run, unless ``overwrite`` (which
+        deletes that run first)."""
         self.config = config = config or TrainConfig()
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
@@ -187,6 +185,41 @@ class Trainer:
         # Called after every training batch as hook(trainer, loss) (e.g. the learning-rate range test of
         # lr_find.py); they may set stop_requested, which ends the epoch after that batch.
         self.batch_callbacks: list[Callable] = []
+        self._join_process_group(rank, world_size)
+        if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
+            raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
+                              f"epoch; they cannot be used with validate_every={config.validate_every}.")
+        self.stop_requested = False
+        self.lineage: dict | None = None  # fingerprints of the starting weights (train/lineage.py), set by fit
+        self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
+        self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
+        # A task may feed the model other channels than the data's (colourisation: grey in, RGB targets).
+        fed = self.task.input_channels(data)
+        self._check_model_reads(model, fed)
+        self._check_task_options(model)
+        self._place_model(model)
+        mean, std = self._normalisation(model, fed)
+        self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
+                                     AugmentConfig.from_dict(config.augment), config.channels_last,
+                                     resize=config.resize)
+        self._build_loaders()
+        self.global_batch = config.batch_size * self.world_size * config.accumulate
+        self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr * self.lr_scale, config.momentum,
+                                         config.weight_decay, config.nesterov, config.betas, config.lr_multipliers)
+        # The schedule moves the groups' learning rates; a schedule rebuilt on resume starts from these.
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
+        self.warmup_epochs = self._warmup_epochs()
+        self.schedule = self.build_schedule()
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _join_process_group(self, rank: int | None, world_size: int | None) -> None:
+        config = self.config
         group_rank, group_size = distributed.init_from_environment(config.device)
         self.rank = group_rank if rank is None else rank
         self.world_size = group_size if world_size is None else world_size
@@ -197,34 +230,45 @@ class Trainer:
         self.device = resolve_device(config.device, self.world_size)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
-            raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
-                              f"epoch; they cannot be used with validate_every={config.validate_every}.")
-        self.stop_requested = False
-        self.lineage: dict | None = None  # fingerprints of the starting weights (train/lineage.py), set by fit
-        self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
-        self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
-        in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
-        # A task may feed the model other channels than the data's (colourisation: grey in, RGB targets).
-        fed = self.task.input_channels(data) if hasattr(self.task, "input_channels") else data.image_shape[0]
+    @staticmethod
+    def _model_in_channels(model: nn.Module) -> int | None:
+        return getattr(model, "cnnkit_config", {}).get("in_channels")
+
+    def model_description(self) -> dict | None:
+        """How the model was built (name and arguments), for config.json and summary.json."""
+        return getattr(self.model, "cnnkit_config", None)
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self.model, "cnnkit_config", {}).get("name", type(self.model).__name__)
+
+    def _check_model_reads(self, model: nn.Module, fed: int) -> None:
+        in_channels = self._model_in_channels(model)
+        data = self.data
         if in_channels is not None and in_channels != fed:
             source = data.name if fed == data.image_shape[0] else f"the {self.task.name} task on {data.name}"
             raise CnnkitError(f"The model reads {in_channels}-channel images but {source} has {fed}; "
                               f"build it with in_channels={fed}.")
-        self.custom_step = getattr(self.task, "train_step", None)
-        if self.custom_step is not None and (config.accumulate > 1 or self.world_size > 1):
-            raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
-                              "and generator updates), which supports neither gradient accumulation nor "
-                              "data-parallel training; train with accumulate=1 in one process.")
         smallest, paper, fixed = input_size_limits(model)
-        unreadable = [size for size in config.tta_sizes if size < smallest or (fixed and (size, size) != paper)]
+        unreadable = [size for size in self.config.tta_sizes
+                      if size < smallest or (fixed and (size, size) != paper)]
         if unreadable:  # refused now, not after training when the test-time views are first taken
             raise CnnkitError(f"{type(model).__name__} cannot read the test-time sizes {unreadable}: "
                               + (f"its input is fixed at {paper[0]}x{paper[1]}" if fixed else
                                  f"it needs inputs of at least {smallest} px") + "; leave them out of tta_sizes.")
-        if config.ema and self.custom_step is not None:
+
+    def _check_task_options(self, model: nn.Module) -> None:
+        config = self.config
+        if self.task.runs_own_step and (config.accumulate > 1 or self.world_size > 1):
+            raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
+                              "and generator updates), which supports neither gradient accumulation nor "
+                              "data-parallel training; train with accumulate=1 in one process.")
+        if config.ema and self.task.runs_own_step:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
+
+    def _place_model(self, model: nn.Module) -> None:
+        config = self.config
         if config.sync_batchnorm and self.world_size > 1:
             model = distributed.convert_batchnorm(model, self.device)
         self.model = model.to(self.device)
@@ -245,16 +289,15 @@ class Trainer:
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
-        cfg = getattr(model, "default_config", None) or {}
-        # A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
-        # as many channels; built for grey data (in_channels=1), the model is normalised with the data's own.
+    def _normalisation(self, model: nn.Module, fed: int) -> tuple:
+        """A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
+        as many channels; built for grey data (in_channels=1), the model is normalised with the data's own."""
+        cfg = model_default_config(model)
         own_stats = cfg.get("mean") is not None and len(cfg["mean"]) == fed
-        mean = cfg["mean"] if own_stats else data.mean
-        std = cfg["std"] if own_stats else data.std
-        self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
-                                     AugmentConfig.from_dict(config.augment), config.channels_last,
-                                     resize=config.resize)
+        return (cfg["mean"], cfg["std"]) if own_stats else (self.data.mean, self.data.std)
 
+    def _build_loaders(self) -> None:
+        config, data = self.config, self.data
         train_set, val_set = data.train, data.test
         self.val_source = "test"
         if config.val_split > 0:
@@ -266,21 +309,7 @@ class Trainer:
                            num_workers=config.num_workers)
         self.train_loader = make_loader(train_set, config.batch_size, shuffle=True, **loader_args)
         self.val_set = val_set
-        self.global_batch = config.batch_size * self.world_size * config.accumulate
-        self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
-        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr * self.lr_scale, config.momentum,
-                                         config.weight_decay, config.nesterov, config.betas, config.lr_multipliers)
-        # The schedule moves the groups' learning rates; a schedule rebuilt on resume starts from these.
-        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
-        self.warmup_epochs = self._warmup_epochs()
-        self.schedule = self._build_schedule()
-        self.history: list[dict] = []
-        self.epoch = 0
-        self.best: float | None = None
-        self.bad_epochs = 0
 
-    # ------------------------------------------------------------------------------------------ helpers
     def _warmup_epochs(self) -> float:
         """A learning rate scaled up for a large global batch needs a warm-up (Goyal et al. 2017, sec. 2.2):
         one-cycle ramps up by itself; cosine gets --warmup-epochs, by default the paper's 5 epochs (at most a
@@ -294,7 +323,7 @@ class Trainer:
                           f"which needs a warm-up, but the {config.schedule!r} schedule steps once per epoch; use "
                           "--schedule onecycle or cosine, or train without --scale-lr.")
 
-    def _build_schedule(self):
+    def build_schedule(self):
         config = self.config
         return build_schedule(self.optimizer, config.schedule, config.epochs, self.steps_per_epoch,
                               config.milestones, config.gamma, self.warmup_epochs, config.plateau_metric,
@@ -305,17 +334,6 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def loss(self, outputs, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy; a model that returns auxiliary logits in training (GoogLeNet) adds them with the
-        weight it declares (``auxiliary_loss_weight``, 0.3 in the paper)."""
-        smoothing = self.config.label_smoothing
-        if isinstance(outputs, (tuple, list)):
-            main, *aux = outputs
-            weight = getattr(self.model, "auxiliary_loss_weight", 0.3)
-            loss = F.cross_entropy(main.float(), targets, label_smoothing=smoothing)
-            return loss + sum(weight * F.cross_entropy(a.float(), targets, label_smoothing=smoothing) for a in aux)
-        return F.cross_entropy(outputs.float(), targets, label_smoothing=smoothing)
-
     def log(self, text: str) -> None:
         if self.is_main:
             print(text, flush=True)
@@ -323,28 +341,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict:
         config = self.config
-        if resume and not self.out:
-            raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
-        if self.out and self.is_main:
-            ckpt.remove_temp_files(self.out)  # left by a writer that was killed before its rename
-        if resume:
-            self._resume()  # on every rank: each holds its own copy of the model and optimiser state
-        else:
-            self._claim_run_folder()
-            self._initialize_from_data()
-            self.lineage = {"init": init_fingerprints(self.model)}  # what `cnnkit average` checks runs share
-            if self.out and self.is_main:
-                self.out.mkdir(parents=True, exist_ok=True)
-                ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
+        self._start(resume)
+        notify(self.callbacks, "on_fit_start", self)
         start = time.perf_counter()
-        self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
-                 f"{torch.get_num_threads()} threads, validating on {self.val_source}")
-        if self.world_size > 1:
-            self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
-                     f"batch {config.batch_size} per process, global batch {self.global_batch}"
-                     + (f", learning rate x{self.lr_scale:g} (linear scaling)" if self.lr_scale != 1 else "")
-                     + (", synchronised BatchNorm" if config.sync_batchnorm else ""))
         while self.epoch < config.epochs and not self.stop_requested:
+            notify(self.callbacks, "on_epoch_start", self, self.epoch + 1)
             metrics = self.train_epoch(self.epoch + 1)
             self.epoch += 1
             self.history.append(metrics)
@@ -352,11 +353,10 @@ class Trainer:
             stop = self._early_stopping(metrics)
             if self.out and self.is_main:
                 self._write_epoch_files()
-            if self.is_main and hasattr(self.task, "end_epoch"):  # e.g. a GAN's grid of samples in the run folder
+            if self.is_main:  # e.g. a GAN's grid of samples in the run folder
                 self.task.end_epoch(self, metrics)
-            self.log(self.format_epoch(metrics))
-            for cb in self.callbacks:
-                cb(self, metrics)
+            self.log(self.task.format_epoch(metrics, config.epochs))
+            notify(self.callbacks, "on_epoch_end", self, metrics)
             if self.world_size > 1:  # a callback that stops one rank must stop them all, or the others hang
                 self.stop_requested = distributed.any_rank(self.stop_requested, self.device)
             if stop:
@@ -365,7 +365,33 @@ class Trainer:
         if self.ema is not None:  # what was validated is what the caller gets (Keras's use_ema does the same)
             self.model.load_state_dict(self.ema.module.state_dict())
             self.ema = None
-        return self._finish(time.perf_counter() - start)
+        summary = self.task.finish(self, time.perf_counter() - start)
+        notify(self.callbacks, "on_fit_end", self, summary)
+        return summary
+
+    def _start(self, resume: bool) -> None:
+        """A new run claims and initialises its folder; a resumed one reads its training state back."""
+        config = self.config
+        if resume and not self.out:
+            raise CnnkitError("resume needs the run folder (out=...) that holds last.safetensors.")
+        if self.out and self.is_main:
+            ckpt.remove_temp_files(self.out)  # left by a writer that was killed before its rename
+        if resume:
+            state.resume(self)  # on every rank: each holds its own copy of the model and optimiser state
+        else:
+            self._claim_run_folder()
+            self._initialize_from_data()
+            self.lineage = {"init": init_fingerprints(self.model)}  # what `cnnkit average` checks runs share
+            if self.out and self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
+        self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
+                 f"{torch.get_num_threads()} threads, validating on {self.val_source}")
+        if self.world_size > 1:
+            self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
+                     f"batch {config.batch_size} per process, global batch {self.global_batch}"
+                     + (f", learning rate x{self.lr_scale:g} (linear scaling)" if self.lr_scale != 1 else "")
+                     + (", synchronised BatchNorm" if config.sync_batchnorm else ""))
 
     def _claim_run_folder(self) -> None:
         """A new run never writes over another one's results (see checkpoint.claim_run_folder); under DDP the
@@ -398,10 +424,6 @@ class Trainer:
             images = torch.stack([sample[i][0] for i in range(len(sample))])
         initialize(self.preprocess(images.to(self.device)).contiguous())
 
-    @property
-    def model_name(self) -> str:
-        return getattr(self.model, "cnnkit_config", {}).get("name", type(self.model).__name__)
-
     def train_epoch(self, epoch: int) -> dict:
         config, model = self.config, self.model
         model.train()
@@ -411,24 +433,23 @@ class Trainer:
         aug_generator = epoch_generator(config.seed, epoch, self.device, stream=self.rank)
         total_loss = torch.zeros((), device=self.device)
         sums: dict = {}
-        seen, start = 0, time.perf_counter()
-        progress = self._progress_bar(len(self.train_loader), f"epoch {epoch}/{config.epochs}")
+        seen, start, steps = 0, time.perf_counter(), len(self.train_loader)
+        progress = self._progress_bar(steps, f"epoch {epoch}/{config.epochs}")
         self.optimizer.zero_grad(set_to_none=True)
         for step, (images, labels) in enumerate(self.train_loader, 1):
+            self.batch_position = (epoch, step, len(labels))
             x, targets = self.task.prepare(self, images, labels, train=True, generator=aug_generator)
-            if self.custom_step is not None:
-                # The task runs forward, backward and optimiser steps itself (a GAN: discriminator, then
+            loss, batch_metrics = self.task.train_step(self, x, targets, aug_generator)
+            if self.task.runs_own_step:
+                # The task ran forward, backward and optimiser steps itself (a GAN: discriminator, then
                 # generator), drawing its noise from the epoch's generator so a resumed run replays it.
-                loss, batch_metrics = self.custom_step(self, x, targets, aug_generator)
                 self._check_finite(loss, epoch, step)
                 self.schedule.step_batch()
-            else:
-                loss, batch_metrics = self._default_step(x, targets, step, len(labels), epoch)
-            total_loss += loss.detach() * len(labels)
+            loss = loss.detach()
+            total_loss += loss * len(labels)
             accumulate(sums, batch_metrics)
             seen += len(labels)
-            for hook in self.batch_callbacks:
-                hook(self, loss.detach())
+            self._batch_end(BatchEnd(epoch, step, steps, len(labels), loss, batch_metrics))
             if progress is not None:
                 progress.update(1)
                 if step % 20 == 0:
@@ -441,29 +462,31 @@ class Trainer:
         seconds = time.perf_counter() - start
         # Sums over this rank's shard; under DDP they are added up across ranks (task metrics are sums too).
         sums["loss"], sums["seen"] = total_loss.double(), torch.tensor(float(seen), device=self.device).double()
+        return self._epoch_metrics(epoch, sums, seconds)
+
+    def _batch_end(self, batch: BatchEnd) -> None:
+        for hook in self.batch_callbacks:
+            hook(self, batch.loss)
+        notify(self.callbacks, "on_batch_end", self, batch)
+
+    def _epoch_metrics(self, epoch: int, sums: dict, seconds: float) -> dict:
+        """The epoch's row of metrics.csv: the training sums as the task reports them, then validation."""
         if self.world_size > 1:
             sums = {k: distributed.all_reduce_sum(v.double()) for k, v in sorted(sums.items())}
         seen = int(sums.pop("seen").item())
         train = {"train_loss": sums.pop("loss").item() / max(seen, 1),
                  **{f"train_{k}": v for k, v in self.task.summarize(sums, seen).items()}}
-        last = epoch == config.epochs
-        every = config.validate_every
-        if last or (every and epoch % every == 0) or not is_classification(self.task):
-            # After the last epoch on the test set, with the confusion matrix that the run's summary needs too.
-            final = last and self.val_set is self.data.test and is_classification(self.task)
-            val = self.evaluate(self.val_set, with_confusion=final)
-            if final:
-                self.final_evaluation = (epoch, val)
-        else:  # skipped to save time: the time-to-accuracy recipes only need the final figure
-            val = {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        val = self.task.validate(self, epoch)
         return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()
                                             if k not in ("images", "confusion", "per_class_acc")},
                 "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
 
-    def _default_step(self, x, targets, step: int, batch_size: int, epoch: int):
-        """Forward, loss, backward, and an optimiser step every ``accumulate`` batches."""
+    def gradient_step(self, x, targets):
+        """Forward, loss, backward, and an optimiser step every ``accumulate`` batches (the default
+        ``Task.train_step``); returns the batch's loss and the task's metric sums."""
         config = self.config
+        epoch, step, batch_size = self.batch_position
         updates = step % config.accumulate == 0 or step == len(self.train_loader)
         # DDP all-reduces gradients in backward(); the micro-batches before an update only accumulate.
         no_sync = self.parallel_model.no_sync() if self.world_size > 1 and not updates else nullcontext()
@@ -511,60 +534,12 @@ class Trainer:
             return self.ema.module.eval()
         return self.forward_model if self.world_size == 1 else self.model
 
-    @torch.no_grad()
     def evaluate(self, dataset=None, with_confusion: bool = False, keep_logits: bool = False) -> dict:
-        """Loss, top-1 and top-5 accuracy (in %) on a split (default: the test set); with_confusion adds the
-        confusion matrix and per-class accuracy; keep_logits adds every image's logits (in the split's order,
-        one process only) for ensembles and calibration.
-
-        Under DDP this is collective (call it on every rank): each rank evaluates an interleaved shard of the
-        split and the sums of loss, hits and counts (and the confusion matrix) are all-reduced, so every rank
-        returns the figures of the whole split."""
-        if keep_logits and self.world_size > 1:
-            raise CnnkitError("evaluate(keep_logits=True) needs one process: under DDP each rank sees a shard.")
+        """The task's figures on a split (default: the test set). Classification: loss, top-1 and top-5
+        accuracy (in %); with_confusion adds the confusion matrix and per-class accuracy; keep_logits adds
+        every image's logits (in the split's order, one process only). Under DDP this is collective."""
         dataset = self.data.test if dataset is None else dataset
-        if not is_classification(self.task):
-            return self.task.evaluate(self, dataset)
-        was_training = self.model.training
-        self.model.eval()
-        loader = make_loader(dataset, self.config.eval_batch_size, shuffle=False, device=self.device,
-                             num_workers=self.config.num_workers, rank=self.rank, world_size=self.world_size)
-        eval_model = self.evaluation_model
-        n_classes = len(self.data.classes)
-        total_loss, hits1, hits5, seen = 0.0, 0, 0, 0
-        confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=self.device)
-        kept: list[torch.Tensor] = []
-        for images, labels in loader:
-            # Test-time views: the mirror image (and slightly moved copies) are as likely views of the object, and
-            # so are the images a little larger or smaller (tta_sizes): the views' errors partly cancel.
-            scales = [self.preprocess(images)] + [self.preprocess(images, size=(size, size))
-                                                  for size in self.config.tta_sizes]
-            with self.autocast():
-                logits = torch.stack([eval_model(view).float() for x in scales for view in evaluation_views(
-                    x, self.config.tta_flip, self.config.tta_shift, self.preprocess.augment.crop_mode)]).mean(0)
-            if keep_logits:
-                kept.append(logits.cpu())
-            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            hits = topk_correct(logits, labels, (1, 5))
-            hits1, hits5, seen = hits1 + hits[1], hits5 + hits[5], seen + len(labels)
-            if with_confusion:
-                confusion += confusion_matrix(logits.argmax(1), labels, n_classes)
-        self.model.train(was_training)
-        if self.world_size > 1:
-            sums = distributed.all_reduce_sum(torch.tensor([total_loss, hits1, hits5, seen], dtype=torch.float64,
-                                                           device=self.device))
-            total_loss = sums[0].item()
-            hits1, hits5, seen = (int(value) for value in sums[1:].tolist())
-            if with_confusion:
-                distributed.all_reduce_sum(confusion)
-        result = {"loss": total_loss / max(seen, 1), "acc": 100.0 * hits1 / max(seen, 1),
-                  "top5": 100.0 * hits5 / max(seen, 1), "images": seen}
-        if with_confusion:
-            result["confusion"] = confusion.cpu()
-            result["per_class_acc"] = (100 * per_class_accuracy(confusion)).cpu()
-        if keep_logits:
-            result["logits"] = torch.cat(kept) if kept else torch.zeros(0, n_classes)
-        return result
+        return self.task.evaluate(self, dataset, with_confusion=with_confusion, keep_logits=keep_logits)
 
     def _early_stopping(self, metrics: dict) -> bool:
         patience = self.config.early_stopping
@@ -579,21 +554,12 @@ class Trainer:
             self.bad_epochs += 1
         return self.bad_epochs >= patience
 
-    def format_epoch(self, m: dict) -> str:
-        if not is_classification(self.task):
-            return format_task_epoch(m, self.config.epochs)
-        # An epoch that was not validated (validate_every) says nothing about validation: "nan" reads as divergence.
-        validated = not math.isnan(m["val_loss"])
-        return (f"epoch {m['epoch']:>3}/{self.config.epochs}  "
-                f"train loss {m['train_loss']:.4f} acc {m['train_acc']:6.2f}%  "
-                + (f"val loss {m['val_loss']:.4f} acc {m['val_acc']:6.2f}% top-5 {m['val_top5']:6.2f}%  "
-                   if validated else "")
-                + f"lr {m['lr']:.3g}  {m['seconds']:.1f}s  {m['images_per_second']:.0f} img/s")
+    def format_epoch(self, metrics: dict) -> str:
+        return self.task.format_epoch(metrics, self.config.epochs)
 
     # ------------------------------------------------------------------------------------ run folder files
     def run_description(self) -> dict:
-        return {"model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.name,
-                "config": self.config.to_dict()}
+        return {"model": self.model_description(), "dataset": self.data.name, "config": self.config.to_dict()}
 
     def checkpoint_meta(self) -> dict:
         return {"dataset": self.data.name, "classes": list(self.data.classes), "preprocess": self.preprocess.state(),
@@ -613,137 +579,4 @@ class Trainer:
         return self._input_stats
 
     def _write_epoch_files(self) -> None:
-        state = {"epoch": self.epoch, "history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
-                 "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch, "lr_scale": self.lr_scale,
-                 "epochs": self.config.epochs, "lineage": self.lineage}
-        # The training state first: it commits the epoch for --resume, which rewrites the rest from it.
-        ckpt.save_train_state(self.out, self.model, self.optimizer, self.schedule, state, ema=self.ema)
-        self._write_model_files()
-
-    def _write_model_files(self) -> None:
-        """The model pair and metrics.csv, both derived from the state of the epoch just committed."""
-        ckpt.save_model_checkpoint(self.out, self.ema.module if self.ema is not None else self.model,
-                                   self.checkpoint_meta())
-        buffer = io.StringIO()
-        columns = METRIC_COLUMNS if is_classification(self.task) else list(self.history[-1])
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        # Empty cells, not "nan", for the metrics of epochs that were not validated.
-        writer.writerows([{k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-                          for row in self.history])
-        ckpt.atomic_write_text(self.out / "metrics.csv", buffer.getvalue())
-
-    def _resume(self) -> None:
-        state = ckpt.load_train_state(self.out, self.model, self.optimizer, self.schedule, ema=self.ema)
-        self.epoch, self.history = state["epoch"], state["history"]
-        self.best, self.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
-        self.lineage = state.get("lineage")
-        self.log(f"resuming {self.out} after epoch {self.epoch}")
-        if self.is_main and self.history:
-            # A writer killed after committing last.safetensors may have left the model pair or metrics.csv an
-            # epoch behind (or torn); both are rewritten from the committed state.
-            self._write_model_files()
-        saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
-        saved_scale = state.get("lr_scale", 1.0)
-        saved_epochs = state.get("epochs", self.config.epochs)
-        if (saved_steps, saved_scale, saved_epochs) != (self.steps_per_epoch, self.lr_scale, self.config.epochs):
-            self._refit_schedule(state.get("world_size", 1), saved_steps, saved_scale, saved_epochs)
-
-    def _refit_schedule(self, saved_world_size: int, saved_steps: int, saved_scale: float, saved_epochs: int) -> None:
-        """The run continues with another number of processes, or another epoch budget. The weights, the
-        optimiser's moments and the epoch do not depend on them; the schedule does: steps per epoch change with
-        the global batch, the learning rate too under scale_lr, and a per-batch schedule spans all epochs. A
-        schedule that steps per batch is therefore rebuilt for this run and advanced to the start of the next
-        epoch, exactly where an uninterrupted run planned this way would stand; an epoch-wise schedule keeps
-        its state, its rates rescaled."""
-        changes = []
-        if saved_world_size != self.world_size or saved_steps != self.steps_per_epoch:
-            changes.append(f"{self.world_size} process(es) instead of {saved_world_size}, {self.steps_per_epoch} "
-                           f"optimiser steps per epoch instead of {saved_steps}")
-        if saved_scale != self.lr_scale:
-            changes.append(f"learning rate x{self.lr_scale:g} instead of x{saved_scale:g}")
-        if saved_epochs != self.config.epochs:
-            changes.append(f"{self.config.epochs} epochs instead of {saved_epochs}")
-        self.log("the run continues with " + "; ".join(changes) + ": the learning-rate schedule is laid out again")
-        if self.schedule.interval == "batch":
-            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-                for key in ("initial_lr", "max_lr", "min_lr"):  # set by the saved schedule; torch keeps them
-                    group.pop(key, None)
-                group["lr"] = base
-            self.schedule = self._build_schedule()
-            with warnings.catch_warnings():  # stepping a scheduler without optimiser steps is the point here
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(self.epoch * self.steps_per_epoch):
-                    self.schedule.step_batch()
-            return
-        ratio = self.lr_scale / saved_scale
-        for group in self.optimizer.param_groups:
-            group["lr"] *= ratio
-            if "initial_lr" in group:
-                group["initial_lr"] *= ratio
-        scheduler = self.schedule.scheduler
-        if scheduler is not None and hasattr(scheduler, "base_lrs"):
-            scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
-
-    def _finish(self, wall_seconds: float) -> dict:
-        if not is_classification(self.task):
-            return self.task.finish(self, wall_seconds)
-        if self.final_evaluation and self.final_evaluation[0] == self.epoch:
-            final = self.final_evaluation[1]
-        else:
-            final = self.evaluate(self.data.test, with_confusion=True)
-        train_seconds = sum(m["seconds"] for m in self.history)
-        train_images = sum(m["seconds"] * m["images_per_second"] for m in self.history)
-        summary = {
-            "model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.describe(),
-            "epochs_completed": self.epoch, "test_loss": final["loss"], "test_acc": final["acc"],
-            "test_top5": final["top5"], "test_error": 100 - final["acc"], "test_top5_error": 100 - final["top5"],
-            "per_class_acc": {c: round(float(a), 2) for c, a in zip(self.data.classes, final["per_class_acc"])},
-            "wall_seconds": round(wall_seconds, 2),
-            "train_seconds": round(train_seconds, 2),
-            "train_images_per_second": round(train_images / max(train_seconds, 1e-9), 1),
-            "config": self.config.to_dict(), "device": describe_device(self.device),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        }
-        if self.out and self.is_main:
-            ckpt.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, default=str))
-            with open(self.out / "confusion.csv", "w") as f:
-                f.write("true\\predicted," + ",".join(self.data.classes) + "\n")
-                f.writelines(c + "," + ",".join(map(str, row)) + "\n"
-                             for c, row in zip(self.data.classes, final["confusion"].tolist()))
-            if self.history:
-                plot_curves(self.history, self.out / "curves.png", title=f"{self.model_name} on {self.data.name}")
-        self.log(f"test accuracy {final['acc']:.2f}% (top-5 {final['top5']:.2f}%), loss {final['loss']:.4f}; "
-                 f"{self.epoch} epochs in {wall_seconds:.1f}s" + (f"; run folder {self.out}" if self.out else ""))
-        return summary
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {os.cpu_count()}-core {platform.processor() or platform.machine()}"
-
-
-def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train beside validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [m["epoch"] for m in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [m["train_loss"] for m in history], "o-", label="train")
-    ax_loss.plot(epochs, [m["val_loss"] for m in history], "s-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, [m["train_acc"] for m in history], "o-", label="train")
-    ax_acc.plot(epochs, [m["val_acc"] for m in history], "s-", label="validation")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
+        state.save_epoch(self)
