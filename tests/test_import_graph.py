@@ -7,7 +7,11 @@ listed in UPWARD_ALLOWED, each with the reason it is there.
 
 from __future__ import annotations
 
+import pytest
 from import_graph import Import, cycles, imports, module_names
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models import registry
 
 # Lowest first. A module belongs to the layer of the longest prefix that names it (a package takes its modules
 # with it). The model card sits below the weights because the weights fill it (a pretrained tag, an import);
@@ -111,3 +115,14 @@ def test_the_scanner_sees_function_level_and_relative_imports(tmp_path):
                      ("cnnkit.weights", "cnnkit.models.registry", True)}
     assert cycles([e for e in imports(tmp_path) if e.module_level]) == []
     assert cycles(imports(tmp_path)) == [["cnnkit.models.registry", "cnnkit.weights"]]
+
+
+def test_pretrained_weights_come_through_the_loader_slot(monkeypatch):
+    # The registry cannot import the weights (a layer up), so `import cnnkit` hands it their loader.
+    calls = []
+    monkeypatch.setattr(registry, "_weights_loader", lambda model, spec: calls.append((type(model).__name__, spec)))
+    registry.create_model("lenet5", pretrained="some-tag")
+    assert calls == [("LeNet5", "some-tag")]
+    monkeypatch.setattr(registry, "_weights_loader", None)
+    with pytest.raises(CnnkitError, match="no weights loader is installed"):
+        registry.create_model("lenet5", pretrained="some-tag")
