@@ -93,6 +93,8 @@ class FactorizedPriorCompressor(nn.Module):
         return torch.round(self.analysis(x).float())
 
 
+# Registered here, in the tools layer, rather than in cnnkit.models (which stays below compress): `import cnnkit`
+# imports cnnkit.compress, so the name is known wherever a run folder is loaded.
 @register_model(input_size=(3, 256, 256), num_classes=0, family="compression",
                 paper="Ballé et al. 2017; factorized prior of Ballé et al. 2018", min_input_size=DOWNSAMPLING,
                 task="compression")

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..layers import ClassicDropout, LocalResponseNorm, require_min_input_size
 from .registry import register_model
+from .stages import Stage, features_then_classifier
 
 # Smallest inputs for which the third max-pool still has a 3x3 window (see the table above):
 # 227-style AlexNet: ((s - 11) / 4 + 1) must be >= 15; torchvision's padding 2 gains 4 pixels.
@@ -97,6 +98,9 @@ class AlexNet(nn.Module):
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
 
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self, self.avgpool)  # conv1..conv5 grouped at the max-pools
+
 
 class AlexNetOWT(nn.Module):
     """The single-tower AlexNet of "One weird trick for parallelizing CNNs" (Krizhevsky 2014), torchvision's
@@ -134,6 +138,9 @@ class AlexNetOWT(nn.Module):
         require_min_input_size(x, ALEXNET_OWT_MIN_INPUT, "alexnet_owt")
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self, self.avgpool)  # conv1..conv5 grouped at the max-pools
 
 
 @register_model(input_size=(3, 227, 227), num_classes=1000, family="alexnet", paper="Krizhevsky et al. 2012",

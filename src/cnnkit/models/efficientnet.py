@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register_model
+from .stages import CLASSIFIER, PooledClassifier, Stage
 
 # (expand ratio, kernel, stride, output channels, repeats), Table 1 of the paper, stages 2-8.
 LITE0_STAGES = [
@@ -147,6 +148,22 @@ class EfficientNetLite(nn.Module):
             x = block(x)
         x = self.activation(self._bn1(self._conv_head(x)))
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+
+    def feature_stages(self) -> list[Stage]:
+        out = [Stage("stem", ("_conv_stem.", "_bn0."), nn.Sequential(self._conv_stem, self._bn0, self.activation))]
+        # The paper's Table 1 stages 2-8 each change the width, so consecutive blocks of one width form a stage.
+        groups: list[list[int]] = []
+        for i, block in enumerate(self._blocks):
+            if groups and self._blocks[groups[-1][-1]]._bn2.num_features == block._bn2.num_features:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for number, group in enumerate(groups, 2):
+            out.append(Stage(f"stage{number}", tuple(f"_blocks.{i}." for i in group),
+                             nn.Sequential(*(self._blocks[i] for i in group))))
+        out.append(Stage("head", ("_conv_head.", "_bn1."), nn.Sequential(self._conv_head, self._bn1, self.activation)))
+        out.append(Stage(CLASSIFIER, ("_fc.",), PooledClassifier(self._avg_pooling, self._dropout, self._fc)))
+        return out
 
 
 # The TF EfficientNet-Lite checkpoints expect (pixel - 127) / 128 on 0..255 pixels, i.e. mean 0.498 and

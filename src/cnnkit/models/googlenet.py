@@ -39,6 +39,7 @@ from torch import nn
 
 from ..layers import Inception, LocalResponseNorm, require_min_input_size
 from .registry import register_model
+from .stages import CLASSIFIER, PooledClassifier, Stage
 
 # (in, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj), Table 1.
 INCEPTION_TABLE = {
@@ -154,6 +155,20 @@ class GoogLeNet(nn.Module):
             aux = criterion(outputs.aux1, targets) + criterion(outputs.aux2, targets)
             return criterion(outputs.logits, targets) + self.auxiliary_loss_weight * aux
         return criterion(outputs, targets)
+
+    def feature_stages(self) -> list[Stage]:
+        def chain(*names):
+            return nn.Sequential(*(getattr(self, name) for name in names))
+
+        # The auxiliary classifiers are heads too (used only in training), so they belong to the classifier stage.
+        inception4 = [f"inception4{c}" for c in "abcde"]
+        return [
+            Stage("stem", ("stem.",), self.stem),
+            Stage("inception3", ("inception3a.", "inception3b."), chain("inception3a", "inception3b", "maxpool3")),
+            Stage("inception4", tuple(f"{name}." for name in inception4), chain(*inception4, "maxpool4")),
+            Stage("inception5", ("inception5a.", "inception5b."), chain("inception5a", "inception5b")),
+            Stage(CLASSIFIER, ("fc.", "aux1.", "aux2."), PooledClassifier(self.avgpool, self.dropout, self.fc)),
+        ]
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000, family="googlenet", paper="Szegedy et al. 2014",

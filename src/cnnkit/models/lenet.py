@@ -28,6 +28,7 @@ from ..layers import (
     lecun_uniform_,
 )
 from .registry import register_model
+from .stages import Stage, features_then_classifier
 
 
 class LeNet5(nn.Module):
@@ -57,6 +58,9 @@ class LeNet5(nn.Module):
     def forward(self, x):
         return self.classifier(self.features(x))
 
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self)  # C1-S2, C3-S4, C5; the classifier flattens itself
+
 
 class LeNet5ReLU(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
@@ -71,6 +75,9 @@ class LeNet5ReLU(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self)  # C1-S2, C3-S4, C5; the classifier flattens itself
 
 
 @register_model(input_size=(1, 32, 32), num_classes=10, family="lenet", paper="LeCun et al. 1998", min_input_size=32)

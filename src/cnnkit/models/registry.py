@@ -7,6 +7,11 @@
 
 Every builder takes ``num_classes`` and ``in_channels``. ``create_model`` records the name and arguments on the
 model (``model.cnnkit_config``) so a checkpoint can rebuild exactly the same network later.
+
+The registry knows names, not modules: each family registers itself when imported (``cnnkit.models`` imports
+the zoo's families; ``cnnkit.compress`` registers its compression model), and pretrained weights come through
+a loader that ``cnnkit/__init__.py`` installs (``set_weights_loader``), because the weights and the run folders
+they are read from sit above the models.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import UnknownNameError, did_you_mean
+from ..errors import CnnkitError, UnknownNameError, did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+WeightsLoader = Callable[[nn.Module, str], nn.Module]
+_weights_loader: WeightsLoader | None = None
 
 
 def register_model(
@@ -75,18 +82,18 @@ def register_model(
     return decorate
 
 
-def _ensure_loaded() -> None:
-    # Importing the package registers every model; done lazily so `registry` has no import cycle.
-    from . import _all  # noqa: F401
+def set_weights_loader(loader: WeightsLoader) -> None:
+    """Install the function that ``create_model(pretrained=...)`` calls as ``loader(model, pretrained)`` to
+    load weights into a freshly built model (``cnnkit.weights.load_pretrained``, installed on ``import cnnkit``)."""
+    global _weights_loader
+    _weights_loader = loader
 
 
 def list_models(family: str | None = None) -> list[str]:
-    _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -118,7 +125,8 @@ def create_model(
     }
     model.default_config = entry.default_config()
     if pretrained:
-        from ..weights import load_pretrained
-
-        load_pretrained(model, pretrained)
+        if _weights_loader is None:
+            raise CnnkitError(f"create_model({name!r}, pretrained={pretrained!r}): no weights loader is installed; "
+                              "import cnnkit (which installs cnnkit.weights.load_pretrained) before building models")
+        _weights_loader(model, pretrained)
     return model

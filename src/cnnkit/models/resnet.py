@@ -39,6 +39,7 @@ from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, GlobalAvgPoolHead
 from .registry import register_model
+from .stages import CLASSIFIER, PooledClassifier, Stage
 
 IMAGENET_LAYERS = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -82,6 +83,10 @@ class ResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
+    def feature_stages(self) -> list[Stage]:
+        classifier = Stage(CLASSIFIER, ("fc.",), PooledClassifier(self.avgpool, self.fc))
+        return _residual_stages(self, [self.conv1, self.bn1, self.relu, self.maxpool], classifier)
+
 
 class CifarResNet(nn.Module):
     """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default)."""
@@ -110,6 +115,16 @@ class CifarResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         return self.head(self.layer3(self.layer2(self.layer1(x))))
+
+    def feature_stages(self) -> list[Stage]:
+        return _residual_stages(self, [self.conv1, self.bn1, self.relu], Stage(CLASSIFIER, ("head.",), self.head))
+
+
+def _residual_stages(model: nn.Module, stem: list[nn.Module], classifier: Stage) -> list[Stage]:
+    """The stem, the paper's stages of residual blocks (conv2_x.. as layer1..), then the classifier."""
+    layers = [name for name, _ in model.named_children() if name.startswith("layer")]
+    return ([Stage("stem", ("conv1.", "bn1."), nn.Sequential(*stem))]
+            + [Stage(name, (f"{name}.",), getattr(model, name)) for name in layers] + [classifier])
 
 
 def _make_stage(block, in_channels: int, width: int, count: int, stride: int, block_kwargs: dict):

@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import ShapeError
 from ..layers import require_min_input_size
 from .registry import register_model
+from .stages import Stage, features_then_classifier, own_children
 
 
 class FashionCNN(nn.Module):
@@ -61,6 +62,9 @@ class FashionCNN(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}; build it with image_size={x.shape[-1]}")
         return self.classifier(self.features(x))
 
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self)
+
 
 class ConvAutoencoder(nn.Module):
     """Encoder: conv 3x3/2 (32) -> conv 3x3/2 (64) -> conv 1x1 (bottleneck); decoder mirrors it."""
@@ -89,6 +93,9 @@ class ConvAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
+
+    def feature_stages(self) -> list[Stage]:
+        return own_children(self, "encoder", "decoder")  # no classifier: nothing for a new head to renew
 
 
 @register_model(input_size=(1, 28, 28), num_classes=10, family="small", paper="Géron 2019, ch. 14 (the notes)",

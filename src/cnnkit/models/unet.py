@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ShapeError
 from ..layers import TransposedConvUpsample
 from .registry import register_model
+from .stages import Stage
 
 UNET_DEPTH = 4  # number of 2x2 max-pools
 
@@ -75,6 +76,13 @@ class UNet(nn.Module):
             x = upsample(x)
             x = block(torch.cat([_centre_crop(skip, x.shape[-2], x.shape[-1]), x], 1))
         return self.head(x)
+
+    def feature_stages(self) -> list[Stage]:
+        # Skip connections make U-Net a graph, not a chain: its stage outputs are read with forward hooks.
+        out = [Stage(f"down{i}", (f"down.{i - 1}.",), None, f"down.{i - 1}") for i in range(1, len(self.down) + 1)]
+        out += [Stage(f"up{i}", (f"upsample.{i - 1}.", f"up.{i - 1}."), None, f"up.{i - 1}")
+                for i in range(1, len(self.up) + 1)]
+        return out + [Stage("head", ("head.",), None, "head")]
 
     def output_size(self, size: int) -> int:
         """Output height/width for an input height/width (equal when padded; 572 -> 388 unpadded)."""

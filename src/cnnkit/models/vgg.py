@@ -23,6 +23,7 @@ from torch import nn
 
 from ..layers import LocalResponseNorm, require_min_input_size
 from .registry import register_model
+from .stages import Stage, features_then_classifier
 
 # Each entry: 3 / 1 = a 3x3 / 1x1 convolution with that many maps, "M" = max-pool, "LRN" = local response norm.
 VGG_CONFIGS: dict[str, list] = {
@@ -70,6 +71,9 @@ class VGG(nn.Module):
         require_min_input_size(x, VGG_MIN_INPUT, f"vgg (configuration {self.config})")
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
+
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self, self.avgpool)  # a stage per block between max-pools
 
 
 def _make_features(config: list, in_channels: int, batch_norm: bool) -> nn.Sequential:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..layers import SeparableConv2d, require_min_input_size
 from .registry import register_model
+from .stages import CLASSIFIER, PooledClassifier, Stage, own_children
 
 XCEPTION_MIN_INPUT = 29  # the two unpadded stem convolutions and four stride-2 stages
 
@@ -93,6 +94,10 @@ class Xception(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 2048-map output before pooling: the base model of the notes' transfer-learning recipe."""
         return self.exit_flow(self.middle_flow(self.entry_flow(self.stem(x))))
+
+    def feature_stages(self) -> list[Stage]:
+        classifier = Stage(CLASSIFIER, ("fc.",), PooledClassifier(self.avgpool, self.dropout, self.fc))
+        return own_children(self, "stem", "entry_flow", "middle_flow", "exit_flow") + [classifier]
 
 
 @register_model(input_size=(3, 299, 299), num_classes=1000, family="xception", paper="Chollet 2017",

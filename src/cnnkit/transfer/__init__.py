@@ -15,8 +15,9 @@ or all at once: ``finetune(model, data, "two-phase", TrainConfig(...))``; ``line
 stages=...)`` compares logistic regressions on each stage's pooled features; ``advise(n_images, similarity)``
 returns the notes' 2x2 advice table entry.
 
-Stages. ``stages(model)`` names the stages of every zoo model (ResNet's ``layer1..4``, EfficientNet's
-``stage2..8`` of the paper's Table 1, VGG/AlexNet blocks between max-pools, ...). Each stage owns parameter
+Stages. ``stages(model)`` names the stages of every zoo model as its family defines them in its own
+``feature_stages()`` (ResNet's ``layer1..4``, EfficientNet's ``stage2..8`` of the paper's Table 1, VGG/AlexNet
+blocks between max-pools, ...; :mod:`cnnkit.models.stages` has the pieces). Each stage owns parameter
 prefixes (for freezing and per-stage learning rates) and, for chain-shaped networks, a module computing it:
 running the stages in order *is* the model's forward pass (a test checks this for every zoo model), which is
 what lets ``stage_outputs`` stop early and ``extract_features`` return multi-stage outputs like timm's
@@ -46,10 +47,10 @@ from .finetuning import (STRATEGIES, finetune, freeze, hold_batchnorm_statistics
                        stage_lr_multipliers, unfreeze)
 from .heads import HeadNotFoundError, adapt_input_channels, replace_head
 from .probe import fit_linear_probe, format_probe_table, linear_probe
-from .stage_groups import CLASSIFIER, STAGE_BUILDERS, PooledClassifier, Stage, stage_names, stages, upper_stages
+from .stage_groups import CLASSIFIER, PooledClassifier, Stage, stage_names, stages, upper_stages
 
 __all__ = [
-    "CLASSIFIER", "LITTLE_DATA_BELOW", "STAGE_BUILDERS", "STRATEGIES", "Advice", "FeatureDataset", "HeadNotFoundError",
+    "CLASSIFIER", "LITTLE_DATA_BELOW", "STRATEGIES", "Advice", "FeatureDataset", "HeadNotFoundError",
     "PooledClassifier", "Stage", "StageTail", "adapt_input_channels", "advise", "classify_images", "extract_features",
     "feature_bundle", "finetune", "fit_linear_probe", "format_probe_table", "freeze", "hold_batchnorm_statistics",
     "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head", "stage_lr_multipliers",

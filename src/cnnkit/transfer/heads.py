@@ -44,8 +44,8 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     if not layers:
         raise HeadNotFoundError(f"could not find the output layer of {model_name}: its last stage "
                                 f"{stages(model)[-1].name!r} has no layer with parameters. Replace it yourself "
-                                "(setattr on the model) or register a stage definition in "
-                                "cnnkit.transfer.STAGE_BUILDERS.")
+                                "(setattr on the model) or give the model a feature_stages() method "
+                                "(see cnnkit.models.stages).")
     for name, layer in layers:
         if not isinstance(layer, nn.Linear):
             hint = " (build lenet5 with output='linear')" if type(layer).__name__ == "RBFOutput" else ""
