@@ -70,7 +70,8 @@ def run_pair(model_name: str, data_name: str, train_images: int | None, epochs: 
     if test_images:  # drawn at random: some copies are sorted by class
         bundle.test = random_subset(bundle.test, test_images, config.seed)
     torch.manual_seed(config.seed)
-    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0])
+    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+                         **recipe.model_args)
     start = time.perf_counter()
     summary = Trainer(model, bundle, config).fit()
     seconds = time.perf_counter() - start

@@ -81,3 +81,25 @@ def test_a_recipe_file_replaces_the_default(tiny_mnist, tmp_path, capsys):
     assert "default recipe" not in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert (config["optimizer"], config["lr"], config["augment"]) == ("sgd", 0.05, {})
+
+
+def test_alexnet_trains_from_he_initialisation_by_default_and_from_the_papers_when_asked(tiny_mnist, tmp_path):
+    import torch
+
+    from cnnkit.models.registry import create_model
+
+    # the paper's N(0, 0.01) stays at chance on a few epochs of small images; the recipe asks for He et al.'s
+    assert default_recipe("alexnet", "mnist").model_args == {"init": "he"}
+    assert default_recipe("alexnet_owt", "mnist").model_args == {}  # torchvision's layout keeps PyTorch's init
+    assert "init=he" in default_recipe("alexnet", "cifar10").describe()
+    torch.manual_seed(0)
+    he, paper = create_model("alexnet", init="he"), create_model("alexnet")
+    fan_in = 96 * 5 * 5 // 2  # C3 reads 48 maps of its own tower through 5x5 kernels
+    assert abs(he.features[4].weight.std().item() - (2 / fan_in) ** 0.5) < 2e-3
+    assert abs(paper.features[4].weight.std().item() - 0.01) < 1e-3 and paper.features[4].bias.eq(1).all()
+    with pytest.raises(ValueError, match="init must be"):
+        create_model("alexnet", init="xavier")
+
+    out = tmp_path / "run"
+    assert main(["train", "alexnet", "--data", "mnist", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "checkpoint.json").read_text())["model"]["kwargs"]["init"] == "he"

