@@ -28,6 +28,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..errors import CnnkitError, TrainingDivergedError
+from .callbacks import BatchEnd, Callback
 from .optim import Schedule
 
 
@@ -76,7 +77,7 @@ class LRFindResult:
         return path
 
 
-class _RangeRecorder:
+class _RangeRecorder(Callback):
     """The Trainer batch callback: record (lr, loss), smooth, and stop at divergence or the range's end."""
 
     def __init__(self, lrs: list[float], smoothing: float, divergence: float):
@@ -84,9 +85,9 @@ class _RangeRecorder:
         self.lrs, self.losses, self.smoothed = [], [], []
         self.average, self.best, self.stopped = 0.0, math.inf, "end of range"
 
-    def __call__(self, trainer, loss: torch.Tensor) -> None:
+    def on_batch_end(self, trainer, batch: BatchEnd) -> None:
         step = len(self.losses)
-        value = float(loss)
+        value = float(batch.loss)
         self.lrs.append(self.planned[step])
         self.losses.append(value)
         self.average = self.beta * self.average + (1 - self.beta) * value
@@ -147,7 +148,7 @@ def lr_find(model: torch.nn.Module, data, config=None, start_lr: float = 1e-7, e
         trainer.schedule = Schedule(lr_scheduler.LambdaLR(trainer.optimizer, lambda i: ratio ** (min(i, steps - 1)
                                                                                                  / (steps - 1))),
                                     "batch")
-        trainer.batch_callbacks.append(recorder)
+        trainer.callbacks.append(recorder)
         try:
             epoch = 0
             while not trainer.stop_requested:

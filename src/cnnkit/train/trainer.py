@@ -182,9 +182,6 @@ class Trainer:
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
-        # Called after every training batch as hook(trainer, loss) (e.g. the learning-rate range test of
-        # lr_find.py); they may set stop_requested, which ends the epoch after that batch.
-        self.batch_callbacks: list[Callable] = []
         self._join_process_group(rank, world_size)
         if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
             raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
@@ -449,7 +446,7 @@ class Trainer:
             total_loss += loss * len(labels)
             accumulate(sums, batch_metrics)
             seen += len(labels)
-            self._batch_end(BatchEnd(epoch, step, steps, len(labels), loss, batch_metrics))
+            notify(self.callbacks, "on_batch_end", self, BatchEnd(epoch, step, steps, len(labels), loss, batch_metrics))
             if progress is not None:
                 progress.update(1)
                 if step % 20 == 0:
@@ -463,11 +460,6 @@ class Trainer:
         # Sums over this rank's shard; under DDP they are added up across ranks (task metrics are sums too).
         sums["loss"], sums["seen"] = total_loss.double(), torch.tensor(float(seen), device=self.device).double()
         return self._epoch_metrics(epoch, sums, seconds)
-
-    def _batch_end(self, batch: BatchEnd) -> None:
-        for hook in self.batch_callbacks:
-            hook(self, batch.loss)
-        notify(self.callbacks, "on_batch_end", self, batch)
 
     def _epoch_metrics(self, epoch: int, sums: dict, seconds: float) -> dict:
         """The epoch's row of metrics.csv: the training sums as the task reports them, then validation."""
