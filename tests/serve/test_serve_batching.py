@@ -133,3 +133,12 @@ def test_the_server_answers_503_when_too_many_drawings_wait(checkpoints_dir):
         response = client.post("/api/draw", data={"checkpoint": TRAINED_RUN},
                                files={"image": ("drawing.png", png_bytes(drawn_one()), "image/png")})
         assert response.status_code == 200 and response.json()["checkpoint"] == TRAINED_RUN
+
+
+def test_a_stopped_pool_refuses_without_leaving_the_request_queued():
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    batcher = MicroBatcher(lambda key, items: items, pool.submit)
+    with pytest.raises(RuntimeError):
+        batcher.enqueue("m", 0)
+    assert batcher.waiting == 0

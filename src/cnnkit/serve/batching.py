@@ -69,6 +69,7 @@ class MicroBatcher:
             except BaseException:  # the pool is shut down: nobody will drain this key
                 with self._lock:
                     self._draining.discard(key)
+                    self._queues[key].remove((item, future))
                 raise
         return future
 
