@@ -142,3 +142,15 @@ def test_a_stopped_pool_refuses_without_leaving_the_request_queued():
     with pytest.raises(RuntimeError):
         batcher.enqueue("m", 0)
     assert batcher.waiting == 0
+
+
+def test_a_batch_of_big_drawings_is_split_into_smaller_passes(checkpoints_dir, monkeypatch):
+    from cnnkit.serve import routes
+
+    passes = []
+    monkeypatch.setattr(routes, "MAX_PASS_VALUES", 2 * 28 * 28)  # two MNIST drawings a pass
+    monkeypatch.setattr(routes, "draw_responses", lambda loaded, batch: passes.append(len(batch)) or
+                        draw_responses(loaded, batch))
+    answer = drawings_answerer(CheckpointFolder(checkpoints_dir), 1 << 20)
+    answers = answer(TRAINED_RUN, [(d, "image/png", f"{k}.png") for k, d in enumerate(drawings(5))])
+    assert passes == [2, 2, 1] and all(a["checkpoint"] == TRAINED_RUN for a in answers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,9 @@ from .zoo import checked_input_size, zoo_models, zoo_summary
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
 EVENT_POLL_SECONDS = 0.2
+# Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
+# batching; a batch of big drawings is split so its activations stay as small as they were.
+MAX_PASS_VALUES = 2 * 3 * 1024 * 1024
 
 
 def add_pages(app: FastAPI) -> None:
@@ -63,9 +67,11 @@ def drawings_answerer(checkpoints: CheckpointFolder, max_upload_bytes: int):
                 inputs.append((index, drawing_to_input(picture, loaded.meta["image_shape"])))
             except Exception as exc:  # noqa: BLE001 - this request's own error, raised where it waits
                 answers[index] = exc
-        if inputs:
-            drawn = draw_responses(loaded, torch.cat([batch for _, batch in inputs]))
-            for (index, _), response in zip(inputs, drawn):
+        per_pass = max(1, MAX_PASS_VALUES // math.prod(loaded.meta["image_shape"]))
+        for start in range(0, len(inputs), per_pass):
+            chunk = inputs[start:start + per_pass]
+            drawn = draw_responses(loaded, torch.cat([batch for _, batch in chunk]))
+            for (index, _), response in zip(chunk, drawn):
                 answers[index] = {"checkpoint": name, **response}
         return answers
 
