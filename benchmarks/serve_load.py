@@ -194,6 +194,7 @@ def load(server: Server, request, total: int, concurrency: int) -> dict:
             connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    load_average = os.getloadavg()[0]  # what else this machine ran, for comparing figures
     cpu_before = server.cpu_seconds()
     start = time.perf_counter()
     for thread in threads:
@@ -208,7 +209,7 @@ def load(server: Server, request, total: int, concurrency: int) -> dict:
     return {"requests": total, "completed": len(latencies), "errors": len(errors), "seconds": wall,
             "requests_per_second": len(latencies) / wall, "p50_ms": 1000 * statistics.median(ordered),
             "p99_ms": 1000 * percentile(0.99), "server_cpu_ms_per_request": cpu_ms,
-            "first_error": errors[0] if errors else None}
+            "load_average": load_average, "first_error": errors[0] if errors else None}
 
 
 def main() -> None:
@@ -247,16 +248,16 @@ def main() -> None:
                         print(f"{label:8s} {endpoint:5s} x{concurrency}: {figures['requests_per_second']:7.1f} req/s  "
                               f"p50 {figures['p50_ms']:7.1f} ms  p99 {figures['p99_ms']:7.1f} ms  "
                               f"server CPU {figures['server_cpu_ms_per_request'] or float('nan'):6.1f} ms/req  "
-                              f"errors {figures['errors']}/{total}", flush=True)
+                              f"errors {figures['errors']}/{total}  load {figures['load_average']:.1f}", flush=True)
                         if figures["first_error"]:
                             print(f"         first error: {figures['first_error']}")
 
-    print("\n| tree | endpoint | clients | req/s | p50 ms | p99 ms | server CPU ms/req | errors |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("\n| tree | endpoint | clients | req/s | p50 ms | p99 ms | server CPU ms/req | errors | load avg |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['tree']} | {r['endpoint']} | {r['concurrency']} | {r['requests_per_second']:.1f} | "
               f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_ms_per_request'] or float('nan'):.1f} | "
-              f"{r['errors']}/{r['requests']} |")
+              f"{r['errors']}/{r['requests']} | {r['load_average']:.1f} |")
     if args.no_record:
         return
     for r in results:
@@ -268,7 +269,8 @@ def main() -> None:
                p50_ms=round(r["p50_ms"], 1), p99_ms=round(r["p99_ms"], 1), errors=r["errors"],
                server_cpu_ms_per_request=(round(r["server_cpu_ms_per_request"], 2)
                                           if r["server_cpu_ms_per_request"] is not None else None),
-               requests=r["requests"], concurrency=r["concurrency"], note=note)
+               requests=r["requests"], concurrency=r["concurrency"], load_average=round(r["load_average"], 2),
+               note=note)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def assert_same_drawing_answer(answer: dict, expected: dict) -> None:
+    """Two Draw answers for one drawing agree: the same prediction, probabilities to 1e-6 and map pixels to one
+    level. A forward pass over a batch may round differently in the last bits than one over a single image
+    (another matrix kernel), which can move a map's rounded pixel by one; nothing more."""
+    import numpy as np
+
+    assert answer["prediction"] == expected["prediction"]
+    assert [row["class"] for row in answer["probabilities"]] == [row["class"] for row in expected["probabilities"]]
+    for row, want in zip(answer["probabilities"], expected["probabilities"]):
+        assert abs(row["p"] - want["p"]) <= 1e-6, (row, want)
+    assert answer["input"] == expected["input"]
+    assert [m["layer"] for m in answer["maps"]] == [m["layer"] for m in expected["maps"]]
+    for picture, want in zip(answer["maps"], expected["maps"]):
+        got, wanted = (np.asarray(data_url_image(m["image"]), dtype=np.int16) for m in (picture, want))
+        assert got.shape == wanted.shape and np.abs(got - wanted).max() <= 1, picture["layer"]
+
+
+def data_url_image(url: str) -> Image.Image:
+    import base64
+
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))

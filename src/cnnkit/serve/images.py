@@ -9,6 +9,7 @@ is refused instead of allocating gigabytes.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 
 import numpy as np
@@ -95,11 +96,35 @@ def png_data_url(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def colourise(values: np.ndarray, colormap: str = "viridis") -> np.ndarray:
-    """[0, 1] values (NaN: tile padding) -> RGBA uint8, padding transparent so the page shows through."""
+@functools.lru_cache(maxsize=None)
+def colour_table(colormap: str) -> np.ndarray:
+    """A matplotlib colour map's (N, 4) RGBA table, read once: building the colour map again for every
+    picture (a fresh copy each time) cost a Draw request more than its forward pass."""
     from matplotlib import colormaps
 
-    rgba = colormaps[colormap](np.nan_to_num(values, nan=0.0))
+    table = colormaps[colormap]
+    table = table(np.arange(table.N))  # integers index the table itself
+    table.setflags(write=False)
+    return table
+
+
+def colours_of(values: np.ndarray, colormap: str) -> np.ndarray:
+    """``matplotlib.colormaps[colormap](values)``, bit for bit, from the cached table: [0, 1] values (beyond:
+    the end colours, matplotlib's default under and over; NaN: transparent black, its default bad colour)."""
+    table = colour_table(colormap)
+    steps = len(table)
+    scaled = np.asarray(values) * steps  # in the values' own precision, as matplotlib scales them
+    bad = np.isnan(scaled)
+    with np.errstate(invalid="ignore"):
+        index = np.clip(np.where(bad, 0, scaled).astype(int), 0, steps - 1)
+    rgba = table[index]
+    rgba[bad] = 0.0
+    return rgba
+
+
+def colourise(values: np.ndarray, colormap: str = "viridis") -> np.ndarray:
+    """[0, 1] values (NaN: tile padding) -> RGBA uint8, padding transparent so the page shows through."""
+    rgba = colours_of(np.nan_to_num(values, nan=0.0), colormap)
     rgba[..., 3] = np.where(np.isnan(values), 0.0, 1.0)
     return (rgba * 255).round().astype(np.uint8)
 
@@ -117,9 +142,7 @@ def overlay_heatmap(image: Image.Image, heatmap: torch.Tensor, alpha: float = 0.
     """Grad-CAM drawn over the photo: the 'jet' colours where the class evidence is, the photo elsewhere."""
     photo = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
     heat = heatmap.detach().float().cpu().numpy()
-    from matplotlib import colormaps
-
-    colours = colormaps["jet"](heat)[..., :3]
+    colours = colours_of(heat, "jet")[..., :3]
     weight = alpha * heat[..., None] ** 0.5  # weak evidence stays see-through
     blended = photo * (1 - weight) + colours * weight
     return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)

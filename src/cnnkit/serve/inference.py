@@ -46,5 +46,9 @@ class InferencePool:
         """``function(*args)`` in a worker, awaited without blocking the event loop (events keep flowing)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(function, *args))
 
+    def start(self, function, *args):
+        """``function(*args)`` in a worker, not awaited (a MicroBatcher's drain); its concurrent future."""
+        return self._executor.submit(function, *args)
+
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

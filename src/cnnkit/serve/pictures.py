@@ -82,12 +82,13 @@ def refuse_undrawable(loaded: LoadedCheckpoint) -> None:
         raise NotDrawableError(f"Checkpoint {loaded.name!r} cannot be used on the Draw page: {problem}.")
 
 
-def draw_response(loaded: LoadedCheckpoint, batch_uint8: torch.Tensor) -> dict:
-    """Probabilities of every class (in class order), the input as the network saw it, and the feature maps.
+def draw_responses(loaded: LoadedCheckpoint, batch_uint8: torch.Tensor) -> list[dict]:
+    """For each drawing of the (N, C, H, W) uint8 batch: probabilities of every class (in class order), the
+    input as the network saw it, and the feature maps.
 
-    One forward pass records both the logits and the maps. Only that pass holds the checkpoint's lock (the
-    recording hooks attach to the shared model); preparing the input and drawing the maps as PNGs, most of
-    a request's time, run outside it, so concurrent requests overlap."""
+    One forward pass over the whole batch records both the logits and the maps (serve/batching.py gathers
+    the drawings that arrive together). Only that pass holds the checkpoint's lock (the recording hooks
+    attach to the shared model); preparing the input and drawing the maps as PNGs run outside it."""
     meta, model = loaded.meta, loaded.model
     refuse_undrawable(loaded)
     batch = preprocess_from_meta(meta)(batch_uint8)
@@ -102,11 +103,14 @@ def draw_response(loaded: LoadedCheckpoint, batch_uint8: torch.Tensor) -> dict:
     if logits.ndim != 2 or logits.shape[1] != len(classes):
         raise NotDrawableError(f"Checkpoint {loaded.name!r} names {len(classes)} classes but its network outputs "
                                f"{tuple(logits.shape[1:])} values per image; the pair does not belong together.")
-    probabilities = [{"class": name, "p": p} for name, p in zip(classes, torch.softmax(logits.float(), 1)[0].tolist())]
-    best = max(probabilities, key=lambda row: row["p"])
-    seen = batch_uint8[0].permute(1, 2, 0).numpy()
-    return {
-        "prediction": best["class"], "confidence": best["p"], "probabilities": probabilities,
-        "input": png_data_url(seen[..., 0] if seen.shape[-1] == 1 else seen),
-        "maps": maps_pictures(pairs, outputs),
-    }
+    answers = []
+    for row, chances in enumerate(torch.softmax(logits.float(), 1).tolist()):
+        probabilities = [{"class": name, "p": p} for name, p in zip(classes, chances)]
+        best = max(probabilities, key=lambda entry: entry["p"])
+        seen = batch_uint8[row].permute(1, 2, 0).numpy()
+        answers.append({
+            "prediction": best["class"], "confidence": best["p"], "probabilities": probabilities,
+            "input": png_data_url(seen[..., 0] if seen.shape[-1] == 1 else seen),
+            "maps": maps_pictures(pairs, {name: output[row:row + 1] for name, output in outputs.items()}),
+        })
+    return answers
