@@ -61,19 +61,20 @@ def lite0():
 def lite0_answers(photos: list[Path], model=None) -> dict:
     """Each photo's top-5 ImageNet classes with their logits and probabilities, through cnnkit's own path:
     load_photo (resize, centre crop), the weights' normalisation, the model."""
+    from cnnkit.card import card_of
     from cnnkit.data.augment import Preprocess
     from cnnkit.transfer import load_photo
 
     model = model or create_model("efficientnet_lite0", pretrained="imagenet").eval()
-    config = model.pretrained_config
-    batch = torch.stack([load_photo(photo, config) for photo in photos])
-    logits = model(Preprocess(config["mean"], config["std"])(batch)).float()
+    card = card_of(model)
+    batch = torch.stack([load_photo(photo, card) for photo in photos])
+    logits = model(Preprocess(card.mean, card.std)(batch)).float()
     probabilities = logits.softmax(1)
     answers = {}
     for photo, row, p in zip(photos, logits, probabilities):
         top = row.topk(5).indices.tolist()
         answers[f"{photo.parent.name}/{photo.name}"] = {
-            "classes": [config["class_names"][i] for i in top], "indices": top,
+            "classes": [card.classes[i] for i in top], "indices": top,
             "logits": [round(float(row[i]), 5) for i in top], "probabilities": [round(float(p[i]), 6) for i in top]}
     return answers
 

@@ -118,7 +118,7 @@ def create_model(
     }
     model.default_config = entry.default_config()
     if pretrained:
-        from ..weights import load_pretrained
+        from ..runs import load_pretrained
 
         load_pretrained(model, pretrained)
     return model

@@ -32,6 +32,7 @@ import json
 
 import torch
 
+from ..card import build_record
 from ..data.augment import MixedLabels, mix_batch
 from ..data.loader import make_loader
 
@@ -81,7 +82,7 @@ class Task:
     def finish(self, trainer, wall_seconds: float) -> dict:
         """The run's summary.json and curves.png for this task (classification writes its own)."""
         final = self.evaluate(trainer, trainer.data.test)
-        summary = {"model": getattr(trainer.model, "cnnkit_config", None), "task": self.describe(),
+        summary = {"model": build_record(trainer.model) or None, "task": self.describe(),
                    "dataset": trainer.data.describe(), "epochs_completed": trainer.epoch,
                    **{f"test_{k}": v for k, v in final.items()}, "wall_seconds": round(wall_seconds, 2),
                    "train_seconds": round(sum(m["seconds"] for m in trainer.history), 2),

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..card import architecture_card, build_record, card_of, model_name
 from ..data.augment import AugmentConfig, Preprocess, evaluation_views
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
@@ -165,10 +166,10 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
 def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bool]:
     """The smallest input side a model reads, its paper's input size (None when unknown) and whether that is
     the only size it reads (a fixed input: its smallest side is its paper's)."""
-    cfg = getattr(model, "default_config", None) or {}
-    if not cfg:
+    card = architecture_card(model)
+    if card.input_size is None:
         return 1, None, False
-    smallest, paper = cfg.get("min_input_size", 1), tuple(cfg["input_size"][-2:])
+    smallest, paper = card.min_input_size, card.input_size
     return smallest, paper, smallest >= max(paper)
 
 
@@ -205,7 +206,7 @@ class Trainer:
         self.final_evaluation: tuple[int, dict] | None = None  # (epoch, test-set figures) when already measured
         self.task = task or ClassificationTask()  # what goes in, what is scored: see train/tasks.py
 
-        in_channels = getattr(model, "cnnkit_config", {}).get("in_channels")
+        in_channels = build_record(model).get("in_channels")
         # A task may feed the model other channels than the data's (colourisation: grey in, RGB targets).
         fed = self.task.input_channels(data) if hasattr(self.task, "input_channels") else data.image_shape[0]
         if in_channels is not None and in_channels != fed:
@@ -245,12 +246,12 @@ class Trainer:
 
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
-        cfg = getattr(model, "default_config", None) or {}
-        # A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
-        # as many channels; built for grey data (in_channels=1), the model is normalised with the data's own.
-        own_stats = cfg.get("mean") is not None and len(cfg["mean"]) == fed
-        mean = cfg["mean"] if own_stats else data.mean
-        std = cfg["std"] if own_stats else data.std
+        card = card_of(model)
+        # Normalisation belongs to the weights: pretrained ones (or a run's) bring theirs, when it is for images
+        # with as many channels; a network built from scratch is normalised with its data's own statistics.
+        own_stats = card.mean is not None and len(card.mean) == fed
+        mean = card.mean if own_stats else data.mean
+        std = card.std if own_stats else data.std
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
                                      AugmentConfig.from_dict(config.augment), config.channels_last,
                                      resize=config.resize)
@@ -400,7 +401,7 @@ class Trainer:
 
     @property
     def model_name(self) -> str:
-        return getattr(self.model, "cnnkit_config", {}).get("name", type(self.model).__name__)
+        return model_name(self.model)
 
     def train_epoch(self, epoch: int) -> dict:
         config, model = self.config, self.model
@@ -592,7 +593,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ run folder files
     def run_description(self) -> dict:
-        return {"model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.name,
+        return {"model": build_record(self.model) or None, "dataset": self.data.name,
                 "config": self.config.to_dict()}
 
     def checkpoint_meta(self) -> dict:
@@ -695,7 +696,7 @@ class Trainer:
         train_seconds = sum(m["seconds"] for m in self.history)
         train_images = sum(m["seconds"] * m["images_per_second"] for m in self.history)
         summary = {
-            "model": getattr(self.model, "cnnkit_config", None), "dataset": self.data.describe(),
+            "model": build_record(self.model) or None, "dataset": self.data.describe(),
             "epochs_completed": self.epoch, "test_loss": final["loss"], "test_acc": final["acc"],
             "test_top5": final["top5"], "test_error": 100 - final["acc"], "test_top5_error": 100 - final["top5"],
             "per_class_acc": {c: round(float(a), 2) for c, a in zip(self.data.classes, final["per_class_acc"])},
