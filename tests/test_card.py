@@ -75,3 +75,22 @@ def test_the_eval_transform_resizes_the_shorter_side_then_crops_the_centre():
     assert crop.shape == (3, 8, 8) and crop[0, 4, 0] == 0 and crop[0, 4, 7] == 200
     batch = EvalTransform((8, 8), 10, mean=(0.5,) * 3, std=(0.5,) * 3)(image)
     assert batch.shape == (1, 3, 8, 8) and batch.min() == -1 and batch.max() > 0.5
+
+
+@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+def test_the_web_page_and_classify_images_give_one_answer_for_one_photo():
+    from cnnkit.data.image_io import open_image
+    from cnnkit.serve.photo import PhotoClassifier
+    from cnnkit.transfer import classify_images
+
+    photo = Path("/work/shared/images/content/golden_gate.jpg")
+    if not photo.is_file():
+        photo = Path(__file__).resolve().parents[2] / "shared" / "images" / "content" / "golden_gate.jpg"
+    if not photo.is_file():
+        pytest.skip("the shared photos are not available")
+    page = PhotoClassifier().classify(open_image(photo, 3), top_k=5)["labels"]
+    model = create_model("efficientnet_lite0", pretrained="imagenet").eval()
+    direct = classify_images(model, [photo], top_k=5)[0]
+    assert [row["label"] for row in page] == [name for name, _ in direct]
+    torch.testing.assert_close(torch.tensor([row["p"] for row in page]), torch.tensor([p for _, p in direct]),
+                               rtol=1e-4, atol=1e-5)
