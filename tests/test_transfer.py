@@ -5,6 +5,8 @@ import json
 
 import pytest
 import torch
+
+from cnnkit.card import build_record, card_of
 from helpers import bar_dataset
 from torch import nn
 
@@ -149,7 +151,7 @@ def test_grey_adaptation_matches_the_rgb_network_on_a_repeated_grey_image(mode):
         expected = model(grey.repeat(1, 3, 1, 1) / (3 if mode == "average" else 1))
         adapt_input_channels(model, 1, mode)
         assert torch.allclose(model(grey), expected, atol=1e-4)
-    assert model.cnnkit_config["in_channels"] == 1 and len(model.default_config["mean"]) == 1
+    assert build_record(model)["in_channels"] == card_of(model).in_channels == 1
 
 
 def test_extract_features_one_pass_for_many_stages():

@@ -13,7 +13,9 @@ from PIL import Image
 
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.models import create_model
-from cnnkit.weights import average_state_dicts, list_pretrained, load_pretrained, pretrained_config, read_state_dict
+from cnnkit.card import card_of
+from cnnkit.runs import load_pretrained
+from cnnkit.weights import average_state_dicts, list_pretrained, pretrained_config, read_state_dict
 from helpers import checkpoint_meta
 
 torch.set_num_threads(1)
@@ -46,7 +48,7 @@ def _has_lite0_package() -> bool:
 def test_efficientnet_lite0_imagenet_recognises_the_golden_gate():
     model = create_model("efficientnet_lite0", pretrained="imagenet").eval()
     config = pretrained_config("efficientnet_lite0", "imagenet")
-    assert model.pretrained_config["class_names"] == config["class_names"]
+    assert list(card_of(model).classes) == config["class_names"]
     with torch.no_grad():
         probabilities = model(_preprocess(PHOTOS / "golden_gate.jpg", config)).softmax(1)[0]
     top5 = [config["class_names"][i] for i in probabilities.topk(5).indices]

@@ -6,7 +6,7 @@ from .data import load_dataset
 from .errors import CnnkitError
 from .models import create_model, list_models, register_model, set_weights_loader
 from .train import TrainConfig, Trainer, load_model_checkpoint
-from .weights import load_pretrained
+from .runs import load_pretrained
 
 # create_model(pretrained=...) loads through this slot: the weights (and the run folders they come from) sit
 # above the models, so the registry cannot import them itself.

@@ -33,6 +33,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from .card import architecture_card
 from .errors import CnnkitError, ShapeError
 
 aten = torch.ops.aten
@@ -227,11 +228,11 @@ def summary(model: nn.Module | str, input_size=None, batch_size: int = 1, *, dty
                                  **model_kwargs)
     else:
         if size is None:
-            config = getattr(model, "default_config", None) or {}
-            if "input_size" not in config:
+            card = architecture_card(model)
+            if card.input_size is None:
                 raise CnnkitError("summary needs an input size for a model built outside the registry, "
                                   "e.g. summary(model, (3, 224, 224))")
-            size = tuple(config["input_size"])
+            size = (card.in_channels, *card.input_size)
         elif len(size) == 2:
             size = (_first_in_channels(model), *size)
     if batch_size < 1:

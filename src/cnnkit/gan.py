@@ -145,11 +145,11 @@ class FeatureNetwork:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device="cpu") -> FeatureNetwork:
-        from .train.checkpoint import load_model_checkpoint
+        from .card import card_of
+        from .runs import load_model_checkpoint
 
         model, meta = load_model_checkpoint(path, device)
-        p = meta["preprocess"]
-        preprocess = Preprocess(p["mean"], p["std"], p.get("input_size"), resize=p.get("resize", "auto"))
+        preprocess = card_of(model).preprocess()
         acc = meta.get("metrics", {}).get("val_acc")
         return cls(model, preprocess, f"{meta['model']['name']} from {path}"
                    + (f" ({acc:.2f}% test accuracy)" if acc is not None else ""))

@@ -111,7 +111,7 @@ def import_checkpoint(weights: str | Path, model_name: str, out: str | Path, *, 
     ``layout`` forces a key layout (``torchvision``, ``cifar_resnet``, ``cnnkit``; found by default);
     ``model_args`` are builder arguments that override what the layout implies (e.g.
     ``{"shortcut_padding": "after"}``). The model is built with as many outputs as ``classes`` has names."""
-    from .train.checkpoint import file_sha256, save_model_checkpoint
+    from .runs import file_sha256, save_model_checkpoint
 
     weights = Path(weights)
     if weights.is_dir():

@@ -1,4 +1,6 @@
-"""Classify image files with a trained checkpoint, converting each image the way the model was trained."""
+"""Classify image files with a trained checkpoint, converting each image the way the model was trained; and the
+one top-k classifier (softmax, k most probable classes) that predict, transfer's photo classifier and the web
+page's Photo page share."""
 
 from __future__ import annotations
 
@@ -7,15 +9,24 @@ from pathlib import Path
 
 import torch
 
+from .card import card_from_meta
 from .data.augment import Preprocess
-from .data.formats import read_image
+from .data.image_io import read_image
 from .data.input_check import distribution_warnings, is_colourful
 from .errors import ImageError
 
 
 def preprocess_from_meta(meta: dict) -> Preprocess:
-    p = meta["preprocess"]
-    return Preprocess(p["mean"], p["std"], p.get("input_size"), resize=p.get("resize", "auto"))
+    """The batch preprocessing a run folder's checkpoint.json records (through its model card)."""
+    return card_from_meta(meta).preprocess()
+
+
+@torch.no_grad()
+def top_classes(model: torch.nn.Module, batch: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+    """(class index, probability) of the ``k`` most probable classes of each image in the model-ready batch."""
+    probabilities = torch.softmax(model(batch).float(), dim=1)
+    top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return [list(zip(indices.tolist(), values.tolist())) for values, indices in zip(top.values, top.indices)]
 
 
 @torch.no_grad()
@@ -38,9 +49,6 @@ def predict_files(model: torch.nn.Module, meta: dict, files: list[str | Path], t
         for line in distribution_warnings(meta, torch.stack(batch), [str(f) for f in files], colourful, invert):
             warn(line)
     model.eval()
-    probabilities = torch.softmax(model(preprocess(torch.stack(batch))).float(), dim=1)
     classes = meta["classes"]
-    k = min(top_k, len(classes))
-    top = probabilities.topk(k, dim=1)
-    return [[(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
-            for values, indices in zip(top.values, top.indices)]
+    ranked = top_classes(model, preprocess(torch.stack(batch)), min(top_k, len(classes)))
+    return [[(classes[i], p) for i, p in row] for row in ranked]

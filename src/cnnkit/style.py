@@ -24,8 +24,6 @@ bounded function before the losses (``smoothing="softmax"``: Wang et al.'s per-c
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from pathlib import Path
 
@@ -33,43 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CnnkitError, ImageError, UnknownNameError, did_you_mean
+from .data.image_io import load_image, resize_longer_side, save_image  # noqa: F401 (moved to data/; kept importable)
+from .errors import CnnkitError, UnknownNameError, did_you_mean
 
 # ----------------------------------------------------------------------------------------------------------
-# Images
+# Colour (luminance-only transfer)
 # ----------------------------------------------------------------------------------------------------------
-
-
-def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """An RGB image as floats in [0, 1], (3, H, W); ``size`` scales it so its longer side is ``size`` pixels."""
-    from .data.formats import read_image
-
-    image = read_image(str(path), 3).float().div_(255)  # str: a Path would be reported by its base name only
-    return resize_longer_side(image, size) if size else image
-
-
-def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    scale = size / max(h, w)
-    target = (max(1, round(h * scale)), max(1, round(w * scale)))
-    if target == (h, w):
-        return image
-    batch = image[None] if image.ndim == 3 else image
-    out = F.interpolate(batch, size=target, mode="bilinear", align_corners=False, antialias=scale < 1)
-    return (out[0] if image.ndim == 3 else out).clamp(0, 1)
-
-
-def save_image(image: torch.Tensor, path: str | Path) -> Path:
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    try:
-        Image.fromarray(array).save(path)
-    except (KeyError, ValueError) as exc:  # Pillow: unknown extension
-        raise ImageError(f"cannot write {path} ({exc}); use a .png or .jpg file name.") from None
-    return path
 
 
 # YIQ (NTSC): Y is the luminance, I and Q the colour; used for luminance-only transfer.
@@ -568,137 +535,8 @@ def _style_weights(weights, count: int) -> list[float]:
     return [w / total for w in weights]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Feed-forward texture networks (Ulyanov et al. 2016)
-# ----------------------------------------------------------------------------------------------------------
-
-
-class _ConvBlock(nn.Sequential):
-    """3x3, 3x3, 1x1 convolutions, each with batch norm and LeakyReLU (the paper's *conv* block). Circular
-    padding makes the texture tile seamlessly and keeps borders from looking different from the middle."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        layers = []
-        for cin, kernel in [(in_channels, 3), (out_channels, 3), (out_channels, 1)]:
-            layers += [nn.Conv2d(cin, out_channels, kernel, padding=kernel // 2, padding_mode="circular"),
-                       nn.BatchNorm2d(out_channels), nn.LeakyReLU(0.01, inplace=True)]
-        super().__init__(*layers)
-
-
-class TextureGenerator(nn.Module):
-    """Ulyanov et al. 2016, Fig. 2: noise tensors z_1 ... z_K at sizes S/2^(K-1) ... S each go through a conv
-    block; from the coarsest up, the running result is upsampled 2x (nearest), batch-normalised and
-    concatenated (*join*) with the next finer branch, then another conv block; a 1x1 convolution gives RGB.
-    Fully convolutional, so it samples textures of any size (rounded up to a multiple of 2^(K-1), then cropped)."""
-
-    def __init__(self, scales: int = 5, noise_channels: int = 3, width: int = 8):
-        super().__init__()
-        self.config = {"scales": scales, "noise_channels": noise_channels, "width": width}
-        self.scales, self.noise_channels = scales, noise_channels
-        self.branches = nn.ModuleList(_ConvBlock(noise_channels, width) for _ in range(scales))
-        self.joins = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        channels = width
-        for _ in range(scales - 1):
-            self.norms.append(nn.BatchNorm2d(channels))
-            self.joins.append(_ConvBlock(channels + width, channels + width))
-            channels += width
-        self.to_rgb = nn.Conv2d(channels, 3, 1)
-
-    def noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
-              device=None) -> list[torch.Tensor]:
-        factor = 2 ** (self.scales - 1)
-        h, w = math.ceil(height / factor) * factor, math.ceil(width / factor) * factor
-        return [torch.rand(batch, self.noise_channels, h >> k, w >> k, generator=generator, device=device)
-                for k in reversed(range(self.scales))]  # coarsest first
-
-    def forward(self, noises: list[torch.Tensor]) -> torch.Tensor:
-        x = self.branches[0](noises[0])
-        for branch, norm, join, z in zip(self.branches[1:], self.norms, self.joins, noises[1:]):
-            x = norm(F.interpolate(x, scale_factor=2, mode="nearest"))
-            x = join(torch.cat([x, branch(z)], 1))
-        return torch.sigmoid(self.to_rgb(x))
-
-    @torch.no_grad()
-    def sample(self, height: int, width: int, count: int = 1, seed: int | None = None) -> torch.Tensor:
-        """``count`` new textures (count, 3, height, width) in [0, 1]."""
-        self.eval()
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        device = self.to_rgb.weight.device
-        out = self(self.noise(count, height, width, generator, device))
-        return out[..., :height, :width]
-
-
-def train_texture_generator(style: torch.Tensor, descriptor: Descriptor | None = None, iterations: int = 300,
-                            size: int = 128, batch_size: int = 2, lr: float = 0.01, config: StyleConfig | None = None,
-                            generator: TextureGenerator | None = None, seed: int = 0,
-                            progress: bool = False) -> tuple[TextureGenerator, list[dict]]:
-    """Train a :class:`TextureGenerator` on one texture with the style loss (Adam, as in the paper), on
-    ``size`` x ``size`` samples. Returns the generator and the loss history."""
-    descriptor = descriptor or build_descriptor()
-    config = dataclasses.replace(config or StyleConfig(), content_weight=0.0, size=size).resolved(descriptor)
-    torch.manual_seed(seed)
-    generator = generator or TextureGenerator()
-    objective = StyleObjective(descriptor, config, None, [(resize_longer_side(style, size), 1.0)])
-    optimizer = torch.optim.Adam(generator.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
-    noise_generator = torch.Generator().manual_seed(seed)
-    history, start = [], time.perf_counter()
-    bar = None
-    if progress:
-        from .progress import progress_bar
-
-        bar = progress_bar(iterations, "texture generator")
-    generator.train()
-    for step in range(1, iterations + 1):
-        samples = generator(generator.noise(batch_size, size, size, noise_generator))[..., :size, :size]
-        # the style loss of each sample, averaged: each must look like the texture on its own
-        loss = sum(objective(s[None])[0] for s in samples) / batch_size
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        history.append({"iteration": step, "loss": loss.item(), "seconds": round(time.perf_counter() - start, 3)})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4g}")
-    if bar is not None:
-        bar.close()
-    return generator.eval(), history
-
-
-def save_texture_generator(generator: TextureGenerator, path: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in generator.state_dict().items()}, str(path),
-              metadata={"cnnkit": "texture_generator", "config": json.dumps(generator.config)})
-    return path
-
-
-def load_texture_generator(path: str | Path) -> TextureGenerator:
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (FileNotFoundError, SafetensorError, OSError) as exc:
-        raise CnnkitError(f"{path} is not a readable texture generator ({exc}); write one with "
-                          "'cnnkit texture STYLE --feedforward --save-generator FILE'.") from None
-    if meta.get("cnnkit") != "texture_generator":
-        raise CnnkitError(f"{path} is a safetensors file but not a cnnkit texture generator; write one with "
-                          "'cnnkit texture STYLE --feedforward --save-generator FILE'.")
-    generator = TextureGenerator(**json.loads(meta["config"]))
-    generator.load_state_dict(state)
-    return generator.eval()
-
-
 __all__ = [
-    "DESCRIPTORS", "Descriptor", "EfficientNetDescriptor", "StyleConfig", "StyleObjective", "TextureGenerator",
-    "VGGDescriptor", "build_descriptor", "content_loss", "gram_matrix", "load_image", "load_texture_generator",
-    "save_image", "save_texture_generator", "smooth_activations", "style_layer_loss", "style_loss", "stylize",
-    "synthesize_texture", "total_variation", "train_texture_generator",
+    "DESCRIPTORS", "Descriptor", "EfficientNetDescriptor", "StyleConfig", "StyleObjective", "VGGDescriptor",
+    "build_descriptor", "content_loss", "gram_matrix", "load_image", "save_image", "smooth_activations",
+    "style_layer_loss", "style_loss", "stylize", "synthesize_texture", "total_variation",
 ]

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .card import ModelCard, build_record, model_name, update_build_record
 from .errors import CheckpointError, CnnkitError, UnknownNameError
 from .layers import ZeroPadShortcut
-from .train.checkpoint import META_FILE, read_checkpoint_meta
-from .train.checkpoint import MODEL_FILE as CHECKPOINT_WEIGHTS
+
 _TORCH_SUFFIXES = (".pth", ".pt", ".th", ".bin", ".ckpt")  # .th: the akamaster CIFAR ResNet checkpoints
 _IGNORED_MISSING = ("num_batches_tracked",)  # old checkpoints predate this batch-norm buffer
 
@@ -49,6 +49,14 @@ class PretrainedEntry:
     std: tuple[float, float, float]
     class_names_file: str  # inside the cnnkit package
     num_classes: int
+
+    def card(self) -> ModelCard:
+        """What these weights need at inference: their evaluation transform, normalisation and class names."""
+        return ModelCard(name=self.model, num_classes=self.num_classes, in_channels=self.input_size[0],
+                         input_size=(self.crop, self.crop), mean=tuple(self.mean), std=tuple(self.std),
+                         resize=self.resize, interpolation=self.interpolation,
+                         classes=tuple(class_names(self.class_names_file)), source=f"pretrained:{self.tag}",
+                         description=self.description)
 
 
 def _efficientnet_lite0_file() -> Path:
@@ -92,7 +100,7 @@ def list_pretrained(model_name: str | None = None) -> list[tuple[str, str]]:
     return sorted(key for key in _PRETRAINED if model_name is None or key[0] == model_name)
 
 
-def _entry(model_name: str, tag: str) -> PretrainedEntry:
+def pretrained_entry(model_name: str, tag: str) -> PretrainedEntry:
     try:
         return _PRETRAINED[(model_name, tag)]
     except KeyError:
@@ -110,7 +118,7 @@ def class_names(file_name: str = "imagenet_classes.txt") -> list[str]:
 def pretrained_config(model_name: str, tag: str) -> dict:
     """The preprocessing and labels a registered pretrained model expects, for predict/eval/transfer:
     ``{"input_size", "resize", "crop", "interpolation", "mean", "std", "num_classes", "class_names", ...}``."""
-    entry = _entry(model_name, tag)
+    entry = pretrained_entry(model_name, tag)
     names = class_names(entry.class_names_file)
     return {
         "model": entry.model, "tag": entry.tag, "description": entry.description,
@@ -126,15 +134,14 @@ def pretrained_config(model_name: str, tag: str) -> dict:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or ``.pth/.pt`` file (or a cnnkit run folder), without unpickling code.
+    """Tensors of a ``.safetensors`` or ``.pth/.pt`` file, without unpickling code (a run folder's weights are
+    cnnkit.runs' to find).
 
     Wrappers that training scripts commonly add (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_WEIGHTS
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give a .safetensors/.pth file, a cnnkit run "
-                              f"folder containing {CHECKPOINT_WEIGHTS}, or a registered tag such as 'imagenet'")
+                              f"folder containing checkpoint.safetensors, or a registered tag such as 'imagenet'")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -209,10 +216,9 @@ LAYOUT_ARCHITECTURE: dict[str, dict] = {"cifar_resnet": {"shortcut_padding": "bo
 def apply_architecture(model: nn.Module, architecture: Mapping) -> dict:
     """Give ``model`` the parameter-free architecture choices in ``architecture`` that its builder did not get
     explicitly (today: ``shortcut_padding`` of option-A shortcuts), in place, and record them in
-    ``model.cnnkit_config["kwargs"]`` so the run folder saved from it rebuilds the same network. A choice the
+    the model's build record (cnnkit.card) so the run folder saved from it rebuilds the same network. A choice the
     caller made explicitly when building the model is kept. Returns the choices applied."""
-    config = getattr(model, "cnnkit_config", None)
-    chosen = config.get("kwargs", {}) if isinstance(config, dict) else {}
+    chosen = build_record(model).get("kwargs", {})
     applied = {}
     padding = architecture.get("shortcut_padding")
     shortcuts = [m for m in model.modules() if isinstance(m, ZeroPadShortcut)]
@@ -222,8 +228,8 @@ def apply_architecture(model: nn.Module, architecture: Mapping) -> dict:
         for shortcut in shortcuts:
             shortcut.padding = padding
         applied["shortcut_padding"] = padding
-    if applied and isinstance(config, dict):
-        config.setdefault("kwargs", {}).update(applied)
+    if applied:
+        update_build_record(model, kwargs=applied)
     return applied
 
 
@@ -286,8 +292,8 @@ def convert_state_dict(model: nn.Module, state: dict, layout: str | None = None)
         if best is None or mismatch.count() < best[1].count():
             best = (name, mismatch)
     name, mismatch = best
-    model_name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
-    raise CheckpointError(f"the checkpoint does not fit {model_name} (closest layout: {name}): {mismatch.describe()}. "
+    raise CheckpointError(f"the checkpoint does not fit {model_name(model)} (closest layout: {name}): "
+                          f"{mismatch.describe()}. "
                           f"Build the model with the architecture, num_classes and in_channels the checkpoint was "
                           f"trained with (or load with a new head via cnnkit.transfer)")
 
@@ -299,48 +305,6 @@ def load_state_dict_into(model: nn.Module, state: dict, layout: str | None = Non
     model.load_state_dict(converted, strict=False)  # keys verified above; only num_batches_tracked may be absent
     apply_architecture(model, LAYOUT_ARCHITECTURE.get(name, {}))
     return name
-
-
-def load_pretrained(model: nn.Module, spec: str | Path, layout: str | None = None) -> nn.Module:
-    """Load weights named by ``spec`` into ``model`` (in place; also returned).
-
-    ``spec``: a registered tag for the model (``"imagenet"`` for ``efficientnet_lite0``), a ``.safetensors``
-    or ``.pth/.pt`` file, or a cnnkit run folder holding ``checkpoint.safetensors`` (+ ``checkpoint.json``).
-    ``layout`` forces one key layout (``"cnnkit"``, ``"torchvision"``, ``"cifar_resnet"``); by default the one
-    that matches is found. Architecture choices without parameters that the file implies are applied to
-    ``model`` unless it was built with them explicitly: a cnnkit run folder's recorded ``shortcut_padding``, and
-    the both-sides padding of the akamaster CIFAR ResNets (``cifar_resnet`` layout)."""
-    model_name = getattr(model, "cnnkit_config", {}).get("name")
-    spec_text = str(spec)
-    path = Path(spec_text)
-    if model_name and (model_name, spec_text) in _PRETRAINED:
-        entry = _PRETRAINED[(model_name, spec_text)]
-        state = read_state_dict(entry.locate())
-        load_state_dict_into(model, state, layout)
-        model.pretrained_config = pretrained_config(model_name, spec_text)
-        return model
-    if not path.exists():
-        tags = [t for m, t in list_pretrained(model_name)] if model_name else []
-        hint = f"registered tags for {model_name}: {', '.join(tags)}" if tags else (
-            f"no pretrained tags are registered for {model_name or 'this model'}; give the path of a checkpoint you "
-            f"have, e.g. a torchvision .pth file or a cnnkit run folder")
-        raise CheckpointError(f"pretrained={spec_text!r} is neither an existing file or run folder nor a registered "
-                              f"tag ({hint})")
-    metadata = read_checkpoint_meta(path) if (path / META_FILE).is_file() else None
-    state = read_state_dict(path)
-    if metadata and metadata["model"].get("name") in (None, model_name):
-        # The run folder says how its network was built (e.g. an imported akamaster ResNet pads both sides).
-        apply_architecture(model, metadata["model"].get("kwargs") or {})
-    try:
-        load_state_dict_into(model, state, layout)
-    except CheckpointError as error:
-        if metadata and model_name and metadata.get("model", {}).get("name") not in (None, model_name):
-            saved = metadata["model"]
-            raise CheckpointError(
-                f"{path} was saved from {saved.get('name')!r} (num_classes={saved.get('num_classes')}, "
-                f"in_channels={saved.get('in_channels')}), not {model_name!r}: {error}") from None
-        raise
-    return model
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -404,9 +368,9 @@ __all__ = [
     "from_cifar_resnet",
     "from_torchvision",
     "list_pretrained",
-    "load_pretrained",
     "load_state_dict_into",
     "pretrained_config",
+    "pretrained_entry",
     "read_state_dict",
     "register_pretrained",
 ]

@@ -70,7 +70,7 @@ def cmd_compress(args) -> None:
 
 def cmd_decompress(args) -> None:
     from ..compress import decompress
-    from ..style import save_image
+    from ..data.image_io import save_image
 
     model, _ = _load_compressor(args.checkpoint)
     try:

@@ -74,6 +74,7 @@ def _load_source(args):
 def cmd_finetune(args) -> None:
     import torch
 
+    from ..card import architecture_card, build_record, card_of
     from ..data import load_dataset
     from ..transfer import finetune, format_probe_table
 
@@ -85,9 +86,9 @@ def cmd_finetune(args) -> None:
     args.out = args.run_dir = claim_out(args, default_out)  # before the backbone and the data are loaded
     torch.manual_seed(args.seed)
     model = _load_source(args)
-    pretrained = getattr(model, "pretrained_config", None) or {}
-    size = args.input_size or pretrained.get("crop") or model.default_config["input_size"][-1]
-    bundle = load_dataset(args.data, image_size=size, channels=model.cnnkit_config["in_channels"])
+    card = card_of(model)  # pretrained weights read their own crop; other models their paper's input size
+    size = args.input_size or (card if card.source.startswith("pretrained:") else architecture_card(model)).crop
+    bundle = load_dataset(args.data, image_size=size, channels=build_record(model)["in_channels"])
     bundle = apply_subsets(bundle, args, args.seed)
     config = training_config(args, channels_last=True, augment={"flip": True} if bundle.image_shape[0] == 3 else {})
     result = finetune(model, bundle, args.strategy, config, top_stages=args.top_stages, lr_factor=args.lr_factor,

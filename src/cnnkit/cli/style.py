@@ -105,7 +105,8 @@ def _write_loss_csv(history: list[dict], path: Path | None) -> None:
 def cmd_stylize(args) -> None:
     import time
 
-    from ..style import build_descriptor, load_image, save_image, stylize
+    from ..data.image_io import load_image, save_image
+    from ..style import build_descriptor, stylize
 
     config = _style_config(args, content_layers=args.content_layers, content_weight=args.content_weight,
                            init=args.init, preserve_color=args.preserve_color)
@@ -127,8 +128,9 @@ def cmd_texture(args) -> None:
 
     import torch
 
-    from ..style import (build_descriptor, load_image, load_texture_generator, save_image, save_texture_generator,
-                        synthesize_texture, train_texture_generator)
+    from ..data.image_io import load_image, save_image
+    from ..style import build_descriptor, synthesize_texture
+    from ..texture import load_texture_generator, save_texture_generator, train_texture_generator
 
     height, width = args.height or args.size, args.width or args.size
     if args.generator:

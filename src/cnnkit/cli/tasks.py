@@ -122,7 +122,7 @@ def cmd_denoise(args) -> None:
     from ..data.formats import read_image
     from ..denoise import DenoisingTask, add_noise, denoise_image, denoising_report
     from ..models.registry import create_model
-    from ..style import save_image
+    from ..data.image_io import save_image
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
@@ -161,7 +161,7 @@ def cmd_segment(args) -> None:
     from ..data.formats import read_image
     from ..models.registry import create_model
     from ..segment import SegmentationTask, load_segmentation_data, predict_mask, write_overlay
-    from ..style import resize_longer_side
+    from ..data.image_io import resize_longer_side
 
     if args.train:
         claim_out(args, None)  # an explicit --out is checked before the data is read
@@ -204,7 +204,7 @@ def cmd_segment(args) -> None:
 def cmd_translate(args) -> None:
     import torch
 
-    from ..style import save_image
+    from ..data.image_io import save_image
     from ..translate import (PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
                             read_translation_input, translate_batch)
 

@@ -16,13 +16,11 @@ import pickle
 import tarfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
-import torch
 
 from ..errors import DataError, ImageError
-from .image_io import MAX_IMAGE_PIXELS, check_image_size, open_image
+from .image_io import MAX_IMAGE_PIXELS, check_image_size, open_image, read_image  # noqa: F401 (re-export)
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -392,25 +390,4 @@ def read_jpeg_tarball(path: Path, classes: tuple[str, ...]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- image files
-def read_image(source: str | Path | BinaryIO, channels: int, size: tuple[int, int] | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
-    """Read one image file as a (C,H,W) uint8 tensor with ``channels`` channels (1: grey, 3: RGB), resized
-    to ``size`` (height, width) when given. Any Pillow mode is converted by what its values mean (16-bit grey
-    scaled, not clipped); alpha is composited on black. Sizes are checked before decoding (see
-    :mod:`cnnkit.data.image_io`): an image over ``max_pixels``, or too elongated, is an ImageError."""
-    from PIL import Image
-
-    name = str(getattr(source, "name", source if isinstance(source, (str, Path)) else "the image"))
-    if size is not None:
-        check_image_size(size[1], size[0], f"the size to resize {name} to", max_pixels, max_aspect_ratio=math.inf)
-    image = open_image(source, channels, name, max_pixels)
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
-    arr = np.array(image)  # a writable copy, so torch shares it instead of copying again
-    del image
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

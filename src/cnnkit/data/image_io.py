@@ -3,7 +3,9 @@
 Every tool that opens an image file or upload (predict, the pretrained classifier, the viz inputs, style,
 segment, denoise, compress, the image-folder datasets and the web playground) goes through :func:`open_image`,
 and every resize whose output size depends on the file (shorter side to N pixels) asks :func:`scaled_size`
-first. The bounds:
+first. The tensor side is here too: :func:`read_image` (uint8, C x H x W), :func:`load_image` (floats in
+[0, 1], longer side bounded), :func:`resize_longer_side` and :func:`save_image`, which style, compress,
+denoise, segment and translate all use. The bounds:
 
 - **pixels**: Pillow's ``Image.open`` is lazy and reads only the header, so the declared size is checked
   against :data:`MAX_IMAGE_PIXELS` before a pixel is decoded. A 200-byte PNG can declare 10,000 x 10,000
@@ -28,7 +30,11 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
+import math
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ImageError
@@ -156,3 +162,51 @@ def _composite_on_black(image: Image.Image) -> Image.Image:
     composited = Image.new("RGB", rgba.size)
     composited.paste(rgba, mask=rgba.getchannel("A"))
     return composited
+
+
+# ------------------------------------------------------------------------------------- images as tensors
+def read_image(source: str | Path | BinaryIO, channels: int, size: tuple[int, int] | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Read one image file as a (C,H,W) uint8 tensor with ``channels`` channels (1: grey, 3: RGB), resized
+    to ``size`` (height, width) when given. Any Pillow mode is converted by what its values mean (16-bit grey
+    scaled, not clipped); alpha is composited on black. Sizes are checked before decoding (see
+    :mod:`cnnkit.data.image_io`): an image over ``max_pixels``, or too elongated, is an ImageError."""
+    name = str(getattr(source, "name", source if isinstance(source, (str, Path)) else "the image"))
+    if size is not None:
+        check_image_size(size[1], size[0], f"the size to resize {name} to", max_pixels, max_aspect_ratio=math.inf)
+    image = open_image(source, channels, name, max_pixels)
+    if size is not None and image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    arr = np.array(image)  # a writable copy, so torch shares it instead of copying again
+    del image
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """An RGB image as floats in [0, 1], (3, H, W); ``size`` scales it so its longer side is ``size`` pixels."""
+    image = read_image(str(path), 3).float().div_(255)  # str: a Path would be reported by its base name only
+    return resize_longer_side(image, size) if size else image
+
+
+def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    scale = size / max(h, w)
+    target = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if target == (h, w):
+        return image
+    batch = image[None] if image.ndim == 3 else image
+    out = F.interpolate(batch, size=target, mode="bilinear", align_corners=False, antialias=scale < 1)
+    return (out[0] if image.ndim == 3 else out).clamp(0, 1)
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    try:
+        Image.fromarray(array).save(path)
+    except (KeyError, ValueError) as exc:  # Pillow: unknown extension
+        raise ImageError(f"cannot write {path} ({exc}); use a .png or .jpg file name.") from None
+    return path

@@ -84,7 +84,7 @@ def register_model(
 
 def set_weights_loader(loader: WeightsLoader) -> None:
     """Install the function that ``create_model(pretrained=...)`` calls as ``loader(model, pretrained)`` to
-    load weights into a freshly built model (``cnnkit.weights.load_pretrained``, installed on ``import cnnkit``)."""
+    load weights into a freshly built model (``cnnkit.runs.load_pretrained``, installed on ``import cnnkit``)."""
     global _weights_loader
     _weights_loader = loader
 
@@ -127,6 +127,6 @@ def create_model(
     if pretrained:
         if _weights_loader is None:
             raise CnnkitError(f"create_model({name!r}, pretrained={pretrained!r}): no weights loader is installed; "
-                              "import cnnkit (which installs cnnkit.weights.load_pretrained) before building models")
+                              "import cnnkit (which installs cnnkit.runs.load_pretrained) before building models")
         _weights_loader(model, pretrained)
     return model

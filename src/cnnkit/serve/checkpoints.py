@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, CnnkitError
-from ..train.checkpoint import META_FILE, MODEL_FILE, load_model_checkpoint, read_checkpoint_meta
+from ..runs import META_FILE, MODEL_FILE, load_model_checkpoint, read_checkpoint_meta
 from .errors import CheckpointNameError, CheckpointNotFoundError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

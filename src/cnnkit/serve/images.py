@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.image_io import open_image, shorter_side_size
+from ..data.image_io import open_image
 from ..errors import ImageError
 from .errors import UploadTooLargeError, UnsupportedImageTypeError
 
@@ -78,14 +78,6 @@ def drawing_to_input(image: Image.Image, image_shape) -> torch.Tensor:
         out[top:top + glyph.shape[0], left:left + glyph.shape[1]] = glyph
     pixels = torch.from_numpy(np.clip(out, 0, 255).round().astype(np.uint8))
     return pixels.view(1, 1, height, width)
-
-
-def photo_to_input(image: Image.Image, resize: int, crop: int, interpolation: str = "bicubic") -> Image.Image:
-    """The ImageNet evaluation transform: shorter side to ``resize``, centre ``crop`` x ``crop``."""
-    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}.get(interpolation, Image.BICUBIC)
-    image = image.resize(shorter_side_size(image.width, image.height, resize, crop), method)
-    left, top = (image.width - crop) // 2, (image.height - crop) // 2
-    return image.crop((left, top, left + crop, top + crop))
 
 
 # ------------------------------------------------------------------------------------------------ to the page

@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..card import ModelCard, card_of
 from ..errors import CheckpointError
+from ..predict import top_classes
 from ..viz import gradcam
 from ..viz.commands import default_gradcam_layer
 from .errors import ModelUnavailableError
-from .images import overlay_heatmap, photo_to_input, png_data_url
+from .images import overlay_heatmap, png_data_url
 
 PHOTO_MODEL, PHOTO_WEIGHTS = "efficientnet_lite0", "imagenet"
 EXAMPLES_DIR = Path(__file__).with_name("examples")
@@ -38,7 +40,7 @@ class PhotoClassifier:
     def __init__(self, max_copies: int = 1):
         self._lock = threading.Lock()
         self._model = None
-        self._config: dict | None = None
+        self._card: ModelCard | None = None
         self._gradcam_layer: str | None = None
         self.max_copies = max(1, max_copies)
         self._idle: queue.Queue = queue.Queue()
@@ -46,7 +48,6 @@ class PhotoClassifier:
 
     def _load(self):
         from ..models import create_model
-        from ..weights import pretrained_config
 
         with self._lock:
             if self._model is None:
@@ -54,9 +55,9 @@ class PhotoClassifier:
                     model = create_model(PHOTO_MODEL, pretrained=PHOTO_WEIGHTS)
                 except CheckpointError as exc:
                     raise ModelUnavailableError(f"The Photo page needs the pretrained {PHOTO_MODEL}: {exc}") from None
-                self._config = pretrained_config(PHOTO_MODEL, PHOTO_WEIGHTS)
+                self._card = card_of(model)
                 self._model = model.eval()
-        return self._model, self._config
+        return self._model, self._card
 
     @contextlib.contextmanager
     def _borrowed_copy(self):
@@ -74,26 +75,24 @@ class PhotoClassifier:
             self._idle.put(copy_)
 
     def classify(self, image: Image.Image, top_k: int = 5) -> dict:
-        _, config = self._load()
-        crop = photo_to_input(image, config["resize"], config["crop"], config["interpolation"])
-        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
-        mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(config["std"]).view(1, 3, 1, 1)
-        batch = (pixels - mean) / std
+        _, card = self._load()
+        # The eval transform predict and viz use: the page shows, and Grad-CAM explains, the same crop.
+        transform = card.eval_transform()
+        pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+        crop = transform.crop(pixels, "the photo")
+        batch = transform.normalise(crop[None])
+        crop = Image.fromarray(crop.permute(1, 2, 0).numpy())
         with self._borrowed_copy() as model:
-            with torch.no_grad():
-                probabilities = torch.softmax(model(batch).float(), dim=1)[0]
-            top = probabilities.topk(top_k)
-            best = int(top.indices[0])
+            top = top_classes(model, batch, top_k)[0]
+            best = top[0][0]
             if self._gradcam_layer is None:  # the same network every time: find its last convolution once
                 self._gradcam_layer = default_gradcam_layer(model, batch)
             layer = self._gradcam_layer
             heatmap = gradcam(model, batch, layer, target=best)[0]
-        names = config["class_names"]
+        names = card.classes
         return {
             "model": PHOTO_MODEL,
-            "labels": [{"label": names[i], "index": i, "p": p}
-                       for p, i in zip(top.values.tolist(), top.indices.tolist())],
+            "labels": [{"label": names[i], "index": i, "p": p} for i, p in top],
             "gradcam_layer": layer, "gradcam_class": names[best],
             "input": png_data_url(np.asarray(crop)),
             "overlay": png_data_url(overlay_heatmap(crop, heatmap)),

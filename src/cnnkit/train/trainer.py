@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..card import architecture_card, build_record, card_of, model_name
 from ..data.augment import AugmentConfig, Preprocess
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.loader import epoch_generator, make_loader
@@ -153,18 +154,13 @@ def model_input_size(model: nn.Module, image_shape, requested: int | None) -> tu
     return None
 
 
-def model_default_config(model: nn.Module) -> dict:
-    """What the architecture says about its inputs (input size, minimum size, mean and std)."""
-    return getattr(model, "default_config", None) or {}
-
-
 def input_size_limits(model: nn.Module) -> tuple[int, tuple[int, int] | None, bool]:
     """The smallest input side a model reads, its paper's input size (None when unknown) and whether that is
     the only size it reads (a fixed input: its smallest side is its paper's)."""
-    cfg = model_default_config(model)
-    if not cfg:
+    card = architecture_card(model)
+    if card.input_size is None:
         return 1, None, False
-    smallest, paper = cfg.get("min_input_size", 1), tuple(cfg["input_size"][-2:])
+    smallest, paper = card.min_input_size, card.input_size
     return smallest, paper, smallest >= max(paper)
 
 
@@ -228,20 +224,16 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
 
-    @staticmethod
-    def _model_in_channels(model: nn.Module) -> int | None:
-        return getattr(model, "cnnkit_config", {}).get("in_channels")
-
     def model_description(self) -> dict | None:
         """How the model was built (name and arguments), for config.json and summary.json."""
-        return getattr(self.model, "cnnkit_config", None)
+        return build_record(self.model) or None
 
     @property
     def model_name(self) -> str:
-        return getattr(self.model, "cnnkit_config", {}).get("name", type(self.model).__name__)
+        return model_name(self.model)
 
     def _check_model_reads(self, model: nn.Module, fed: int) -> None:
-        in_channels = self._model_in_channels(model)
+        in_channels = build_record(model).get("in_channels")
         data = self.data
         if in_channels is not None and in_channels != fed:
             source = data.name if fed == data.image_shape[0] else f"the {self.task.name} task on {data.name}"
@@ -287,11 +279,11 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
     def _normalisation(self, model: nn.Module, fed: int) -> tuple:
-        """A model's own normalisation (ImageNet's RGB statistics for resnet18, vgg11, ...) is for images with
-        as many channels; built for grey data (in_channels=1), the model is normalised with the data's own."""
-        cfg = model_default_config(model)
-        own_stats = cfg.get("mean") is not None and len(cfg["mean"]) == fed
-        return (cfg["mean"], cfg["std"]) if own_stats else (self.data.mean, self.data.std)
+        """Normalisation belongs to the weights: pretrained ones (or a run's) bring theirs, when it is for images
+        with as many channels; a network built from scratch is normalised with its data's own statistics."""
+        card = card_of(model)
+        own_stats = card.mean is not None and len(card.mean) == fed
+        return (card.mean, card.std) if own_stats else (self.data.mean, self.data.std)
 
     def _build_loaders(self) -> None:
         config, data = self.config, self.data

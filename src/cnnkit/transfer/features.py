@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data.datasets import DatasetBundle, TensorImageDataset
+from ..card import card_of, model_name, update_build_record
 from ..errors import CnnkitError
 from .stage_groups import _stage_index, stages
 
@@ -62,14 +63,15 @@ def pool_features(x: torch.Tensor) -> torch.Tensor:
 
 def transfer_preprocess(model: nn.Module, image_shape=None, input_size: int | None = None, data_mean=None,
                         data_std=None, augment: dict | None = None):
-    """The Preprocess a pretrained model expects: its pretrained (or default) input size and mean/std."""
+    """The Preprocess a pretrained model expects: its card's input size and mean/std (the data's where the
+    weights do not say)."""
     from ..data.augment import AugmentConfig, Preprocess
 
-    cfg = getattr(model, "pretrained_config", None) or getattr(model, "default_config", None) or {}
-    mean, std = cfg.get("mean") or data_mean, cfg.get("std") or data_std
+    card = card_of(model)
+    mean, std = card.mean or data_mean, card.std or data_std
     if mean is None:
         raise CnnkitError("the model declares no normalisation and no dataset mean/std was given.")
-    size = input_size or (cfg.get("input_size") or [None])[-1]
+    size = input_size or card.crop
     # Always interpolate: zero-padding a 32x32 image into 224x224 (the loop's default for small images) would
     # show the backbone a thumbnail in a black frame.
     return Preprocess(mean, std, (size, size) if size else None, AugmentConfig.from_dict(augment),
@@ -144,8 +146,7 @@ class StageTail(nn.Module):
             raise CnnkitError(f"{type(model).__name__} is not a chain of stages, so its top cannot run on cached "
                               "features.")
         self.body = nn.Sequential(*(s.forward for s in model_stages[index + 1:]))
-        name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
-        self.cnnkit_config = {"name": f"{name} above {after}"}
+        update_build_record(self, name=f"{model_name(model)} above {after}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from ..card import build_record, card_of
 from ..errors import CnnkitError, ShapeError, UnknownNameError, did_you_mean
 from .heads import _first_conv, adapt_input_channels, replace_head
 from .probe import linear_probe
@@ -108,9 +109,9 @@ STRATEGIES = ("linear", "head", "two-phase", "full")
 def prepare(model: nn.Module, data, *, new_head: bool = True, channel_mode: str = "sum") -> nn.Module:
     """Fit a pretrained model to a dataset: adapt the input channels (1-channel data on an RGB backbone sums
     the first-layer filters by default, see ``adapt_input_channels``), put a new head for the dataset's
-    classes, and make the training loop use the backbone's own normalisation."""
+    classes; the training loop normalises with the backbone's own statistics, which its card carries."""
     channels = data.image_shape[0]
-    model_channels = getattr(model, "cnnkit_config", {}).get("in_channels") or _first_conv(model)[1].in_channels
+    model_channels = build_record(model).get("in_channels") or _first_conv(model)[1].in_channels
     if channels != model_channels:
         if channels != 1 and channel_mode != "repeat":
             raise ShapeError(f"the model reads {model_channels}-channel images but {data.name} has {channels}; "
@@ -121,21 +122,17 @@ def prepare(model: nn.Module, data, *, new_head: bool = True, channel_mode: str 
     if new_head:
         replace_head(model, num_classes)
     else:
-        current = getattr(model, "cnnkit_config", {}).get("num_classes")
+        current = build_record(model).get("num_classes")
         if current is not None and current != num_classes:
             raise CnnkitError(f"the model predicts {current} classes but {data.name} has {num_classes}; "
                               "keep new_head=True (drop --keep-head) to train a new classifier for them.")
-    pretrained = getattr(model, "pretrained_config", None)
-    if pretrained:  # the Trainer normalises with default_config: make it the pretrained weights' own
-        model.default_config = {**(getattr(model, "default_config", None) or {}),
-                                "mean": list(pretrained["mean"]), "std": list(pretrained["std"])}
     return model
 
 
 def _native_input_size(model: nn.Module) -> int | None:
-    cfg = getattr(model, "pretrained_config", None) or {}
-    size = cfg.get("crop") or (cfg.get("input_size") or [None])[-1]
-    return int(size) if size else None
+    """The input size the model's weights were trained at (None for a network built from scratch)."""
+    card = card_of(model)
+    return int(card.crop) if card.source.startswith("pretrained:") and card.crop else None
 
 
 def finetune(model: nn.Module, data, strategy: str = "two-phase", config=None, *, top_stages: int = 2,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..card import card_of, model_name, set_card, update_build_record
 from ..errors import CnnkitError, ShapeError
 from .stage_groups import stages
 
@@ -35,35 +36,30 @@ def _output_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     """Replace the output layer(s) with new ones for ``num_classes`` classes (weights ~ N(0, 0.01), bias 0:
-    a small random head gives small gradients to the base it sits on). Updates ``model.cnnkit_config`` so
-    checkpoints rebuild the new shape. Returns the model."""
+    a small random head gives small gradients to the base it sits on). Updates the model's build record so
+    checkpoints rebuild the new shape, and its card (the weights' class names no longer apply). Returns the model."""
     if num_classes < 1:
         raise CnnkitError(f"num_classes must be at least 1, got {num_classes}.")
     layers = _output_layers(model)
-    model_name = getattr(model, "cnnkit_config", {}).get("name", type(model).__name__)
     if not layers:
-        raise HeadNotFoundError(f"could not find the output layer of {model_name}: its last stage "
+        raise HeadNotFoundError(f"could not find the output layer of {model_name(model)}: its last stage "
                                 f"{stages(model)[-1].name!r} has no layer with parameters. Replace it yourself "
                                 "(setattr on the model) or give the model a feature_stages() method "
                                 "(see cnnkit.models.stages).")
     for name, layer in layers:
         if not isinstance(layer, nn.Linear):
             hint = " (build lenet5 with output='linear')" if type(layer).__name__ == "RBFOutput" else ""
-            raise HeadNotFoundError(f"the output layer of {model_name} ({name}) is a {type(layer).__name__}, not a "
-                                    f"linear layer, so replace_head cannot renew it{hint}.")
+            raise HeadNotFoundError(f"the output layer of {model_name(model)} ({name}) is a {type(layer).__name__}, "
+                                    f"not a linear layer, so replace_head cannot renew it{hint}.")
         head = nn.Linear(layer.in_features, num_classes, bias=layer.bias is not None).to(layer.weight.device,
                                                                                           layer.weight.dtype)
         nn.init.normal_(head.weight, std=0.01)
         if head.bias is not None:
             nn.init.zeros_(head.bias)
         _set_module(model, name, head)
-    if hasattr(model, "cnnkit_config"):
-        model.cnnkit_config = {**model.cnnkit_config, "num_classes": num_classes}
-    if getattr(model, "pretrained_config", None):
-        # The pretrained preprocessing still applies; its class names no longer do.
-        config = {k: v for k, v in model.pretrained_config.items() if k != "class_names"}
-        model.pretrained_config = {**config, "num_classes": num_classes}
-    return model
+    update_build_record(model, num_classes=num_classes)
+    # The weights' preprocessing still applies; their class names no longer do.
+    return set_card(model, card_of(model).with_head(num_classes))
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -80,8 +76,8 @@ def adapt_input_channels(model: nn.Module, in_channels: int, mode: str = "sum") 
     exactly the response the original network gives to that image repeated into R, G and B (with equal
     per-channel normalisation, as for EfficientNet-Lite), at a third of the first layer's cost. ``"average"``
     divides that sum by the old channel count. To more channels, ``"repeat"`` tiles the filters and scales them
-    so an image whose channels are all equal gives the original response. Normalisation constants in the
-    model's configs are averaged to match."""
+    so an image whose channels are all equal gives the original response. The normalisation constants of the
+    model's card are averaged to match."""
     name, conv = _first_conv(model)
     old = conv.in_channels
     if in_channels == old:
@@ -99,13 +95,6 @@ def adapt_input_channels(model: nn.Module, in_channels: int, mode: str = "sum") 
                           "'average' for 1-channel data, 'repeat' for more channels.")
     conv.weight = nn.Parameter(new.contiguous(), requires_grad=conv.weight.requires_grad)
     conv.in_channels = in_channels
-    if hasattr(model, "cnnkit_config"):
-        model.cnnkit_config = {**model.cnnkit_config, "in_channels": in_channels}
-    for attr in ("default_config", "pretrained_config"):
-        config = getattr(model, attr, None)
-        if config and config.get("mean"):
-            def fit(values):
-                return [sum(values) / len(values)] if in_channels == 1 else (list(values) * in_channels)[:in_channels]
-
-            setattr(model, attr, {**config, "mean": fit(config["mean"]), "std": fit(config["std"])})
+    update_build_record(model, in_channels=in_channels)
+    set_card(model, card_of(model).with_input_channels(in_channels))
     return model

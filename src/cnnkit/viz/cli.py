@@ -32,25 +32,21 @@ def tool_examples(name: str) -> str:
 
 def load_for_tools(spec: str):
     """(model, info) for a run folder or ``NAME[:TAG]``; info holds classes, mean, std, size, dataset."""
+    from ..card import card_of
     from ..models.registry import create_model
-    from ..train.checkpoint import load_model_checkpoint
+    from ..runs import load_model_checkpoint
 
     if Path(spec).exists():
-        model, meta = load_model_checkpoint(spec)
-        pre = meta["preprocess"]
-        size = tuple(pre["input_size"]) if pre.get("input_size") else tuple(meta["image_shape"][1:])
-        info = {"classes": meta["classes"], "mean": pre["mean"], "std": pre["std"], "size": size,
-                "dataset": meta.get("dataset")}
-        return model.eval(), info
-    name, _, tag = spec.partition(":")
-    model = create_model(name, pretrained=tag or None)
-    info = {"classes": None, "mean": None, "std": None, "size": None, "dataset": None}
-    if tag:
-        from ..weights import pretrained_config
-
-        cfg = pretrained_config(name, tag)
-        info.update(classes=cfg["class_names"], mean=cfg["mean"], std=cfg["std"], size=tuple(cfg["input_size"][1:]))
-    return model.eval(), info
+        model = load_model_checkpoint(spec)[0]
+    else:
+        name, _, tag = spec.partition(":")
+        model = create_model(name, pretrained=tag or None)
+    card = card_of(model)  # the run's or the pretrained weights'; a bare architecture's says nothing here
+    if card.source == "architecture":
+        return model.eval(), {"classes": None, "mean": None, "std": None, "size": None, "dataset": None}
+    as_list = (lambda values: list(values) if values is not None else None)  # noqa: E731
+    return model.eval(), {"classes": as_list(card.classes), "mean": as_list(card.mean), "std": as_list(card.std),
+                          "size": card.input_size, "dataset": card.dataset}
 
 
 def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250):

@@ -12,8 +12,8 @@ where needed) and calls these; each writes its PNG(s) into ``out_dir`` and retur
     cnnkit viz landscape  CHECKPOINT --data D [--start CHECKPOINT0]          -> landscape(model, batches, out_dir, ...)
 
 IMAGE arguments are files or an already preprocessed batch. ``mean``/``std``/``size`` override the model's
-``default_config``; pass those a checkpoint was trained with (its metadata's ``preprocess``), above all for
-models trained on their dataset's own statistics (``default_config`` has ``mean=None``).
+card (:func:`cnnkit.card.card_of`), which a run folder or pretrained weights fill; pass them for a network
+built from scratch, whose card has no normalisation (``mean=None``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..card import architecture_card
 from ..errors import CnnkitError, ShapeError
 from . import plots
 from .hooks import UnitOutOfRangeError, evaluation_mode, find_layer
@@ -90,7 +91,8 @@ def receptive_fields(model: nn.Module, layer: str, images: torch.Tensor | None =
     device = parameter.device if parameter is not None else torch.device("cpu")
     if images is None:
         if input_size is None:
-            input_size = (getattr(model, "default_config", None) or {}).get("input_size")
+            card = architecture_card(model)
+            input_size = (card.in_channels, *card.input_size) if card.input_size else None
         if input_size is None:
             raise CnnkitError("receptive_fields at a blank input needs its size: pass input_size=(C, H, W) or a "
                               "batch of images.")
