@@ -15,9 +15,11 @@ from cnnkit.models import registry
 
 # Lowest first. A module belongs to the layer of the longest prefix that names it (a package takes its modules
 # with it). The model card sits below the weights because the weights fill it (a pretrained tag, an import);
-# run folders (weights + card on disk, cnnkit.runs once it exists; train.checkpoint and its lineage today) sit
-# above both and below the training loop that writes them. ``cnnkit`` itself, the facade that re-exports the
-# public API and wires the layers together (set_weights_loader), sits on top with the CLI and the web server.
+# run folders (weights + card on disk: cnnkit.runs) sit above both and below the training loop that writes
+# them (train.checkpoint holds only the resume state). The same layers are written as an import-linter contract
+# in .importlinter, which tests/test_architecture.py runs and keeps equal to this table. ``cnnkit`` itself, the
+# facade that re-exports the public API and wires the layers together (set_weights_loader), sits on top with the
+# CLI and the web server.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("cnnkit.errors", "cnnkit.schema", "cnnkit.progress")),
     ("data", ("cnnkit.data",)),
@@ -25,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("cnnkit.models",)),
     ("model card", ("cnnkit.card",)),
     ("weights", ("cnnkit.weights",)),
-    ("run folders", ("cnnkit.runs", "cnnkit.train.checkpoint", "cnnkit.train.lineage")),
+    ("run folders", ("cnnkit.runs",)),
     ("train", ("cnnkit.train",)),
     ("tools", ("cnnkit.transfer", "cnnkit.viz", "cnnkit.style", "cnnkit.texture", "cnnkit.compress",
                "cnnkit.denoise", "cnnkit.segment", "cnnkit.translate", "cnnkit.gan", "cnnkit.analysis",
