@@ -119,3 +119,15 @@ def test_pretrained_weights_come_through_the_loader_slot(monkeypatch):
     monkeypatch.setattr(registry, "_weights_loader", None)
     with pytest.raises(CnnkitError, match="no weights loader is installed"):
         registry.create_model("lenet5", pretrained="some-tag")
+
+
+# Where an import inside a function earns its place: the command-line modules, so that `cnnkit --help` and each
+# command load only the tools they run (not matplotlib, the web server or scikit-learn for every command).
+LAZY_IMPORTS_ALLOWED_IN = ("cnnkit.cli", "cnnkit.viz.cli")
+
+
+def test_imports_inside_functions_only_in_the_command_line_modules():
+    lazy = [e for e in imports() if not e.module_level
+            and not any(e.source == p or e.source.startswith(p + ".") for p in LAZY_IMPORTS_ALLOWED_IN)]
+    assert not lazy, ("imports inside functions outside the command line (move them to the top of the module; "
+                      "an import circle they would make is a layering fault to fix):\n" + _describe(lazy))

@@ -35,6 +35,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from .card import architecture_card
 from .errors import CnnkitError, ShapeError
+from .models.registry import create_model, get_model_entry
 
 aten = torch.ops.aten
 
@@ -216,8 +217,6 @@ def summary(model: nn.Module | str, input_size=None, batch_size: int = 1, *, dty
     model_name = model if isinstance(model, str) else type(model).__name__
     size = None if input_size is None else parse_input_size(input_size)
     if isinstance(model, str):
-        from .models.registry import create_model, get_model_entry
-
         entry = get_model_entry(model)
         if size is None:
             size = entry.input_size

@@ -35,9 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .card import card_of
 from .data.augment import Preprocess
 from .errors import CnnkitError
+from .models.registry import create_model
+from .runs import load_model_checkpoint
 from .train.tasks import Task
+from .train.trainer import TrainConfig, Trainer
 
 # Radford et al. §4: Adam, lr 0.0002, beta1 0.5, minibatches of 128; no weight decay, no schedule.
 GAN_TRAINING = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, schedule="constant",
@@ -145,9 +149,6 @@ class FeatureNetwork:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device="cpu") -> FeatureNetwork:
-        from .card import card_of
-        from .runs import load_model_checkpoint
-
         model, meta = load_model_checkpoint(path, device)
         preprocess = card_of(model).preprocess()
         acc = meta.get("metrics", {}).get("val_acc")
@@ -157,9 +158,6 @@ class FeatureNetwork:
     @classmethod
     def train(cls, data, out: str | Path | None = None, device: str = "auto", seed: int = 0) -> FeatureNetwork:
         """One epoch of ``mnist_fast_cnn`` (28x28 images) or ``lenet5_relu`` (other sizes) through the Trainer."""
-        from .models.registry import create_model
-        from .train.trainer import TrainConfig, Trainer
-
         channels, height, width = data.image_shape
         name = "mnist_fast_cnn" if (height, width) == (28, 28) else "lenet5_relu"
         # Training needs gradients even when the caller evaluates under no_grad (the GAN task's evaluate does:

@@ -18,7 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .data.catalog import CATALOG, IMAGEFOLDER_PREFIX
 from .errors import CnnkitError
+from .models.registry import create_model, get_model_entry
+from .runs import file_sha256, save_model_checkpoint
+from .weights import load_state_dict_into, read_state_dict
 
 # The pretrained weights people import most often, and the preprocessing their authors trained them with:
 # the hint an error gives when --mean/--std are missing.
@@ -37,9 +41,6 @@ def imported_meta(model_name: str, *, mean: Sequence[float] | None, std: Sequenc
     to be used like a trained run. ``classes`` defaults to the catalog dataset's; ``image_shape`` to the
     dataset's, else the model's native input; ``mean``/``std`` to the model's registered ones, if any. ``hint``
     ends each error message (what else the caller could do)."""
-    from .data.catalog import CATALOG, IMAGEFOLDER_PREFIX
-    from .models.registry import get_model_entry
-
     entry = get_model_entry(model_name)
     spec = None
     if dataset is not None:
@@ -94,9 +95,6 @@ def build_imported_model(weights: str | Path, model_name: str, layout: str | Non
     """(model, layout): the registered model ``model_name`` with the tensors of the file ``weights`` loaded
     from whichever known layout they are in (or ``layout``), its architecture adapted to what that layout
     implies; ``model_args`` (builder arguments) take precedence over it."""
-    from .models.registry import create_model
-    from .weights import load_state_dict_into, read_state_dict
-
     model = create_model(model_name, num_classes=num_classes, in_channels=in_channels, **(model_args or {}))
     matched = load_state_dict_into(model, read_state_dict(weights), layout)
     return model, matched
@@ -111,8 +109,6 @@ def import_checkpoint(weights: str | Path, model_name: str, out: str | Path, *, 
     ``layout`` forces a key layout (``torchvision``, ``cifar_resnet``, ``cnnkit``; found by default);
     ``model_args`` are builder arguments that override what the layout implies (e.g.
     ``{"shortcut_padding": "after"}``). The model is built with as many outputs as ``classes`` has names."""
-    from .runs import file_sha256, save_model_checkpoint
-
     weights = Path(weights)
     if weights.is_dir():
         raise CnnkitError(f"{weights} is a folder; a cnnkit run folder needs no import (use it "

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from .data.augment import normalize
 from .data.datasets import DatasetBundle
+from .data.masks import SEGFOLDER_PREFIX, load_segmentation_folder
+from .data.synthetic import synthetic_shapes
 from .errors import CnnkitError, ShapeError
 from .train.tasks import Task
 
@@ -94,9 +96,6 @@ class SegmentationTask(Task):
 def load_segmentation_data(name: str, image_size: int | None = None, num_train: int = 2000,
                            num_test: int = 400) -> DatasetBundle:
     """``shapes`` or ``shapes:SEED`` (the synthetic dataset), or ``segfolder:PATH`` (image/mask folders)."""
-    from .data.masks import SEGFOLDER_PREFIX, load_segmentation_folder
-    from .data.synthetic import synthetic_shapes
-
     if name == "shapes" or name.startswith("shapes:"):
         seed = int(name.split(":", 1)[1]) if ":" in name else 0
         return synthetic_shapes(num_train, num_test, image_size or 64, seed)

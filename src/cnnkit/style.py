@@ -33,6 +33,11 @@ from torch import nn
 
 from .data.image_io import load_image, resize_longer_side, save_image  # noqa: F401 (moved to data/; kept importable)
 from .errors import CnnkitError, UnknownNameError, did_you_mean
+from .models.efficientnet import LITE_MEAN, LITE_STD
+from .models.registry import create_model
+from .models.vgg import VGG_CONFIGS, _make_features
+from .progress import progress_bar
+from .weights import read_state_dict
 
 # ----------------------------------------------------------------------------------------------------------
 # Colour (luminance-only transfer)
@@ -201,9 +206,6 @@ class EfficientNetDescriptor(Descriptor):
                 "smoothing": "tanh", "content_weight": 1.0, "style_weight": 10.0}
 
     def __init__(self, network: nn.Module | None = None):
-        from .models.efficientnet import LITE_MEAN, LITE_STD
-        from .models.registry import create_model
-
         super().__init__(LITE_MEAN, LITE_STD)
         self.network = network if network is not None else create_model("efficientnet_lite0", pretrained="imagenet")
         self.freeze()
@@ -227,8 +229,6 @@ class VGGDescriptor(Descriptor):
 
     def __init__(self, depth: int = 19, weights: str | Path | None = None, avg_pool: bool = True,
                  features: nn.Sequential | None = None):
-        from .models.vgg import VGG_CONFIGS, _make_features
-
         super().__init__((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         if depth not in (16, 19):
             raise CnnkitError(f"VGG descriptors are VGG-16 or VGG-19, not VGG-{depth}.")
@@ -266,8 +266,6 @@ class VGGDescriptor(Descriptor):
 def load_vgg_features(features: nn.Sequential, weights: str | Path, name: str = "vgg19") -> None:
     """Load the convolution weights of a torchvision-layout VGG checkpoint (``features.N.weight/bias``; the
     classifier, if present, is skipped, so a ``features``-only file works too)."""
-    from .weights import read_state_dict
-
     path = Path(weights)
     if not path.is_file():
         raise CnnkitError(f"--weights {path}: no such file; expected torchvision's VGG checkpoint "
@@ -289,8 +287,6 @@ DESCRIPTORS = ("efficientnet_lite0", "vgg19", "vgg16")
 def build_descriptor(name: str = "efficientnet_lite0", weights: str | Path | None = None) -> Descriptor:
     if name == "efficientnet_lite0":
         if weights is not None:
-            from .models.registry import create_model
-
             return EfficientNetDescriptor(create_model("efficientnet_lite0", pretrained=str(weights)))
         return EfficientNetDescriptor()
     if name in ("vgg19", "vgg16"):
@@ -463,8 +459,6 @@ def _run(content: torch.Tensor | None, styles: list[tuple[torch.Tensor, float]],
         styles = [(g[1], w) for g, (_, w) in zip(grey, styles)]
     bar = None
     if progress:
-        from .progress import progress_bar
-
         bar = progress_bar(config.iterations, "stylize" if content is not None else "texture")
 
     def snapshot(step, image):

@@ -18,6 +18,7 @@ from torch import nn
 
 from .data.image_io import resize_longer_side
 from .errors import CnnkitError
+from .progress import progress_bar
 from .style import Descriptor, StyleConfig, StyleObjective, build_descriptor
 
 
@@ -94,8 +95,6 @@ def train_texture_generator(style: torch.Tensor, descriptor: Descriptor | None =
     history, start = [], time.perf_counter()
     bar = None
     if progress:
-        from .progress import progress_bar
-
         bar = progress_bar(iterations, "texture generator")
     generator.train()
     for step in range(1, iterations + 1):

@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import load_dataset
+from .data.formats import read_image
 from .denoise import psnr, ssim
 from .errors import CnnkitError, ImageError, ShapeError
 from .gan import GANTask
 from .models.pix2pix import LUMA
+from .models.registry import create_model
 from .train.tasks import Task
 
 KINDS = ("colorize", "edges", "inpaint")
@@ -98,8 +101,6 @@ def input_channels(kind: str, target_channels: int) -> int:
 def create_translator(kind: str, target_channels: int, base_channels: int = 32, **kwargs) -> nn.Module:
     """A ``pix2pix`` model for a translation of images with ``target_channels`` channels: the input channels the
     kind feeds, colourisation keeping the input's luminance, ``base_channels`` wide (64 in the paper)."""
-    from .models.registry import create_model
-
     return create_model("pix2pix", in_channels=input_channels(kind, target_channels), out_channels=target_channels,
                         base_channels=base_channels, discriminator_channels=base_channels,
                         keep_luminance=kind == "colorize", **kwargs)
@@ -200,8 +201,6 @@ class Pix2PixTask(Task):
 
 def load_translation_data(kind: str, data: str | None = None):
     """The dataset a translation trains on: ``data`` or the kind's default (see the module docstring)."""
-    from .data import load_dataset
-
     if kind not in KINDS:
         raise CnnkitError(f"unknown translation {kind!r}; expected one of {', '.join(KINDS)}")
     return load_dataset(data or DEFAULT_DATA[kind])
@@ -234,8 +233,6 @@ def read_translation_input(path: str | Path, meta: dict, make: bool = False,
                            seed: int = EVAL_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's input (1, C, H, W) in [0, 1] for an image file, and, with ``make``, the derived input's
     source picture. Without ``make`` the image must already have the model's channel count."""
-    from .data.formats import read_image
-
     task = meta["task"]
     expected = meta["model"]["in_channels"]
     if make:

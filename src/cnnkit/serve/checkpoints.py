@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, CnnkitError
+from ..models.registry import get_model_entry
 from ..runs import META_FILE, MODEL_FILE, load_model_checkpoint, read_checkpoint_meta
 from .errors import CheckpointNameError, CheckpointNotFoundError
 
@@ -37,8 +38,6 @@ def task_of(meta: dict) -> str:
     task = meta.get("task")
     if isinstance(task, dict) and isinstance(task.get("name"), str):
         return task["name"]
-    from ..models.registry import get_model_entry
-
     try:
         return get_model_entry(str((meta.get("model") or {}).get("name"))).task
     except (CnnkitError, AttributeError):

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..card import ModelCard, card_of
 from ..errors import CheckpointError
+from ..models import create_model
 from ..predict import top_classes
 from ..viz import gradcam
 from ..viz.commands import default_gradcam_layer
@@ -47,8 +48,6 @@ class PhotoClassifier:
         self._copies = 0
 
     def _load(self):
-        from ..models import create_model
-
         with self._lock:
             if self._model is None:
                 try:

@@ -10,7 +10,7 @@ from torch import nn
 from ..predict import preprocess_from_meta
 from ..viz import conv_weights, plots
 from ..viz.filters import filter_images
-from ..viz.hooks import evaluation_mode, executed_layers, record_outputs
+from ..viz.hooks import evaluation_mode, executed_layers, first_module_of_type, record_outputs
 from .checkpoints import LoadedCheckpoint, drawing_problem
 from .errors import NotDrawableError
 from .images import colourise, grey_or_colour, png_data_url
@@ -23,8 +23,6 @@ NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalRe
 
 def filters_picture(model: nn.Module) -> dict:
     """The first convolution's kernels as one tiled image (grey for 1-channel inputs, colour for RGB)."""
-    from ..viz.hooks import first_module_of_type
-
     layer = first_module_of_type(model, nn.Conv2d)
     weights = conv_weights(model, layer)
     images = filter_images(weights, max_filters=64, max_channels=16)

@@ -18,8 +18,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 
+from ..data import load_dataset
 from ..data.datasets import DatasetBundle, random_subset
 from ..errors import CnnkitError
+from ..models import create_model
 from ..train import TrainConfig, Trainer
 from ..train.callbacks import BatchEnd, Callback
 from .errors import NoTrainingError, TrainingBusyError
@@ -34,8 +36,6 @@ TEST_IMAGES = 1000  # validation on a fixed slice of the test set keeps an epoch
 def cached_dataset(name: str) -> DatasetBundle:
     """A couple of seconds to read and check MNIST; kept for the next run (the training images are never
     modified: runs take subsets, which are copies)."""
-    from ..data import load_dataset
-
     return load_dataset(name)
 
 
@@ -136,8 +136,6 @@ class TrainingManager:
         return name
 
     def _run(self, job: TrainingJob) -> None:
-        from ..models import create_model
-
         request = job.request
         use_threads(TRAINING_THREADS)  # the inference workers set fewer for themselves; the run keeps the default
         try:

@@ -6,7 +6,7 @@ import functools
 
 from ..analysis import parse_input_size, summary
 from ..errors import ShapeError
-from ..models.registry import get_model_entry, list_models
+from ..models.registry import create_model, get_model_entry, list_models
 
 MAX_SIDE = 1024  # the calculator runs on the meta device, but a huge input still means a huge table of numbers
 MAX_CHANNELS = 16
@@ -67,8 +67,6 @@ def module_output_shapes(model: str, input_size: tuple[int, ...]) -> dict[str, l
     """Output shape (without the batch) of every module that runs, from one pass on the meta device (shapes
     only, no arithmetic)."""
     import torch
-
-    from ..models.registry import create_model
 
     with torch.device("meta"):
         network = create_model(model, in_channels=input_size[0]).eval()

@@ -14,11 +14,34 @@ import torch
 
 from ..errors import CheckpointError
 from ..runs import (  # noqa: F401 (re-exported: cnnkit.train.checkpoint is where these were first)
-    FORMAT, HEADER_KEY, MAX_CHANNELS, MAX_CLASSES, MAX_IMAGE_SIDE, META_FILE, META_SCHEMA, MODEL_FILE, RUN_FILES,
-    STATE_FILE, atomic_save_tensors, atomic_write_text, claim_run_folder, file_sha256, fresh_run_folder, holds_run,
-    is_cnnkit_run, load_model_checkpoint, load_state_dict_checked, read_checkpoint_meta, read_tensors,
-    remove_temp_files, resolve_checkpoint, save_model_checkpoint, validate_checkpoint_meta,
+    FORMAT,
+    HEADER_KEY,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_IMAGE_SIDE,
+    META_FILE,
+    META_SCHEMA,
+    MODEL_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    atomic_save_tensors,
+    atomic_write_text,
+    claim_run_folder,
+    file_sha256,
+    fresh_run_folder,
+    holds_run,
+    is_cnnkit_run,
+    load_model_checkpoint,
+    load_state_dict_checked,
+    read_checkpoint_meta,
+    read_tensors,
+    remove_temp_files,
+    resolve_checkpoint,
+    save_model_checkpoint,
+    validate_checkpoint_meta,
 )
+from ..weights import average_state_dicts
+from .lineage import independence_warning
 
 
 def average_checkpoints(runs, out: str | Path, weights=None, warn=None) -> Path:
@@ -27,9 +50,6 @@ def average_checkpoints(runs, out: str | Path, weights=None, warn=None) -> Path:
     of its checkpoint.json. Runs that did not start from the same weights average into a broken network:
     ``warn`` (default: warnings.warn) is called with a line saying which (train/lineage.py)."""
     import warnings
-
-    from ..weights import average_state_dicts
-    from .lineage import independence_warning
 
     runs = [Path(run) for run in runs]
     if len(runs) < 2:

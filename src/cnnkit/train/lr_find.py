@@ -30,6 +30,7 @@ from torch.optim import lr_scheduler
 from ..errors import CnnkitError, TrainingDivergedError
 from .callbacks import BatchEnd, Callback
 from .optim import Schedule
+from .trainer import TrainConfig, Trainer
 
 
 @dataclasses.dataclass
@@ -124,8 +125,6 @@ def lr_find(model: torch.nn.Module, data, config=None, start_lr: float = 1e-7, e
             steps: int = 200, smoothing: float = 0.98, divergence: float = 4.0, task=None) -> LRFindResult:
     """Run the range test on ``model`` (weights restored afterwards) with ``config``'s optimiser, batch size,
     augmentation and precision; its learning rate and schedule are replaced by the exponential ramp."""
-    from .trainer import TrainConfig, Trainer
-
     if not 0 < start_lr < end_lr:
         raise CnnkitError(f"the range test needs 0 < start_lr < end_lr, not {start_lr:g} and {end_lr:g}")
     if steps < 2:

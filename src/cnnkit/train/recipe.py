@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 from ..errors import CnnkitError
+from ..schema import Field, check_mapping
+from .checkpoint import STATE_FILE
 
 # The options a resumed run may change: its epoch budget and where and how it runs. Everything else would make
 # the continued run a different run than the one its checkpoint belongs to.
@@ -23,8 +25,6 @@ RESUME_CHANGEABLE = ("epochs", "device", "num_threads", "num_workers", "progress
 def load_recipe(path: Path) -> dict:
     """A recipe file's mapping of options (its model, data, model_args and description fields checked; the
     training options are checked by TrainConfig). Any content ends in a dict or a CnnkitError."""
-    from ..schema import Field, check_mapping
-
     try:
         text = Path(path).read_bytes()
     except FileNotFoundError:
@@ -68,8 +68,6 @@ def parse_recipe(text: bytes | str, name: str = "recipe") -> dict:
 def resume_recipe(run_dir: Path) -> dict:
     """The recipe the run in ``run_dir`` was started with, read back from its config.json: its training
     options with its model, data and model_args, so that resuming rebuilds the same run."""
-    from .checkpoint import STATE_FILE
-
     run_dir = Path(run_dir)
     config_file = run_dir / "config.json"
     if not (run_dir / STATE_FILE).is_file() or not config_file.is_file():

@@ -25,6 +25,8 @@ import inspect
 
 from ..data.catalog import CATALOG, IMAGEFOLDER_PREFIX
 from ..errors import CnnkitError
+from ..models.registry import get_model_entry, list_models
+from .trainer import TrainConfig
 
 DATA_FAMILIES = {
     "grey28": "28x28 grey images",
@@ -161,8 +163,6 @@ def default_recipe(model_name: str, data_name: str) -> DefaultRecipe | None:
     """The default recipe for training ``model_name`` on ``data_name``, or None when the table has no row for
     that pair (a model family on data it was not made for: then the generic TrainConfig defaults apply, and
     ``cnnkit lr-find`` suggests a learning rate)."""
-    from ..models.registry import get_model_entry
-
     entry = get_model_entry(model_name)
     family = data_family(data_name)
     for source in (model_name, entry.family):
@@ -186,8 +186,6 @@ def default_recipe(model_name: str, data_name: str) -> DefaultRecipe | None:
 def check_recipes() -> None:
     """Every table row names real TrainConfig options (a typo would otherwise surface only when a user
     trains that pair)."""
-    from .trainer import TrainConfig
-
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for source, row in RECIPES.items():
         for family, options in row.items():
@@ -196,8 +194,6 @@ def check_recipes() -> None:
             unknown = sorted(set(options) - names - {"model_args"})
             if unknown:
                 raise CnnkitError(f"default recipe {source!r}/{family} has unknown options {unknown}")
-    from ..models.registry import get_model_entry, list_models
-
     for name in list_models():  # model arguments must suit every model the row serves
         row = RECIPES.get(name, RECIPES.get(get_model_entry(name).family, {}))
         for family, options in row.items():

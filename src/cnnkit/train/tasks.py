@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..data.augment import MixedLabels, mix_batch
 from ..data.loader import make_loader
+from .checkpoint import atomic_write_text
 from .evaluate import evaluate_classifier
 from .report import METRIC_COLUMNS, finish_classification, plot_task_curves
 
@@ -119,8 +120,6 @@ class Task:
                    "train_seconds": round(sum(m["seconds"] for m in trainer.history), 2),
                    "config": trainer.config.to_dict()}
         if trainer.out and trainer.is_main:
-            from .checkpoint import atomic_write_text
-
             atomic_write_text(trainer.out / "summary.json", json.dumps(summary, indent=2, default=str))
             if trainer.history:
                 plot_task_curves(trainer.history, trainer.out / "curves.png",

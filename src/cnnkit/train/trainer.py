@@ -29,8 +29,10 @@ from torch import nn
 from ..card import architecture_card, build_record, card_of, model_name
 from ..data.augment import AugmentConfig, Preprocess
 from ..data.datasets import DatasetBundle, random_subset
+from ..data.input_check import input_statistics
 from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, ConfigError, TrainingDivergedError
+from ..progress import progress_bar
 from ..schema import Limit, check_dataclass, short_repr
 from . import checkpoint as ckpt
 from . import distributed, state
@@ -505,8 +507,6 @@ class Trainer:
     def _progress_bar(self, total: int, desc: str):
         if not (self.config.progress and self.is_main):
             return None
-        from ..progress import progress_bar
-
         return progress_bar(total, desc, unit="batch")
 
     @property
@@ -556,8 +556,6 @@ class Trainer:
         """What the training images look like, so prediction can tell an input far from them (cnnkit.data.
         input_check); taken once, from images in memory (folders are decoded lazily: none)."""
         if not hasattr(self, "_input_stats"):
-            from ..data.input_check import input_statistics
-
             images = getattr(self.data.train, "images", None)
             self._input_stats = input_statistics(images) if isinstance(images, torch.Tensor) and len(images) else None
         return self._input_stats

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..data.datasets import DatasetBundle, TensorImageDataset
 from ..card import card_of, model_name, update_build_record
+from ..data.augment import AugmentConfig, Preprocess
+from ..data.datasets import DatasetBundle, TensorImageDataset
 from ..errors import CnnkitError
+from ..progress import progress_bar
+from ..train import Trainer
 from .stage_groups import _stage_index, stages
 
 
@@ -65,8 +68,6 @@ def transfer_preprocess(model: nn.Module, image_shape=None, input_size: int | No
                         data_std=None, augment: dict | None = None):
     """The Preprocess a pretrained model expects: its card's input size and mean/std (the data's where the
     weights do not say)."""
-    from ..data.augment import AugmentConfig, Preprocess
-
     card = card_of(model)
     mean, std = card.mean or data_mean, card.std or data_std
     if mean is None:
@@ -107,8 +108,6 @@ def extract_features(model: nn.Module, images, stage: str | Sequence[str] | None
     collected: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     bar = None
     if progress:
-        from ..progress import progress_bar
-
         bar = progress_bar(len(images), f"features {','.join(names)}", unit="img")
     try:
         for start in range(0, len(images), batch_size):
@@ -185,6 +184,4 @@ def train_on_features(model: nn.Module, after: str, bundle, config, out=None, ca
     """A Trainer for the stages of ``model`` above ``after``, reading a ``feature_bundle`` of that stage's cached
     outputs: ``.fit()`` trains the model's own modules (shared with the tail), ``.evaluate(FeatureDataset)``
     scores it on other cached features."""
-    from ..train import Trainer
-
     return Trainer(StageTail(model, after), bundle, config, out=out, callbacks=callbacks)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..card import build_record, card_of
 from ..errors import CnnkitError, ShapeError, UnknownNameError, did_you_mean
+from ..train import TrainConfig, Trainer
 from .heads import _first_conv, adapt_input_channels, replace_head
 from .probe import linear_probe
 from .stage_groups import Stage, _stage_index, stages, upper_stages
@@ -150,8 +151,6 @@ def finetune(model: nn.Module, data, strategy: str = "two-phase", config=None, *
     go to every Trainer (called after each epoch with the trainer and its metrics).
     Returns ``{"strategy", "phases": [Trainer summaries], "test_acc"}`` (``"probes"`` for ``linear``)."""
     from pathlib import Path
-
-    from ..train import TrainConfig, Trainer
 
     if strategy not in STRATEGIES:
         raise UnknownNameError(f"Unknown strategy {strategy!r}.{did_you_mean(strategy, STRATEGIES)}")

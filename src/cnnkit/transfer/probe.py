@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnkitError
+from ..progress import progress_bar
 from .features import extract_features, transfer_preprocess
 from .stage_groups import stages
 
@@ -29,8 +30,6 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     ``test_views``: other views of the test images (e.g. mirrored), whose predicted probabilities are averaged
     with those of ``test_x`` (test-time augmentation). ``progress``: one step per logistic-regression fit (3 per
     candidate C, then the final one), as a bar or plain lines (cnnkit.progress)."""
-    from ..progress import progress_bar
-
     try:
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnknownNameError
+from ..progress import progress_bar
 from . import plots
 from .hooks import evaluation_mode, record_last_input, record_outputs
 
@@ -30,8 +31,6 @@ def penultimate_features(
         recorder, key = record_last_input(model, nn.Linear), "input"
     else:
         recorder, key = record_outputs(model, [layer]), layer
-    from ..progress import progress_bar
-
     features, labels, seen = [], [], 0
     bar = progress_bar(max_examples, "features for t-SNE", unit="img", enabled=progress)
     with torch.no_grad(), evaluation_mode(model), recorder as recorded, bar:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from ..errors import CheckpointError, CnnkitError
+from ..progress import progress_bar
 from . import plots
 from .hooks import evaluation_mode
 
@@ -94,8 +95,6 @@ def _mean_loss_at(model: nn.Module, origin: Mapping[str, torch.Tensor], directio
         lambda points, images, labels: loss_at(points[0], images, labels).unsqueeze(0))
     losses = torch.zeros(len(coefficients), dtype=torch.float64)
     total = sum(len(images) for images, _ in batches)
-    from ..progress import progress_bar
-
     bar = progress_bar(len(coefficients), "loss landscape", unit="point", enabled=progress)
     with torch.no_grad(), evaluation_mode(model), bar:
         for start in range(0, len(coefficients), points_per_pass):
@@ -138,8 +137,6 @@ def loss_along_line(
     losses = torch.zeros(steps)
     buffers = dict(model.named_buffers())
     saved = {name: buffer.detach().clone() for name, buffer in buffers.items()}
-    from ..progress import progress_bar
-
     bar = progress_bar(steps, "loss along the line", unit="point", enabled=progress)
     try:
         # Buffers cannot ride on vmap's batch dimension (BN reads them as running statistics, not weights),

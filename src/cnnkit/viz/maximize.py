@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CnnkitError, UnknownNameError
+from ..progress import progress_bar
 from . import plots
 from .hooks import UnitOutOfRangeError, evaluation_mode, record_outputs
 from .images import InputSpec
@@ -196,8 +197,6 @@ def maximize_activation(
     ``unit_names[unit]`` when given, e.g. the class names for logits). ``progress``: a bar on a terminal, plain
     periodic lines otherwise (cnnkit.progress).
     """
-    from ..progress import progress_bar
-
     if target not in TARGETS:
         raise UnknownNameError(f"Unknown target {target!r}: use one of {', '.join(TARGETS)}.")
     if settings.parameterization not in PARAMETERIZATIONS:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..analysis import summary
 from ..card import architecture_card
 from ..errors import CnnkitError, ShapeError
 from . import plots
@@ -67,8 +68,6 @@ def _layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor
 def theoretical_receptive_field(model: nn.Module, layer: str, input_size: Sequence[int]) -> int | None:
     """Pixels of the input one output value of ``layer`` can see (None: the whole input), from the architecture
     calculator. For a container layer, that of the last layer inside it."""
-    from ..analysis import summary
-
     rows = summary(model, tuple(input_size)).rows
     for row in rows:
         if row.name == layer:
