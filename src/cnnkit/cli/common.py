@@ -54,23 +54,36 @@ def progress(args) -> bool:
     return not args.no_progress  # a bar on a terminal, plain periodic lines in a piped log (cnnkit.progress)
 
 
-def train_task(args, model, bundle, task, defaults: dict):
+def train_new_run(args, load_data, build_model, run_name, make_task, defaults: dict):
+    """The ``--train`` branch every task command shares: an explicit --out is checked before the data is read,
+    the data cut to --train-subset/--test-subset, the initial weights seeded, a fresh run folder claimed (the
+    default ``runs/`` + ``run_name(bundle)``) and the one loop run. Returns (trainer, model, bundle, summary)."""
+    import torch
+
     from ..train import Trainer
     from .train_flags import training_config
 
+    claim_out(args, None)
+    bundle = apply_subsets(load_data(), args, seed_of(args))
+    torch.manual_seed(seed_of(args))
+    model = build_model(bundle)
+    args.out = claim_out(args, Path("runs") / run_name(bundle))
     config = training_config(args, {"optimizer": "adam", "weight_decay": 0.0, **defaults})
-    trainer = Trainer(model, bundle, config, out=args.out, task=task)
-    return trainer, trainer.fit()
+    trainer = Trainer(model, bundle, config, out=args.out, task=make_task(bundle))
+    return trainer, model, bundle, trainer.fit()
 
 
 def output_path(args, suffix: str) -> Path:
     return args.output or args.image.with_name(f"{args.image.stem}-{suffix}.png")
 
 
-def need_checkpoint_and_image(args, command: str) -> None:
+def load_task_run_for_image(args, task: str, what: str, command: str):
+    """(model, meta) of the run folder a task command applies to an image: both must be given, and the run must
+    have been trained for ``task``."""
     if args.checkpoint is None or args.image is None:
         raise CnnkitError(f"Give a run folder and an image (cnnkit {command} RUN_DIR IMAGE -o out.png), or train one "
                           f"with 'cnnkit {command} --train --data ...'.")
+    return load_task_checkpoint(args.checkpoint, task, what, command)
 
 
 def load_task_checkpoint(path, task: str, what: str, command: str):

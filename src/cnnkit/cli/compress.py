@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import CnnkitError
 from ..schema import positive_int
-from .common import apply_subsets, claim_out, load_task_checkpoint, seed_of, train_task
+from .common import load_task_checkpoint, train_new_run
 from .options import add_command, subset_options, train_options
 
 EXAMPLES = {
@@ -83,19 +83,15 @@ def cmd_decompress(args) -> None:
 
 
 def _train(args) -> None:
-    import torch
-
     from ..compress import CompressionTask
     from ..data import load_dataset
     from ..models.registry import create_model
 
-    claim_out(args, None)  # an explicit --out is checked before the data is read
-    bundle = apply_subsets(load_dataset(args.data or "cifar10"), args, seed_of(args))
-    torch.manual_seed(seed_of(args))
-    model = create_model("compress_factorized", in_channels=bundle.image_shape[0], channels=args.channels,
-                         latent_channels=args.latent_channels)
-    args.out = claim_out(args, Path("runs") / f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}")
-    _, summary = train_task(args, model, bundle, CompressionTask(args.lmbda),
-                             COMPRESS_TRAINING)
+    *_, summary = train_new_run(
+        args, lambda: load_dataset(args.data or "cifar10"),
+        lambda bundle: create_model("compress_factorized", in_channels=bundle.image_shape[0],
+                                    channels=args.channels, latent_channels=args.latent_channels),
+        lambda bundle: f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}",
+        lambda bundle: CompressionTask(args.lmbda), COMPRESS_TRAINING)
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
           f"'cnnkit compress {args.out} IMAGE' writes a file")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from ..errors import CnnkitError
 from ..schema import positive_int
-from .common import (apply_subsets, claim_out, load_task_checkpoint, need_checkpoint_and_image, output_path, seed_of,
-                     train_task)
+from .common import load_task_checkpoint, load_task_run_for_image, output_path, seed_of, train_new_run
 from .compress import COMPRESS_TRAINING
 from .options import add_command, subset_options, train_options
 
@@ -125,22 +124,19 @@ def cmd_denoise(args) -> None:
     from ..data.image_io import save_image
 
     if args.train:
-        claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_dataset(args.data or "mnist"), args, seed_of(args))
-        torch.manual_seed(seed_of(args))
-        model = create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
-                             bottleneck_channels=args.bottleneck)
-        args.out = claim_out(args, Path("runs") / f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}")
-        train_task(args, model, bundle, DenoisingTask(args.noise, args.level),
-                    DENOISE_TRAINING)
+        _, model, bundle, _ = train_new_run(
+            args, lambda: load_dataset(args.data or "mnist"),
+            lambda bundle: create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
+                                        bottleneck_channels=args.bottleneck),
+            lambda bundle: f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}",
+            lambda bundle: DenoisingTask(args.noise, args.level), DENOISE_TRAINING)
         report = denoising_report(model, bundle.test.images, args.noise, args.level)
         (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
         print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
               f"{report['denoised_psnr']:.2f} dB ({report['psnr_gain_db']:+.2f} dB), SSIM {report['noisy_ssim']:.3f} "
               f"-> {report['denoised_ssim']:.3f}; {args.out / 'denoising.json'}")
         return
-    need_checkpoint_and_image(args, "denoise")
-    model, meta = load_task_checkpoint(args.checkpoint, "denoising", "a denoising autoencoder", "denoise")
+    model, meta = load_task_run_for_image(args, "denoising", "a denoising autoencoder", "denoise")
     image = read_image(args.image, meta["image_shape"][0])
     if args.add_noise:
         kind, _, level = args.add_noise.partition(":")
@@ -164,14 +160,13 @@ def cmd_segment(args) -> None:
     from ..data.image_io import resize_longer_side
 
     if args.train:
-        claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = load_segmentation_data(args.data or "shapes", args.image_size, args.num_train, args.num_test)
-        torch.manual_seed(seed_of(args))
-        model = create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
-                             padding=True, base_channels=args.base_channels, batch_norm=True)
-        args.out = claim_out(args, Path("runs") / f"unet-{bundle.name.split(':')[0].split('(')[0]}")
-        trainer, summary = train_task(args, model, bundle, SegmentationTask(len(bundle.classes), args.dice_weight),
-                                       SEGMENT_TRAINING)
+        trainer, model, bundle, summary = train_new_run(
+            args, lambda: load_segmentation_data(args.data or "shapes", args.image_size, args.num_train,
+                                                 args.num_test),
+            lambda bundle: create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+                                        padding=True, base_channels=args.base_channels, batch_norm=True),
+            lambda bundle: f"unet-{bundle.name.split(':')[0].split('(')[0]}",
+            lambda bundle: SegmentationTask(len(bundle.classes), args.dice_weight), SEGMENT_TRAINING)
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
@@ -179,8 +174,7 @@ def cmd_segment(args) -> None:
         print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
               f"{args.out / 'overlays'}")
         return
-    need_checkpoint_and_image(args, "segment")
-    model, meta = load_task_checkpoint(args.checkpoint, "segmentation", "a segmenter", "segment")
+    model, meta = load_task_run_for_image(args, "segmentation", "a segmenter", "segment")
     image = read_image(args.image, meta["image_shape"][0])
     if args.size:
         image = (resize_longer_side(image.float() / 255, args.size) * 255).round().to(torch.uint8)
@@ -202,26 +196,23 @@ def cmd_segment(args) -> None:
 
 
 def cmd_translate(args) -> None:
-    import torch
 
     from ..data.image_io import save_image
     from ..translate import (PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
                             read_translation_input, translate_batch)
 
     if args.train:
-        claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_translation_data(args.kind, args.data), args, seed_of(args))
-        torch.manual_seed(seed_of(args))
-        model = create_translator(args.kind, bundle.image_shape[0], args.base_channels)
         variant = "l1" if args.l1_only else "p2p"
-        args.out = claim_out(args, Path("runs") / f"{variant}-{args.kind}-{bundle.name}")
-        task = Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0)
-        _, summary = train_task(args, model, bundle, task, {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
+        *_, summary = train_new_run(
+            args, lambda: load_translation_data(args.kind, args.data),
+            lambda bundle: create_translator(args.kind, bundle.image_shape[0], args.base_channels),
+            lambda bundle: f"{variant}-{args.kind}-{bundle.name}",
+            lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0),
+            {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")
         return
-    need_checkpoint_and_image(args, "translate")
-    model, meta = load_task_checkpoint(args.checkpoint, "pix2pix", "a pix2pix translator", "translate")
+    model, meta = load_task_run_for_image(args, "pix2pix", "a pix2pix translator", "translate")
     inputs, _ = read_translation_input(args.image, meta, args.make_input, seed_of(args))
     if args.make_input:
         save_image(inputs[0].expand(3, -1, -1), output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
@@ -230,7 +221,6 @@ def cmd_translate(args) -> None:
 
 
 def cmd_gan(args) -> None:
-    import torch
 
     from ..gan import GAN_TRAINING, GANTask, sample_grid
 
@@ -238,15 +228,12 @@ def cmd_gan(args) -> None:
         from ..data import load_dataset
         from ..models.registry import create_model
 
-        claim_out(args, None)  # an explicit --out is checked before the data is read
-        bundle = apply_subsets(load_dataset(args.data), args, seed_of(args))
-        torch.manual_seed(seed_of(args))
-        channels, size, _ = bundle.image_shape
-        model = create_model("dcgan", in_channels=channels, image_size=size, generator_width=args.width,
-                             discriminator_width=args.width)
-        args.out = claim_out(args, Path("runs") / f"dcgan-{bundle.name}")
-        trainer, _ = train_task(args, model, bundle, GANTask(fid_samples=args.fid_samples),
-                                 {**GAN_TRAINING, "epochs": TASK_EPOCHS})
+        trainer, *_ = train_new_run(
+            args, lambda: load_dataset(args.data),
+            lambda bundle: create_model("dcgan", in_channels=bundle.image_shape[0], image_size=bundle.image_shape[1],
+                                        generator_width=args.width, discriminator_width=args.width),
+            lambda bundle: f"dcgan-{bundle.name}",
+            lambda bundle: GANTask(fid_samples=args.fid_samples), {**GAN_TRAINING, "epochs": TASK_EPOCHS})
         scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history if "val_fid" in m)
         print((f"Fréchet feature distance by epoch: {scores}; " if scores else "")
               + f"samples in {args.out / 'samples'}")

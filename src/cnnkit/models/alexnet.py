@@ -41,7 +41,25 @@ ALEXNET_MIN_INPUT = 67
 ALEXNET_OWT_MIN_INPUT = 63
 
 
-class AlexNet(nn.Module):
+class _AlexNetLayout(nn.Module):
+    """``features`` (convolutions and max-pools), a 6x6 average pool, ``classifier``: both AlexNets, under
+    torchvision's module names."""
+
+    min_input_size: int
+    registered_name: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        require_min_input_size(x, self.min_input_size, self.registered_name)
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self, self.avgpool)  # conv1..conv5 grouped at the max-pools
+
+
+class AlexNet(_AlexNetLayout):
+    min_input_size, registered_name = ALEXNET_MIN_INPUT, "alexnet"
+
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, two_towers: bool = True,
                  drop_rate: float = 0.5, dropout: str = "classic", init: str = "paper"):
         super().__init__()
@@ -107,18 +125,13 @@ class AlexNet(nn.Module):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.constant_(m.bias, 1.0 if i < len(linears) - 1 else 0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        require_min_input_size(x, ALEXNET_MIN_INPUT, "alexnet")
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-    def feature_stages(self) -> list[Stage]:
-        return features_then_classifier(self, self.avgpool)  # conv1..conv5 grouped at the max-pools
 
 
-class AlexNetOWT(nn.Module):
+class AlexNetOWT(_AlexNetLayout):
     """The single-tower AlexNet of "One weird trick for parallelizing CNNs" (Krizhevsky 2014), torchvision's
     layout (module indices match torchvision's ``features.N`` / ``classifier.N`` keys)."""
+
+    min_input_size, registered_name = ALEXNET_OWT_MIN_INPUT, "alexnet_owt"
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.5):
         super().__init__()
@@ -148,13 +161,6 @@ class AlexNetOWT(nn.Module):
             nn.Linear(4096, num_classes),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        require_min_input_size(x, ALEXNET_OWT_MIN_INPUT, "alexnet_owt")
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-    def feature_stages(self) -> list[Stage]:
-        return features_then_classifier(self, self.avgpool)  # conv1..conv5 grouped at the max-pools
 
 
 @register_model(input_size=(3, 227, 227), num_classes=1000, family="alexnet", paper="Krizhevsky et al. 2012",

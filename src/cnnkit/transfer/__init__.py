@@ -23,15 +23,8 @@ running the stages in order *is* the model's forward pass (a test checks this fo
 what lets ``stage_outputs`` stop early and ``extract_features`` return multi-stage outputs like timm's
 ``features_only``. The last stage is always ``classifier``: the layers ``replace_head`` renews.
 
-Frozen layers stay in eval mode. A frozen batch-norm layer in train mode would still normalise with batch
-statistics and overwrite its running mean/variance (Keras issue 9214), silently changing the "frozen" base.
-``freeze`` therefore installs a ``train()`` override on every module of a frozen stage that keeps it in eval
-mode (BN uses and keeps its running statistics; dropout and stochastic depth are off, so a frozen base is a
-deterministic feature extractor). The Trainer calls ``model.train()`` every epoch and needs no change.
-``hold_batchnorm_statistics`` does the same for every BN layer of a network fine-tuned whole with small batches.
-
-Small images are always enlarged to the backbone's input size (``resize="interpolate"``), never zero-padded
-into a frame as the training loop does by default for LeNet-style inputs.
+Frozen layers stay in eval mode, batch norm included (why and how: :mod:`cnnkit.transfer.finetuning`); small
+images are enlarged to the backbone's input size, never zero-padded.
 
 One module per job: ``stage_groups`` (naming a model's stages), ``heads`` (new heads, input channels), ``finetuning``
 (freezing, per-stage learning rates, the strategies), ``features`` (stage outputs, cached-feature training),
