@@ -97,3 +97,30 @@ def test_the_length_check_sees_nested_and_async_functions():
     body = "\n".join(f"            x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     lengths = function_lengths(f"class A:\n    async def f(self):\n        def g():\n{body}\n")
     assert lengths == {"A.f": MAX_FUNCTION_LINES + 2, "A.f.g": MAX_FUNCTION_LINES + 1}
+
+
+def test_help_loads_no_network_library():
+    # What keeps `cnnkit --help` at a tenth of a second: building every command's parser, and importing the
+    # package's facade, load neither torch nor matplotlib (names load on first use: cnnkit.lazy).
+    code = ("import sys, contextlib, io\n"
+            "from cnnkit.cli.main import build_parser\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    build_parser().parse_args(['--help'])\n"
+            "import cnnkit\n"
+            "assert cnnkit.__version__\n"
+            "print(sorted(m for m in ('torch', 'matplotlib', 'numpy', 'PIL') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_public_names_still_load_on_use():
+    code = ("import cnnkit, cnnkit.data, cnnkit.train, cnnkit.viz\n"
+            "from cnnkit import Trainer, TrainConfig, create_model, load_dataset, summary\n"
+            "assert 'lenet5' in cnnkit.list_models() and 'compress_factorized' in cnnkit.list_models()\n"
+            "assert cnnkit.train.TrainConfig is TrainConfig and callable(cnnkit.viz.gradcam)\n"
+            "assert set(cnnkit.__all__) <= set(dir(cnnkit))\n")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,27 +1,41 @@
-"""cnnkit: build, train, transfer, inspect and apply convolutional neural networks, on PyTorch."""
+"""cnnkit: build, train, transfer, inspect and apply convolutional neural networks, on PyTorch.
 
-from . import compress  # noqa: F401  (registers compress_factorized with the model registry)
-from .analysis import summary
-from .data import load_dataset
-from .errors import CnnkitError
-from .models import create_model, list_models, register_model, set_weights_loader
-from .train import TrainConfig, Trainer, load_model_checkpoint
-from .runs import load_pretrained
+The public names load on first use (cnnkit.lazy): ``import cnnkit``, and with it every ``cnnkit ... --help``,
+loads no network library until a model, a dataset or the training loop is asked for.
+"""
 
-# create_model(pretrained=...) loads through this slot: the weights (and the run folders they come from) sit
-# above the models, so the registry cannot import them itself.
-set_weights_loader(load_pretrained)
+from .lazy import lazy_exports
+from .models import registry as _registry  # the registry alone: the zoo's families load at the first lookup
+
+_EXPORTS = {
+    "CnnkitError": "errors",
+    "TrainConfig": "train",
+    "Trainer": "train",
+    "create_model": "models",
+    "list_models": "models",
+    "load_dataset": "data",
+    "load_model_checkpoint": "train",
+    "load_pretrained": "runs",
+    "register_model": "models",
+    "summary": "analysis",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+# The layers above the models plug into the registry here, the one module that sees them all.
+def _load_pretrained(model, spec):
+    """create_model(pretrained=...): weights and the run folders they come from sit above the models."""
+    from .runs import load_pretrained
+
+    return load_pretrained(model, spec)
+
+
+def _import_compression_models() -> None:
+    from . import compress  # noqa: F401  (registers compress_factorized, a model of the compression tools)
+
+
+_registry.set_weights_loader(_load_pretrained)
+_registry.add_family_loader(_import_compression_models)
 
 __version__ = "0.1.0"
-__all__ = [
-    "CnnkitError",
-    "TrainConfig",
-    "Trainer",
-    "__version__",
-    "create_model",
-    "list_models",
-    "load_dataset",
-    "load_model_checkpoint",
-    "register_model",
-    "summary",
-]
+__all__ = ["__version__", *sorted(set(_EXPORTS) - {"load_pretrained"})]

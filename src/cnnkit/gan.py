@@ -40,12 +40,10 @@ from .data.augment import Preprocess
 from .errors import CnnkitError
 from .models.registry import create_model
 from .runs import load_model_checkpoint
+from .train.recipes import GAN_TRAINING
 from .train.tasks import Task
 from .train.trainer import TrainConfig, Trainer
 
-# Radford et al. §4: Adam, lr 0.0002, beta1 0.5, minibatches of 128; no weight decay, no schedule.
-GAN_TRAINING = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, schedule="constant",
-                    batch_size=128)
 EVAL_SEED = 2016  # the latent vectors behind every epoch's score and sample grid
 
 

@@ -33,13 +33,11 @@ from .errors import CnnkitError, ImageError, ShapeError
 from .gan import GANTask
 from .models.pix2pix import LUMA
 from .models.registry import create_model
+from .train.recipes import PIX2PIX_TRAINING
 from .train.tasks import Task
 
 KINDS = ("colorize", "edges", "inpaint")
 DEFAULT_DATA = {"colorize": "cifar10", "edges": "fashion-mnist", "inpaint": "cifar10"}
-# Isola et al. §3.3: Adam, lr 0.0002, beta1 0.5; constant rate (their first 100 epochs); no weight decay.
-PIX2PIX_TRAINING = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, schedule="constant",
-                        batch_size=32)
 EVAL_SEED = 2017
 
 

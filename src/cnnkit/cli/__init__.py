@@ -18,11 +18,14 @@ The training flags of ``cnnkit train`` are generated from :class:`~cnnkit.train.
 :mod:`.train_flags`).
 """
 
+from ..lazy import lazy_exports
 from ..schema import positive_int
 from .common import claim_out
 from .main import build_parser, main
-from ..train.recipe import load_recipe, parse_recipe  # their home since issue 25; kept importable here
 
 _parser = build_parser  # the name tests and older code use
 
 __all__ = ["build_parser", "claim_out", "load_recipe", "main", "parse_recipe", "positive_int"]
+
+# Their home is cnnkit.train.recipe since issue 25; still importable from here, loaded on first use.
+__getattr__, __dir__ = lazy_exports(__name__, {"load_recipe": "..train.recipe", "parse_recipe": "..train.recipe"})

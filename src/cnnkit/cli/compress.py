@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import CnnkitError
 from ..schema import positive_int
+from ..train.recipes import TASK_RECIPES
 from .common import load_task_checkpoint, train_new_run
 from .options import add_command, subset_options, train_options
 
@@ -17,7 +18,6 @@ EXAMPLES = {
 }
 
 
-COMPRESS_TRAINING = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}  # --help shows these
 
 
 def add_parser(sub) -> None:
@@ -92,6 +92,6 @@ def _train(args) -> None:
         lambda bundle: create_model("compress_factorized", in_channels=bundle.image_shape[0],
                                     channels=args.channels, latent_channels=args.latent_channels),
         lambda bundle: f"compress-{bundle.name.split(':')[0]}-lambda{args.lmbda:g}",
-        lambda bundle: CompressionTask(args.lmbda), COMPRESS_TRAINING)
+        lambda bundle: CompressionTask(args.lmbda), TASK_RECIPES["compress"])
     print(f"test set: {summary['test_bpp']:.3f} bpp (estimated), PSNR {summary['test_psnr']:.2f} dB; "
           f"'cnnkit compress {args.out} IMAGE' writes a file")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import CnnkitError
 from ..schema import positive_int
 from .common import load_task_checkpoint, load_task_run_for_image, output_path, seed_of, train_new_run
-from .compress import COMPRESS_TRAINING
+from ..train.recipes import TASK_RECIPES
 from .options import add_command, subset_options, train_options
 
 EXAMPLES = {
@@ -93,25 +93,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_gan)
 
 
-# The training defaults of the commands that train a task (shown by their --help).
-DENOISE_TRAINING = {"epochs": 3, "batch_size": 128, "lr": 3e-3}
-SEGMENT_TRAINING = {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}}
-TASK_EPOCHS = 5  # gan and translate; their optimiser settings are the papers' (GAN_TRAINING, PIX2PIX_TRAINING)
-
-
 def task_training_defaults(command: str) -> dict:
-    if command == "denoise":
-        return DENOISE_TRAINING
-    if command == "segment":
-        return SEGMENT_TRAINING
-    if command == "compress":
-        return COMPRESS_TRAINING
-    if command in ("gan", "translate"):
-        from ..gan import GAN_TRAINING
-        from ..translate import PIX2PIX_TRAINING
-
-        return {**(GAN_TRAINING if command == "gan" else PIX2PIX_TRAINING), "epochs": TASK_EPOCHS}
-    return {}
+    """The training defaults of a command that trains a task (its --help shows them; flags override them)."""
+    return TASK_RECIPES.get(command, {})
 
 
 def cmd_denoise(args) -> None:
@@ -129,7 +113,7 @@ def cmd_denoise(args) -> None:
             lambda bundle: create_model("conv_autoencoder", in_channels=bundle.image_shape[0],
                                         bottleneck_channels=args.bottleneck),
             lambda bundle: f"denoise-{bundle.name}-{args.noise}-b{args.bottleneck}",
-            lambda bundle: DenoisingTask(args.noise, args.level), DENOISE_TRAINING)
+            lambda bundle: DenoisingTask(args.noise, args.level), TASK_RECIPES["denoise"])
         report = denoising_report(model, bundle.test.images, args.noise, args.level)
         (args.out / "denoising.json").write_text(json.dumps(report, indent=2))
         print(f"test set, {args.noise} noise {args.level}: PSNR {report['noisy_psnr']:.2f} -> "
@@ -166,7 +150,7 @@ def cmd_segment(args) -> None:
             lambda bundle: create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
                                         padding=True, base_channels=args.base_channels, batch_norm=True),
             lambda bundle: f"unet-{bundle.name.split(':')[0].split('(')[0]}",
-            lambda bundle: SegmentationTask(len(bundle.classes), args.dice_weight), SEGMENT_TRAINING)
+            lambda bundle: SegmentationTask(len(bundle.classes), args.dice_weight), TASK_RECIPES["segment"])
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
@@ -198,7 +182,7 @@ def cmd_segment(args) -> None:
 def cmd_translate(args) -> None:
 
     from ..data.image_io import save_image
-    from ..translate import (PIX2PIX_TRAINING, Pix2PixTask, create_translator, load_translation_data,
+    from ..translate import (Pix2PixTask, create_translator, load_translation_data,
                             read_translation_input, translate_batch)
 
     if args.train:
@@ -208,7 +192,7 @@ def cmd_translate(args) -> None:
             lambda bundle: create_translator(args.kind, bundle.image_shape[0], args.base_channels),
             lambda bundle: f"{variant}-{args.kind}-{bundle.name}",
             lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0),
-            {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS})
+            TASK_RECIPES["translate"])
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")
         return
@@ -222,7 +206,7 @@ def cmd_translate(args) -> None:
 
 def cmd_gan(args) -> None:
 
-    from ..gan import GAN_TRAINING, GANTask, sample_grid
+    from ..gan import GANTask, sample_grid
 
     if args.train:
         from ..data import load_dataset
@@ -233,7 +217,7 @@ def cmd_gan(args) -> None:
             lambda bundle: create_model("dcgan", in_channels=bundle.image_shape[0], image_size=bundle.image_shape[1],
                                         generator_width=args.width, discriminator_width=args.width),
             lambda bundle: f"dcgan-{bundle.name}",
-            lambda bundle: GANTask(fid_samples=args.fid_samples), {**GAN_TRAINING, "epochs": TASK_EPOCHS})
+            lambda bundle: GANTask(fid_samples=args.fid_samples), TASK_RECIPES["gan"])
         scores = ", ".join(f"{m['val_fid']:.2f}" for m in trainer.history if "val_fid" in m)
         print((f"Fréchet feature distance by epoch: {scores}; " if scores else "")
               + f"samples in {args.out / 'samples'}")

@@ -1,34 +1,27 @@
-from .augment import AugmentConfig, Preprocess, cutout, normalize, random_crop, random_flip
-from .catalog import CATALOG, list_datasets
-from .datasets import (
-                       DatasetBundle,
-                       FolderImageDataset,
-                       LossyDataWarning,
-                       TensorImageDataset,
-                       describe_catalog,
-                       load_dataset,
-                       random_subset,
-)
-from .formats import read_image
-from .loader import InMemoryLoader, make_loader
+"""Datasets in memory as uint8 tensors, their files, loaders and augmentation; names load on first use
+(cnnkit.lazy), so that the catalog and the command line need no torch."""
 
-__all__ = [
-                       "CATALOG",
-                       "AugmentConfig",
-                       "DatasetBundle",
-                       "FolderImageDataset",
-                       "InMemoryLoader",
-                       "LossyDataWarning",
-                       "random_subset",
-                       "Preprocess",
-                       "TensorImageDataset",
-                       "cutout",
-                       "describe_catalog",
-                       "list_datasets",
-                       "load_dataset",
-                       "make_loader",
-                       "normalize",
-                       "random_crop",
-                       "random_flip",
-                       "read_image",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "AugmentConfig": "augment",
+    "CATALOG": "catalog",
+    "DatasetBundle": "datasets",
+    "FolderImageDataset": "datasets",
+    "InMemoryLoader": "loader",
+    "LossyDataWarning": "datasets",
+    "Preprocess": "augment",
+    "TensorImageDataset": "datasets",
+    "cutout": "augment",
+    "describe_catalog": "datasets",
+    "list_datasets": "catalog",
+    "load_dataset": "datasets",
+    "make_loader": "loader",
+    "normalize": "augment",
+    "random_crop": "augment",
+    "random_flip": "augment",
+    "random_subset": "datasets",
+    "read_image": "formats",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,11 +1,24 @@
 """The model zoo: one module per family, each registering its builders with the registry when imported.
 
-A new family is a new module here, added to the import below; the registry itself knows names, not modules.
-(``compress_factorized`` registers from ``cnnkit.compress``, which ``import cnnkit`` loads.)
+A new family is a new module here, added to the list below; the registry itself knows names, not modules. The
+families load at the first lookup (``add_family_loader``), not when ``cnnkit.models`` is imported, so that the
+command line's ``--help`` does not load torch. (``compress_factorized`` registers from ``cnnkit.compress``.)
 """
 
-from . import alexnet, dcgan, efficientnet, fast, googlenet, lenet, pix2pix, resnet, retina, small, unet  # noqa: F401
-from . import vgg, xception  # noqa: F401
-from .registry import create_model, get_model_entry, list_models, register_model, set_weights_loader
+import importlib
 
-__all__ = ["create_model", "get_model_entry", "list_models", "register_model", "set_weights_loader"]
+from .registry import add_family_loader, create_model, get_model_entry, list_models, register_model, set_weights_loader
+
+FAMILIES = ("alexnet", "dcgan", "efficientnet", "fast", "googlenet", "lenet", "pix2pix", "resnet", "retina", "small",
+            "unet", "vgg", "xception")
+
+
+def _import_families() -> None:
+    for family in FAMILIES:
+        importlib.import_module(f".{family}", __name__)
+
+
+add_family_loader(_import_families)
+
+__all__ = ["FAMILIES", "add_family_loader", "create_model", "get_model_entry", "list_models", "register_model",
+           "set_weights_loader"]

@@ -8,19 +8,19 @@
 Every builder takes ``num_classes`` and ``in_channels``. ``create_model`` records the name and arguments on the
 model (``model.cnnkit_config``) so a checkpoint can rebuild exactly the same network later.
 
-The registry knows names, not modules: each family registers itself when imported (``cnnkit.models`` imports
-the zoo's families; ``cnnkit.compress`` registers its compression model), and pretrained weights come through
-a loader that ``cnnkit/__init__.py`` installs (``set_weights_loader``), because the weights and the run folders
-they are read from sit above the models.
+The registry knows names, not modules: each family registers itself when imported. Whoever owns families
+hands the registry a function that imports them (``add_family_loader``: ``cnnkit.models`` for the zoo,
+``cnnkit/__init__.py`` for ``cnnkit.compress``'s compression model), run once at the first lookup, so that the
+registry, and with it ``import cnnkit`` and ``cnnkit --help``, load no network library before a model is asked
+for. Pretrained weights come through a loader that ``cnnkit/__init__.py`` installs (``set_weights_loader``),
+because the weights and the run folders they are read from sit above the models.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CnnkitError, UnknownNameError, did_you_mean
 
@@ -51,9 +51,13 @@ class ModelEntry:
         }
 
 
+if TYPE_CHECKING:
+    from torch import nn
+
 _REGISTRY: dict[str, ModelEntry] = {}
-WeightsLoader = Callable[[nn.Module, str], nn.Module]
+WeightsLoader = Callable[["nn.Module", str], "nn.Module"]
 _weights_loader: WeightsLoader | None = None
+_family_loaders: list[Callable[[], object]] = []  # not yet run: each imports modules that register models
 
 
 def register_model(
@@ -89,11 +93,23 @@ def set_weights_loader(loader: WeightsLoader) -> None:
     _weights_loader = loader
 
 
+def add_family_loader(loader: Callable[[], object]) -> None:
+    """``loader()`` imports modules whose builders register themselves; it runs before the next lookup."""
+    _family_loaders.append(loader)
+
+
+def _load_families() -> None:
+    while _family_loaders:
+        _family_loaders.pop(0)()  # popped first: a family that looks a model up while loading does not recurse
+
+
 def list_models(family: str | None = None) -> list[str]:
+    _load_families()
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
 def get_model_entry(name: str) -> ModelEntry:
+    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -1,16 +1,18 @@
-from .checkpoint import load_model_checkpoint, read_checkpoint_meta
-from .metrics import confusion_matrix, per_class_accuracy, topk_correct
-from .optim import build_optimizer, build_schedule
-from .trainer import TrainConfig, Trainer
+"""The training loop and what it needs; names load on first use (cnnkit.lazy), so the command line can read
+:mod:`cnnkit.train.config` and :mod:`cnnkit.train.recipe` without loading torch."""
 
-__all__ = [
-           "TrainConfig",
-           "Trainer",
-           "build_optimizer",
-           "build_schedule",
-           "confusion_matrix",
-           "load_model_checkpoint",
-           "per_class_accuracy",
-           "read_checkpoint_meta",
-           "topk_correct",
-]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "Trainer": "trainer",
+    "build_optimizer": "optim",
+    "build_schedule": "optim",
+    "confusion_matrix": "metrics",
+    "load_model_checkpoint": "checkpoint",
+    "per_class_accuracy": "metrics",
+    "read_checkpoint_meta": "checkpoint",
+    "topk_correct": "metrics",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -26,7 +26,7 @@ import inspect
 from ..data.catalog import CATALOG, IMAGEFOLDER_PREFIX
 from ..errors import CnnkitError
 from ..models.registry import get_model_entry, list_models
-from .trainer import TrainConfig
+from .config import TrainConfig
 
 DATA_FAMILIES = {
     "grey28": "28x28 grey images",
@@ -122,6 +122,24 @@ RECIPES: dict[str, dict[str, dict]] = {
         "grey28": {**_ADAM, "lr": 3e-4, "batch_size": 64, **_SHIFT_2, "epochs": 5},
         "colour32": {**_ADAM, "lr": 3e-4, "batch_size": 64, **_SHIFT_4_FLIP, "epochs": 10},
     },
+}
+
+
+# The training defaults of the task commands (`cnnkit denoise/segment/compress/gan/translate --train`); flags
+# override single fields. The GAN and pix2pix optimiser settings are their papers'.
+# Radford et al. §4: Adam, lr 0.0002, beta1 0.5, minibatches of 128; no weight decay, no schedule.
+GAN_TRAINING = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, schedule="constant",
+                    batch_size=128)
+# Isola et al. §3.3: Adam, lr 0.0002, beta1 0.5; constant rate (their first 100 epochs); no weight decay.
+PIX2PIX_TRAINING = dict(optimizer="adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, schedule="constant",
+                        batch_size=32)
+TASK_EPOCHS = 5  # gan and translate: a few minutes on a CPU
+TASK_RECIPES = {
+    "denoise": {"epochs": 3, "batch_size": 128, "lr": 3e-3},
+    "segment": {"epochs": 12, "batch_size": 32, "lr": 3e-3, "augment": {"flip": True}},
+    "compress": {"epochs": 1, "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0},
+    "gan": {**GAN_TRAINING, "epochs": TASK_EPOCHS},
+    "translate": {**PIX2PIX_TRAINING, "epochs": TASK_EPOCHS},
 }
 
 

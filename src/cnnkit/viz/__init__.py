@@ -7,38 +7,47 @@ turns an image file into such a batch. :mod:`cnnkit.viz.commands` has one functi
 subcommand, each writing its PNG(s) into an output folder.
 """
 
-from . import commands
-from .attribution import explain, gradcam, saliency, smoothgrad
-from .confusion import confusion_matrix, plot_confusion
-from .curves import plot_curves, read_metrics
-from .embed import penultimate_features, plot_embedding, tsne
-from .filters import conv_weights, plot_filters, spatial_autocorrelation
-from .hooks import UnitOutOfRangeError, find_layer, layer_names, record_outputs
-from .images import InputSpec, input_spec, load_image
-from .landscape import (
-                        filter_normalized_direction,
-                        fixed_subset,
-                        landscape_statistics,
-                        loss_along_line,
-                        loss_surface,
-)
-from .maps import feature_maps, plot_feature_maps
-from .maximize import MaximizeSettings, maximize_activation, total_variation
-from .receptive import (
-                        center_surround_index,
-                        difference_of_gaussians,
-                        fit_difference_of_gaussians,
-                        plot_receptive_fields,
-                        receptive_fields,
-)
+from ..lazy import lazy_exports
 
-__all__ = [
-    "InputSpec", "MaximizeSettings", "UnitOutOfRangeError", "center_surround_index", "commands", "confusion_matrix",
-    "conv_weights", "difference_of_gaussians", "fit_difference_of_gaussians", "plot_receptive_fields",
-    "receptive_fields",
-    "explain", "feature_maps", "filter_normalized_direction", "find_layer", "fixed_subset", "gradcam",
-    "input_spec", "landscape_statistics", "layer_names", "load_image", "loss_along_line", "loss_surface",
-    "maximize_activation", "penultimate_features", "plot_confusion", "plot_curves", "plot_embedding",
-    "plot_feature_maps", "plot_filters", "read_metrics", "record_outputs", "saliency", "smoothgrad",
-    "spatial_autocorrelation", "total_variation", "tsne",
-]
+# Names load on first use (cnnkit.lazy): matplotlib and the tools stay unloaded until one is used.
+_EXPORTS = {
+    "InputSpec": "images",
+    "MaximizeSettings": "maximize",
+    "UnitOutOfRangeError": "hooks",
+    "center_surround_index": "receptive",
+    "commands": "",
+    "confusion_matrix": "confusion",
+    "conv_weights": "filters",
+    "difference_of_gaussians": "receptive",
+    "explain": "attribution",
+    "feature_maps": "maps",
+    "filter_normalized_direction": "landscape",
+    "find_layer": "hooks",
+    "fit_difference_of_gaussians": "receptive",
+    "fixed_subset": "landscape",
+    "gradcam": "attribution",
+    "input_spec": "images",
+    "landscape_statistics": "landscape",
+    "layer_names": "hooks",
+    "load_image": "images",
+    "loss_along_line": "landscape",
+    "loss_surface": "landscape",
+    "maximize_activation": "maximize",
+    "penultimate_features": "embed",
+    "plot_confusion": "confusion",
+    "plot_curves": "curves",
+    "plot_embedding": "embed",
+    "plot_feature_maps": "maps",
+    "plot_filters": "filters",
+    "plot_receptive_fields": "receptive",
+    "read_metrics": "curves",
+    "receptive_fields": "receptive",
+    "record_outputs": "hooks",
+    "saliency": "attribution",
+    "smoothgrad": "attribution",
+    "spatial_autocorrelation": "filters",
+    "total_variation": "maximize",
+    "tsne": "embed",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
