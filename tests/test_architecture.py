@@ -109,10 +109,7 @@ def test_help_loads_no_network_library():
             "import cnnkit\n"
             "assert cnnkit.__version__\n"
             "print(sorted(m for m in ('torch', 'matplotlib', 'numpy', 'PIL') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]", result.stdout
+    assert _fresh_python(code) == "[]"
 
 
 def test_public_names_still_load_on_use():
@@ -121,6 +118,12 @@ def test_public_names_still_load_on_use():
             "assert 'lenet5' in cnnkit.list_models() and 'compress_factorized' in cnnkit.list_models()\n"
             "assert cnnkit.train.TrainConfig is TrainConfig and callable(cnnkit.viz.gradcam)\n"
             "assert set(cnnkit.__all__) <= set(dir(cnnkit))\n")
+    _fresh_python(code)
+
+
+def _fresh_python(code: str) -> str:
+    """The standard output of ``code`` run by a new interpreter (nothing imported yet), which must succeed."""
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
