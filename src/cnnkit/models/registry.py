@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import CnnkitError, UnknownNameError, did_you_mean
 
@@ -37,18 +37,6 @@ class ModelEntry:
     mean: tuple[float, ...] | None  # per-channel normalisation the model expects; None: the dataset's own
     std: tuple[float, ...] | None
     task: str  # "classification", "segmentation", "reconstruction", ...
-
-    def default_config(self) -> dict[str, Any]:
-        return {
-            "input_size": list(self.input_size),
-            "num_classes": self.num_classes,
-            "family": self.family,
-            "paper": self.paper,
-            "min_input_size": self.min_input_size,
-            "mean": list(self.mean) if self.mean else None,
-            "std": list(self.std) if self.std else None,
-            "task": self.task,
-        }
 
 
 if TYPE_CHECKING:
@@ -139,7 +127,6 @@ def create_model(
         "in_channels": in_channels,
         "kwargs": dict(kwargs),
     }
-    model.default_config = entry.default_config()
     if pretrained:
         if _weights_loader is None:
             raise CnnkitError(f"create_model({name!r}, pretrained={pretrained!r}): no weights loader is installed; "
