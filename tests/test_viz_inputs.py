@@ -20,7 +20,7 @@ def photo(tmp_path):
     return path
 
 
-def test_input_spec_comes_from_the_models_default_config():
+def test_input_spec_comes_from_the_models_card():
     spec = input_spec(create_model("lenet5_relu"))
     assert (spec.channels, spec.height, spec.width, spec.mean) == (1, 32, 32, None)
     spec = input_spec(create_model("lenet5_relu", in_channels=3), mean=[0.5], std=[0.25])
