@@ -37,7 +37,7 @@ PAIRS = [
     ("fashion_cnn", "fashion-mnist", 10000, 2, None),
     ("resnet20", "cifar10", 10000, 3, None),
     ("resnet18", "mnist", 10000, 2, None),
-    ("vgg11", "mnist", 5000, 1, 2000),
+    ("vgg11", "mnist", 10000, 2, None),
     ("mnist_fast_cnn", "mnist", None, None, None),
     ("lenet5_relu", "fashion-mnist", None, None, None),
     ("alexnet", "mnist", 10000, 2, 2000),
