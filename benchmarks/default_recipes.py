@@ -42,7 +42,7 @@ PAIRS = [
     ("lenet5_relu", "fashion-mnist", None, None, None),
     ("alexnet", "mnist", 10000, 2, 2000),
     ("resnet18", "cifar10", 10000, 3, None),
-    ("cifar_fast_cnn", "cifar10", None, None, None),
+    ("cifar_fast_cnn", "cifar10", 10000, 3, None),
 ]
 
 
