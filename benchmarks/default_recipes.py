@@ -18,6 +18,7 @@ budget; a subset needs the API or `--train-subset` where the CLI has it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,12 +37,12 @@ PAIRS = [
     ("fashion_cnn", "fashion-mnist", 10000, 2, None),
     ("resnet20", "cifar10", 10000, 3, None),
     ("resnet18", "mnist", 10000, 2, None),
-    ("vgg11", "mnist", 5000, 1, 2000),
+    ("vgg11", "mnist", 10000, 2, None),
     ("mnist_fast_cnn", "mnist", None, None, None),
     ("lenet5_relu", "fashion-mnist", None, None, None),
     ("alexnet", "mnist", 10000, 2, 2000),
     ("resnet18", "cifar10", 10000, 3, None),
-    ("cifar_fast_cnn", "cifar10", None, None, None),
+    ("cifar_fast_cnn", "cifar10", 10000, 3, None),
 ]
 
 
@@ -72,6 +73,7 @@ def run_pair(model_name: str, data_name: str, train_images: int | None, epochs: 
     torch.manual_seed(config.seed)
     model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
                          **recipe.model_args)
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     summary = Trainer(model, bundle, config).fit()
     seconds = time.perf_counter() - start
@@ -83,8 +85,9 @@ def run_pair(model_name: str, data_name: str, train_images: int | None, epochs: 
            recipe=recipe.describe(), command=command
            + (f" (on {len(bundle.train)} training images, balanced)" if train_images else "")
            + (f" (scored on {len(bundle.test)} random test images)" if test_images else ""),
-           note="machine shared with other jobs (load 10-18 on 2 cores), 1 thread: seconds are not comparable "
-                "to idle runs",
+           load_average=[round(before, 2), round(os.getloadavg()[0], 2)],
+           note=f"{threads or torch.get_num_threads()} thread(s); load_average: 1-minute load before and after "
+                "training (2 cores, shared with other jobs): seconds are not comparable to idle runs",
            runs=1)
 
 

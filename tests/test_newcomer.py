@@ -7,6 +7,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from PIL import Image
 
 import cnnkit
 from cnnkit.cli import _parser, main
+from cnnkit.data.datasets import LossyDataWarning
 from cnnkit.models import create_model
 from cnnkit.predict import predict_files
 from cnnkit.train import TrainConfig, Trainer
@@ -314,3 +317,21 @@ def test_the_demo_hint_names_digits_the_repository_ships():
         assert image.shape == (28, 28)  # grey, MNIST's size
         border = torch.cat([image[:2].flatten(), image[-2:].flatten(), image[:, :2].flatten(), image[:, -2:].flatten()])
         assert border.float().mean() < 5 and image.max() > 200  # white on black, as MNIST
+
+
+def test_a_warning_reaches_the_user_as_one_line_without_source_code(capsys, monkeypatch):
+    """Python's default format printed the file, line number and the source line of the warn() call under
+    the message (`cnnkit translate --train` on the CIFAR-10 JPEG copy showed `return load_dataset(...)`)."""
+    cli_main = sys.modules["cnnkit.cli.main"]
+
+    def parser():
+        p = argparse.ArgumentParser(prog="cnnkit")
+        sub = p.add_subparsers(dest="command")
+        sub.add_parser("try").set_defaults(
+            func=lambda args: warnings.warn("cifar10: reading the lossy JPEG copy", LossyDataWarning, stacklevel=2))
+        return p
+
+    monkeypatch.setattr(cli_main, "build_parser", parser)
+    assert cli_main.main(["try"]) == 0
+    assert capsys.readouterr().err == "warning: cifar10: reading the lossy JPEG copy\n"
+    assert warnings.showwarning is not cli_main._show_warning  # restored after the command

@@ -55,6 +55,17 @@ def test_learning_rate_multipliers_take_prefixes_and_patterns():
     assert "whiten.weight" not in {n for n, p in named.items() if id(p) in by_id}  # frozen: not optimised
 
 
+def test_the_reported_learning_rate_is_the_runs_not_a_multiplied_groups():
+    """cifar_fast_cnn's default recipe (lr 1, biases at 64x) printed 'lr 54.2' after epoch 1: the bias group's."""
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, schedule="onecycle", lr_multipliers={"*.bias": 64}, **FAST)
+    trainer = Trainer(create_model("cifar_fast_cnn", num_classes=2, widths=(8, 8, 8)),
+                      bar_dataset(n_train=128, channels=3), config)
+    assert trainer.optimizer.param_groups[0]["lr_multiplier"] == 64  # the multiplied group comes first here
+    trainer.fit()
+    assert all(0 < m["lr"] <= config.lr for m in trainer.history)
+
+
 def test_validate_every_skips_intermediate_epochs_and_reuses_the_final_evaluation():
     torch.manual_seed(0)
     trainer = Trainer(create_model("lenet5_relu", num_classes=2), bar_dataset(),

@@ -70,6 +70,10 @@ def complete_help(parser: argparse.ArgumentParser, command: str = "") -> None:
 _DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning  # one line, as the commands' own warnings: no source line
             args.func(args)
     except CnnkitError as exc:
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)

@@ -234,6 +234,12 @@ class Trainer:
         if self.is_main:
             print(text, flush=True)
 
+    def current_lr(self) -> float:
+        """The schedule's learning rate now, in the units of ``config.lr``: a group's rate over its multiplier
+        (``lr_multipliers``), so biases trained at 64x do not show as the run's rate."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group.get("lr_multiplier", 1.0)
+
     # ------------------------------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict:
         config = self.config
@@ -370,7 +376,7 @@ class Trainer:
         val = self.task.validate(self, epoch)
         return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()
                                             if k not in ("images", "confusion", "per_class_acc")},
-                "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                "lr": self.current_lr(), "seconds": round(seconds, 3),
                 "images_per_second": round(seen / seconds, 1)}
 
     def gradient_step(self, x, targets):
@@ -406,7 +412,7 @@ class Trainer:
                          if self.out and epoch > 1 else "")
             raise TrainingDivergedError(
                 f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
-                f"{self.optimizer.param_groups[0]['lr']:.3g}). " + last_good
+                f"{self.current_lr():.3g}). " + last_good
                 + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
 
     def _progress_bar(self, total: int, desc: str):
