@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ..train.config import flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
 from .options import comma_floats
 
-# Where a flag is not spelt --field-name: the spellings it has always had.
-FLAG_NAMES = {"num_threads": ("--threads",), "num_workers": ("--workers",)}
 # What the annotation cannot say: the values allowed and the name a value goes by in --help.
 FLAG_DETAILS = {
     "optimizer": {"choices": ["sgd", "adam", "adamw"]},
@@ -70,18 +69,13 @@ def training_fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(TrainConfig)
 
 
-def flag_of(name: str) -> str:
-    """The flag that sets TrainConfig field ``name``, as messages name it."""
-    return FLAG_NAMES.get(name, ("--" + name.replace("_", "-"),))[0]
-
-
 def add_training_flags(parser, groups: dict | None = None) -> None:
     """One flag per TrainConfig field on ``parser`` (or on ``groups[field]``, an argument group of it)."""
     from ..train.config_help import TRAIN_OPTION_HELP
 
     for field in training_fields():
         target = (groups or {}).get(field.name, parser)
-        names = FLAG_NAMES.get(field.name, ("--" + field.name.replace("_", "-"),))
+        names = flag_names(field.name)
         annotation = _annotation(field)
         help_text = TRAIN_OPTION_HELP.get(field.name, "") + _default_note(field)
         if annotation == "bool":  # --flag / --no-flag, so a flag can also switch off what a recipe switched on

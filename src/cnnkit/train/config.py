@@ -97,9 +97,21 @@ TRAIN_LIMITS = {
     "tta_shift": Limit(0), "tta_sizes": Limit(1, MAX_INPUT_SIDE), "input_size": Limit(1, MAX_INPUT_SIDE),
     "resize": Limit(choices=("auto", "interpolate")), "num_threads": Limit(1), "num_workers": Limit(0),
 }
-_FLAG_NAMES = {"num_threads": "--threads", "num_workers": "--workers"}
+# Where a command-line flag is not spelt --field-name: the spellings it has always had (the first is the one
+# messages name). The CLI builds its flags from this; errors here name the same flag.
+FLAG_NAMES = {"num_threads": ("--threads",), "num_workers": ("--workers",)}
+
+
+def flag_names(name: str) -> tuple[str, ...]:
+    """The command-line spellings of TrainConfig field ``name``."""
+    return FLAG_NAMES.get(name, ("--" + name.replace("_", "-"),))
+
+
+def flag_of(name: str) -> str:
+    """The flag that sets TrainConfig field ``name``, as messages name it."""
+    return flag_names(name)[0]
 
 
 def _describe_option(name: str) -> tuple[str, str]:
-    flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    flag = flag_of(name)
     return f"training option {name}", f"fix '{name}:' in the recipe or the {flag} flag"
