@@ -14,9 +14,8 @@ from cnnkit.cli import main
 from cnnkit.compress import (GDN, IGDN, CompressionTask, FactorizedEntropyModel, compress_image, decode_latent,
                              decompress, decompress_latent, encode_latent, read_header)
 from cnnkit.compress.bitstream import HEADER_BYTES
-from cnnkit.compress.entropy import quantize_pmf
+from cnnkit.compress.entropy import PRECISION, CodingTables, quantize_pmf
 from cnnkit.compress.model import pad_to_multiple
-from cnnkit.compress.rans import TOTAL, RansDecoder, encode
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
 from cnnkit.errors import BitstreamError, ImageError
 
@@ -100,18 +99,38 @@ def test_quantized_frequencies_follow_the_probabilities():
     assert np.allclose(freqs[:4] / TOTAL, pmf[:4], atol=1e-4)
 
 
-def test_range_coder_round_trips_and_costs_the_entropy():
+TOTAL = 1 << PRECISION
+
+
+def test_entropy_coder_round_trips_and_costs_the_entropy():
+    """Two channels with skewed tables (the last symbol, the escape, has probability 2**-16): the payload costs
+    the tables' -log2 p of the symbols within a few words, and decodes back exactly."""
     rng = np.random.default_rng(0)
     freqs = np.array([40000, 20000, 5000, 500, 35, 1])
     freqs[0] += TOTAL - freqs.sum()
     cdf = np.concatenate([[0], np.cumsum(freqs)]).tolist()
-    symbols = rng.choice(len(freqs), size=5000, p=freqs / TOTAL).tolist() + [5, 4, 5]
-    data = encode([cdf[s] for s in symbols], [cdf[s + 1] - cdf[s] for s in symbols])
-    decoder = RansDecoder(data)
-    assert [decoder.decode(cdf) for _ in symbols] == symbols
-    decoder.finish()
+    tables = CodingTables(offsets=[-2, 7], cdfs=[cdf, cdf], fingerprint=0)
+    symbols = rng.choice(len(freqs) - 1, size=(2, 50, 100), p=freqs[:-1] / freqs[:-1].sum())
+    symbols[0, 0, :3] = [4, 3, 4]  # the rarest symbols inside the table
+    latent = torch.from_numpy(symbols + np.array(tables.offsets)[:, None, None]).float()
+    data = encode_latent(latent, tables)
+    assert torch.equal(decode_latent(data, tuple(latent.shape), tables), latent)
     ideal_bits = -np.log2(freqs[symbols] / TOTAL).sum()
     assert ideal_bits <= 8 * len(data) <= ideal_bits + 64
+
+
+def test_payload_bytes_are_those_of_format_version_2():
+    """The coded bytes of a fixed latent (two escapes among them), as .cnk version 2 wrote them with constriction
+    0.5. If this fails after upgrading constriction, its coder or its quantisation of the tables changed, and
+    existing files would decode to a wrong latent: bump bitstream.VERSION and refuse the old one."""
+    freqs = np.array([40000, 20000, 5000, 500, 35, 1])
+    freqs[0] += TOTAL - freqs.sum()
+    cdf = np.concatenate([[0], np.cumsum(freqs)]).tolist()
+    tables = CodingTables(offsets=[-2, 7], cdfs=[cdf, cdf], fingerprint=0)
+    latent = torch.tensor([[[-2, -1, 0, 1, 2, -2, -2, -1]], [[7, 8, 9, 10, 7, 7, 40, -3]]]).float()
+    data = encode_latent(latent, tables)
+    assert data.hex() == "0ffffff03ec2331fe0cb1b5c9b100100"
+    assert torch.equal(decode_latent(data, (2, 1, 8), tables), latent)
 
 
 def test_latent_with_values_outside_the_tables_round_trips_exactly():
@@ -176,6 +195,7 @@ def test_corrupt_truncated_and_foreign_files_are_refused(trained):
         "flipped payload bit": (data[:-1] + bytes([data[-1] ^ 0x10]), "CRC-32"),
         "flipped header bit": (data[:7] + bytes([data[7] ^ 1]) + data[8:], "CRC-32"),
         "future version": (data[:4] + b"\x07" + data[5:], "version 7"),
+        "version 1": (data[:4] + b"\x01" + data[5:], "version 1 .*pure-Python range coder.* compress the image again"),
     }
     for broken, message in cases.values():
         with pytest.raises(BitstreamError, match=message):
@@ -197,6 +217,9 @@ def test_payload_corruption_is_caught_by_the_coder_itself(trained):
         decode_latent(payload[:-2], header.latent_shape, tables)
     with pytest.raises(BitstreamError):
         decode_latent(payload + b"\x00\x00", header.latent_shape, tables)
+    for broken in (payload[:-4], payload[4:], payload + b"\x01\x00\x00\x00", payload + b"\x00" * 4):
+        with pytest.raises(BitstreamError):  # whole words missing or left over: a wrong final state, or no state
+            decode_latent(broken, header.latent_shape, tables)
 
 
 def test_bad_images_are_refused(trained):

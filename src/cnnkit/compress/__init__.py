@@ -1,13 +1,13 @@
 """Learned image compression: Ballé et al.'s GDN transforms with a factorized entropy model (ICLR 2017, 2018),
-trained through the one loop, writing real files with a range coder.
+trained through the one loop, writing real files with an ANS entropy coder (constriction's).
 
     model = create_model("compress_factorized", channels=64, latent_channels=96)
     Trainer(model, load_dataset("cifar10"), config, task=CompressionTask(lmbda=0.01)).fit()
     data = compress_image(model, image)          # bytes of a .cnk file; image: (C, H, W) uint8
     image = decompress(model, data)              # (C, H, W) uint8
 
-Modules: ``gdn`` (GDN/IGDN), ``entropy`` (the factorized density and its coding tables), ``rans`` (the range
-coder), ``model`` (the registered architecture), ``bitstream`` (the file format), ``task`` (training).
+Modules: ``gdn`` (GDN/IGDN), ``entropy`` (the factorized density and its coding tables), ``model`` (the
+registered architecture), ``bitstream`` (the file format, coded with ``constriction``), ``task`` (training).
 """
 
 from .bitstream import (Header, compress_image, decode_latent, decompress, decompress_latent, encode_latent,

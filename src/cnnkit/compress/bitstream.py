@@ -2,7 +2,7 @@
 
     offset  bytes  field
     0       4      magic b"CNKC"
-    4       1      format version (1)
+    4       1      format version (2)
     5       1      image channels (1 grey, 3 RGB)
     6       2      image height            big-endian unsigned
     8       2      image width
@@ -10,13 +10,18 @@
     12      2      latent height  = ceil(height / 16)
     14      2      latent width   = ceil(width / 16)
     16      4      model fingerprint: CRC-32 of the model's coding tables
-    20      4      payload length in bytes
+    20      4      payload length in bytes (a multiple of 4)
     24      4      CRC-32 of bytes 0-23 and the payload
-    28      ...    payload: the rounded latent, range-coded
+    28      ...    payload: the rounded latent, entropy-coded
 
-The payload codes the latent channel by channel, row by row, each value with its channel's frequency table
-(:meth:`FactorizedEntropyModel.coding_tables`). A value outside the table is coded as the escape symbol followed
-by its zigzag-mapped magnitude in 4-bit groups (a count, then the groups), so any integer round-trips.
+The payload is the compressed data of one ANS stack (``constriction.stream.stack.AnsCoder``, 32-bit words,
+little-endian). Its symbols, in decoding order: the latent channel by channel, row by row, each value as a
+symbol of its channel's frequency table (:meth:`FactorizedEntropyModel.coding_tables`); then, for the values
+outside their table (coded as the table's escape symbol), their zigzag-mapped magnitudes in 4-bit groups: every
+escaped value's count of groups first, then all the groups, uniformly distributed. Any integer round-trips.
+
+Version 1 files (cnnkit's own pure-Python rANS coder, with the escapes interleaved) are refused with a message
+saying so: compress the image again.
 
 Decoding checks everything before it trusts anything: the magic and version, header fields that agree with
 each other and with the model, the length, the CRC-32 (a flipped bit or a cut file is caught here), the model
@@ -30,22 +35,24 @@ import dataclasses
 import struct
 import zlib
 
+import constriction
+import numpy as np
 import torch
 
 from ..errors import BitstreamError, ImageError
 from .entropy import CodingTables
 from .model import DOWNSAMPLING, FactorizedPriorCompressor, pad_to_multiple
-from .rans import RansDecoder, encode, uniform_symbol
 
 MAGIC = b"CNKC"
-VERSION = 1
+VERSION = 2
 _FIELDS = struct.Struct(">4sBBHHHHHII")  # everything before the CRC
 _CRC = struct.Struct(">I")
 HEADER_BYTES = _FIELDS.size + _CRC.size
 _NIBBLE = 4
-_MAX_MAGNITUDE = 1 << 60  # 15 nibbles: the count of groups fits one nibble
-# The largest image a file may hold, checked in the header before any decoding: the pure-Python decoder takes
-# about a second per million latent values, and synthesis holds 128 channels at half the image's size.
+_GROUP = constriction.stream.model.Uniform(1 << _NIBBLE)
+_MAX_MAGNITUDE = 1 << 60  # zigzag codes below 2**61: at most 16 groups, so a group's count (minus 1) fits a group
+# The largest image a file may hold, checked in the header before any decoding: synthesis holds 128 channels at
+# half the image's size.
 MAX_CODED_PIXELS = 2048 * 2048
 
 
@@ -65,60 +72,85 @@ class Header:
         return self.latent_channels, self.latent_height, self.latent_width
 
 
-def _zigzag(value: int) -> int:
-    return 2 * value if value >= 0 else -2 * value - 1
+def _channel_models(tables: CodingTables) -> list:
+    """One categorical model per channel, given the integer frequencies (exact in float64): the encoder and the
+    decoder hand the coder the same numbers, which it quantises to its own precision the same way."""
+    return [constriction.stream.model.Categorical(np.diff(cdf).astype(np.float64), perfect=False)
+            for cdf in tables.cdfs]
 
 
-def _unzigzag(code: int) -> int:
-    return code // 2 if code % 2 == 0 else -(code + 1) // 2
+def _group_positions(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For escapes of ``counts`` 4-bit groups each, most significant first: every group's escape and its shift."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    rank = np.arange(len(owner)) - first[owner]
+    return owner, (_NIBBLE * (counts[owner] - 1 - rank)).astype(np.uint64)
+
+
+def _escape_groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count of groups - 1 per value, all the groups) of escaped integers' zigzag codes."""
+    codes = np.where(values >= 0, 2 * values, -2 * values - 1).astype(np.uint64)
+    counts = 1 + sum((codes >> np.uint64(_NIBBLE * k) > 0).astype(np.int64) for k in range(1, 16))
+    owner, shifts = _group_positions(counts)
+    return (counts - 1).astype(np.int32), ((codes[owner] >> shifts) & np.uint64(0xF)).astype(np.int32)
+
+
+def _escaped_values(counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The integers (as float64) whose zigzag codes are ``groups``, ``counts`` groups each."""
+    owner, shifts = _group_positions(counts)
+    codes = np.zeros(len(counts), dtype=np.uint64)
+    np.add.at(codes, owner, groups.astype(np.uint64) << shifts)  # disjoint bits: the sum is the code
+    magnitude = (codes >> np.uint64(1)).astype(np.float64) + (codes & np.uint64(1))
+    return np.where(codes & np.uint64(1), -magnitude, magnitude)
 
 
 def encode_latent(latent: torch.Tensor, tables: CodingTables) -> bytes:
-    """Range-code an integer latent (M, h, w) with one frequency table per channel."""
+    """Entropy-code an integer latent (M, h, w) with one frequency table per channel."""
     values = latent.detach().cpu()
     if values.ndim != 3 or len(values) != len(tables.cdfs):
         raise ValueError(f"expected a latent of shape ({len(tables.cdfs)}, h, w), got {tuple(values.shape)}")
     if not torch.isfinite(values).all() or values.abs().max() >= _MAX_MAGNITUDE or (values != values.round()).any():
         raise ValueError("the latent must hold finite integers")
-    starts, freqs = [], []
+    values = values.to(torch.int64).flatten(1).numpy()
+    symbols, escaped = [], []
     for channel, cdf in enumerate(tables.cdfs):
         escape, offset = len(cdf) - 2, tables.offsets[channel]
-        for value in values[channel].flatten().to(torch.int64).tolist():
-            symbol = value - offset
-            if 0 <= symbol < escape:
-                starts.append(cdf[symbol])
-                freqs.append(cdf[symbol + 1] - cdf[symbol])
-                continue
-            starts.append(cdf[escape])
-            freqs.append(cdf[escape + 1] - cdf[escape])
-            code = _zigzag(value)
-            groups = max(1, -(-code.bit_length() // _NIBBLE))
-            for symbol in [groups - 1] + [(code >> (_NIBBLE * k)) & 0xF for k in reversed(range(groups))]:
-                start, freq = uniform_symbol(symbol, _NIBBLE)
-                starts.append(start)
-                freqs.append(freq)
-    return encode(starts, freqs)
+        inside = (values[channel] >= offset) & (values[channel] < offset + escape)
+        symbols.append(np.where(inside, values[channel] - offset, escape).astype(np.int32))
+        escaped.append(values[channel][~inside])
+    coder = constriction.stream.stack.AnsCoder()
+    counts, groups = _escape_groups(np.concatenate(escaped))
+    coder.encode_reverse(groups, _GROUP)  # a stack: what is decoded last goes in first
+    coder.encode_reverse(counts, _GROUP)
+    for channel_symbols, model in zip(reversed(symbols), reversed(_channel_models(tables))):
+        coder.encode_reverse(channel_symbols, model)
+    return coder.get_compressed().astype("<u4").tobytes()
 
 
 def decode_latent(payload: bytes, shape: tuple[int, int, int], tables: CodingTables) -> torch.Tensor:
     """The integer latent of ``shape`` (M, h, w) coded in ``payload``, as float32."""
     channels, height, width = shape
-    decoder = RansDecoder(payload)
-    values = []
-    for channel in range(channels):
-        cdf, offset = tables.cdfs[channel], tables.offsets[channel]
-        escape = len(cdf) - 2
-        for _ in range(height * width):
-            symbol = decoder.decode(cdf)
-            if symbol != escape:
-                values.append(symbol + offset)
-                continue
-            code = 0
-            for _ in range(decoder.decode_uniform(_NIBBLE) + 1):
-                code = (code << _NIBBLE) | decoder.decode_uniform(_NIBBLE)
-            values.append(_unzigzag(code))
-    decoder.finish()
-    return torch.tensor(values, dtype=torch.float64).reshape(shape).float()
+    if len(payload) % 4:
+        raise BitstreamError(f"the coded data is {len(payload)} bytes, not a whole number of the coder's 4-byte "
+                             "words; the file is truncated or corrupt")
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    except ValueError as exc:  # constriction: "ANS compressed data never ends in a zero word"
+        raise BitstreamError(f"the coded data is not a valid coder state ({exc}); the file is corrupt") from None
+    values = np.empty((channels, height * width), dtype=np.float64)
+    escapes = []
+    for channel, model in enumerate(_channel_models(tables)):
+        symbols = coder.decode(model, height * width)
+        escape = symbols == len(tables.cdfs[channel]) - 2
+        values[channel] = symbols + tables.offsets[channel]
+        escapes.append(np.flatnonzero(escape) + channel * height * width)
+    escapes = np.concatenate(escapes)
+    counts = coder.decode(_GROUP, len(escapes)).astype(np.int64) + 1
+    values.reshape(-1)[escapes] = _escaped_values(counts, coder.decode(_GROUP, int(counts.sum())))
+    if not coder.is_empty():
+        raise BitstreamError("the coded data does not end where its last symbol does (data left over or a wrong "
+                             "final state); the file is corrupt")
+    return torch.from_numpy(values).reshape(shape).float()
 
 
 def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Tensor:
@@ -165,8 +197,9 @@ def read_header(data: bytes) -> Header:
         raise BitstreamError(f"the file is truncated: {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
     magic, version, *fields = _FIELDS.unpack_from(data)
     if version != VERSION:
-        raise BitstreamError(f"format version {version} is not supported (this cnnkit reads version {VERSION}); "
-                             "compress the image again with this version")
+        written_by = " (cnnkit's earlier pure-Python range coder)" if version == 1 else ""
+        raise BitstreamError(f"format version {version}{written_by} is not supported (this cnnkit reads version "
+                             f"{VERSION}); compress the image again with this version")
     header = Header(*fields)
     available = len(data) - HEADER_BYTES
     if available != header.payload_bytes:

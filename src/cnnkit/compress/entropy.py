@@ -9,7 +9,7 @@ integer) then has probability P(y) = c(y + 1/2) - c(y - 1/2): the density convol
 exactly the density of y + U(-1/2, 1/2), the training-time stand-in for rounding (Ballé et al. 2017, sec. 2).
 
 The rate R = sum -log2 P(y) is what training minimises; :meth:`FactorizedEntropyModel.coding_tables` quantises
-the same P to integer frequencies for the range coder, so a file costs R bits plus a little.
+the same P to integer frequencies for the entropy coder, so a file costs R bits plus a little.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gdn import lower_bound
-from .rans import PRECISION
+PRECISION = 16  # the coding tables' integer frequencies sum to 2**PRECISION
 
 LIKELIHOOD_BOUND = 1e-9  # keeps -log2 P finite for values the density has not learnt yet
 TABLE_RANGE = 1024  # coding tables cover latent values in [-1024, 1024]; anything else is escaped
@@ -34,7 +34,7 @@ TAIL_MASS = 1e-7  # probability left to the escape symbol on either side of a ch
 
 @dataclasses.dataclass(frozen=True)
 class CodingTables:
-    """Integer frequency tables for the range coder, one per latent channel. Symbol k of channel c is the value
+    """Integer frequency tables for the entropy coder, one per latent channel. Symbol k of channel c is the value
     ``offsets[c] + k``; its last symbol is the escape, for values outside the table."""
 
     offsets: list[int]
@@ -121,7 +121,7 @@ class FactorizedEntropyModel(nn.Module):
 
     @torch.no_grad()
     def coding_tables(self, table_range: int = TABLE_RANGE, tail_mass: float = TAIL_MASS) -> CodingTables:
-        """The densities quantised to integer frequencies for the range coder. Computed in float64 on the CPU so
+        """The densities quantised to integer frequencies for the entropy coder. Computed in float64 on the CPU so
         that the encoder and the decoder, which each build them from the same weights, get the same integers."""
         layers = self._layers(torch.float64, "cpu")
         edges = torch.arange(-table_range, table_range + 2, dtype=torch.float64) - 0.5  # v - 1/2 for every v
