@@ -14,8 +14,9 @@ from typing import Annotated
 
 import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from .. import __version__
 from ..errors import ImageError
@@ -146,30 +147,28 @@ def add_training_routes(app: FastAPI, training: TrainingManager) -> None:
     @app.get("/api/train/events")
     async def training_events(request: Request, after: int = -1):
         """Server-sent events of the current (or last) run from event ``after + 1`` on; a page that opens
-        mid-run first receives the whole history, so its curves start at the beginning."""
+        mid-run first receives the whole history, so its curves start at the beginning. sse-starlette formats
+        the events, sends a keep-alive comment every 15 s and ends the stream when the page goes away."""
         job = training.job
         last_seen = request.headers.get("last-event-id", "")  # sent by a reconnecting EventSource
         start = max(after + 1, int(last_seen) + 1 if last_seen.isdigit() else 0)
 
         async def stream():
-            yield "retry: 2000\n\n"
+            yield ServerSentEvent(retry=2000)
             if job is None:
-                yield "event: idle\ndata: {}\n\n"
+                yield ServerSentEvent("{}", event="idle")
                 return
             index = start
             while True:
                 events = job.events_since(index)
                 for event in events:
-                    yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event['data'])}\n\n"
+                    yield ServerSentEvent(json.dumps(event["data"]), id=str(event["id"]), event=event["type"])
                 index += len(events)
                 if job.done and not job.events_since(index):
                     return
-                if await request.is_disconnected():
-                    return
                 await asyncio.sleep(EVENT_POLL_SECONDS)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventSourceResponse(stream())
 
 
 def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_bytes: int) -> None:
