@@ -1,5 +1,5 @@
-"""Learned image compression: GDN/IGDN, the entropy model and its coding tables, the range coder, the .cnk file
-and its errors, training through the one loop, and the compress/decompress commands."""
+"""Learned image compression: GDN/IGDN, the entropy model and its coding tables, the entropy coder (constriction's),
+the .cnk file and its errors, training through the one loop, and the compress/decompress commands."""
 
 import dataclasses
 import json
