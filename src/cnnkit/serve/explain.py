@@ -263,7 +263,8 @@ def unit_answer(explained: ExplainModel, pixels: torch.Tensor, layer: str | None
     peak = float(gradient.max())
     answer["gradient"] = png_data_url(colourise((gradient / peak).numpy() if peak > 0 else gradient.numpy(),
                                                 "inferno"))
-    return {"source": explained.source, "input": _picture(pixels), "layer_info": entry, **answer}
+    return {"source": explained.source, "input": _picture(pixels), "input_size": list(pixels.shape[-2:]),
+            "layer_info": entry, **answer}
 
 
 # ------------------------------------------------------------------------------------------------ routes
