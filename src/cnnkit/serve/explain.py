@@ -58,6 +58,8 @@ class ExplainModel:
     input_shape: tuple[int, int, int]
     transform: EvalTransform
     lock: threading.Lock  # one forward pass at a time: the recording hooks attach to the shared network
+    data_shape: tuple[int, int, int] | None = None  # a run's images (MNIST's 28x28), before fitting to input_shape
+    fit: object = None  # the run's own fitting to the network's input (LeNet-5 reads 28x28 digits framed in 32x32)
     rows: list | None = None  # the calculator's table at input_shape
     layers: list[dict] | None = None
 
@@ -111,10 +113,13 @@ class ExplainModels:
         cached = self._runs.get(name)
         if cached is not None and cached.model is loaded.model:
             return cached
-        shape = tuple(loaded.meta["image_shape"])
+        data_shape = tuple(loaded.meta["image_shape"])
         card = card_from_meta(loaded.meta)
+        preprocess = card.preprocess()
+        shape = (data_shape[0], *(preprocess.input_size or data_shape[1:]))
         transform = EvalTransform(shape[1:], None, card.interpolation, card.mean, card.std)
-        self._runs[name] = ExplainModel(f"run:{name}", loaded.model, shape, transform, loaded.lock)
+        self._runs[name] = ExplainModel(f"run:{name}", loaded.model, shape, transform, loaded.lock, data_shape,
+                                        preprocess.fit_size)
         return self._runs[name]
 
     @staticmethod
@@ -165,13 +170,19 @@ def picture_of(example: str | None, upload: tuple[bytes, str | None, str] | None
 
 def model_input(explained: ExplainModel, picture: Image.Image, drawing: bool) -> torch.Tensor:
     """The (1, C, H, W) uint8 picture the network reads: a drawing centred the MNIST way (grey networks), a
-    photo resized and centre-cropped as the weights' evaluation transform does."""
-    channels = explained.input_shape[0]
+    photo resized and centre-cropped as the weights' evaluation transform does; for a run, made the size of its
+    training images and then fitted to the network's input as its training batches were."""
+    shape = explained.data_shape or explained.input_shape
     if drawing:
-        return drawing_to_input(picture, explained.input_shape)
-    pixels = np.asarray(picture.convert("L" if channels == 1 else "RGB"))
-    pixels = torch.from_numpy(pixels.copy()).reshape(*pixels.shape[:2], channels).permute(2, 0, 1)
-    return explained.transform.crop(pixels, "the picture")[None]
+        pixels = drawing_to_input(picture, shape)
+    else:
+        grey_or_rgb = np.asarray(picture.convert("L" if shape[0] == 1 else "RGB"))
+        pixels = torch.from_numpy(grey_or_rgb.copy()).reshape(*grey_or_rgb.shape[:2], shape[0]).permute(2, 0, 1)
+        crop = explained.transform if explained.data_shape is None else EvalTransform(shape[1:])
+        pixels = crop.crop(pixels, "the picture")[None]
+    if explained.fit is not None and tuple(pixels.shape[-2:]) != tuple(explained.input_shape[1:]):
+        pixels = explained.fit(pixels.float()).round().clamp(0, 255).to(torch.uint8)
+    return pixels
 
 
 def calculator_rows(explained: ExplainModel) -> list:
