@@ -1,6 +1,7 @@
 """Regenerate the README's screenshots of `cnnkit serve` (docs/images/serve-*.png).
 
-    CNNKIT_DATA=../shared/datasets python docs/screenshots.py
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py            # every page
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain    # only the pages named
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
 minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the four
@@ -63,11 +64,27 @@ def draw_seven(page) -> None:
     page.mouse.up()
 
 
+def shoot_explain(page) -> None:
+    """The pretrained EfficientNet-Lite0's first convolution on the bridge: one unit's 27 products."""
+    page.goto("/explain?source=zoo:efficientnet_lite0@imagenet")
+    expect(page.locator("#map-caption")).to_contain_text("_conv_stem", timeout=120_000)  # loads the weights
+    page.fill("#channel", "5")
+    page.locator("#channel").dispatch_event("change")
+    expect(page.locator("#map-caption")).to_contain_text("channel 5")
+    box = page.locator("#map").bounding_box()
+    page.locator("#map").click(position={"x": box["width"] * 0.42, "y": box["height"] * 0.3})
+    expect(page.locator("#arithmetic table.products")).to_have_count(3, timeout=60_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(OUT / "serve-explain.png"), full_page=True)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    wanted = sys.argv[1:] or ["draw", "photo", "train", "zoo", "explain"]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        train_digits(root)
+        if {"draw", "train"} & set(wanted):
+            train_digits(root)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -80,6 +97,14 @@ def main() -> None:
             page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
             page.set_default_timeout(120_000)
 
+            if "explain" in wanted:
+                shoot_explain(page)
+            if "draw" not in wanted:
+                browser.close()
+                server.should_exit = True
+                for name in wanted:
+                    save_small(OUT / f"serve-{name}.png")
+                return
             page.goto("/")
             expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
             draw_seven(page)
@@ -104,7 +129,7 @@ def main() -> None:
             page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
             browser.close()
         server.should_exit = True
-    for name in ("draw", "photo", "train", "zoo"):
+    for name in wanted:
         save_small(OUT / f"serve-{name}.png")
         print(OUT / f"serve-{name}.png", (OUT / f"serve-{name}.png").stat().st_size, "bytes")
 

@@ -170,7 +170,8 @@ def _pool_step(step: _Step, channel: int, row: int, column: int) -> dict:
                for c in range(left, left + kw)] for r in range(top, top + kh)]
     answer.update(window=window, after=float(step.after[0, channel, out_row, out_column]))
     if isinstance(pool, nn.MaxPool2d):
-        best = max((v, i, j) for i, line in enumerate(window) for j, v in enumerate(line) if v is not None)
+        cells = [(v, i, j) for i, line in enumerate(window) for j, v in enumerate(line) if v is not None]
+        best = max(cells, key=lambda cell: cell[0])  # the first of equal values, as torch's max pooling keeps
         answer.update(chosen=best[0], chosen_cell=[best[1], best[2]])
     return answer
 

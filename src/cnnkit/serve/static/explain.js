@@ -189,8 +189,12 @@ function updateSizes() {
     `The ${k}x${k} kernel does not fit in ${n} + 2·${p} = ${n + 2 * p} pixels: no output.` :
     `out = ⌊(n + 2p − k) / s⌋ + 1 = ⌊(${n} + ${2 * p} − ${k}) / ${s}⌋ + 1 = <b id="size-out">${out}</b>`;
   const left = out === null ? 0 : (n + 2 * p - k) % s;
-  $("size-note").textContent = left ? `The stride does not land on the last pixel: ${left} pixel(s) at the end ` +
-    "are never read (the notes' rule says choose the stride or padding so that this is 0)." : "";
+  const layer = layers.find((x) => x.name === layerSelect.value);
+  const same = layer && layer.same_padding && n === layer.input_shape[1] && k === layer.kernel[0] &&
+    s === layer.stride[0] && p === 0 ? `This layer pads TensorFlow's 'same' way instead: ${Math.ceil(n / s)} ` +
+    `outputs (⌈n / s⌉), the padding split between the two sides, more at the bottom and right. ` : "";
+  $("size-note").textContent = same + (left ? `The stride does not land on the last pixel: ${left} pixel(s) at ` +
+    "the end are never read (the notes' rule says choose the stride or padding so that this is 0)." : "");
   drawSizeGrid(n, k, s, p, out);
 }
 
