@@ -186,6 +186,7 @@ def model_input(explained: ExplainModel, picture: Image.Image, drawing: bool) ->
 
 
 def calculator_rows(explained: ExplainModel) -> list:
+    """The calculator's table of the network (hold its lock: the calculator hooks the shared network)."""
     if explained.rows is None:
         explained.rows = summary(explained.model, explained.input_shape).rows
     return explained.rows
@@ -195,7 +196,6 @@ def conv_layers(explained: ExplainModel) -> list[dict]:
     """The network's convolutions in the order they run, with what the page's size calculator needs."""
     if explained.layers is not None:
         return explained.layers
-    rows = convolution_rows(explained.model, calculator_rows(explained))
     modules = dict(explained.model.named_modules())
     inputs: dict[str, list[int]] = {}
     def record(name):
@@ -203,13 +203,15 @@ def conv_layers(explained: ExplainModel) -> list[dict]:
             inputs.setdefault(name, list(args[0].shape[1:]))
         return hook
 
-    handles = [modules[r.name].register_forward_pre_hook(record(r.name)) for r in rows]
-    try:
-        with explained.lock, torch.no_grad(), evaluation_mode(explained.model):
-            explained.model(torch.zeros(1, *explained.input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with explained.lock:
+        rows = convolution_rows(explained.model, calculator_rows(explained))
+        handles = [modules[r.name].register_forward_pre_hook(record(r.name)) for r in rows]
+        try:
+            with torch.no_grad(), evaluation_mode(explained.model):
+                explained.model(torch.zeros(1, *explained.input_shape))
+        finally:
+            for handle in handles:
+                handle.remove()
     layers = []
     for row in rows:
         conv = modules[row.name]
@@ -264,9 +266,8 @@ def unit_answer(explained: ExplainModel, pixels: torch.Tensor, layer: str | None
                 column: int) -> dict:
     entry = checked_layer(explained, layer)
     batch = explained.transform.normalise(pixels)
-    rows = calculator_rows(explained)
     with explained.lock:
-        answer = explain_unit(explained.model, batch, entry["name"], channel, row, column, rows)
+        answer = explain_unit(explained.model, batch, entry["name"], channel, row, column, calculator_rows(explained))
     gradient = answer.pop("gradient").abs().sum(0)
     nonzero = torch.nonzero(gradient > 0)
     answer["gradient_support"] = None if not len(nonzero) else [

@@ -25,6 +25,7 @@ function inputForm(extra) {
 
 async function showMaps() {
   if (!input || !sourceSelect.value) return;
+  showMessage(message, `Running ${sourceSelect.value}…`);  // a pretrained network loads for a few seconds
   try {
     const answer = await api("/api/explain/maps", {method: "POST", body: inputForm()});
     mapShape = answer.layer.output_shape;
