@@ -189,3 +189,42 @@ def test_sources_list_runs_then_pretrained_then_random(client):
     assert kinds == sorted(kinds, key=["run", "pretrained", "random"].index)
     names = [s["source"] for s in sources]
     assert f"run:{TRAINED_RUN}" in names and "zoo:efficientnet_lite0@imagenet" in names and "zoo:unet" not in names
+
+
+# ------------------------------------------------------------------------------------------- fuzzed requests
+SOURCES = [f"run:{TRAINED_RUN}", "run:denoiser", "run:", "run:..", "zoo:lenet5_relu", "zoo:mnist_fast_cnn",
+           "zoo:conv_autoencoder", "zoo:lenet5_relu@imagenet", "zoo:", "zoo:@", "", ":", "x" * 300]
+LAYERS = [None, "", "features.0", "features.3", "features.1", "classifier.1", "features.0.0", ".", "x" * 300]
+
+
+@pytest.fixture(scope="module")
+def mixed_client(mixed_checkpoints_dir):
+    from cnnkit.serve import create_app
+
+    with local_client(create_app(mixed_checkpoints_dir), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_fuzzed_explain_requests_are_answered_not_crashed_on(mixed_client):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(st.integers(-3, 40), st.integers(-2**70, 2**70), st.sampled_from(["", "1.5", "a", "1e3"]))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(source=st.sampled_from(SOURCES), layer=st.sampled_from(LAYERS), channel=numbers, row=numbers,
+           column=numbers, example=st.sampled_from([EXAMPLE, "", "../x", None]),
+           drawing=st.sampled_from(["true", "false", "2", None]), route=st.sampled_from(["unit", "maps"]))
+    def check(source, layer, channel, row, column, example, drawing, route):
+        data = {key: str(value) for key, value in {"source": source, "layer": layer, "channel": channel, "row": row,
+                "column": column, "example": example, "drawing": drawing}.items() if value is not None}
+        response = mixed_client.post(f"/api/explain/{route}", data=data)
+        assert response.status_code < 500, response.text[:500]
+        body = response.json()
+        assert ("error" in body) == (response.status_code >= 400)
+        if response.status_code == 200 and route == "unit" and "arithmetic" in body:
+            assert abs(body["arithmetic"]["sum"] - body["value"]) <= 1e-5
+
+    check()
+    response = mixed_client.get("/api/explain/layers", params={"source": "run:denoiser"})
+    assert response.status_code == 422 and "not a classifier" in response.json()["error"]
