@@ -273,7 +273,8 @@ def unit_answer(explained: ExplainModel, pixels: torch.Tensor, layer: str | None
     answer["gradient_support"] = None if not len(nonzero) else [
         int(nonzero[:, 0].min()), int(nonzero[:, 1].min()), int(nonzero[:, 0].max()), int(nonzero[:, 1].max())]
     peak = float(gradient.max())
-    answer["gradient"] = png_data_url(colourise((gradient / peak).numpy() if peak > 0 else gradient.numpy(),
+    # Square root of the scaled magnitude: the few strongest pixels would otherwise leave the rest black.
+    answer["gradient"] = png_data_url(colourise((gradient / peak).sqrt().numpy() if peak > 0 else gradient.numpy(),
                                                 "inferno"))
     return {"source": explained.source, "input": _picture(pixels), "input_size": list(pixels.shape[-2:]),
             "layer_info": entry, **answer}
