@@ -42,6 +42,7 @@ from .unit import convolution_rows, explain_unit
 
 MAX_CACHED_MODELS = 2  # zoo networks built for the page (a VGG is half a gigabyte); runs are cached by Draw
 MAX_THUMBNAILS = 32  # channel pictures sent with the maps; the others are reached by number
+THUMBNAIL_SIDE = 48  # pixels: the page shows them 40 wide
 MAX_SIDE = 512
 RANDOM_SEED = 0  # a zoo network at random initialisation is the same network on every request
 STAND_IN_STATISTIC = 0.5  # mean and std for a network without its own: pixels in [0, 1] become [-1, 1]
@@ -237,8 +238,15 @@ def checked_layer(explained: ExplainModel, layer: str | None) -> dict:
                            f"{did_you_mean(layer, names)}")
 
 
-def _map_picture(values: torch.Tensor) -> str:
-    return png_data_url(colourise(plots.scale_each(values[None, None])[0, 0].numpy()))
+def _map_picture(values: torch.Tensor, max_side: int | None = None) -> str:
+    """One channel as a coloured PNG; a thumbnail is averaged down to ``max_side`` (32 full-size maps of a
+    112x112 layer came to nearly a megabyte of JSON for pictures shown 40 pixels wide)."""
+    values = values[None, None]
+    if max_side and max(values.shape[-2:]) > max_side:
+        scale = max_side / max(values.shape[-2:])
+        size = [max(1, round(side * scale)) for side in values.shape[-2:]]
+        values = torch.nn.functional.interpolate(values, size=size, mode="area")
+    return png_data_url(colourise(plots.scale_each(values)[0, 0].numpy()))
 
 
 def maps_answer(explained: ExplainModel, pixels: torch.Tensor, layer: str | None, channel: int) -> dict:
@@ -252,9 +260,10 @@ def maps_answer(explained: ExplainModel, pixels: torch.Tensor, layer: str | None
         raise UnitOutOfRangeError(f"channel {channel} is outside layer {entry['name']!r}, which has "
                                   f"{output.shape[0]} channels: pick 0 to {output.shape[0] - 1}.")
     chosen = output[channel]
+    thumbnails = [_map_picture(output[c], THUMBNAIL_SIDE) for c in range(min(MAX_THUMBNAILS, output.shape[0]))]
     return {"source": explained.source, "layer": entry, "channel": channel, "input": _picture(pixels),
             "map": {"image": _map_picture(chosen), "min": float(chosen.min()), "max": float(chosen.max())},
-            "thumbnails": [_map_picture(output[c]) for c in range(min(MAX_THUMBNAILS, output.shape[0]))]}
+            "thumbnails": thumbnails}
 
 
 def _picture(pixels: torch.Tensor) -> str:
