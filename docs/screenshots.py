@@ -4,7 +4,7 @@
     CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain    # only the pages named
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
-minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the four
+minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the
 pages and saves each as a palette PNG small enough to commit.
 """
 
@@ -78,12 +78,50 @@ def shoot_explain(page) -> None:
     page.screenshot(path=str(OUT / "serve-explain.png"), full_page=True)
 
 
+def shoot_draw(page) -> None:
+    page.goto("/")
+    expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
+    draw_seven(page)
+    expect(page.locator("#maps figure")).to_have_count(4)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(OUT / "serve-draw.png"), full_page=True)
+
+
+def shoot_photo(page) -> None:
+    page.goto("/photo")
+    page.locator("#examples button").nth(1).click()
+    expect(page.locator("#labels li")).to_have_count(5)
+    page.screenshot(path=str(OUT / "serve-photo.png"), full_page=True)
+
+
+def shoot_train(page) -> None:
+    page.goto("/train")
+    page.fill("#train-images", "3000")
+    page.fill("#epochs", "2")
+    page.click("#start")
+    expect(page.locator("#result")).to_contain_text("Saved as")
+    page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
+
+
+def shoot_zoo(page) -> None:
+    page.goto("/zoo?model=resnet18&input_size=3x224x224")
+    expect(page.locator("#total-params")).to_have_text("11,689,512")
+    page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+
+
+SHOTS = {"draw": shoot_draw, "photo": shoot_photo, "train": shoot_train, "zoo": shoot_zoo, "explain": shoot_explain}
+NEED_A_RUN = {"draw"}  # pages that show the trained digits run (Train trains its own)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    wanted = sys.argv[1:] or ["draw", "photo", "train", "zoo", "explain"]
+    wanted = sys.argv[1:] or list(SHOTS)
+    unknown = [name for name in wanted if name not in SHOTS]
+    if unknown:
+        sys.exit(f"no page called {', '.join(unknown)}; pages: {', '.join(SHOTS)}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        if {"draw", "train"} & set(wanted):
+        if NEED_A_RUN & set(wanted):
             train_digits(root)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -96,37 +134,8 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
             page.set_default_timeout(120_000)
-
-            if "explain" in wanted:
-                shoot_explain(page)
-            if "draw" not in wanted:
-                browser.close()
-                server.should_exit = True
-                for name in wanted:
-                    save_small(OUT / f"serve-{name}.png")
-                return
-            page.goto("/")
-            expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
-            draw_seven(page)
-            expect(page.locator("#maps figure")).to_have_count(4)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(OUT / "serve-draw.png"), full_page=True)
-
-            page.goto("/photo")
-            page.locator("#examples button").nth(1).click()
-            expect(page.locator("#labels li")).to_have_count(5)
-            page.screenshot(path=str(OUT / "serve-photo.png"), full_page=True)
-
-            page.goto("/train")
-            page.fill("#train-images", "3000")
-            page.fill("#epochs", "2")
-            page.click("#start")
-            expect(page.locator("#result")).to_contain_text("Saved as")
-            page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
-
-            page.goto("/zoo?model=resnet18&input_size=3x224x224")
-            expect(page.locator("#total-params")).to_have_text("11,689,512")
-            page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+            for name in wanted:
+                SHOTS[name](page)
             browser.close()
         server.should_exit = True
     for name in wanted:
