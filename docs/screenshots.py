@@ -1,9 +1,10 @@
 """Regenerate the README's screenshots of `cnnkit serve` (docs/images/serve-*.png).
 
-    CNNKIT_DATA=../shared/datasets python docs/screenshots.py
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py            # every page
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain    # only the pages named
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
-minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the four
+minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the
 pages and saves each as a palette PNG small enough to commit.
 """
 
@@ -63,11 +64,65 @@ def draw_seven(page) -> None:
     page.mouse.up()
 
 
+def shoot_explain(page) -> None:
+    """The pretrained EfficientNet-Lite0's first convolution on the bridge: one unit's 27 products."""
+    page.goto("/explain?source=zoo:efficientnet_lite0@imagenet")
+    expect(page.locator("#map-caption")).to_contain_text("_conv_stem", timeout=120_000)  # loads the weights
+    page.fill("#channel", "5")
+    page.locator("#channel").dispatch_event("change")
+    expect(page.locator("#map-caption")).to_contain_text("channel 5")
+    box = page.locator("#map").bounding_box()
+    page.locator("#map").click(position={"x": box["width"] * 0.42, "y": box["height"] * 0.3})
+    expect(page.locator("#arithmetic table.products")).to_have_count(3, timeout=60_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(OUT / "serve-explain.png"), full_page=True)
+
+
+def shoot_draw(page) -> None:
+    page.goto("/")
+    expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
+    draw_seven(page)
+    expect(page.locator("#maps figure")).to_have_count(4)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(OUT / "serve-draw.png"), full_page=True)
+
+
+def shoot_photo(page) -> None:
+    page.goto("/photo")
+    page.locator("#examples button").nth(1).click()
+    expect(page.locator("#labels li")).to_have_count(5)
+    page.screenshot(path=str(OUT / "serve-photo.png"), full_page=True)
+
+
+def shoot_train(page) -> None:
+    page.goto("/train")
+    page.fill("#train-images", "3000")
+    page.fill("#epochs", "2")
+    page.click("#start")
+    expect(page.locator("#result")).to_contain_text("Saved as")
+    page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
+
+
+def shoot_zoo(page) -> None:
+    page.goto("/zoo?model=resnet18&input_size=3x224x224")
+    expect(page.locator("#total-params")).to_have_text("11,689,512")
+    page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+
+
+SHOTS = {"draw": shoot_draw, "photo": shoot_photo, "train": shoot_train, "zoo": shoot_zoo, "explain": shoot_explain}
+NEED_A_RUN = {"draw"}  # pages that show the trained digits run (Train trains its own)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    wanted = sys.argv[1:] or list(SHOTS)
+    unknown = [name for name in wanted if name not in SHOTS]
+    if unknown:
+        sys.exit(f"no page called {', '.join(unknown)}; pages: {', '.join(SHOTS)}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        train_digits(root)
+        if NEED_A_RUN & set(wanted):
+            train_digits(root)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -79,32 +134,11 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
             page.set_default_timeout(120_000)
-
-            page.goto("/")
-            expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
-            draw_seven(page)
-            expect(page.locator("#maps figure")).to_have_count(4)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(OUT / "serve-draw.png"), full_page=True)
-
-            page.goto("/photo")
-            page.locator("#examples button").nth(1).click()
-            expect(page.locator("#labels li")).to_have_count(5)
-            page.screenshot(path=str(OUT / "serve-photo.png"), full_page=True)
-
-            page.goto("/train")
-            page.fill("#train-images", "3000")
-            page.fill("#epochs", "2")
-            page.click("#start")
-            expect(page.locator("#result")).to_contain_text("Saved as")
-            page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
-
-            page.goto("/zoo?model=resnet18&input_size=3x224x224")
-            expect(page.locator("#total-params")).to_have_text("11,689,512")
-            page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+            for name in wanted:
+                SHOTS[name](page)
             browser.close()
         server.should_exit = True
-    for name in ("draw", "photo", "train", "zoo"):
+    for name in wanted:
         save_small(OUT / f"serve-{name}.png")
         print(OUT / f"serve-{name}.png", (OUT / f"serve-{name}.png").stat().st_size, "bytes")
 

@@ -177,6 +177,27 @@ def test_receptive_field_and_jump_of_a_stack():
     assert [(r.receptive_field, r.jump) for r in rows] == [(3, 1), (4, 2), (8, 2), (16, 2)]
 
 
+def test_where_each_receptive_field_starts():
+    """The centre of output 0's field, by the notes' arithmetic: start_out = start_in + ((k - 1) / 2 - p) * j_in,
+    and explicit padding (F.pad) moves it back by the pixels added on the left."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 5, 2, 2))
+    rows = summary(model, (1, 32, 32)).rows
+    assert [r.receptive_start for r in rows] == [0.0, 0.5, 2.5, 2.5]
+
+    class PadThenConv(nn.Module):  # TensorFlow "same" padding of a stride-2 layer: one pixel, on the right
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, 2)
+
+        def forward(self, x):
+            return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+    row = summary(PadThenConv(), (1, 8, 8)).rows[0]
+    assert (row.receptive_field, row.jump, row.receptive_start) == (3, 2, 1.0)
+    shifted = summary(nn.Sequential(nn.ZeroPad2d((2, 0, 2, 0)), nn.Conv2d(1, 1, 3)), (1, 8, 8)).rows[1]
+    assert shifted.receptive_start == -1.0  # output 0 sees pixels -2..0 of the unpadded input
+
+
 def test_im2col_matrix_size_is_reported():
     row = summary(nn.Conv2d(3, 8, 3, padding=1), (3, 32, 32)).rows[0]
     assert row.im2col_shape == (27, 1024)  # 3*3*3 rows, one column per output position

@@ -54,6 +54,9 @@ class LayerRow:
     jump: float | None  # input pixels between neighbouring outputs
     im2col_shape: tuple[int, int] | None  # rows x columns of the unfolded matrix of a convolution (per instance)
     im2col_bytes: int | None
+    # Input pixel at the centre of the first output's receptive field (row = column for square layers); output
+    # (y, x) sees the rf x rf pixels centred on (start + y * jump, start + x * jump), partly padding at the edges.
+    receptive_start: float | None = None
 
     @property
     def params(self) -> int:
@@ -85,14 +88,17 @@ class Summary:
 _POOLS = {aten.max_pool2d_with_indices, aten.max_pool2d, aten.avg_pool2d}
 _ADAPTIVE = {aten._adaptive_avg_pool2d, aten.adaptive_max_pool2d, aten.adaptive_avg_pool2d}
 _DENSE = {aten.mm, aten.addmm, aten.bmm, aten.linear}
-_GLOBAL = (math.inf, math.inf)
+_GLOBAL = (math.inf, math.inf, 0.0)
 
 
 class _ReceptiveFieldMode(TorchDispatchMode):
-    """Propagates (receptive field, jump) along every tensor: convolutions and poolings grow them with
-    r_out = r_in + (k - 1) * j_in and j_out = j_in * s (dilated kernels count as k' = d (k - 1) + 1); element-
-    wise ops, concatenations and reshapes take the largest of their inputs; dense layers and global pooling
-    see the whole input. ``strict`` raises when a filter does not land on the last pixel (the notes' rule)."""
+    """Propagates (receptive field, jump, start) along every tensor: convolutions and poolings grow them with
+    r_out = r_in + (k - 1) * j_in and j_out = j_in * s (dilated kernels count as k' = d (k - 1) + 1), and move
+    the centre of the first output's field by start_out = start_in + ((k - 1) / 2 - p) * j_in; explicit padding
+    (F.pad) moves it back by the pixels added on the left; element-wise ops, concatenations and reshapes take
+    the largest of their inputs; dense layers and global pooling see the whole input. ``strict`` raises when a
+    filter does not land on the last pixel (the notes' rule). Columns are followed (the last axis): square
+    layers treat rows alike."""
 
     def __init__(self, strict: bool = False):
         super().__init__()
@@ -114,6 +120,9 @@ class _ReceptiveFieldMode(TorchDispatchMode):
                 field = self._pool(packet, args, field)
             elif packet in _ADAPTIVE:
                 field = self._adaptive(args, field)
+            elif packet is aten.constant_pad_nd and len(args[1]) >= 2:
+                rf, jump, start = field
+                field = rf, jump, start - args[1][0] * jump  # args[1][0]: pixels added left of the last axis
             elif packet in _DENSE or packet is aten.mean and len(args) > 1 and _reduces_spatial(args):
                 field = _GLOBAL
         out = func(*args, **kwargs)
@@ -136,15 +145,15 @@ class _ReceptiveFieldMode(TorchDispatchMode):
 
     def _convolution(self, args, field):
         x, weight, _, stride, padding, dilation, transposed = args[:7]
-        rf, jump = field
+        rf, jump, start = field
         kernel = dilation[-1] * (weight.shape[-1] - 1) + 1
-        if transposed:
+        if transposed:  # the start of an upsampling layer's field is left as it was (an approximation)
             jump = jump / stride[-1]
-            return rf + (weight.shape[-1] - 1) * jump, jump
+            return rf + (weight.shape[-1] - 1) * jump, jump, start
         for axis in (-2, -1):
             k = dilation[axis] * (weight.shape[axis] - 1) + 1
             self._check_fit(x.shape[axis], k, stride[axis], padding[axis])
-        return rf + (kernel - 1) * jump, jump * stride[-1]
+        return rf + (kernel - 1) * jump, jump * stride[-1], start + ((kernel - 1) / 2 - padding[-1]) * jump
 
     def _pool(self, packet, args, field):
         x = args[0]
@@ -156,19 +165,19 @@ class _ReceptiveFieldMode(TorchDispatchMode):
         if not ceil_mode:
             for axis in (0, 1):
                 self._check_fit(x.shape[axis - 2], kernel[axis], stride[axis], padding[axis])
-        rf, jump = field
-        return rf + (kernel[-1] - 1) * jump, jump * stride[-1]
+        rf, jump, start = field
+        return rf + (kernel[-1] - 1) * jump, jump * stride[-1], start + ((kernel[-1] - 1) / 2 - padding[-1]) * jump
 
     def _adaptive(self, args, field):
         x, output_size = args[0], _pair(args[1])
         size, out = x.shape[-1], output_size[-1]
         if out == 1:
             return _GLOBAL
-        rf, jump = field
+        rf, jump, start = field
         if out >= size:  # repeats pixels (e.g. VGG's 7x7 pool on a 1x1 map): no new context
-            return rf, jump * size / out
+            return rf, jump * size / out, start
         kernel, stride = math.ceil(size / out), size // out
-        return rf + (kernel - 1) * jump, jump * stride
+        return rf + (kernel - 1) * jump, jump * stride, start + (kernel - 1) / 2 * jump
 
 
 def _pair(value) -> tuple[int, int]:
@@ -292,7 +301,7 @@ def _trace(model: nn.Module, model_name: str, input_size, batch_size: int, dtype
     outputs: dict[str, Any] = {}
     calls: dict[str, int] = {}
     field_mode = _ReceptiveFieldMode(strict)
-    field_mode.info[x] = (1, 1)
+    field_mode.info[x] = (1, 1, 0.0)
     handles = []
 
     def make_hooks(name):
@@ -345,9 +354,9 @@ def _layer_row(model: nn.Module, model_name: str, name: str, trace: _Trace, batc
     direct = list(module.parameters(recurse=not any(True for _ in module.children())))
     trainable = sum(p.numel() for p in direct if p.requires_grad)
     frozen = sum(p.numel() for p in direct if not p.requires_grad)
-    rf, jump = field if field is not None else (None, None)
+    rf, jump, start = field if field is not None else (None, None, None)
     if rf == math.inf:
-        rf = jump = None
+        rf = jump = start = None
     im2col_shape = im2col_bytes = None
     if isinstance(module, nn.Conv2d) and len(shape) == 3:
         kh, kw = module.kernel_size
@@ -355,7 +364,7 @@ def _layer_row(model: nn.Module, model_name: str, name: str, trace: _Trace, batc
         im2col_bytes = im2col_shape[0] * im2col_shape[1] * element_bytes
     row = LayerRow(name or model_name, type(module).__name__, shape, trainable, frozen, macs,
                    numel * element_bytes, numel * element_bytes * batch_size,
-                   None if rf is None else int(rf), jump, im2col_shape, im2col_bytes)
+                   None if rf is None else int(rf), jump, im2col_shape, im2col_bytes, start)
     return row, dense_macs
 
 

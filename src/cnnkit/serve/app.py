@@ -14,6 +14,7 @@ JSON endpoints under ``/api``:
     GET  /api/train/events                   server-sent events: started, batch, filters, epoch, done
     GET  /api/zoo/models                     the registry
     GET  /api/zoo/summary?model=M&input_size=CxHxW   the architecture calculator's table and stages
+    GET  /api/explain/sources, /api/explain/layers; POST /api/explain/maps, /api/explain/unit   (explain.py)
 
 Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server. Requests
 from other web sites, or addressed to a name this server does not listen on, get 403 (origin.py). The routes
@@ -36,6 +37,7 @@ from .. import __version__
 from ..errors import CnnkitError
 from .checkpoints import CheckpointFolder
 from .errors import http_status
+from .explain import add_explain_routes
 from .images import MAX_UPLOAD_BYTES, readable_size
 from .inference import InferencePool
 from .origin import LocalOriginOnly, listening_names
@@ -118,6 +120,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
     app.state.drawings = add_draw_routes(app, checkpoints, inference, max_upload_bytes)
     add_photo_routes(app, photos, inference, max_upload_bytes)
     add_training_routes(app, training)
+    app.state.explain = add_explain_routes(app, checkpoints, inference, max_upload_bytes)
     return app
 
 

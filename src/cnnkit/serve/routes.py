@@ -32,6 +32,7 @@ from .zoo import checked_input_size, zoo_models, zoo_summary
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
+PAGES["/explain"] = "explain.html"
 EVENT_POLL_SECONDS = 0.2
 # Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
 # batching; a batch of big drawings is split so its activations stay as small as they were.
