@@ -140,11 +140,14 @@ def strongest_channel(model: nn.Module, images: torch.Tensor, layer: str) -> int
     return int(activation.transpose(0, 1).flatten(1).amax(dim=1).argmax())
 
 
-def as_picture(projection: torch.Tensor) -> torch.Tensor:
-    """Signed (N, C, H, W) projections as images in [0, 1]: 0 maps to grey, each image's largest |value|
-    to 0 or 1 (how Zeiler & Fergus and Springenberg et al. show them)."""
-    scale = projection.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return 0.5 + 0.5 * projection.detach() / scale
+def as_picture(projection: torch.Tensor, percentile: float = 99.5) -> torch.Tensor:
+    """Signed (N, C, H, W) projections as images in [0, 1]: 0 maps to grey and each image's
+    ``percentile``-th |value| to 0 or 1, beyond it clipped (how Zeiler & Fergus and Springenberg et al. show
+    them; scaling by the maximum alone would leave most of a gradient image grey)."""
+    # The percentile of the pixels reached: a unit's projection is zero outside its receptive field.
+    scale = torch.stack([torch.quantile(reached[reached > 0], percentile / 100) if reached.any() else reached.sum()
+                         for reached in projection.detach().abs().flatten(1)]).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (0.5 + 0.5 * projection.detach() / scale).clamp(0, 1)
 
 
 def support_box(projection: torch.Tensor, margin: int = 0) -> tuple[int, int, int, int]:
