@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
 from cnnkit.viz.backprojection import (
-    as_picture, deconvnet, guided_backprop, relu_backward_rule, strongest_channel, support_box,
+    as_picture, deconvnet, guided_backprop, relu_backward_rule, strongest_channel, support_box, unit_projection,
 )
 from cnnkit.viz.hooks import UnitOutOfRangeError
 from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
@@ -139,3 +139,17 @@ def test_pictures_put_zero_at_grey():
     projection = torch.tensor([[[[-2.0, 0.0, 1.0, 2.0]]]])
     picture = as_picture(projection, percentile=100)
     assert torch.allclose(picture, torch.tensor([[[[0.0, 0.5, 0.75, 1.0]]]]))
+
+
+def test_without_max_pooling_the_deconvnet_ignores_the_image_and_guided_backprop_does_not():
+    # Two 5x5 convolutions with a ReLU between them and one output position: the deconvnet's backward pass
+    # reads nothing of the forward pass (no switches), so two images give the same projection up to the top
+    # activation's value; guided backpropagation keeps the forward ReLU mask, which differs.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.Conv2d(4, 2, 5), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[2].bias += 10  # switched on by any image
+    images = torch.randn(2, 1, 9, 9, generator=torch.Generator().manual_seed(2))
+    flat = {rule: unit_projection(model, images, "3", 1, rule).flatten(1) for rule in ("deconvnet", "guided")}
+    assert correlation(flat["deconvnet"][0], flat["deconvnet"][1]) > 0.9999
+    assert correlation(flat["guided"][0], flat["guided"][1]) < 0.9

@@ -108,14 +108,24 @@ def deconvnet(model: nn.Module, images: torch.Tensor, target=None, layer: str | 
 
     With ``layer`` and ``channel``: for each image, the channel's strongest activation in that layer alone
     (every other activation of the layer set to zero, as in the paper's section 2.1) projected back to pixel
-    space. Without: the class score's projection, as Captum's ``Deconvolution``."""
+    space (:func:`unit_projection`). Without: the class score's projection, as Captum's ``Deconvolution``."""
     if layer is None:
         return _class_projection(model, images, target, "deconvnet")
     if channel is None:
         raise CnnkitError("Give the channel whose top activation to project (channel=...), or no layer to "
                           "project the class score.")
+    return unit_projection(model, images, layer, channel, "deconvnet")
+
+
+def unit_projection(model: nn.Module, images: torch.Tensor, layer: str, channel: int,
+                    rule: str = "deconvnet") -> torch.Tensor:
+    """The top activation of ``channel`` in ``layer``, per image, projected to pixels by ``rule``. The
+    deconvnet's projection depends on the image only through max-pooling switches: in a network without max
+    pooling (EfficientNet) it is the same for every image, the unit's filter rather than what it saw
+    (Mahendran & Vedaldi 2016). ``"guided"`` also masks where the forward ReLUs were off, so it follows the
+    image."""
     images = images.detach().clone().requires_grad_(True)
-    with evaluation_mode(model), relu_backward_rule("deconvnet"), record_outputs(model, [layer]) as recorded:
+    with evaluation_mode(model), relu_backward_rule(rule), record_outputs(model, [layer]) as recorded:
         model(images)
         activation = recorded[layer]
         if activation.ndim != 4 or not 0 <= channel < activation.shape[1]:
@@ -150,10 +160,13 @@ def as_picture(projection: torch.Tensor, percentile: float = 99.5) -> torch.Tens
     return (0.5 + 0.5 * projection.detach() / scale).clamp(0, 1)
 
 
-def support_box(projection: torch.Tensor, margin: int = 0) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the pixels a projection reaches (its receptive field on this image),
-    widened by ``margin``; the whole image when it reaches none."""
-    reached = projection.detach().abs().sum(dim=0) > 0
+def support_box(projection: torch.Tensor, margin: int = 0, threshold: float = 0.0) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels a (C, H, W) projection reaches, widened by ``margin``: with
+    ``threshold`` 0 the unit's receptive field on this image; with 0.05 the pixels above 5% of its largest
+    value (a deep unit's receptive field covers most of the image, its projection far less). The whole image
+    when it reaches none."""
+    magnitude = projection.detach().abs().sum(dim=0)
+    reached = magnitude > threshold * magnitude.max()
     rows, columns = reached.any(dim=1).nonzero().flatten(), reached.any(dim=0).nonzero().flatten()
     height, width = reached.shape
     if rows.numel() == 0:
@@ -162,16 +175,19 @@ def support_box(projection: torch.Tensor, margin: int = 0) -> tuple[int, int, in
             max(int(columns[0]) - margin, 0), min(int(columns[-1]) + 1 + margin, width))
 
 
-def plot_unit_projections(display_images: torch.Tensor, projections: torch.Tensor, png: str | Path,
-                          unit: str) -> Path:
-    """For each image a row: the image, the unit's projection, and both cut to the pixels the projection
-    reaches (the unit's receptive field around its top activation), as in Zeiler & Fergus's figure 2."""
-    figure, axes = plots.subplots(4 * len(projections), columns=4, panel_size=2.6)
-    pictures = as_picture(projections)
-    for row, (image, picture, projection) in enumerate(zip(display_images, pictures, projections)):
-        top, bottom, left, right = support_box(projection)
-        panels = [(image, "input"), (picture, f"deconvnet {unit}"),
-                  (image[:, top:bottom, left:right], "its patch"), (picture[:, top:bottom, left:right], "projection")]
+def plot_unit_projections(display_images: torch.Tensor, projections: dict[str, torch.Tensor], png: str | Path,
+                          unit: str, threshold: float = 0.05) -> Path:
+    """For each image a row: the image, the patch its projections cover (pixels above ``threshold`` of the
+    first projection's largest value) and each projection (``projections``: rule -> (N, C, H, W)) cut to that
+    patch, as in Zeiler & Fergus's figure 2."""
+    columns = 2 + len(projections)
+    figure, axes = plots.subplots(columns * len(display_images), columns=columns, panel_size=2.6)
+    pictures = {rule: as_picture(values) for rule, values in projections.items()}
+    first = next(iter(projections.values()))
+    for row, image in enumerate(display_images):
+        top, bottom, left, right = support_box(first[row], margin=2, threshold=threshold)
+        panels = [(image, "input"), (image[:, top:bottom, left:right], f"patch of {unit}")]
+        panels += [(picture[row][:, top:bottom, left:right], rule) for rule, picture in pictures.items()]
         for column, (panel, title) in enumerate(panels):
-            plots.show(axes[4 * row + column], plots.for_display(panel), title)
+            plots.show(axes[columns * row + column], plots.for_display(panel), title)
     return plots.save(figure, png)

@@ -190,8 +190,8 @@ def deconvnet(model: nn.Module, images: Images, out_dir: str | Path, layer: str 
               channel: int | None = None, target: int | None = None, mean=None, std=None, size=None,
               class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """``deconvnet.png``: with ``layer``, the top activation of ``channel`` (default: the layer's strongest
-    channel on these images) projected to pixel space, beside the image patch it sees (Zeiler & Fergus 2014,
-    figure 2); without, the projection of the class score."""
+    channel on these images) projected to pixel space by the deconvnet and by guided backpropagation, beside
+    the image patch it sees (Zeiler & Fergus 2014, figure 2); without, the projection of the class score."""
     images, display = _images(model, images, mean, std, size)
     if layer is None:
         target = attribution.explained_classes(model, images, target)
@@ -202,9 +202,12 @@ def deconvnet(model: nn.Module, images: Images, out_dir: str | Path, layer: str 
     find_layer(model, layer)
     if channel is None:
         channel = backprojection.strongest_channel(model, images, layer)
-    result = backprojection.deconvnet(model, images, layer=layer, channel=channel)
-    backprojection.plot_unit_projections(display, result, Path(out_dir) / "deconvnet.png", f"{layer}:{channel}")
-    return {"deconvnet": result, "channel": torch.tensor(channel)}
+    result = {rule: backprojection.unit_projection(model, images, layer, channel, rule)
+              for rule in ("deconvnet", "guided")}
+    backprojection.plot_unit_projections(display, {"deconvnet": result["deconvnet"],
+                                                   "guided backprop": result["guided"]},
+                                         Path(out_dir) / "deconvnet.png", f"{layer}:{channel}")
+    return {"deconvnet": result["deconvnet"], "guided_backprop": result["guided"], "channel": torch.tensor(channel)}
 
 
 def embed(model: nn.Module, batches: Batches, out_dir: str | Path, class_names: Sequence[str] | None = None,
