@@ -292,11 +292,12 @@ def test_defaults_appear_in_the_printed_help(capsys):
 
 
 def test_each_viz_tool_shows_its_own_examples(capsys):
-    for tool in ("filters", "maps", "maximize", "gradcam", "landscape", "curves"):
+    for tool in ("filters", "maps", "maximize", "gradcam", "landscape", "curves", "occlusion", "integrated-gradients",
+                 "guided-backprop", "deconvnet"):
         with pytest.raises(SystemExit):
             main(["viz", tool, "--help"])
         examples = capsys.readouterr().out.split("\nexample")[1]
-        named = set(re.findall(r"cnnkit viz (\w+)", examples))
+        named = set(re.findall(r"cnnkit viz ([\w-]+)", examples))
         assert named == {tool}, (tool, named)
 
 

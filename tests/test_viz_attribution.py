@@ -9,9 +9,10 @@ import torch
 import torch.nn as nn
 
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
-from cnnkit.errors import UnknownNameError
+from cnnkit.errors import CnnkitError, UnknownNameError
 from cnnkit.train import TrainConfig, Trainer
 from cnnkit.viz import UnitOutOfRangeError, explain, gradcam, saliency, smoothgrad, total_variation
+from cnnkit.viz.attribution import INTEGRATION_RULES, integrated_gradients, integration_rule, occlusion
 from viz_support import single_thread, single_thread_for_module_fixtures  # noqa: F401
 
 SIZE, PATCH = 24, 8
@@ -116,3 +117,54 @@ def test_bad_class_and_layer_are_reported(trained):
         gradcam(trained, images, layer="conv9", target=0)
     with pytest.raises(UnitOutOfRangeError, match="spatial maps"):
         gradcam(trained, images, layer="6", target=0)
+
+
+def test_occluding_the_patch_drops_the_class_score_more_than_occluding_the_background(trained):
+    images, labels, masks = patch_dataset(16, seed=6)
+    drops = occlusion(trained, images, labels, window=4, stride=2)
+    assert drops.shape == (16, SIZE, SIZE)
+    on_patch = (drops * masks).sum(dim=(1, 2)) / masks.sum(dim=(1, 2))
+    off_patch = (drops * (1 - masks)).sum(dim=(1, 2)) / (1 - masks).sum(dim=(1, 2))
+    assert (on_patch > 5 * off_patch.clamp_min(0) + 0.1).all()
+
+
+def test_occlusion_is_the_score_drop_of_each_patch():
+    # A linear score: hiding a patch removes exactly that patch's weighted sum, so each pixel's mean drop over
+    # the windows covering it can be written out.
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6, 2))
+    image = torch.randn(1, 1, 6, 6)
+    contribution = (linear[1].weight[1].view(6, 6) * image[0, 0]).detach()
+    drops = occlusion(linear, image, target=1, window=3, stride=3)
+    expected = contribution.view(2, 3, 2, 3).sum(dim=(1, 3)).repeat_interleave(3, 0).repeat_interleave(3, 1)
+    assert torch.allclose(drops[0], expected, atol=1e-5)
+
+
+def test_integrated_gradients_adds_up_to_the_score_difference(trained):
+    images, labels, _ = patch_dataset(4, seed=7)
+    attributions = integrated_gradients(trained, images, labels, steps=64)
+    with torch.no_grad():
+        scores = trained(images).gather(1, labels.view(-1, 1)).squeeze(1)
+        baseline_scores = trained(torch.zeros_like(images)).gather(1, labels.view(-1, 1)).squeeze(1)
+    gap = attributions.sum(dim=(1, 2, 3)) - (scores - baseline_scores)
+    assert (gap.abs() <= 0.02 * (scores - baseline_scores).abs() + 1e-3).all()
+
+
+@pytest.mark.parametrize("rule", INTEGRATION_RULES)
+def test_integration_rules_weigh_a_constant_and_a_straight_line_as_they_should(rule):
+    alphas, weights = integration_rule(5, rule)
+    assert torch.isclose(weights.sum(), torch.tensor(1.0))
+    # The integral of t over [0, 1] is 1/2: exact for the trapezoid, midpoint and Gauss rules; the left and
+    # right Riemann sums are off by half a step, one each way.
+    error = {"left": -0.1, "right": 0.1}.get(rule, 0.0)
+    assert torch.isclose((weights * alphas).sum(), torch.tensor(0.5 + error))
+
+
+def test_bad_occlusion_and_integration_settings_are_reported(trained):
+    images, _, _ = patch_dataset(1, seed=4)
+    with pytest.raises(CnnkitError, match="window must be 1 to 24"):
+        occlusion(trained, images, window=30)
+    with pytest.raises(CnnkitError, match="at least 2 steps"):
+        integrated_gradients(trained, images, steps=1)
+    with pytest.raises(CnnkitError, match="choose one of trapezoid"):
+        integrated_gradients(trained, images, rule="simpson")

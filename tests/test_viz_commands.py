@@ -111,3 +111,29 @@ def test_defaults_follow_what_runs_not_what_is_defined(tmp_path):
     assert features.shape == (2, 6)
     with pytest.raises(UnknownNameError, match="did not run"):
         feature_maps(model, images, ["aux.0"])
+
+
+def test_attribution_tools_write_their_pictures_from_the_command_line(digit, tmp_path, capsys):
+    from cnnkit.cli import main
+
+    out = tmp_path / "out"
+    for argv in (["occlusion", "--window", "8", "--stride", "4"], ["integrated-gradients", "--steps", "4"],
+                 ["guided-backprop", "--class", "2"], ["deconvnet", "--layer", "features.3"], ["deconvnet"]):
+        assert main(["viz", argv[0], "lenet5_relu", str(digit), "-o", str(out), *argv[1:]]) == 0, argv
+        assert f"{argv[0]}.png" in capsys.readouterr().out
+    for name in ("occlusion", "integrated-gradients", "guided-backprop", "deconvnet"):
+        assert (out / f"{name}.png").stat().st_size > 0
+    assert main(["viz", "deconvnet", "lenet5_relu", str(digit), "--layer", "features.3", "--channel", "16",
+                 "-o", str(out)]) == 2
+    assert "channel from 0 to 15" in capsys.readouterr().err
+
+
+def test_attribution_commands_return_what_they_drew(model, digit, tmp_path):
+    result = commands.occlusion(model, [digit], tmp_path, target=1)
+    assert result["occlusion"].shape == (1, 32, 32) and result["target"].tolist() == [1]
+    # The default window is an eighth of the side, the stride half of it: 4 and 2 on 32x32.
+    assert commands.default_occlusion_window(torch.zeros(1, 1, 32, 32)) == 4
+    result = commands.deconvnet(model, [digit], tmp_path, layer="features.3")
+    assert 0 <= int(result["channel"]) < 16 and result["deconvnet"].shape == (1, 1, 32, 32)
+    result = commands.integrated_gradients(model, [digit], tmp_path, steps=3)
+    assert result["integrated_gradients"].shape == (1, 1, 32, 32)

@@ -41,6 +41,10 @@ def main() -> None:
     commands.maps(model, photos[:1], out / "lite0")
     commands.gradcam(model, photos, out / "lite0", class_names=names)
     commands.saliency(model, photos, out / "lite0", class_names=names)
+    commands.occlusion(model, photos, out / "lite0", class_names=names)
+    commands.integrated_gradients(model, photos, out / "lite0", class_names=names)
+    commands.guided_backprop(model, photos, out / "lite0", class_names=names)
+    commands.deconvnet(model, photos, out / "lite0", layer="_blocks.7")
     # 128 px instead of 224: the network is fully convolutional and this runs 3x faster on a CPU.
     commands.maximize(model, MAXIMIZED_CLASSES, out / "lite0", target="logit", steps=args.steps, size=128,
                       class_names=names)

@@ -18,6 +18,10 @@ EXAMPLES = """examples:
   cnnkit viz maximize efficientnet_lite0:imagenet --target logit --unit 417 --unit 948
   cnnkit viz gradcam efficientnet_lite0:imagenet photo.jpg --class 821
   cnnkit viz saliency runs/demo-lenet5 digit.png
+  cnnkit viz occlusion efficientnet_lite0:imagenet photo.jpg --window 28 --stride 14
+  cnnkit viz integrated-gradients runs/demo-lenet5 digit.png --steps 50
+  cnnkit viz guided-backprop efficientnet_lite0:imagenet photo.jpg
+  cnnkit viz deconvnet efficientnet_lite0:imagenet photo.jpg --layer blocks.3 --channel 5
   cnnkit viz embed runs/demo-lenet5 --data mnist
   cnnkit viz confusion runs/demo-lenet5 --data mnist
   cnnkit viz curves runs/demo-lenet5
@@ -68,7 +72,8 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
 
 def add_parser(sub) -> None:
     viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
-                         "saliency, Grad-CAM, t-SNE, confusion, curves, loss landscape",
+                         "saliency, Grad-CAM, occlusion, integrated gradients, guided backprop, deconvnet, t-SNE, "
+                         "confusion, curves, loss landscape",
                          description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = viz.add_subparsers(dest="tool", metavar="TOOL")
@@ -106,6 +111,21 @@ def add_parser(sub) -> None:
         p.add_argument("--class", type=int, dest="target", help="class index to explain (default: the prediction)")
         if name == "gradcam":
             p.add_argument("--layer", help="convolution to read (default: the last with spatial output)")
+    for name, text in (("occlusion", "occlusion sensitivity: the class score's drop under a sliding grey patch"),
+                       ("integrated-gradients", "integrated gradients from the mean-colour (all-zero) input"),
+                       ("guided-backprop", "guided backpropagation and the deconvnet projection of the class score"),
+                       ("deconvnet", "deconvnet: a unit's top activation projected back to pixels")):
+        p = tool(name, text)
+        p.add_argument("images", nargs="+", type=Path)
+        p.add_argument("--class", type=int, dest="target", help="class index to explain (default: the prediction)")
+    p = tools.choices["occlusion"]
+    p.add_argument("--window", type=positive_int, help="patch side in pixels (default: an eighth of the image)")
+    p.add_argument("--stride", type=positive_int, help="patch step in pixels (default: half the window)")
+    tools.choices["integrated-gradients"].add_argument("--steps", type=positive_int, default=50,
+                                                       help="points on the path (default 50)")
+    p = tools.choices["deconvnet"]
+    p.add_argument("--layer", help="layer whose unit to project (default: the class score)")
+    p.add_argument("--channel", type=int, help="channel of --layer (default: its strongest on these images)")
     for name, text in (("embed", "t-SNE of penultimate features of the test set"),
                        ("confusion", "confusion matrix with class names"),
                        ("landscape", "loss landscape: 2-D filter-normalised plane (and 1-D line with --start)")):
@@ -118,6 +138,11 @@ def add_parser(sub) -> None:
             p.add_argument("--span", type=float, default=1.0)
     p = tool("curves", "training curves of a run folder", model=False)
     p.add_argument("run_dir", type=Path)
+
+
+# The options each newer attribution tool passes on to its cnnkit.viz.commands function.
+ATTRIBUTION_OPTIONS = {"occlusion": ("window", "stride"), "integrated-gradients": ("steps",),
+                       "guided-backprop": (), "deconvnet": ("layer", "channel")}
 
 
 def run(args) -> None:
@@ -145,6 +170,11 @@ def run(args) -> None:
         kwargs = {"layer": args.layer} if args.tool == "gradcam" else {}
         getattr(commands, args.tool)(model, [str(i) for i in args.images], out, target=args.target,
                                      class_names=info["classes"], **kwargs, **look)
+        return _done(out, f"{args.tool}.png")
+    if args.tool in ATTRIBUTION_OPTIONS:
+        options = {option: getattr(args, option) for option in ATTRIBUTION_OPTIONS[args.tool]}
+        getattr(commands, args.tool.replace("-", "_"))(model, [str(i) for i in args.images], out, target=args.target,
+                                                       class_names=info["classes"], **options, **look)
         return _done(out, f"{args.tool}.png")
     batches = list(test_batches(info, args.data, args.examples))
     if args.tool == "embed":

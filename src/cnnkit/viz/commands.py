@@ -6,6 +6,10 @@ where needed) and calls these; each writes its PNG(s) into ``out_dir`` and retur
     cnnkit viz maximize   CHECKPOINT --layer L --unit i [--unit j ...]       -> maximize(model, units, out_dir, ...)
     cnnkit viz saliency   CHECKPOINT IMAGE... [--class c]                    -> saliency(model, images, out_dir, ...)
     cnnkit viz gradcam    CHECKPOINT IMAGE... [--layer L] [--class c]        -> gradcam(model, images, out_dir, ...)
+    cnnkit viz occlusion  CHECKPOINT IMAGE... [--window W] [--stride S]      -> occlusion(model, images, out_dir, ...)
+    cnnkit viz integrated-gradients CHECKPOINT IMAGE... [--steps K]          -> integrated_gradients(...)
+    cnnkit viz guided-backprop CHECKPOINT IMAGE... [--class c]               -> guided_backprop(...)
+    cnnkit viz deconvnet  CHECKPOINT IMAGE... [--layer L [--channel c]]      -> deconvnet(model, images, out_dir, ...)
     cnnkit viz embed      CHECKPOINT --data D                                -> embed(model, batches, out_dir, ...)
     cnnkit viz confusion  CHECKPOINT --data D                                -> confusion(model, batches, out_dir, ...)
     cnnkit viz curves     RUN_DIR                                            -> curves(run_dir, out_dir)
@@ -27,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnknownNameError
-from . import attribution
+from . import attribution, backprojection
 from .confusion import confusion_matrix, plot_confusion
 from .curves import plot_curves, read_metrics
 from .embed import penultimate_features, plot_embedding, tsne
@@ -132,6 +136,78 @@ def gradcam(model: nn.Module, images: Images, out_dir: str | Path, layer: str | 
     return attribution.explain(model, images, target, gradcam_layer=layer or default_gradcam_layer(model, images),
                                methods=(), display_images=display, png=Path(out_dir) / "gradcam.png",
                                class_names=class_names)
+
+
+def default_occlusion_window(images: torch.Tensor) -> int:
+    """An eighth of the shorter side (28 pixels on 224x224, 4 on 32x32): about an object part."""
+    return max(min(images.shape[-2:]) // 8, 1)
+
+
+def occlusion(model: nn.Module, images: Images, out_dir: str | Path, target: int | None = None,
+              window: int | None = None, stride: int | None = None, mean=None, std=None, size=None,
+              class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``occlusion.png``: how much the class score drops where a grey ``window`` patch (default
+    :func:`default_occlusion_window`, stride half of it) hides the image. Returns the signed maps."""
+    images, display = _images(model, images, mean, std, size)
+    window = window or default_occlusion_window(images)
+    stride = stride or max(window // 2, 1)
+    target = attribution.explained_classes(model, images, target)
+    drops = attribution.occlusion(model, images, target, window=window, stride=stride)
+    attribution.plot_attribution(display, {f"occlusion {window}x{window}/{stride}": attribution.positive_part(drops)},
+                                 Path(out_dir) / "occlusion.png", target, class_names)
+    return {"occlusion": drops, "target": target}
+
+
+def integrated_gradients(model: nn.Module, images: Images, out_dir: str | Path, target: int | None = None,
+                         steps: int = 50, mean=None, std=None, size=None,
+                         class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``integrated-gradients.png``: integrated gradients from the all-zero input (the dataset's mean colour
+    on a normalised model), shown as |attribution| summed over colour channels."""
+    images, display = _images(model, images, mean, std, size)
+    target = attribution.explained_classes(model, images, target)
+    result = attribution.integrated_gradients(model, images, target, steps=steps)
+    heatmap = attribution.scale_to_percentile(result.abs().sum(dim=1))
+    attribution.plot_attribution(display, {"integrated gradients": heatmap},
+                                 Path(out_dir) / "integrated-gradients.png", target, class_names)
+    return {"integrated_gradients": result, "target": target}
+
+
+def guided_backprop(model: nn.Module, images: Images, out_dir: str | Path, target: int | None = None,
+                    mean=None, std=None, size=None,
+                    class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``guided-backprop.png``: guided backpropagation and the deconvnet projection of the class score."""
+    images, display = _images(model, images, mean, std, size)
+    target = attribution.explained_classes(model, images, target)
+    result = {"guided_backprop": backprojection.guided_backprop(model, images, target),
+              "deconvnet": backprojection.deconvnet(model, images, target)}
+    attribution.plot_attribution(display, {name.replace("_", " "): backprojection.as_picture(values)
+                                           for name, values in result.items()},
+                                 Path(out_dir) / "guided-backprop.png", target, class_names)
+    return {**result, "target": target}
+
+
+def deconvnet(model: nn.Module, images: Images, out_dir: str | Path, layer: str | None = None,
+              channel: int | None = None, target: int | None = None, mean=None, std=None, size=None,
+              class_names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """``deconvnet.png``: with ``layer``, the top activation of ``channel`` (default: the layer's strongest
+    channel on these images) projected to pixel space by the deconvnet and by guided backpropagation, beside
+    the image patch it sees (Zeiler & Fergus 2014, figure 2); without, the projection of the class score."""
+    images, display = _images(model, images, mean, std, size)
+    if layer is None:
+        target = attribution.explained_classes(model, images, target)
+        result = backprojection.deconvnet(model, images, target)
+        attribution.plot_attribution(display, {"deconvnet": backprojection.as_picture(result)},
+                                     Path(out_dir) / "deconvnet.png", target, class_names)
+        return {"deconvnet": result, "target": target}
+    find_layer(model, layer)
+    if channel is None:
+        channel = backprojection.strongest_channel(model, images, layer)
+    result = {rule: backprojection.unit_projection(model, images, layer, channel, rule)
+              for rule in ("deconvnet", "guided")}
+    backprojection.plot_unit_projections(display, {"deconvnet": result["deconvnet"],
+                                                   "guided backprop": result["guided"]},
+                                         Path(out_dir) / "deconvnet.png", f"{layer}:{channel}")
+    return {"deconvnet": result["deconvnet"], "guided_backprop": result["guided"], "channel": torch.tensor(channel)}
 
 
 def embed(model: nn.Module, batches: Batches, out_dir: str | Path, class_names: Sequence[str] | None = None,
