@@ -134,7 +134,7 @@ def feature_bundle(name: str, train_features: torch.Tensor, train_labels: torch.
     return DatasetBundle(name, train, test, list(classes), (0.0,), (1.0 / 255.0,), note="cached features")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)  # the split's one-line summary, not its tensors
 class FeatureDataset(TensorImageDataset):
     """Cached float features (N, C, H, W) in place of uint8 images."""
 
