@@ -71,7 +71,8 @@ class FeatureExtractor(nn.Module):
     """``model`` as a backbone: ``forward(x)`` returns the maps of the feature stages at ``out_indices`` (all of
     them by default), lowest first, computing nothing above the highest one of a chain model. ``input_size`` is
     (channels, height, width) of an input the model accepts, used once to measure ``feature_info``. The
-    model's parameters keep their names under ``model.``."""
+    model's parameters keep their names under ``model.``; what it needs at inference (mean, std, input size)
+    stays on it too: ``card_of(backbone.model)``."""
 
     def __init__(self, model: nn.Module, input_size: Sequence[int], out_indices: Sequence[int] | None = None,
                  name: str | None = None):
