@@ -23,6 +23,7 @@ dtype; "batch" multiplies it by ``batch_size``. Sizes use binary units (1 MiB = 
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 from typing import Any
 
@@ -73,6 +74,12 @@ class Summary:
 
     def __str__(self) -> str:
         return format_summary(self)
+
+    def __repr__(self) -> str:  # the table, not the dataclass's wall of LayerRow(...)
+        return format_summary(self)
+
+    def _repr_html_(self) -> str:  # Jupyter shows the table as HTML
+        return summary_html(self)
 
     def row(self, name: str) -> LayerRow:
         for row in self.rows:
@@ -423,9 +430,20 @@ def format_bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
-def format_summary(report: Summary) -> str:
-    header = ["layer", "type", "output (CxHxW)", "params", "frozen", "MACs", "act/instance",
-              f"act/batch {report.batch_size}", "RF", "jump", "im2col"]
+_HEADER = ["layer", "type", "output (CxHxW)", "params", "frozen", "MACs", "act/instance", "act/batch", "RF", "jump",
+           "im2col"]
+_FIRST_NUMERIC = 3  # the columns from "params" on are numbers, right-aligned
+_LEGEND = ("MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in input pixels, "
+           "jump = input pixels between neighbouring outputs.")
+
+
+def _title(report: Summary) -> str:
+    return f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}"
+
+
+def _cells(report: Summary) -> tuple[list[str], list[list[str]]]:
+    """The table's header and one row of formatted cells per layer, shared by the text and HTML views."""
+    header = [*_HEADER[:7], f"act/batch {report.batch_size}", *_HEADER[8:]]
     table = []
     for r in report.rows:
         table.append([
@@ -436,14 +454,11 @@ def format_summary(report: Summary) -> str:
             "-" if r.jump is None else f"{r.jump:g}",
             f"{r.im2col_shape[0]}x{r.im2col_shape[1]}" if r.im2col_shape else "-",
         ])
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(header)]
-    numeric = set(range(3, len(header)))
+    return header, table
 
-    def line(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
+def _total_lines(report: Summary) -> list[str]:
     t = report.totals
-    rule = "-" * len(line(header))
     params_line = (f"parameters: {t['params']:,} ({t['trainable_params']:,} trainable, {t['frozen_params']:,} "
                    f"frozen), {format_bytes(t['param_bytes'])}")
     if t["unused_params"]:
@@ -454,12 +469,37 @@ def format_summary(report: Summary) -> str:
                    f"{format_bytes(t['batch_activation_bytes'])} per batch of {report.batch_size}")
     io_line = (f"input: {format_bytes(t['input_bytes'])} per instance; output shape: "
                f"{'x'.join(map(str, t['output_shape']))}; largest im2col matrix: {format_bytes(t['max_im2col_bytes'])}")
-    legend = ("MACs count convolutions and matrix products only (FLOPs = 2 x MACs); RF = receptive field in "
-              "input pixels, jump = input pixels between neighbouring outputs.")
-    title = f"{report.model_name} on {'x'.join(map(str, report.input_size))} input, batch {report.batch_size}"
-    lines = [title, rule, line(header), rule, *(line(row) for row in table), rule,
-             params_line, macs_line, memory_line, io_line, legend]
+    return [params_line, macs_line, memory_line, io_line]
+
+
+def format_summary(report: Summary) -> str:
+    header, table = _cells(report)
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i >= _FIRST_NUMERIC else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(header))
+    lines = [_title(report), rule, line(header), rule, *(line(row) for row in table), rule,
+             *_total_lines(report), _LEGEND]
     return "\n".join(lines)
 
 
-__all__ = ["LayerRow", "Summary", "format_summary", "parse_input_size", "summary"]
+def summary_html(report: Summary) -> str:
+    """The summary as an HTML table (what a Jupyter notebook shows for a ``Summary``), every cell escaped."""
+    header, table = _cells(report)
+
+    def row(cells, tag):
+        return "<tr>" + "".join(
+            f'<{tag} style="text-align:{"right" if i >= _FIRST_NUMERIC else "left"}">{html.escape(c)}</{tag}>'
+            for i, c in enumerate(cells)) + "</tr>"
+
+    body = "\n".join(row(cells, "td") for cells in table)
+    totals = "".join(f"<li>{html.escape(line)}</li>" for line in _total_lines(report))
+    return (f'<div class="cnnkit-summary"><table>\n<caption>{html.escape(_title(report))}</caption>\n'
+            f"<thead>{row(header, 'th')}</thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+            f"<ul>{totals}</ul>\n<p><small>{html.escape(_LEGEND)}</small></p></div>")
+
+
+__all__ = ["LayerRow", "Summary", "format_summary", "parse_input_size", "summary", "summary_html"]

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .data.augment import Preprocess
+from .data.datasets import describe_classes
 from .data.transforms import EvalTransform
 from .errors import UnknownNameError
 from .models.registry import get_model_entry
@@ -31,7 +32,7 @@ CARD_ATTRIBUTE = "cnnkit_card"  # where set_card keeps the card on the model
 BUILD_ATTRIBUTE = "cnnkit_config"  # where create_model keeps the build record (name and builder arguments)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class ModelCard:
     """What a model needs at inference. ``mean``/``std`` None: the weights do not say (a network built from
     scratch); ``resize`` None: images are resized straight to ``input_size`` (no centre crop)."""
@@ -55,6 +56,21 @@ class ModelCard:
     @property
     def crop(self) -> int | None:
         return self.input_size[-1] if self.input_size else None
+
+    def __repr__(self) -> str:
+        """The fields that say something (not at their defaults), ImageNet's thousand class names cut to a few."""
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value == field.default and field.name != "name":
+                continue
+            if field.name == "classes":
+                shown.append(f"classes={describe_classes(value)}")
+            elif field.name in ("mean", "std"):
+                shown.append(f"{field.name}=({', '.join(f'{v:.4g}' for v in value)}{',' if len(value) == 1 else ''})")
+            else:
+                shown.append(f"{field.name}={value!r}")
+        return f"ModelCard({', '.join(shown)})"
 
     def has_normalisation_for(self, channels: int) -> bool:
         """Whether the weights' own mean/std apply to ``channels``-channel images (RGB statistics do not

@@ -25,13 +25,39 @@ class LossyDataWarning(UserWarning):
     """Figures measured on a lossy copy of a dataset are not comparable to published ones."""
 
 
-@dataclasses.dataclass
-class TensorImageDataset:
-    """Images as a uint8 tensor (N, C, H, W) and labels as int64 (N,), all in memory."""
+def describe_classes(classes, shown: int = 5) -> str:
+    """'10 classes [0, 1, 2, 3, 4, ...]': enough to recognise a dataset, short enough for one line."""
+    names = [str(c) for c in classes]
+    listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{len(names)} classes [{listed}]" if names else "no class names"
+
+
+def _split_repr(dataset, where: str = "") -> str:
+    c, h, w = dataset.image_shape
+    images = getattr(dataset, "images", None)
+    dtype = str(images.dtype).removeprefix("torch.") if images is not None else "uint8"
+    return (f"{type(dataset).__name__}({len(dataset):,} images{where}, {c}x{h}x{w} {dtype}, "
+            f"{describe_classes(dataset.classes)})")
+
+
+@dataclasses.dataclass(repr=False)
+class TensorImageDataset(torch.utils.data.Dataset):
+    """Images as a uint8 tensor (N, C, H, W) and labels as int64 (N,), all in memory. A map-style torch
+    ``Dataset`` too: ``dataset[i]`` is ``(image, label)``, the image a uint8 (C, H, W) tensor and the label an
+    int, so a ``torch.utils.data.DataLoader`` batches it as it would torchvision's (cnnkit's own loop reads
+    the whole tensors instead, see ``cnnkit.data.loader``)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= index < len(self):  # IndexError also ends `for image, label in dataset`
+            raise IndexError(f"index {index} is out of range for a split of {len(self):,} images")
+        return self.images[index], int(self.labels[index])
+
+    def __repr__(self) -> str:
+        return _split_repr(self)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -72,13 +98,17 @@ class FolderImageDataset(torch.utils.data.Dataset):
         image = read_image(self.files[index], self.channels, (self.image_size, self.image_size))
         return image, self.labels_list[index]
 
+    def __repr__(self) -> str:
+        folder = os.path.commonpath([str(f.parent.parent) for f in self.files]) if self.files else ""
+        return _split_repr(self, f" in {folder}" if folder else "")
+
     def subset(self, indices) -> FolderImageDataset:
         indices = [int(i) for i in indices]
         return FolderImageDataset([self.files[i] for i in indices], [self.labels_list[i] for i in indices],
                                   self.classes, self.channels, self.image_size)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class DatasetBundle:
     name: str
     train: TensorImageDataset | FolderImageDataset
@@ -97,6 +127,15 @@ class DatasetBundle:
         text = (f"{self.name}: {len(self.train):,} train / {len(self.test):,} test, {c}x{h}x{w}, "
                 f"{len(self.classes)} classes")
         return text + (f" ({self.note})" if self.note else "")
+
+    def __repr__(self) -> str:
+        def numbers(values):
+            return "(" + ", ".join(f"{v:.4g}" for v in values) + ("," if len(values) == 1 else "") + ")"
+
+        splits = "".join(f"\n  {role}: {split!r}" for role, split in (("train", self.train), ("test", self.test)))
+        note = f", note={self.note!r}" if self.note else ""
+        return (f"DatasetBundle({self.name!r}, {describe_classes(self.classes)}, mean={numbers(self.mean)}, "
+                f"std={numbers(self.std)}{note}){splits}")
 
 
 def random_subset(dataset, count: int, seed: int = 0):
@@ -344,6 +383,7 @@ __all__ = [
     "LossyDataWarning",
     "TensorImageDataset",
     "describe_catalog",
+    "describe_classes",
     "load_dataset",
     "random_subset",
 ]

@@ -7,6 +7,7 @@ command line's ``--help`` does not load torch. (``compress_factorized`` register
 
 import importlib
 
+from ..lazy import lazy_exports
 from .registry import add_family_loader, create_model, get_model_entry, list_models, register_model, set_weights_loader
 
 FAMILIES = ("alexnet", "dcgan", "efficientnet", "fast", "googlenet", "lenet", "pix2pix", "resnet", "retina", "small",
@@ -16,9 +17,13 @@ FAMILIES = ("alexnet", "dcgan", "efficientnet", "fast", "googlenet", "lenet", "p
 def _import_families() -> None:
     for family in FAMILIES:
         importlib.import_module(f".{family}", __name__)
+    importlib.import_module(".features", __name__)  # installs create_model(features_only=True)'s builder
 
 
 add_family_loader(_import_families)
 
-__all__ = ["FAMILIES", "add_family_loader", "create_model", "get_model_entry", "list_models", "register_model",
-           "set_weights_loader"]
+# Backbones of feature maps (create_model(..., features_only=True)) load with torch, on first use.
+__getattr__, __dir__ = lazy_exports(__name__, {"FeatureExtractor": "features", "FeatureInfo": "features"})
+
+__all__ = ["FAMILIES", "FeatureExtractor", "FeatureInfo", "add_family_loader", "create_model", "get_model_entry",
+           "list_models", "register_model", "set_weights_loader"]

@@ -19,10 +19,11 @@ because the weights and the run folders they are read from sit above the models.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import CnnkitError, UnknownNameError, did_you_mean
+from ..errors import CnnkitError, ConfigError, UnknownNameError, did_you_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, ModelEntry] = {}
 WeightsLoader = Callable[["nn.Module", str], "nn.Module"]
 _weights_loader: WeightsLoader | None = None
+BackboneBuilder = Callable[..., "nn.Module"]
+_backbone_builder: BackboneBuilder | None = None
 _family_loaders: list[Callable[[], object]] = []  # not yet run: each imports modules that register models
 
 
@@ -81,6 +84,14 @@ def set_weights_loader(loader: WeightsLoader) -> None:
     _weights_loader = loader
 
 
+def set_backbone_builder(builder: BackboneBuilder) -> None:
+    """Install the function behind ``create_model(features_only=True)``, called as ``builder(model, name, task,
+    input_size, out_indices)``: :mod:`cnnkit.models.features` does, loaded with the zoo's families (it needs
+    torch, which the registry itself does not load)."""
+    global _backbone_builder
+    _backbone_builder = builder
+
+
 def add_family_loader(loader: Callable[[], object]) -> None:
     """``loader()`` imports modules whose builders register themselves; it runs before the next lookup."""
     _family_loaders.append(loader)
@@ -109,6 +120,9 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     pretrained: str | None = None,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model.
@@ -116,11 +130,22 @@ def create_model(
     ``num_classes`` and ``in_channels`` default to the paper's; other keyword arguments go to the builder.
     ``pretrained`` names a checkpoint file (cnnkit's own run folder or ``.safetensors`` file) whose weights
     are loaded after building; registered pretrained tags are resolved by :mod:`cnnkit.weights`.
+    ``features_only=True`` returns the classifier as a backbone whose forward gives a list of the feature maps of
+    the stages at ``out_indices`` (all by default), with ``feature_info`` (timm's; :mod:`.features`).
     """
     entry = get_model_entry(name)
+    _check_arguments(entry, kwargs)
+    if out_indices is not None and not features_only:
+        raise ConfigError(f"create_model({name!r}, out_indices=...): out_indices picks the maps of a backbone; "
+                          "add features_only=True.")
     num_classes = entry.num_classes if num_classes is None else int(num_classes)
     in_channels = entry.input_size[0] if in_channels is None else int(in_channels)
-    model = entry.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    try:
+        model = entry.builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as error:  # a builder passing **kwargs on (ResNet's) learns of an unknown one only here
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise ConfigError(f"create_model({name!r}): {error}. {_accepted(entry)}") from error
     model.cnnkit_config = {
         "name": name,
         "num_classes": num_classes,
@@ -132,4 +157,37 @@ def create_model(
             raise CnnkitError(f"create_model({name!r}, pretrained={pretrained!r}): no weights loader is installed; "
                               "import cnnkit (which installs cnnkit.runs.load_pretrained) before building models")
         _weights_loader(model, pretrained)
+    if features_only:
+        if _backbone_builder is None:
+            raise CnnkitError(f"create_model({name!r}, features_only=True): no backbone builder is installed; "
+                              "import cnnkit.models (whose family loader installs cnnkit.models.features)")
+        return _backbone_builder(model, name, entry.task, (in_channels, *entry.input_size[1:]), out_indices)
     return model
+
+
+_CREATE_MODEL_ARGUMENTS = ("num_classes", "in_channels", "pretrained", "features_only", "out_indices")
+
+
+def _builder_arguments(entry: ModelEntry) -> tuple[list[str], bool]:
+    """The builder's own keyword arguments, and whether it passes further ones on (``**kwargs``)."""
+    parameters = inspect.signature(entry.builder).parameters.values()
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+             and p.name not in _CREATE_MODEL_ARGUMENTS]
+    return named, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _accepted(entry: ModelEntry) -> str:
+    named, passes_on = _builder_arguments(entry)
+    own = ", ".join(named) if named else "no arguments of its own"
+    more = " (and those of the class it builds)" if passes_on else ""
+    return (f"{entry.name} takes {own}{more}, besides create_model's {', '.join(_CREATE_MODEL_ARGUMENTS)}; "
+            f"see help(cnnkit.models.get_model_entry({entry.name!r}).builder).")
+
+
+def _check_arguments(entry: ModelEntry, kwargs: dict) -> None:
+    named, passes_on = _builder_arguments(entry)
+    unknown = [k for k in kwargs if k not in named]
+    if unknown and not passes_on:
+        choices = did_you_mean(unknown[0], [*named, *_CREATE_MODEL_ARGUMENTS])
+        raise ConfigError(f"create_model({entry.name!r}) got an unknown argument {unknown[0]!r}.{choices} "
+                          f"{_accepted(entry)}")

@@ -16,7 +16,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..errors import CnnkitError
+from ..errors import CnnkitError, UnknownNameError, did_you_mean
 from ..layers import ScaledTanh, TrainableSubsampling
 
 CLASSIFIER = "classifier"
@@ -99,3 +99,50 @@ def model_stages(model: nn.Module) -> list[Stage]:
     Rebuilt on each call, so it always reflects a replaced head."""
     family_stages = getattr(model, "feature_stages", None)
     return family_stages() if callable(family_stages) else generic_stages(model)
+
+
+def stage_index(model_stages: list[Stage], name: str) -> int:
+    names = [s.name for s in model_stages]
+    if name not in names:
+        raise UnknownNameError(f"Unknown stage {name!r}.{did_you_mean(name, names)} (in order: {', '.join(names)})")
+    return names.index(name)
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last stage a caller wants, so the layers above it never run."""
+
+
+def run_stages(model: nn.Module, model_stages: list[Stage], x: torch.Tensor,
+               wanted: set[int]) -> dict[int, torch.Tensor]:
+    """The outputs of the stages at the ``wanted`` positions of ``model_stages`` for the batch ``x``, by position.
+    A chain model runs its stages in order and stops after the last one wanted, so early stages cost only their
+    own layers; any other model runs its forward pass with a hook on each wanted stage's output module, stopped
+    as soon as all have fired. (``cnnkit.transfer.stage_outputs`` and ``features_only`` both come here.)"""
+    out: dict[int, torch.Tensor] = {}
+    if all(s.forward is not None for s in model_stages):
+        for i, stage in enumerate(model_stages[:max(wanted) + 1]):
+            x = stage.forward(x)
+            if i in wanted:
+                out[i] = x
+        return out
+    remaining = set(wanted)
+
+    def hook(index):
+        def capture(_module, _inputs, output):
+            out[index] = output
+            remaining.discard(index)
+            if not remaining:
+                raise _StopForward
+
+        return capture
+
+    handles = [model.get_submodule(model_stages[i].output_module).register_forward_hook(hook(i))
+               for i in sorted(wanted)]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out

@@ -13,50 +13,20 @@ from ..card import card_of, model_name, update_build_record
 from ..data.augment import AugmentConfig, Preprocess
 from ..data.datasets import DatasetBundle, TensorImageDataset
 from ..errors import CnnkitError
+from ..models.stages import run_stages
 from ..progress import progress_bar
 from ..train import Trainer
 from .stage_groups import _stage_index, stages
 
 
-class _StopForward(Exception):
-    pass
-
-
 def stage_outputs(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The outputs of the named stages for an input batch (timm's ``features_only``). Chain models stop after
-    the last stage asked for, so early stages cost only their own layers."""
+    """The outputs of the named stages for an input batch (timm's ``features_only``; ``create_model(...,
+    features_only=True)`` is the module form). Chain models stop after the last stage asked for, so early stages
+    cost only their own layers."""
     model_stages = stages(model)
     wanted = {_stage_index(model_stages, n) for n in names}
-    out: dict[str, torch.Tensor] = {}
-    if all(s.forward is not None for s in model_stages):
-        for i, stage in enumerate(model_stages[:max(wanted) + 1]):
-            x = stage.forward(x)
-            if i in wanted:
-                out[stage.name] = x
-        return out
-    handles = []
-    remaining = set(names)
-
-    def hook(stage_name):
-        def capture(_module, _inputs, output):
-            out[stage_name] = output
-            remaining.discard(stage_name)
-            if not remaining:
-                raise _StopForward
-
-        return capture
-
-    for i in sorted(wanted):
-        stage = model_stages[i]
-        handles.append(model.get_submodule(stage.output_module).register_forward_hook(hook(stage.name)))
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+    outputs = run_stages(model, model_stages, x, wanted)
+    return {model_stages[i].name: outputs[i] for i in sorted(wanted)}
 
 
 def pool_features(x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +134,7 @@ def feature_bundle(name: str, train_features: torch.Tensor, train_labels: torch.
     return DatasetBundle(name, train, test, list(classes), (0.0,), (1.0 / 255.0,), note="cached features")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)  # the split's one-line summary, not its tensors
 class FeatureDataset(TensorImageDataset):
     """Cached float features (N, C, H, W) in place of uint8 images."""
 

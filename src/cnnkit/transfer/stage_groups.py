@@ -7,22 +7,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import CnnkitError, UnknownNameError, did_you_mean
+from ..errors import CnnkitError
 from ..models.stages import CLASSIFIER, PooledClassifier, Stage
+from ..models.stages import stage_index as _stage_index  # finds a stage by name, or says which names there are
 from ..models.stages import model_stages as stages  # the family's feature_stages(), else one stage per child
 
-__all__ = ["CLASSIFIER", "PooledClassifier", "Stage", "stage_names", "stages", "upper_stages"]
+__all__ = ["CLASSIFIER", "PooledClassifier", "Stage", "_stage_index", "stage_names", "stages", "upper_stages"]
 
 
 def stage_names(model: nn.Module) -> list[str]:
     return [s.name for s in stages(model)]
-
-
-def _stage_index(model_stages: list[Stage], name: str) -> int:
-    names = [s.name for s in model_stages]
-    if name not in names:
-        raise UnknownNameError(f"Unknown stage {name!r}.{did_you_mean(name, names)} (in order: {', '.join(names)})")
-    return names.index(name)
 
 
 def upper_stages(model: nn.Module, count: int) -> list[str]:
