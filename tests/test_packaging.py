@@ -55,7 +55,7 @@ def test_the_wheel_carries_every_module_and_data_file(wheel):
     missing = sorted(set(_package_files()) - names)
     assert not missing, f"the wheel lacks {missing}: add their patterns to [tool.setuptools.package-data]"
     assert "cnnkit = cnnkit.cli:main" in entry_points
-    assert "Requires-Dist: torch>=" in metadata and "Project-URL: Source" in metadata
+    assert "Requires-Dist: torch>=" in metadata and "Classifier: Programming Language :: Python :: 3" in metadata
 
 
 def test_a_clean_environment_imports_the_wheel_and_runs_help_without_torch(wheel, tmp_path):
