@@ -6,15 +6,13 @@ folder, the inference pool, the training manager) from its arguments, never from
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 from pathlib import Path
 from typing import Annotated
 
 import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
@@ -24,6 +22,7 @@ from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError
 from .images import decode_upload, drawing_to_input
 from .inference import InferencePool
+from .jobs import event_stream
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
 from .pictures import draw_responses, filters_picture, refuse_undrawable
 from .training import TrainingManager, TrainRequest
@@ -31,7 +30,6 @@ from .zoo import checked_input_size, zoo_models, zoo_summary
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
-EVENT_POLL_SECONDS = 0.2
 # Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
 # batching; a batch of big drawings is split so its activations stay as small as they were.
 MAX_PASS_VALUES = 2 * 3 * 1024 * 1024
@@ -147,29 +145,7 @@ def add_training_routes(app: FastAPI, training: TrainingManager) -> None:
     async def training_events(request: Request, after: int = -1):
         """Server-sent events of the current (or last) run from event ``after + 1`` on; a page that opens
         mid-run first receives the whole history, so its curves start at the beginning."""
-        job = training.job
-        last_seen = request.headers.get("last-event-id", "")  # sent by a reconnecting EventSource
-        start = max(after + 1, int(last_seen) + 1 if last_seen.isdigit() else 0)
-
-        async def stream():
-            yield "retry: 2000\n\n"
-            if job is None:
-                yield "event: idle\ndata: {}\n\n"
-                return
-            index = start
-            while True:
-                events = job.events_since(index)
-                for event in events:
-                    yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event['data'])}\n\n"
-                index += len(events)
-                if job.done and not job.events_since(index):
-                    return
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(EVENT_POLL_SECONDS)
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return event_stream(request, training.job, after)
 
 
 def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_bytes: int) -> None:

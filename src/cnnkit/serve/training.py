@@ -26,6 +26,7 @@ from ..train import TrainConfig, Trainer
 from ..train.callbacks import BatchEnd, Callback
 from .errors import NoTrainingError, TrainingBusyError
 from .inference import TRAINING_THREADS, use_threads
+from .jobs import EventLog
 from .pictures import filters_picture
 
 FILTER_SNAPSHOTS_PER_EPOCH = 8
@@ -72,32 +73,12 @@ class LiveProgress(Callback):
         self.job.publish("epoch", {**metrics, "run": self.job.run_name})
 
 
-class TrainingJob:
+class TrainingJob(EventLog):
     def __init__(self, request: TrainRequest, run_name: str):
+        super().__init__()  # starting -> running -> finished | stopped | failed
         self.request, self.run_name = request, run_name
-        self.state = "starting"  # starting -> running -> finished | stopped | failed
         self.stop_requested = False
-        self.events: list[dict] = []
-        self._lock = threading.Lock()
         self.started = time.time()
-
-    def publish(self, kind: str, data: dict) -> None:
-        with self._lock:
-            self.events.append({"id": len(self.events), "type": kind, "data": data})
-
-    def finish(self, state: str, data: dict) -> None:
-        """The last event and the final state together, so a reader that sees the state also sees the event."""
-        with self._lock:
-            self.events.append({"id": len(self.events), "type": "done", "data": {"state": state, **data}})
-            self.state = state
-
-    def events_since(self, index: int) -> list[dict]:
-        with self._lock:
-            return self.events[index:]
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("finished", "stopped", "failed")
 
     def describe(self) -> dict:
         return {"run": self.run_name, "state": self.state, "settings": self.request.model_dump(),

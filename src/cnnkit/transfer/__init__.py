@@ -38,14 +38,15 @@ from .features import (FeatureDataset, StageTail, extract_features, feature_bund
                        train_on_features, transfer_preprocess)
 from .finetuning import (STRATEGIES, finetune, freeze, hold_batchnorm_statistics, is_frozen, prepare,
                        stage_lr_multipliers, unfreeze)
-from .heads import HeadNotFoundError, adapt_input_channels, replace_head
-from .probe import fit_linear_probe, format_probe_table, linear_probe
+from .heads import HeadNotFoundError, adapt_input_channels, replace_head, set_linear_head
+from .probe import fit_linear_probe, folded_head, format_probe_table, linear_probe
 from .stage_groups import CLASSIFIER, PooledClassifier, Stage, stage_names, stages, upper_stages
 
 __all__ = [
     "CLASSIFIER", "LITTLE_DATA_BELOW", "STRATEGIES", "Advice", "FeatureDataset", "HeadNotFoundError",
     "PooledClassifier", "Stage", "StageTail", "adapt_input_channels", "advise", "classify_images", "extract_features",
-    "feature_bundle", "finetune", "fit_linear_probe", "format_probe_table", "freeze", "hold_batchnorm_statistics",
-    "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head", "stage_lr_multipliers",
-    "stage_names", "stage_outputs", "stages", "train_on_features", "transfer_preprocess", "unfreeze", "upper_stages",
+    "feature_bundle", "finetune", "fit_linear_probe", "folded_head", "format_probe_table", "freeze",
+    "hold_batchnorm_statistics", "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head",
+    "set_linear_head", "stage_lr_multipliers", "stage_names", "stage_outputs", "stages", "train_on_features",
+    "transfer_preprocess", "unfreeze", "upper_stages",
 ]
