@@ -14,6 +14,7 @@ import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from .. import __version__
 from ..errors import ImageError
@@ -24,12 +25,14 @@ from .images import decode_upload, drawing_to_input
 from .inference import InferencePool
 from .jobs import event_stream
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
+from .teaching import TeachingManager, upload_to_input
 from .pictures import draw_responses, filters_picture, refuse_undrawable
 from .training import TrainingManager, TrainRequest
 from .zoo import checked_input_size, zoo_models, zoo_summary
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
+PAGES["/teach"] = "teach.html"
 # Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
 # batching; a batch of big drawings is split so its activations stay as small as they were.
 MAX_PASS_VALUES = 2 * 3 * 1024 * 1024
@@ -161,3 +164,52 @@ def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_byte
     @app.get("/api/zoo/summary")
     def model_summary(model: str, input_size: str | None = None):
         return zoo_summary(model, checked_input_size(model, input_size))
+
+
+class TeachFitRequest(BaseModel):
+    session: str
+
+
+def add_teach_routes(app: FastAPI, teaching: TeachingManager, checkpoints: CheckpointFolder,
+                     inference: InferencePool, max_upload_bytes: int) -> None:
+    """The Teach page: a session, its images one per request, the fit (followed as events), and new pictures
+    classified by the taught run (teaching.py)."""
+
+    @app.post("/api/teach/session", status_code=201)
+    def open_teaching_session():
+        return teaching.open_session()
+
+    @app.post("/api/teach/images")
+    async def teach_image(session: Annotated[str, Form()], image: Annotated[UploadFile, File()],
+                          label: Annotated[str, Form()] = ""):  # empty: refused with the naming rule
+        teaching.check_upload(session, label)  # an ended session or a bad name is refused before decoding
+        data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
+
+        def run():
+            pixels = upload_to_input(decode_upload(data, content_type, name, max_upload_bytes))
+            return teaching.add_image(session, label, pixels)
+
+        return await inference.run(run)
+
+    @app.post("/api/teach/fit", status_code=202)
+    def teach_fit(request: TeachFitRequest):
+        return teaching.fit(request.session).describe()
+
+    @app.get("/api/teach")
+    def teaching_state():
+        return teaching.describe()
+
+    @app.get("/api/teach/events")
+    async def teaching_events(request: Request, after: int = -1):
+        return event_stream(request, teaching.job, after)
+
+    @app.post("/api/teach/predict")
+    async def teach_predict(run: Annotated[str, Form()], image: Annotated[UploadFile, File()]):
+        data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
+
+        def classify():
+            loaded = checkpoints.load(run)
+            return {"source": name, **teaching.classify(loaded, decode_upload(data, content_type, name,
+                                                                              max_upload_bytes))}
+
+        return await inference.run(classify)

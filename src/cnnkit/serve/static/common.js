@@ -2,6 +2,7 @@
 "use strict";
 
 const PAGES = [["/", "Draw"], ["/photo", "Photo"], ["/train", "Train"], ["/zoo", "Zoo"]];
+PAGES.push(["/teach", "Teach"]);
 
 function renderHeader() {
   const header = document.createElement("header");
