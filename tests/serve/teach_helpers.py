@@ -1,5 +1,5 @@
-"""Pictures for the Teach page's tests: two kinds anyone can tell apart (stripes, dots), drawn with random colours,
-sizes and positions so that no two are alike."""
+"""Pictures for the Teach page's tests: two kinds anyone can tell apart (warm dots, cool stripes), drawn with random
+colours, sizes and positions so that no two are alike."""
 
 import io
 import json
@@ -19,19 +19,23 @@ def has_lite0_package() -> bool:
 
 
 def teaching_picture(kind: str, seed: int, size: tuple[int, int] = (240, 200)) -> Image.Image:
-    """Vertical stripes or scattered dots in random dark colours on a light background."""
+    """Scattered dots in random warm colours or vertical stripes in random cool ones, on a light background."""
     rng = np.random.default_rng([KINDS.index(kind), seed])
     width, height = size
-    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(200, 256, 3)))
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.integers(230, 256, 3)))
     draw = ImageDraw.Draw(image)
-    colour = lambda: tuple(int(v) for v in rng.integers(0, 160, 3))  # noqa: E731
+    # Dots are warm (red to orange), stripes cool (blue to teal): two cues, so a handful of pictures suffices.
+    warm = kind == "dots"
+    colour = lambda: (int(rng.integers(170, 256)) if warm else int(rng.integers(0, 60)),  # noqa: E731
+                      int(rng.integers(0, 140)),
+                      int(rng.integers(0, 60)) if warm else int(rng.integers(150, 256)))
     if kind == "stripes":
         period = int(rng.integers(16, 30))
         for x in range(int(rng.integers(0, period)), width, period):
             draw.rectangle([x, 0, x + period // 2, height], fill=colour())
     else:
-        for _ in range(int(rng.integers(20, 40))):
-            x, y, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(5, 10))
+        for _ in range(int(rng.integers(40, 70))):
+            x, y, r = int(rng.integers(0, width)), int(rng.integers(0, height)), int(rng.integers(6, 12))
             draw.ellipse([x - r, y - r, x + r, y + r], fill=colour())
     return image
 

@@ -19,6 +19,7 @@ STEP_TIMEOUT_MS = 30_000  # a bound on every wait; the steps themselves take a s
 TRAINING_TIMEOUT_MS = 90_000
 PHONE = {"width": 400, "height": 800}  # the narrow screen of issue 22
 PAGES = ["/", "/photo", "/train", "/zoo"]
+PAGES.append("/teach")
 
 
 def chromium_executable(debian: Path = CHROMIUM) -> str | None:
@@ -210,7 +211,7 @@ def test_pages_fit_a_narrow_screen(phone, path):
     from playwright.sync_api import expect
 
     phone.goto(path)
-    expect(phone.locator("header nav a")).to_have_count(4)
+    expect(phone.locator("header nav a")).to_have_count(len(PAGES))
     phone.wait_for_load_state("networkidle")
     assert horizontal_overflow(phone) <= 0
     ARTIFACTS.mkdir(exist_ok=True)
@@ -243,7 +244,7 @@ def test_empty_panels_show_no_broken_images(page, path):
     from playwright.sync_api import expect
 
     page.goto(path)
-    expect(page.locator("header nav a")).to_have_count(4)
+    expect(page.locator("header nav a")).to_have_count(len(PAGES))
     page.wait_for_load_state("networkidle")
     assert visible_images_without_picture(page) == []
     if path == "/":

@@ -198,3 +198,17 @@ def test_the_pictures_of_a_session_are_bounded(client, monkeypatch):
         assert upload(client, session, "dots", teaching_picture("dots", seed)).status_code == 200
     fourth = upload(client, session, "stripes", teaching_picture("stripes", 0))
     assert fourth.status_code == 422 and "At most 3 images in all" in fourth.json()["error"]
+
+
+def test_the_teach_page_is_served_with_its_script(client):
+    page = client.get("/teach")
+    assert page.status_code == 200 and "/static/teach.js" in page.text
+    assert "use strict" in client.get("/static/teach.js").text
+
+
+@needs_lite0
+def test_a_teacher_who_gives_up_frees_the_machine_at_once(client):
+    session = client.post("/api/teach/session").json()["session"]
+    assert client.post("/api/teach/session").status_code == 409
+    assert client.post("/api/teach/close", json={"session": session}).json() == {"closed": True, "images": 0}
+    assert client.post("/api/teach/session").status_code == 201

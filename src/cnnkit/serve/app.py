@@ -14,6 +14,7 @@ JSON endpoints under ``/api``:
     GET  /api/train/events                   server-sent events: started, batch, filters, epoch, done
     POST /api/teach/session                  opens the one teaching session (409 while another is open)
     POST /api/teach/images                   multipart: session, label, image -> the image joins that class
+    POST /api/teach/close                    JSON {"session"}: gives the session up (the next visitor may teach)
     POST /api/teach/fit                      JSON {"session"} -> fits the taught classifier into a run folder
     GET  /api/teach                          busy or not, the current (or last) fit
     GET  /api/teach/events                   server-sent events: started, features, fitting, done

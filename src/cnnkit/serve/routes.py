@@ -166,7 +166,7 @@ def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_byte
         return zoo_summary(model, checked_input_size(model, input_size))
 
 
-class TeachFitRequest(BaseModel):
+class TeachSessionRequest(BaseModel):
     session: str
 
 
@@ -191,8 +191,12 @@ def add_teach_routes(app: FastAPI, teaching: TeachingManager, checkpoints: Check
 
         return await inference.run(run)
 
+    @app.post("/api/teach/close")
+    def close_teaching_session(request: TeachSessionRequest):
+        return teaching.close_session(request.session)
+
     @app.post("/api/teach/fit", status_code=202)
-    def teach_fit(request: TeachFitRequest):
+    def teach_fit(request: TeachSessionRequest):
         return teaching.fit(request.session).describe()
 
     @app.get("/api/teach")

@@ -150,6 +150,13 @@ class TeachingManager:
             self.session = TeachSession()
             return {"session": self.session.token, "limits": limits()}
 
+    def close_session(self, token: str) -> dict:
+        """The teacher gives up (an upload was refused, the page is left): the next visitor need not wait."""
+        with self._lock:
+            session = self._session(token)
+            self.session = None
+            return {"closed": True, "images": session.count}
+
     def _session(self, token: str) -> TeachSession:
         session = self.session
         if session is None or not secrets.compare_digest(session.token, str(token or "")):

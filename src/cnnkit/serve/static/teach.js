@@ -109,16 +109,19 @@ teachButton.addEventListener("click", async () => {
   if (problem) { showMessage(message, problem, true); return; }
   setTeaching(true);
   showMessage(message, "");
+  let session = null;
+  const asJson = (body) => ({method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
   try {
-    const {session} = await api("/api/teach/session", {method: "POST"});
+    ({session} = await api("/api/teach/session", {method: "POST"}));
     await sendImages(session);
-    await api("/api/teach/fit", {method: "POST", headers: {"Content-Type": "application/json"},
-                                 body: JSON.stringify({session})});
+    await api("/api/teach/fit", asJson({session}));
     follow();
   } catch (error) {
     setTeaching(false);
     statusLine.textContent = "";
     showMessage(message, error.message, true);
+    // A refused picture ends this try: the session is given up, so pressing Teach again (or another visitor) can start.
+    if (session) api("/api/teach/close", asJson({session})).catch(() => {});
   }
 });
 
