@@ -1,6 +1,7 @@
 """Regenerate the README's screenshots of `cnnkit serve` (docs/images/serve-*.png).
 
     CNNKIT_DATA=../shared/datasets python docs/screenshots.py
+    python docs/screenshots.py teach        # only the Teach page's
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
 minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the four
@@ -99,15 +100,78 @@ def main() -> None:
             expect(page.locator("#result")).to_contain_text("Saved as")
             page.screenshot(path=str(OUT / "serve-train.png"), full_page=True)
 
+            shoot_teach(page, root)
+
             page.goto("/zoo?model=resnet18&input_size=3x224x224")
             expect(page.locator("#total-params")).to_have_text("11,689,512")
             page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
             browser.close()
         server.should_exit = True
-    for name in ("draw", "photo", "train", "zoo"):
+    for name in ("draw", "photo", "train", "zoo", "teach"):
         save_small(OUT / f"serve-{name}.png")
         print(OUT / f"serve-{name}.png", (OUT / f"serve-{name}.png").stat().st_size, "bytes")
 
 
+# ------------------------------------------------------------------------------------------------- Teach
+PAINTINGS = {"starry night": "starry_night.jpg", "scream": "the_scream.jpg", "matisse": "woman-with-hat-matisse.jpg"}
+STYLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "style"
+
+
+def painting_crops(folder: Path, per_class: int = 12) -> dict[str, list[str]]:
+    """Square crops of three paintings (the classes of benchmarks/teach_time.py), the last one of each kept back
+    to try the taught classifier with."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, file_name in PAINTINGS.items():
+        painting = Image.open(STYLE_DIR / file_name).convert("RGB")
+        files[name] = []
+        for index in range(per_class + 1):
+            side = int(min(painting.size) * rng.uniform(0.35, 0.7))
+            left, top = (int(rng.integers(0, extent - side + 1)) for extent in painting.size)
+            path = folder / f"{name.replace(' ', '-')}-{index}.jpg"
+            painting.crop((left, top, left + side, top + side)).resize((320, 320), Image.LANCZOS).save(path)
+            files[name].append(str(path))
+    return files
+
+
+def shoot_teach(page, folder: Path) -> None:
+    crops = painting_crops(folder)
+    page.goto("/teach")
+    page.click("#add-class")
+    for index, (name, files) in enumerate(crops.items()):
+        card = page.locator(".class-card").nth(index)
+        card.locator(".class-name").fill(name)
+        card.locator(".class-files").set_input_files(files[:-1])
+    page.click("#teach")
+    expect(page.locator("#accuracy")).to_have_text(re.compile("%$"), timeout=300_000)
+    page.set_input_files("#try-file", crops["scream"][-1])
+    expect(page.locator("#try-overlay")).to_have_attribute("src", re.compile("^data:"), timeout=120_000)
+    page.screenshot(path=str(OUT / "serve-teach.png"), full_page=True)
+
+
+def teach_only() -> None:
+    """``python docs/screenshots.py teach``: only the Teach page's screenshot (no LeNet-5 to train first)."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
+            page.set_default_timeout(180_000)
+            shoot_teach(page, root)
+            browser.close()
+        server.should_exit = True
+    save_small(OUT / "serve-teach.png")
+    print(OUT / "serve-teach.png", (OUT / "serve-teach.png").stat().st_size, "bytes")
+
+
 if __name__ == "__main__":
-    main()
+    teach_only() if sys.argv[1:] == ["teach"] else main()
