@@ -8,6 +8,7 @@ minute on two cores), serves the playground on a free loopback port, drives Debi
 pages and saves each as a palette PNG small enough to commit.
 """
 
+import contextlib
 import re
 import socket
 import sys
@@ -64,23 +65,31 @@ def draw_seven(page) -> None:
     page.mouse.up()
 
 
+@contextlib.contextmanager
+def playground_page(root: Path):
+    """A Chromium page on the playground serving the checkpoints folder ``root`` on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+    server.should_exit = True
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         train_digits(root)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
-            page.set_default_timeout(120_000)
-
+        with playground_page(root) as page:
             page.goto("/")
             expect(page.locator("#filters")).to_have_attribute("src", re.compile("^data:"))
             draw_seven(page)
@@ -105,8 +114,6 @@ def main() -> None:
             page.goto("/zoo?model=resnet18&input_size=3x224x224")
             expect(page.locator("#total-params")).to_have_text("11,689,512")
             page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
-            browser.close()
-        server.should_exit = True
     for name in ("draw", "photo", "train", "zoo", "teach"):
         save_small(OUT / f"serve-{name}.png")
         print(OUT / f"serve-{name}.png", (OUT / f"serve-{name}.png").stat().st_size, "bytes")
@@ -137,7 +144,8 @@ def painting_crops(folder: Path, per_class: int = 12) -> dict[str, list[str]]:
 
 
 def shoot_teach(page, folder: Path) -> None:
-    crops = painting_crops(folder)
+    (folder / "pictures").mkdir()
+    crops = painting_crops(folder / "pictures")
     page.goto("/teach")
     page.click("#add-class")
     for index, (name, files) in enumerate(crops.items()):
@@ -153,22 +161,8 @@ def shoot_teach(page, folder: Path) -> None:
 
 def teach_only() -> None:
     """``python docs/screenshots.py teach``: only the Teach page's screenshot (no LeNet-5 to train first)."""
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_page(base_url=f"http://127.0.0.1:{port}", viewport={"width": 1200, "height": 860})
-            page.set_default_timeout(180_000)
-            shoot_teach(page, root)
-            browser.close()
-        server.should_exit = True
+    with tempfile.TemporaryDirectory() as folder, playground_page(Path(folder)) as page:
+        shoot_teach(page, Path(folder))
     save_small(OUT / "serve-teach.png")
     print(OUT / "serve-teach.png", (OUT / "serve-teach.png").stat().st_size, "bytes")
 
