@@ -87,3 +87,12 @@ def test_teaching_data_is_checked_before_any_work(tmp_path):
         check_teaching_data(images, labels, ["a", "b", "c"])
     with pytest.raises(Exception, match="sorted order"):
         save_taught_run(tmp_path / "run", None, images, labels, labels[:8], labels[8:], {"classes": ["b", "a"]})
+
+
+def test_a_taught_run_never_replaces_another(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.json").write_text("{}")
+    images, labels = torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.tensor([0] * 5 + [1] * 5)
+    with pytest.raises(Exception, match="already holds a run"):
+        save_taught_run(tmp_path / "run", None, images, labels, labels[:8], labels[8:], {"classes": ["a", "b"]})
+    assert not (tmp_path / "run" / "images").exists()

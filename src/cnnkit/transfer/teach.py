@@ -27,7 +27,7 @@ from PIL import Image
 from ..card import card_of
 from ..errors import CnnkitError, DataError
 from ..models import create_model
-from ..runs import save_model_checkpoint
+from ..runs import claim_run_folder, save_model_checkpoint
 from .features import extract_features, transfer_preprocess
 from .heads import set_linear_head
 from .probe import fit_linear_probe
@@ -153,8 +153,7 @@ def save_taught_run(out: str | Path, model: torch.nn.Module, images: torch.Tenso
     if list(classes) != sorted(classes):
         raise CnnkitError(f"a taught run's classes must be in sorted order (as image folders list them), got "
                           f"{list(classes)}.")
-    if (out / "checkpoint.json").exists():
-        raise CnnkitError(f"{out} already holds a run; choose another folder.")
+    claim_run_folder(out, resume_hint=None)  # refuses a folder holding a run, a file, a disk that cannot be written
     folder = out / "images"
     for split, indices in (("train", train), ("val", test)):
         for index in indices.tolist():
