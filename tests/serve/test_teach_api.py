@@ -212,3 +212,14 @@ def test_a_teacher_who_gives_up_frees_the_machine_at_once(client):
     assert client.post("/api/teach/session").status_code == 409
     assert client.post("/api/teach/close", json={"session": session}).json() == {"closed": True, "images": 0}
     assert client.post("/api/teach/session").status_code == 201
+
+
+def test_the_train_page_waits_while_a_classifier_is_fitted(client, app):
+    class Fitting:
+        run_name, done = "teach-20261206-040000", False
+
+    app.state.teaching.job = Fitting()
+    refused = client.post("/api/train", json={})
+    assert refused.status_code == 409
+    assert "Teach page is fitting teach-20261206-040000" in refused.json()["error"]
+    assert app.state.training.job is None  # nothing started

@@ -117,7 +117,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
     app.add_middleware(LocalOriginOnly, names=listening_names(host, tuple(allowed_hosts)), port=port)
     add_error_handlers(app)
     checkpoints = CheckpointFolder(checkpoints_dir)
-    training = TrainingManager(checkpoints.root)
+    training = TrainingManager(checkpoints.root, busy_elsewhere=lambda: app.state.teaching.fitting())
     photos = PhotoClassifier(max_copies=inference.workers)
     app.state.checkpoints, app.state.training, app.state.photos = checkpoints, training, photos
     app.state.inference = inference

@@ -11,7 +11,7 @@ Bounded. At most MAX_IMAGES images in MAX_CLASSES classes, each decoded at once 
 input (150 KB), so a session holds at most about 45 MB. The machine teaches one model at a time: while a
 session collects images (until it has been idle IDLE_SECONDS) or is being fitted, and while the Train page
 trains, another visitor who opens a session is answered 409 at once, with the reason, rather than made to share
-the cores with a feature extraction.
+the cores with a feature extraction; the Train page likewise refuses to start a run while a fit runs.
 """
 
 from __future__ import annotations
@@ -243,6 +243,14 @@ class TeachingManager:
             return pretrained_backbone()
         except CheckpointError as exc:
             raise ModelUnavailableError(f"The Teach page needs the pretrained {TEACH_MODEL}: {exc}") from None
+
+    def fitting(self) -> str | None:
+        """Why the Train page must wait (a fit takes the cores), or None."""
+        job = self.job
+        if job is None or job.done:
+            return None
+        return (f"The Teach page is fitting {job.run_name} right now; this machine fits one model at a time. Try "
+                "again in a minute.")
 
     def describe(self) -> dict:
         with self._lock:

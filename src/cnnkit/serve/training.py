@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -87,8 +88,10 @@ class TrainingJob(EventLog):
 
 
 class TrainingManager:
-    def __init__(self, checkpoints_dir: Path):
+    def __init__(self, checkpoints_dir: Path, busy_elsewhere: Callable[[], str | None] = lambda: None):
+        """``busy_elsewhere``: why another page's model work (the Teach page's fit) keeps a run from starting."""
         self.checkpoints_dir = Path(checkpoints_dir)
+        self.busy_elsewhere = busy_elsewhere
         self.job: TrainingJob | None = None
         self._lock = threading.Lock()
 
@@ -97,6 +100,9 @@ class TrainingManager:
             if self.job is not None and not self.job.done:
                 raise TrainingBusyError(f"Training run {self.job.run_name!r} is still {self.job.state}; this "
                                         "machine trains one model at a time. Wait for it to finish, or stop it.")
+            reason = self.busy_elsewhere()
+            if reason:
+                raise TrainingBusyError(reason)
             self.job = TrainingJob(request, self._new_run_name(request))
         threading.Thread(target=self._run, args=(self.job,), name=f"train-{self.job.run_name}", daemon=True).start()
         return self.job
