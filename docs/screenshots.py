@@ -1,7 +1,7 @@
 """Regenerate the README's screenshots of `cnnkit serve` (docs/images/serve-*.png).
 
     CNNKIT_DATA=../shared/datasets python docs/screenshots.py            # every page
-    CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain    # only the pages named
+    CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain teach    # only the pages named
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
 minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the
@@ -109,7 +109,52 @@ def shoot_zoo(page) -> None:
     page.screenshot(path=str(OUT / "serve-zoo.png"), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
 
 
-SHOTS = {"draw": shoot_draw, "photo": shoot_photo, "train": shoot_train, "zoo": shoot_zoo, "explain": shoot_explain}
+PAINTINGS = {"starry night": "starry_night.jpg", "scream": "the_scream.jpg", "matisse": "woman-with-hat-matisse.jpg"}
+STYLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "style"
+
+
+def painting_crops(folder: Path, per_class: int = 12) -> dict[str, list[str]]:
+    """Square crops of three paintings (the classes of benchmarks/teach_time.py), the last one of each kept back
+    to try the taught classifier with."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, file_name in PAINTINGS.items():
+        painting = Image.open(STYLE_DIR / file_name).convert("RGB")
+        files[name] = []
+        for index in range(per_class + 1):
+            side = int(min(painting.size) * rng.uniform(0.35, 0.7))
+            left, top = (int(rng.integers(0, extent - side + 1)) for extent in painting.size)
+            path = folder / f"{name.replace(' ', '-')}-{index}.jpg"
+            painting.crop((left, top, left + side, top + side)).resize((320, 320), Image.LANCZOS).save(path)
+            files[name].append(str(path))
+    return files
+
+
+def shoot_teach(page) -> None:
+    """Three paintings taught from 12 crops each, then a fresh crop of The Scream classified with Grad-CAM."""
+    with tempfile.TemporaryDirectory() as folder:
+        crops = painting_crops(Path(folder))
+        _teach_and_try(page, crops)
+
+
+def _teach_and_try(page, crops: dict[str, list[str]]) -> None:
+    page.goto("/teach")
+    page.click("#add-class")
+    for index, (name, files) in enumerate(crops.items()):
+        card = page.locator(".class-card").nth(index)
+        card.locator(".class-name").fill(name)
+        card.locator(".class-files").set_input_files(files[:-1])
+    page.click("#teach")
+    expect(page.locator("#accuracy")).to_have_text(re.compile("%$"), timeout=300_000)
+    page.set_input_files("#try-file", crops["scream"][-1])
+    expect(page.locator("#try-overlay")).to_have_attribute("src", re.compile("^data:"), timeout=120_000)
+    page.screenshot(path=str(OUT / "serve-teach.png"), full_page=True)
+
+
+SHOTS = {"draw": shoot_draw, "photo": shoot_photo, "train": shoot_train, "zoo": shoot_zoo, "explain": shoot_explain,
+         "teach": shoot_teach}
 NEED_A_RUN = {"draw"}  # pages that show the trained digits run (Train trains its own)
 
 

@@ -1,4 +1,4 @@
-"""``cnnkit serve``: a web playground on real cnnkit models (draw, photo, train, zoo). Needs the ``serve``
+"""``cnnkit serve``: a web playground on real cnnkit models (draw, photo, train, zoo, teach). Needs the ``serve``
 extra: ``pip install 'cnnkit[serve]'``."""
 
 from .app import create_app

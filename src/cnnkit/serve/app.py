@@ -12,6 +12,13 @@ JSON endpoints under ``/api``:
     POST /api/train/stop                     stop after the current batch (the checkpoint is still written)
     GET  /api/train                          the current run's state
     GET  /api/train/events                   server-sent events: started, batch, filters, epoch, done
+    POST /api/teach/session                  opens the one teaching session (409 while another is open)
+    POST /api/teach/images                   multipart: session, label, image -> the image joins that class
+    POST /api/teach/close                    JSON {"session"}: gives the session up (the next visitor may teach)
+    POST /api/teach/fit                      JSON {"session"} -> fits the taught classifier into a run folder
+    GET  /api/teach                          busy or not, the current (or last) fit
+    GET  /api/teach/events                   server-sent events: started, features, fitting, done
+    POST /api/teach/predict                  multipart: run, image -> every class's probability, Grad-CAM
     GET  /api/zoo/models                     the registry
     GET  /api/zoo/summary?model=M&input_size=CxHxW   the architecture calculator's table and stages
     GET  /api/explain/sources, /api/explain/layers; POST /api/explain/maps, /api/explain/unit   (explain.py)
@@ -43,6 +50,8 @@ from .inference import InferencePool
 from .origin import LocalOriginOnly, listening_names
 from .photo import PhotoClassifier
 from .routes import add_draw_routes, add_info_routes, add_pages, add_photo_routes, add_training_routes
+from .routes import add_teach_routes
+from .teaching import TeachingManager
 from .training import TrainingManager
 
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and the other fields around the image
@@ -110,7 +119,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
     app.add_middleware(LocalOriginOnly, names=listening_names(host, tuple(allowed_hosts)), port=port)
     add_error_handlers(app)
     checkpoints = CheckpointFolder(checkpoints_dir)
-    training = TrainingManager(checkpoints.root)
+    training = TrainingManager(checkpoints.root, busy_elsewhere=lambda: app.state.teaching.fitting())
     photos = PhotoClassifier(max_copies=inference.workers)
     app.state.checkpoints, app.state.training, app.state.photos = checkpoints, training, photos
     app.state.inference = inference
@@ -121,7 +130,18 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
     add_photo_routes(app, photos, inference, max_upload_bytes)
     add_training_routes(app, training)
     app.state.explain = add_explain_routes(app, checkpoints, inference, max_upload_bytes)
+    app.state.teaching = TeachingManager(checkpoints.root, busy_elsewhere=lambda: training_busy(training))
+    add_teach_routes(app, app.state.teaching, checkpoints, inference, max_upload_bytes)
     return app
+
+
+def training_busy(training: TrainingManager) -> str | None:
+    """Why the Teach page must wait for the Train page (both would take all the cores), or None."""
+    job = training.job
+    if job is None or job.done:
+        return None
+    return (f"The Train page is training {job.run_name} right now; this machine fits one model at a time. Try "
+            "again when it is done (or stop it there).")
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -6,8 +6,6 @@ folder, the inference pool, the training manager) from its arguments, never from
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +14,7 @@ import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
 
 from .. import __version__
 from ..errors import ImageError
@@ -25,7 +23,9 @@ from .checkpoints import CheckpointFolder
 from .errors import UnknownExampleError
 from .images import decode_upload, drawing_to_input
 from .inference import InferencePool
+from .jobs import event_stream
 from .photo import EXAMPLES_DIR, PhotoClassifier, list_examples
+from .teaching import TeachingManager, upload_to_input
 from .pictures import draw_responses, filters_picture, refuse_undrawable
 from .training import TrainingManager, TrainRequest
 from .zoo import checked_input_size, zoo_models, zoo_summary
@@ -33,7 +33,7 @@ from .zoo import checked_input_size, zoo_models, zoo_summary
 STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
 PAGES["/explain"] = "explain.html"
-EVENT_POLL_SECONDS = 0.2
+PAGES["/teach"] = "teach.html"
 # Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
 # batching; a batch of big drawings is split so its activations stay as small as they were.
 MAX_PASS_VALUES = 2 * 3 * 1024 * 1024
@@ -148,28 +148,8 @@ def add_training_routes(app: FastAPI, training: TrainingManager) -> None:
     @app.get("/api/train/events")
     async def training_events(request: Request, after: int = -1):
         """Server-sent events of the current (or last) run from event ``after + 1`` on; a page that opens
-        mid-run first receives the whole history, so its curves start at the beginning. sse-starlette formats
-        the events, sends a keep-alive comment every 15 s and ends the stream when the page goes away."""
-        job = training.job
-        last_seen = request.headers.get("last-event-id", "")  # sent by a reconnecting EventSource
-        start = max(after + 1, int(last_seen) + 1 if last_seen.isdigit() else 0)
-
-        async def stream():
-            yield ServerSentEvent(retry=2000)
-            if job is None:
-                yield ServerSentEvent("{}", event="idle")
-                return
-            index = start
-            while True:
-                events = job.events_since(index)
-                for event in events:
-                    yield ServerSentEvent(json.dumps(event["data"]), id=str(event["id"]), event=event["type"])
-                index += len(events)
-                if job.done and not job.events_since(index):
-                    return
-                await asyncio.sleep(EVENT_POLL_SECONDS)
-
-        return EventSourceResponse(stream())
+        mid-run first receives the whole history, so its curves start at the beginning."""
+        return event_stream(request, training.job, after)
 
 
 def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_bytes: int) -> None:
@@ -185,3 +165,56 @@ def add_info_routes(app: FastAPI, checkpoints: CheckpointFolder, max_upload_byte
     @app.get("/api/zoo/summary")
     def model_summary(model: str, input_size: str | None = None):
         return zoo_summary(model, checked_input_size(model, input_size))
+
+
+class TeachSessionRequest(BaseModel):
+    session: str
+
+
+def add_teach_routes(app: FastAPI, teaching: TeachingManager, checkpoints: CheckpointFolder,
+                     inference: InferencePool, max_upload_bytes: int) -> None:
+    """The Teach page: a session, its images one per request, the fit (followed as events), and new pictures
+    classified by the taught run (teaching.py)."""
+
+    @app.post("/api/teach/session", status_code=201)
+    def open_teaching_session():
+        return teaching.open_session()
+
+    @app.post("/api/teach/images")
+    async def teach_image(session: Annotated[str, Form()], image: Annotated[UploadFile, File()],
+                          label: Annotated[str, Form()] = ""):  # empty: refused with the naming rule
+        teaching.check_upload(session, label)  # an ended session or a bad name is refused before decoding
+        data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
+
+        def run():
+            pixels = upload_to_input(decode_upload(data, content_type, name, max_upload_bytes))
+            return teaching.add_image(session, label, pixels)
+
+        return await inference.run(run)
+
+    @app.post("/api/teach/close")
+    def close_teaching_session(request: TeachSessionRequest):
+        return teaching.close_session(request.session)
+
+    @app.post("/api/teach/fit", status_code=202)
+    def teach_fit(request: TeachSessionRequest):
+        return teaching.fit(request.session).describe()
+
+    @app.get("/api/teach")
+    def teaching_state():
+        return teaching.describe()
+
+    @app.get("/api/teach/events")
+    async def teaching_events(request: Request, after: int = -1):
+        return event_stream(request, teaching.job, after)
+
+    @app.post("/api/teach/predict")
+    async def teach_predict(run: Annotated[str, Form()], image: Annotated[UploadFile, File()]):
+        data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
+
+        def classify():
+            loaded = checkpoints.load(run)
+            return {"source": name, **teaching.classify(loaded, decode_upload(data, content_type, name,
+                                                                              max_upload_bytes))}
+
+        return await inference.run(classify)

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,7 @@ from ..train import TrainConfig, Trainer
 from ..train.callbacks import BatchEnd, Callback
 from .errors import NoTrainingError, TrainingBusyError
 from .inference import TRAINING_THREADS, use_threads
+from .jobs import EventLog
 from .pictures import filters_picture
 
 FILTER_SNAPSHOTS_PER_EPOCH = 8
@@ -72,32 +74,12 @@ class LiveProgress(Callback):
         self.job.publish("epoch", {**metrics, "run": self.job.run_name})
 
 
-class TrainingJob:
+class TrainingJob(EventLog):
     def __init__(self, request: TrainRequest, run_name: str):
+        super().__init__()  # starting -> running -> finished | stopped | failed
         self.request, self.run_name = request, run_name
-        self.state = "starting"  # starting -> running -> finished | stopped | failed
         self.stop_requested = False
-        self.events: list[dict] = []
-        self._lock = threading.Lock()
         self.started = time.time()
-
-    def publish(self, kind: str, data: dict) -> None:
-        with self._lock:
-            self.events.append({"id": len(self.events), "type": kind, "data": data})
-
-    def finish(self, state: str, data: dict) -> None:
-        """The last event and the final state together, so a reader that sees the state also sees the event."""
-        with self._lock:
-            self.events.append({"id": len(self.events), "type": "done", "data": {"state": state, **data}})
-            self.state = state
-
-    def events_since(self, index: int) -> list[dict]:
-        with self._lock:
-            return self.events[index:]
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("finished", "stopped", "failed")
 
     def describe(self) -> dict:
         return {"run": self.run_name, "state": self.state, "settings": self.request.model_dump(),
@@ -106,8 +88,10 @@ class TrainingJob:
 
 
 class TrainingManager:
-    def __init__(self, checkpoints_dir: Path):
+    def __init__(self, checkpoints_dir: Path, busy_elsewhere: Callable[[], str | None] = lambda: None):
+        """``busy_elsewhere``: why another page's model work (the Teach page's fit) keeps a run from starting."""
         self.checkpoints_dir = Path(checkpoints_dir)
+        self.busy_elsewhere = busy_elsewhere
         self.job: TrainingJob | None = None
         self._lock = threading.Lock()
 
@@ -116,6 +100,9 @@ class TrainingManager:
             if self.job is not None and not self.job.done:
                 raise TrainingBusyError(f"Training run {self.job.run_name!r} is still {self.job.state}; this "
                                         "machine trains one model at a time. Wait for it to finish, or stop it.")
+            reason = self.busy_elsewhere()
+            if reason:
+                raise TrainingBusyError(reason)
             self.job = TrainingJob(request, self._new_run_name(request))
         threading.Thread(target=self._run, args=(self.job,), name=f"train-{self.job.run_name}", daemon=True).start()
         return self.job

@@ -13,7 +13,9 @@ from different stages. Each step is one call here:
 
 or all at once: ``finetune(model, data, "two-phase", TrainConfig(...))``; ``linear_probe(model, data,
 stages=...)`` compares logistic regressions on each stage's pooled features; ``advise(n_images, similarity)``
-returns the notes' 2x2 advice table entry.
+returns the notes' 2x2 advice table entry. ``teach.teach(images, labels, classes, out=...)`` (the playground's
+Teach page) fits such a regression on a few pictures per class and folds it into the network's own output layer
+(``set_linear_head``), saved as an ordinary run folder.
 
 Stages. ``stages(model)`` names the stages of every zoo model as its family defines them in its own
 ``feature_stages()`` (ResNet's ``layer1..4``, EfficientNet's ``stage2..8`` of the paper's Table 1, VGG/AlexNet
@@ -29,7 +31,7 @@ images are enlarged to the backbone's input size, never zero-padded.
 One module per job: ``stage_groups`` (naming a model's stages), ``heads`` (new heads, input channels), ``finetuning``
 (freezing, per-stage learning rates, the strategies), ``features`` (stage outputs, cached-feature training),
 ``probe`` (linear classifiers on features), ``advice`` (the 2x2 table), ``classify`` (photos through
-pretrained weights).
+pretrained weights), ``teach`` (a classifier from a few pictures per class).
 """
 
 from .advice import LITTLE_DATA_BELOW, Advice, advise
@@ -38,14 +40,15 @@ from .features import (FeatureDataset, StageTail, extract_features, feature_bund
                        train_on_features, transfer_preprocess)
 from .finetuning import (STRATEGIES, finetune, freeze, hold_batchnorm_statistics, is_frozen, prepare,
                        stage_lr_multipliers, unfreeze)
-from .heads import HeadNotFoundError, adapt_input_channels, replace_head
-from .probe import fit_linear_probe, format_probe_table, linear_probe
+from .heads import HeadNotFoundError, adapt_input_channels, replace_head, set_linear_head
+from .probe import fit_linear_probe, folded_head, format_probe_table, linear_probe
 from .stage_groups import CLASSIFIER, PooledClassifier, Stage, stage_names, stages, upper_stages
 
 __all__ = [
     "CLASSIFIER", "LITTLE_DATA_BELOW", "STRATEGIES", "Advice", "FeatureDataset", "HeadNotFoundError",
     "PooledClassifier", "Stage", "StageTail", "adapt_input_channels", "advise", "classify_images", "extract_features",
-    "feature_bundle", "finetune", "fit_linear_probe", "format_probe_table", "freeze", "hold_batchnorm_statistics",
-    "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head", "stage_lr_multipliers",
-    "stage_names", "stage_outputs", "stages", "train_on_features", "transfer_preprocess", "unfreeze", "upper_stages",
+    "feature_bundle", "finetune", "fit_linear_probe", "folded_head", "format_probe_table", "freeze",
+    "hold_batchnorm_statistics", "is_frozen", "linear_probe", "load_photo", "pool_features", "prepare", "replace_head",
+    "set_linear_head", "stage_lr_multipliers", "stage_names", "stage_outputs", "stages", "train_on_features",
+    "transfer_preprocess", "unfreeze", "upper_stages",
 ]

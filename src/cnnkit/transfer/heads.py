@@ -3,6 +3,7 @@ first convolution for data with another number of channels."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..card import card_of, model_name, set_card, update_build_record
@@ -60,6 +61,32 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     update_build_record(model, num_classes=num_classes)
     # The weights' preprocessing still applies; their class names no longer do.
     return set_card(model, card_of(model).with_head(num_classes))
+
+
+def set_linear_head(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
+    """Make a fitted linear classifier (``weight`` (K, D), ``bias`` (K,): e.g. a linear probe's
+    :func:`~cnnkit.transfer.probe.folded_head`) the model's output layer: ``replace_head(model, K)`` and its
+    weights copied in. The classifier must have been fitted on the features that layer reads (the pooled
+    output of the stage below the classifier). Returns the model."""
+    if weight.ndim != 2 or bias.shape != weight.shape[:1]:
+        raise ShapeError(f"a linear head needs weight (classes, features) and bias (classes,), got "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}.")
+    layers = _output_layers(model)
+    if len(layers) != 1:
+        raise HeadNotFoundError(f"{model_name(model)} has {len(layers)} output layers; set_linear_head needs a "
+                                "model with exactly one.")
+    name, layer = layers[0]
+    if getattr(layer, "bias", None) is None:
+        raise HeadNotFoundError(f"the output layer of {model_name(model)} ({name}) has no bias to hold the head's.")
+    if getattr(layer, "in_features", None) != weight.shape[1]:
+        raise ShapeError(f"the output layer of {model_name(model)} ({name}) reads "
+                         f"{getattr(layer, 'in_features', '?')} features; the head was fitted on {weight.shape[1]}.")
+    replace_head(model, weight.shape[0])
+    head = model.get_submodule(name)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return model
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

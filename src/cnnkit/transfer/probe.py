@@ -3,6 +3,7 @@ from different stages"), one row per stage."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -18,10 +19,13 @@ from .stage_groups import stages
 def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                      c_values: Sequence[float] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 1.0), seed: int = 0,
                      groups: torch.Tensor | None = None, test_views: Sequence[torch.Tensor] = (),
-                     progress: bool = False) -> dict:
+                     progress: bool = False, scoring: str = "accuracy") -> dict:
     """Logistic regression on standardised features, its regularisation chosen by 3-fold cross-validation on
-    the training features only. Returns test accuracy (%), the chosen C, seconds, and the test images' predicted
-    class probabilities (columns in class order), for ensembles.
+    the training features only, by ``scoring``: "accuracy", or "neg_log_loss", which rates the probabilities
+    and so also ranks the strengths that a handful of images leaves tied on accuracy. Returns test accuracy
+    (%), the chosen C, the cross-validation score, seconds, and the test images' predicted class probabilities
+    (columns in class order), for ensembles; and ``weight`` and ``bias``, the fitted probe as one linear layer
+    on the raw features (:func:`folded_head`).
 
     ``groups``: when ``train_x`` holds several views of each image (e.g. an image and its mirror image), the
     image each row came from. The folds then keep an image's views together: split apart, a view in the
@@ -48,7 +52,7 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     scaler = StandardScaler().fit(train_x.float().numpy())
     xtr = scaler.transform(train_x.float().numpy())
     ytr, yte = train_y.numpy(), test_y.numpy()
-    best_c, best_score = c_values[0], -1.0
+    best_c, best_score = c_values[0], -math.inf
     searched = len(c_values) > 1
     bar = progress_bar(3 * len(c_values) * searched + 1, f"linear probe on {xtr.shape[1]} features", unit="fit",
                        enabled=progress)
@@ -59,11 +63,11 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
             folds, fold_groups = GroupKFold(3), groups.numpy()
         for c in c_values:
             score = cross_val_score(LogisticRegression(C=c, max_iter=3000, random_state=seed), xtr, ytr, cv=folds,
-                                    groups=fold_groups).mean()
+                                    groups=fold_groups, scoring=scoring).mean()
             if score > best_score:
                 best_c, best_score = c, score
             bar.update(3)
-            bar.set_postfix(C=c, cv_accuracy=f"{100 * score:.2f}%")
+            bar.set_postfix(C=c, **{f"cv_{scoring}": f"{score:.4f}"})
     classifier = LogisticRegression(C=best_c, max_iter=3000, random_state=seed).fit(xtr, ytr)
     bar.update(1)
     bar.close()
@@ -73,9 +77,34 @@ def fit_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch
     # Columns for every class 0..max label, zero for a class the training labels lacked.
     full = torch.zeros(len(yte), int(max(ytr.max(), yte.max())) + 1, dtype=torch.float32)
     full[:, torch.as_tensor(classifier.classes_)] = torch.as_tensor(probabilities, dtype=torch.float32)
-    return {"accuracy": accuracy, "C": best_c, "cv_accuracy": 100.0 * float(best_score) if best_score >= 0 else None,
+    weight, bias = folded_head(scaler, classifier, full.shape[1])
+    cv_accuracy = 100.0 * float(best_score) if searched and scoring == "accuracy" else None
+    return {"accuracy": accuracy, "C": best_c, "cv_accuracy": cv_accuracy,
+            "cv_score": float(best_score) if searched else None,
             "features": xtr.shape[1], "test_views": len(views), "seconds": time.perf_counter() - start,
-            "probabilities": full}
+            "probabilities": full, "weight": weight, "bias": bias}
+
+
+def folded_head(scaler, classifier, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standardisation and the logistic regression as one linear layer on the raw features: (weight
+    (num_classes, D), bias (num_classes,)) whose softmax is the regression's predicted probabilities, so the
+    probe can become a network's own output layer (:func:`cnnkit.transfer.heads.set_linear_head`).
+
+    With z = (x - mean) / scale, coef @ z + intercept = (coef / scale) @ x + (intercept - coef @ (mean / scale)).
+    scikit-learn keeps one row for two classes (the log-odds of the second); rows -w/2 and +w/2 give the same
+    softmax. A class the training labels lacked gets no row there: it gets a bias that softmax never picks."""
+    coef = torch.as_tensor(classifier.coef_, dtype=torch.float64)
+    intercept = torch.as_tensor(classifier.intercept_, dtype=torch.float64)
+    if coef.shape[0] == 1:
+        coef, intercept = torch.cat([-coef / 2, coef / 2]), torch.cat([-intercept / 2, intercept / 2])
+    mean = torch.as_tensor(scaler.mean_, dtype=torch.float64)
+    scale = torch.as_tensor(scaler.scale_, dtype=torch.float64)
+    weight = torch.zeros(num_classes, coef.shape[1], dtype=torch.float64)
+    bias = torch.full((num_classes,), -1e4, dtype=torch.float64)
+    rows = torch.as_tensor(classifier.classes_, dtype=torch.long)
+    weight[rows] = coef / scale
+    bias[rows] = intercept - (coef / scale) @ mean
+    return weight.float(), bias.float()
 
 
 def linear_probe(model: nn.Module, data, stage: str | Sequence[str] | None = None, *, input_size: int | None = None,

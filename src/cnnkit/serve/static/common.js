@@ -3,6 +3,7 @@
 
 const PAGES = [["/", "Draw"], ["/photo", "Photo"], ["/train", "Train"], ["/zoo", "Zoo"]];
 PAGES.push(["/explain", "Explain"]);
+PAGES.push(["/teach", "Teach"]);
 
 function renderHeader() {
   const header = document.createElement("header");
