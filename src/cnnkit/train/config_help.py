@@ -34,7 +34,8 @@ TRAIN_OPTION_HELP = {
     "seed": "random seed: initial weights, data order, augmentation",
     "val_split": "fraction of the training set held out for validation (0: validate on the test set)",
     "early_stopping": "stop after EPOCHS epochs without improvement of the watched metric",
-    "augment": "training augmentation as a YAML mapping, e.g. '{crop: 4, flip: true, cutout: 8}' or AlexNet's '{resized_crop: [0.08, 1], lighting: 0.1}'",
+    "augment": ("training augmentation as a YAML mapping, e.g. '{crop: 4, flip: true, cutout: 8}', or AlexNet's "
+                "'{resized_crop: [0.08, 1], flip: true, lighting: 0.1}'"),
     "validate_every": "validate after every k-th epoch and the last (0: the last only)",
     "tta_flip": "test-time augmentation: evaluate each image and its mirror image, averaging the logits",
     "tta_shift": "test-time augmentation: also each view moved by this many pixels up, down, left and right",
