@@ -154,3 +154,16 @@ def test_the_trainer_fits_the_lighting_components_to_its_training_images():
     expected = colour_principal_components(data.train.images)
     assert torch.allclose(trainer.preprocess.lighting_components.eigenvalues, expected.eigenvalues)
     trainer.fit()
+
+
+def test_a_recipe_names_the_alexnet_options():
+    from cnnkit.train.recipe import parse_recipe
+
+    recipe = parse_recipe("augment: {resized_crop: [0.08, 1.0], crop_ratio: [0.75, 1.333], flip: true, "
+                          "lighting: 0.1}\ntta_crop: 28\nepochs: 1\n")
+    config = TrainConfig.from_dict(recipe)
+    augment = AugmentConfig.from_dict(config.augment)
+    assert (augment.resized_crop, augment.crop_ratio, augment.lighting, config.tta_crop) == (
+        (0.08, 1.0), (0.75, 1.333), 0.1, 28)
+    with pytest.raises(CnnkitError, match="tta_crop"):
+        TrainConfig.from_dict({"tta_crop": -1})
