@@ -90,7 +90,7 @@ def test_trainer_ten_crop_evaluation_averages_the_softmax_of_the_ten_preprocesse
     trainer = Trainer(model, data, TrainConfig(tta_crop=24, **FAST))
     size = trainer.preprocess.input_size or (32, 32)
     with torch.no_grad():
-        crops = [F.interpolate(view.float(), size=size, mode="bilinear", antialias=True)
+        crops = [F.interpolate(view.float(), size=size, mode="bilinear")
                  for view in ten_crop(data.test.images, 24)]
         probabilities = torch.stack([F.softmax(model(trainer.preprocess(c)), 1) for c in crops]).mean(0)
     kept = trainer.evaluate(keep_logits=True)

@@ -84,7 +84,8 @@ def ten_crop_logits(trainer, images: torch.Tensor, size: int) -> torch.Tensor:
     logits = []
     for view in ten_crop(images, size):
         if tuple(view.shape[-2:]) != target:  # a crop is enlarged to the input, never framed
-            view = F.interpolate(view.float(), size=target, mode="bilinear", align_corners=False, antialias=True)
+            view = F.interpolate(view.float(), size=target, mode="bilinear", align_corners=False,
+                                 antialias=size > min(target))  # only a shrink needs it, and it is slow
         with trainer.autocast():
             logits.append(trainer.evaluation_model(trainer.preprocess(view.contiguous())))
     return average_probabilities(logits)
