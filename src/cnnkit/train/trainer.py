@@ -102,8 +102,9 @@ class Trainer:
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
                                      AugmentConfig.from_dict(config.augment), config.channels_last,
                                      resize=config.resize)
-        if self.preprocess.augment.lighting:  # AlexNet's PCA lighting: the colour axes of the training set
-            self.preprocess.lighting_components = colour_principal_components(self._training_images(20000))
+        if self.preprocess.augment.lighting:  # AlexNet's PCA lighting: the colour axes of the training set,
+            # from 2,000 images (millions of pixels for a 3x3 covariance; an image folder is decoded for it)
+            self.preprocess.lighting_components = colour_principal_components(self._training_images(2000))
         self._build_loaders()
         self.global_batch = config.batch_size * self.world_size * config.accumulate
         self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
