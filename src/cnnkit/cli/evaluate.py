@@ -12,7 +12,8 @@ from .options import add_command, comma_floats, overwrite_option
 from .train_flags import training_config
 
 EXAMPLES = {
-    "eval": "example:\n  cnnkit eval runs/lenet5 --data mnist",
+    "eval": "examples:\n  cnnkit eval runs/lenet5 --data mnist\n"
+            "  cnnkit eval runs/cifar --tta-crop 28   # AlexNet's ten-crop testing: 28 px crops of the 32 px images",
     "average": "examples:\n  cnnkit average runs/a runs/b runs/c -o runs/soup   # then: cnnkit eval runs/soup\n"
                "  cnnkit average runs/a runs/b -o runs/ab --weights 2,1",
 }
@@ -24,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=positive_int, default=1000, dest="eval_batch_size")
+    p.add_argument("--tta-crop", type=positive_int, metavar="SIZE",
+                   help="ten-crop testing (AlexNet): average the softmax over SIZE px crops at the four corners and "
+                        "the centre and their mirror images, each enlarged to the model's input")
     p.set_defaults(func=cmd_eval)
 
     p = add_command(sub, "average",

@@ -30,6 +30,7 @@ FLAG_DETAILS = {
     "betas": {"metavar": "BETA1,BETA2"},
     "milestones": {"metavar": "EPOCH,..."},
     "tta_sizes": {"metavar": "SIZE,..."},
+    "tta_crop": {"metavar": "SIZE"},
     "augment": {"metavar": "YAML"},
     "lr_multipliers": {"metavar": "YAML"},
 }

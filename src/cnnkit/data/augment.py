@@ -8,6 +8,7 @@ that a resumed run draws exactly the same augmentations.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,114 @@ def evaluation_views(x: torch.Tensor, flip: bool = False, shift: int = 0, mode: 
         padded = F.pad(image, (shift,) * 4, mode=mode) if shift else image  # unshifted: the image itself
         for dy, dx in offsets:
             yield padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w]
+
+
+def resized_crop_boxes(count: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                       generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """``count`` random boxes (top, left, box height, box width) in whole pixels, each inside a height x width
+    image: area a uniform fraction in ``scale`` of the image's, aspect ratio (w/h) log-uniform in ``ratio``
+    (Szegedy et al. 2015's "Inception" crop, torchvision's RandomResizedCrop). A box that would not fit is
+    clipped to the image instead of redrawn, so the draw is one batch of tensor ops."""
+    uniform = lambda low, high: low + (high - low) * torch.rand(count, generator=generator, device=device)  # noqa: E731
+    area = height * width * uniform(*scale)
+    aspect = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))
+    box_w = torch.sqrt(area * aspect).round().clamp(1, width).long()
+    box_h = torch.sqrt(area / aspect).round().clamp(1, height).long()
+    top = (torch.rand(count, generator=generator, device=device) * (height - box_h + 1)).long()
+    left = (torch.rand(count, generator=generator, device=device) * (width - box_w + 1)).long()
+    return torch.stack([top, left, box_h, box_w], 1)
+
+
+def crop_boxes_resized(x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box (top, left, height, width) resampled bilinearly to ``size``: one ``grid_sample`` for the
+    whole batch. A box as large as ``size`` gives its pixels exactly (AlexNet's plain 224-of-256 crop)."""
+    n, out_h, out_w = len(x), *size
+    top, left, box_h, box_w = (boxes[:, i, None].to(x.dtype) for i in range(4))
+    height, width = x.shape[-2:]
+    # Output pixel j samples input position left + (j + 0.5) * box_w / out_w - 0.5, written in grid_sample's
+    # [-1, 1] coordinates (align_corners=False: -1 and 1 are the outer edges of the border pixels).
+    columns = torch.arange(out_w, device=x.device, dtype=x.dtype) + 0.5
+    rows = torch.arange(out_h, device=x.device, dtype=x.dtype) + 0.5
+    xs = (2 * (left + columns * box_w / out_w)) / width - 1
+    ys = (2 * (top + rows * box_h / out_h)) / height - 1
+    grid = torch.stack([xs[:, None, :].expand(n, out_h, out_w), ys[:, :, None].expand(n, out_h, out_w)], -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_resized_crop(x: torch.Tensor, size: tuple[int, int], scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random box per image (see :func:`resized_crop_boxes`) resized to ``size``: scale augmentation.
+    ``scale=(s, s)``, ``ratio=(1, 1)`` with s = (224/256)^2 is AlexNet's random 224 crop of a 256 image
+    (Krizhevsky et al. 2012, section 4.1); the default is the Inception/ResNet crop (8%-100% of the area)."""
+    if not x.is_floating_point():
+        raise TypeError("random_resized_crop resamples: give it a float batch (images / 255), not uint8")
+    device = generator.device if generator is not None else x.device
+    boxes = resized_crop_boxes(len(x), *x.shape[-2:], scale, ratio, generator, device).to(x.device)
+    return crop_boxes_resized(x, boxes, size)
+
+
+def ten_crop(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """AlexNet's test views (Krizhevsky et al. 2012, section 4.1): ``size`` x ``size`` crops at the four corners
+    (top-left, top-right, bottom-left, bottom-right) and the centre, then the same five of the mirror image."""
+    h, w = x.shape[-2:]
+    if not 0 < size <= min(h, w):
+        raise ValueError(f"ten-crop size {size} does not fit {h}x{w} images; give a size of 1 to {min(h, w)} px")
+    top, left = (h - size) // 2, (w - size) // 2
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+    crops = [x[..., y:y + size, x0:x0 + size] for y, x0 in corners]
+    return crops + [crop.flip(-1) for crop in crops]
+
+
+def average_probabilities(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The views' softmax averaged (AlexNet averages the predictions of its ten patches), returned as the log of
+    that mean: logits whose softmax is the average, so the loss and top-k read them as any other logits."""
+    probabilities = torch.stack([F.softmax(view.float(), dim=1) for view in logits]).mean(0)
+    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+
+
+@dataclasses.dataclass
+class PrincipalComponents:
+    """The principal components of a training set's pixel colours (pixel values in [0, 1]): eigenvalues of
+    the channels' covariance in decreasing order, and the unit eigenvectors as the columns of ``eigenvectors``."""
+    eigenvalues: torch.Tensor  # (C,)
+    eigenvectors: torch.Tensor  # (C, C), column i belongs to eigenvalue i
+
+
+def colour_principal_components(images: torch.Tensor, chunk: int = 2048) -> PrincipalComponents:
+    """PCA of the RGB values of every pixel of ``images`` (uint8 or [0, 1] floats, N x C x H x W), as AlexNet's
+    lighting augmentation needs. The sums are gathered in float64 a chunk of images at a time, so a whole
+    training set in memory costs no float copy of it."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    outer = torch.zeros(channels, channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        pixels = images[start:start + chunk].to(torch.float64).transpose(0, 1).reshape(channels, -1).cpu()
+        pixels = pixels / 255 if not images.is_floating_point() else pixels
+        total += pixels.sum(1)
+        outer += pixels @ pixels.T
+    count = images.numel() // channels
+    mean = total / count
+    covariance = outer / count - torch.outer(mean, mean)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    return PrincipalComponents(eigenvalues.flip(0).clamp_min(0).float(), eigenvectors.flip(1).float())
+
+
+def lighting_offsets(alpha: torch.Tensor, components: PrincipalComponents) -> torch.Tensor:
+    """Each image's colour shift sum_i alpha_i lambda_i p_i (AlexNet's eq. in section 4.1): (N, C) from the
+    (N, C) coefficients ``alpha``."""
+    values = components.eigenvalues.to(alpha.device, alpha.dtype)
+    return (alpha * values) @ components.eigenvectors.to(alpha.device, alpha.dtype).T
+
+
+def pca_lighting(x: torch.Tensor, components: PrincipalComponents, std: float = 0.1,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """AlexNet's "fancy PCA" colour augmentation: to every pixel of an image add sum_i alpha_i lambda_i p_i,
+    with alpha_i ~ N(0, std) drawn once per image. Changes the intensity and colour of the illumination along
+    the directions in which the training set's colours vary, leaving the object's identity alone. ``x`` is a
+    float batch in [0, 1] (before normalising)."""
+    device = generator.device if generator is not None else x.device
+    alpha = torch.randn(len(x), x.shape[1], generator=generator, device=device).to(x.device, x.dtype) * std
+    return x + lighting_offsets(alpha, components)[:, :, None, None]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
@@ -128,14 +237,40 @@ class AugmentConfig:
     crop_mode: str = "constant"
     flip: bool = False
     cutout: int = 0  # square size (0: off)
+    # Scale augmentation: a random box of this fraction of the image's area, resized to the model's input
+    # ([0.08, 1]: Inception/ResNet; [0.765625, 0.765625] with crop_ratio [1, 1]: AlexNet's 224 crops of 256).
+    resized_crop: tuple[float, float] | None = None
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # the boxes' aspect ratios (width / height)
+    lighting: float = 0.0  # std of AlexNet's PCA colour coefficients alpha (0.1 in the paper; 0: off)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> AugmentConfig:
         values = dict(values or {})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(values) - set(names)
         if unknown:
-            raise ValueError(f"unknown augmentation option(s) {sorted(unknown)}; valid: crop, crop_mode, flip, cutout")
+            raise ValueError(f"unknown augmentation option(s) {sorted(unknown)}; valid: {', '.join(names)}")
+        for key in ("resized_crop", "crop_ratio"):
+            if values.get(key) is not None:
+                values[key] = _range_of(key, values[key])
+        low, high = values.get("resized_crop") or (0.5, 0.5)
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"resized_crop is the range of a crop's share of the image's area, within (0, 1], "
+                             f"e.g. [0.08, 1.0]; got {values['resized_crop']}")
+        if values.get("crop_ratio", (1, 1))[0] <= 0:
+            raise ValueError(f"crop_ratio is a range of width/height ratios above 0, e.g. [0.75, 1.333]; "
+                             f"got {values['crop_ratio']}")
+        if not isinstance(values.get("lighting", 0.0), (int, float)) or values.get("lighting", 0.0) < 0:
+            raise ValueError(f"lighting is the std of the PCA colour coefficients, 0 or more (AlexNet: 0.1); "
+                             f"got {values['lighting']!r}")
         return cls(**values)
+
+
+def _range_of(key: str, value) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or value[0] > value[1]):
+        raise ValueError(f"{key} is a range [low, high] of two numbers, low <= high; got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 class Preprocess:
@@ -151,6 +286,7 @@ class Preprocess:
         self.resize = resize
         self.augment = augment or AugmentConfig()
         self.channels_last, self.dtype = channels_last, dtype
+        self.lighting_components: PrincipalComponents | None = None  # set from the training set (lighting)
 
     def fit_size(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """With ``resize="auto"``, smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's
@@ -172,16 +308,26 @@ class Preprocess:
         resized = target is not None and tuple(images.shape[-2:]) != target
         # Geometric augmentations on the uint8 batch when nothing is resized first: a quarter of the bytes to
         # move, and the same result (zero padding in [0, 1] is zero in uint8).
-        early = train and not resized and not images.is_floating_point() and a.crop_mode == "constant"
+        early = (train and not resized and not images.is_floating_point() and a.crop_mode == "constant"
+                 and not a.resized_crop)
         x = images
         if early:
             x = self._geometric(x, generator)
         x = x.to(self.dtype)
         if x is images:  # already float: the in-place division below must not touch the caller's tensor
             x = x.clone()
-        x = self.fit_size(x.div_(255), target)
+        x = x.div_(255)
+        if train and a.resized_crop:  # the random box is resized straight to the input: one resampling
+            x = random_resized_crop(x, target or tuple(x.shape[-2:]), a.resized_crop, a.crop_ratio, generator)
+        else:
+            x = self.fit_size(x, target)
         if train and not early:
             x = self._geometric(x, generator)
+        if train and a.lighting:
+            if self.lighting_components is None:
+                raise ValueError("lighting augmentation needs the training set's colour principal components: "
+                                 "set Preprocess.lighting_components = colour_principal_components(train images)")
+            x = pca_lighting(x, self.lighting_components, a.lighting, generator)
         x = normalize(x, self.mean, self.std)
         if train and a.cutout:
             x = cutout(x, a.cutout, generator)  # after normalising, so erased pixels are the mean

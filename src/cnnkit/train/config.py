@@ -51,6 +51,7 @@ class TrainConfig:
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
     tta_shift: int = 0  # also on each (mirror) image moved by this many input pixels up, down, left and right
     tta_sizes: tuple[int, ...] = ()  # and those views of the images resized to each of these sizes (multi-scale)
+    tta_crop: int = 0  # AlexNet's ten-crop testing: crops of this many pixels at the corners, centre, mirrored
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
     resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -95,6 +96,7 @@ TRAIN_LIMITS = {
     "reference_batch": Limit(1), "precision": Limit(choices=("fp32", "bf16")), "seed": Limit(0),
     "val_split": Limit(0, 1, high_open=True), "early_stopping": Limit(0), "validate_every": Limit(0),
     "tta_shift": Limit(0), "tta_sizes": Limit(1, MAX_INPUT_SIDE), "input_size": Limit(1, MAX_INPUT_SIDE),
+    "tta_crop": Limit(0, MAX_INPUT_SIDE),
     "resize": Limit(choices=("auto", "interpolate")), "num_threads": Limit(1), "num_workers": Limit(0),
 }
 # Where a command-line flag is not spelt --field-name: the spellings it has always had (the first is the one

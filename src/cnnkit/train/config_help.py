@@ -34,11 +34,14 @@ TRAIN_OPTION_HELP = {
     "seed": "random seed: initial weights, data order, augmentation",
     "val_split": "fraction of the training set held out for validation (0: validate on the test set)",
     "early_stopping": "stop after EPOCHS epochs without improvement of the watched metric",
-    "augment": "training augmentation as a YAML mapping, e.g. '{crop: 4, flip: true, cutout: 8}'",
+    "augment": ("training augmentation as a YAML mapping, e.g. '{crop: 4, flip: true, cutout: 8}', or AlexNet's "
+                "'{resized_crop: [0.08, 1], flip: true, lighting: 0.1}'"),
     "validate_every": "validate after every k-th epoch and the last (0: the last only)",
     "tta_flip": "test-time augmentation: evaluate each image and its mirror image, averaging the logits",
     "tta_shift": "test-time augmentation: also each view moved by this many pixels up, down, left and right",
     "tta_sizes": "test-time augmentation: also those views resized to each of these sizes, e.g. 28,36",
+    "tta_crop": "ten-crop testing (AlexNet): average the softmax over crops of SIZE px at the four corners and the "
+                "centre and their mirror images; replaces the other test-time views",
     "input_size": "resize or pad images to this side (default: native size, or the model's when too small)",
     "resize": "auto: pad smaller images (LeNet on MNIST); interpolate: always resize (pretrained nets)",
     "device": "auto (a GPU when there is one), cpu, cuda or cuda:N",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import evaluation_views
+from ..data.augment import average_probabilities, evaluation_views, ten_crop
 from ..data.loader import make_loader
 from ..errors import CnnkitError
 from . import distributed
@@ -65,8 +65,27 @@ def view_averaged_logits(trainer, images: torch.Tensor) -> torch.Tensor:
     copies) are as likely views of the object, and so are the images a little larger or smaller (tta_sizes):
     the views' errors partly cancel."""
     config, preprocess = trainer.config, trainer.preprocess
+    if config.tta_crop:
+        return ten_crop_logits(trainer, images, config.tta_crop)
     scales = [preprocess(images)] + [preprocess(images, size=(size, size)) for size in config.tta_sizes]
     eval_model = trainer.evaluation_model
     with trainer.autocast():
         return torch.stack([eval_model(view).float() for x in scales for view in evaluation_views(
             x, config.tta_flip, config.tta_shift, preprocess.augment.crop_mode)]).mean(0)
+
+
+def ten_crop_logits(trainer, images: torch.Tensor, size: int) -> torch.Tensor:
+    """AlexNet's testing (Krizhevsky et al. 2012, section 4.1): the softmax averaged over ``size`` px crops of the
+    images at the four corners and the centre and their mirror images, each crop fitted to the model's input."""
+    if size > min(images.shape[-2:]):
+        raise CnnkitError(f"tta_crop={size} is larger than the {images.shape[-2]}x{images.shape[-1]} images; "
+                          f"give a crop of at most {min(images.shape[-2:])} px (AlexNet: 224 of 256).")
+    target = tuple(trainer.preprocess.input_size or images.shape[-2:])  # no input size: the images' own
+    logits = []
+    for view in ten_crop(images, size):
+        if tuple(view.shape[-2:]) != target:  # a crop is enlarged to the input, never framed
+            view = F.interpolate(view.float(), size=target, mode="bilinear", align_corners=False,
+                                 antialias=size > min(target))  # only a shrink needs it, and it is slow
+        with trainer.autocast():
+            logits.append(trainer.evaluation_model(trainer.preprocess(view.contiguous())))
+    return average_probabilities(logits)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..card import architecture_card, build_record, card_of, model_name
-from ..data.augment import AugmentConfig, Preprocess
+from ..data.augment import AugmentConfig, Preprocess, colour_principal_components
 from ..data.datasets import DatasetBundle, random_subset
 from ..data.input_check import input_statistics
 from ..data.loader import epoch_generator, make_loader
@@ -102,6 +102,9 @@ class Trainer:
         self.preprocess = Preprocess(mean, std, model_input_size(model, data.image_shape, config.input_size),
                                      AugmentConfig.from_dict(config.augment), config.channels_last,
                                      resize=config.resize)
+        if self.preprocess.augment.lighting:  # AlexNet's PCA lighting: the colour axes of the training set,
+            # from 2,000 images (millions of pixels for a 3x3 covariance; an image folder is decoded for it)
+            self.preprocess.lighting_components = colour_principal_components(self._training_images(2000))
         self._build_loaders()
         self.global_batch = config.batch_size * self.world_size * config.accumulate
         self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
@@ -320,11 +323,13 @@ class Trainer:
         initialize = getattr(self.model, "initialize_from_data", None)
         if initialize is None:
             return
+        initialize(self.preprocess(self._training_images(count).to(self.device)).contiguous())
+
+    def _training_images(self, count: int) -> torch.Tensor:
+        """``count`` training images drawn at random (the same ones on every rank and on resume), as a uint8 batch."""
         sample = random_subset(self.data.train, count, self.config.seed)
         images = getattr(sample, "images", None)
-        if images is None:
-            images = torch.stack([sample[i][0] for i in range(len(sample))])
-        initialize(self.preprocess(images.to(self.device)).contiguous())
+        return images if images is not None else torch.stack([sample[i][0] for i in range(len(sample))])
 
     def train_epoch(self, epoch: int) -> dict:
         config, model = self.config, self.model

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   cnnkit viz embed runs/demo-lenet5 --data mnist
   cnnkit viz confusion runs/demo-lenet5 --data mnist
   cnnkit viz curves runs/demo-lenet5
+  cnnkit viz kernels docs/images/style_content.jpg -o viz/
   cnnkit viz landscape runs/resnet20-cifar10 --data cifar10 --examples 500 --resolution 11"""
 
 
@@ -138,6 +139,9 @@ def add_parser(sub) -> None:
             p.add_argument("--span", type=float, default=1.0)
     p = tool("curves", "training curves of a run folder", model=False)
     p.add_argument("run_dir", type=Path)
+    p = tool("kernels", "a photo filtered by hand-designed kernels: Sobel/Prewitt edges, Gaussian blur, Gabor, "
+             "sharpen, the notes' diagonal detectors (no model)", model=False)
+    p.add_argument("images", nargs="+", type=Path)
 
 
 # The options each newer attribution tool passes on to its cnnkit.viz.commands function.
@@ -153,6 +157,11 @@ def run(args) -> None:
     if args.tool == "curves":
         commands.curves(args.run_dir, out)
         return _done(out, "curves.png")
+    if args.tool == "kernels":
+        from .kernels import run_kernels_tool
+
+        run_kernels_tool(args.images, out)
+        return _done(out, "kernels*.png")
     model, info = load_for_tools(args.model)
     look = {"mean": info["mean"], "std": info["std"], "size": info["size"]}
     if args.tool == "filters":
