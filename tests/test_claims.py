@@ -30,7 +30,7 @@ NOT_MEASURED = {
     "10x": "how much times vary with the load (docs/applications.md), not a figure of a run",
 }
 # Documentation pages that say their figures are results.jsonl's, checked like README.md.
-DOCS = ["docs/applications.md", "docs/zoo.md", "docs/looking_inside/README.md"]
+DOCS = ["docs/applications.md", "docs/zoo.md", "docs/looking_inside/README.md", "docs/kernels.md", "docs/libraries.md"]
 
 
 def _rows() -> list[dict]:
