@@ -33,6 +33,7 @@ FLAG_DETAILS = {
     "tta_crop": {"metavar": "SIZE"},
     "augment": {"metavar": "YAML"},
     "lr_multipliers": {"metavar": "YAML"},
+    "record_gradients": {"metavar": "STEPS"},
 }
 
 

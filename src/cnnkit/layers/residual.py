@@ -52,23 +52,42 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str,
     return nn.Identity()
 
 
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+
+
+def make_activation(name: str) -> nn.Module:
+    """The non-linearity of a residual network's blocks: the paper's ReLU, or a bounded one (sigmoid, tanh)
+    to show what ReLU fixed."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection: relu(F(x) + shortcut(x)) (paper Fig. 5 left).
 
     ``residual=False`` drops the skip connection, giving the "plain" network of the degradation experiment
-    (paper Fig. 4 and 6), with exactly the same layers otherwise."""
+    (paper Fig. 4 and 6), with exactly the same layers otherwise. ``activation`` (relu, sigmoid, tanh) and
+    ``batch_norm=False`` are not the paper's: they let the same network show why deep nets needed ReLU,
+    normalisation and shortcuts (vanishing gradients through bounded activations, notes deck 003)."""
 
     expansion = 1
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B",
-                 residual: bool = True, shortcut_padding: str = "after"):
+                 residual: bool = True, shortcut_padding: str = "after", activation: str = "relu",
+                 batch_norm: bool = True):
         super().__init__()
         out_channels = channels * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
+        # Without batch norm a convolution needs its own bias (BN's beta was it).
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(channels, out_channels, 3, 1, 1, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
+        self.relu = make_activation(activation)  # named relu whatever it is: state dicts and layer names stay
         self.residual = residual
         self.shortcut = (make_shortcut(in_channels, out_channels, stride, shortcut, shortcut_padding)
                          if residual else None)

@@ -27,6 +27,9 @@ CIFAR-10 networks, §4.2: a 3x3 convolution with 16 maps, then three stages of n
 and 8x8 maps with 16, 32 and 64 filters, global average pooling and a 10-way fc: 6n + 2 layers
 (n = 3, 5, 7, 9, 18, 200 -> ResNet-20/32/44/56/110/1202, 0.27 M ... 19.4 M parameters). Shortcuts use option A
 (identity with zero padding, no extra parameters). ``plain20/32/44/56/110`` drop the shortcuts (Fig. 6).
+Every CIFAR network also takes ``activation="sigmoid"`` (or ``"tanh"``) and ``batch_norm=False``,
+which are not the paper's: with them ``plain20`` is the deep sigmoid net whose gradients vanish (notes deck 003;
+benchmarks/gradient_depth.py puts the four side by side).
 ``shortcut_padding`` says where option A's zero channels go: ``"after"`` the existing ones (cnnkit's layout,
 the default) or half on ``"both"`` sides (the layout of the widespread akamaster ``resnetNN-*.th`` checkpoints,
 which ``cnnkit import`` and ``load_pretrained`` select for them); it is recorded in checkpoint.json.
@@ -38,6 +41,7 @@ import torch
 from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, GlobalAvgPoolHead
+from ..layers.residual import make_activation
 from .registry import register_model
 from .stages import CLASSIFIER, PooledClassifier, Stage
 
@@ -89,24 +93,27 @@ class ResNet(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default)."""
+    """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default).
+    ``activation`` and ``batch_norm`` change every block and the stem alike (see BasicBlock)."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-                 residual: bool = True, shortcut_padding: str = "after"):
+                 residual: bool = True, shortcut_padding: str = "after", activation: str = "relu",
+                 batch_norm: bool = True):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"a CIFAR ResNet has 6n+2 layers (20, 32, 44, 56, 110, 1202), not {depth}")
+            raise ValueError(f"a CIFAR ResNet has 6n+2 layers (8, 14, 20, 32, 44, 56, 110, 1202), not {depth}")
         blocks_per_stage = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, CIFAR_WIDTHS[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0])
-        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_channels, CIFAR_WIDTHS[0], 3, padding=1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0]) if batch_norm else nn.Identity()
+        self.relu = make_activation(activation)
         channels = CIFAR_WIDTHS[0]
         stages = []
         for index, width in enumerate(CIFAR_WIDTHS):
             stride = 1 if index == 0 else 2
             stage, channels = _make_stage(BasicBlock, channels, width, blocks_per_stage, stride,
                                           {"shortcut": shortcut, "residual": residual,
-                                           "shortcut_padding": shortcut_padding})
+                                           "shortcut_padding": shortcut_padding, "activation": activation,
+                                           "batch_norm": batch_norm})
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.head = GlobalAvgPoolHead(channels, num_classes)
@@ -230,64 +237,75 @@ def _cifar(depth: int, num_classes: int, in_channels: int, **kwargs) -> CifarRes
 
 
 @register_model(**_CIFAR)
-def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(20, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(20, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_CIFAR)
-def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(32, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(32, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_CIFAR)
-def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(44, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(44, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_CIFAR)
-def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(56, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(56, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_CIFAR)
-def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(110, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(110, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_CIFAR)
-def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
-             shortcut_padding: str = "after") -> CifarResNet:
-    return _cifar(1202, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding)
+def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
+             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+    return _cifar(1202, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
+                  activation=activation, batch_norm=batch_norm)
 
 
 _PLAIN_CIFAR = {**_CIFAR, "family": "plain_cifar", "paper": "He et al. 2015, §4.2 (plain)"}
 
 
 @register_model(**_PLAIN_CIFAR)
-def plain20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    return _cifar(20, num_classes, in_channels, residual=False)
+def plain20(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
+            batch_norm: bool = True) -> CifarResNet:
+    return _cifar(20, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_PLAIN_CIFAR)
-def plain32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    return _cifar(32, num_classes, in_channels, residual=False)
+def plain32(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
+            batch_norm: bool = True) -> CifarResNet:
+    return _cifar(32, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_PLAIN_CIFAR)
-def plain44(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    return _cifar(44, num_classes, in_channels, residual=False)
+def plain44(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
+            batch_norm: bool = True) -> CifarResNet:
+    return _cifar(44, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_PLAIN_CIFAR)
-def plain56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    return _cifar(56, num_classes, in_channels, residual=False)
+def plain56(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
+            batch_norm: bool = True) -> CifarResNet:
+    return _cifar(56, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
 
 
 @register_model(**_PLAIN_CIFAR)
-def plain110(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
-    return _cifar(110, num_classes, in_channels, residual=False)
+def plain110(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
+            batch_norm: bool = True) -> CifarResNet:
+    return _cifar(110, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)

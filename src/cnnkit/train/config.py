@@ -59,6 +59,7 @@ class TrainConfig:
     num_workers: int = 2  # image-folder decoding processes
     lr_multipliers: dict = dataclasses.field(default_factory=dict)  # {"parameter prefix": factor}
     progress: bool = True
+    record_gradients: int = 0  # every N optimiser steps, each layer's gradient norm into gradients.json; 0: off
 
     def __post_init__(self) -> None:
         # Checked here, at the boundary, whatever built the config (recipe, flags, API, a resumed run's
@@ -98,6 +99,7 @@ TRAIN_LIMITS = {
     "tta_shift": Limit(0), "tta_sizes": Limit(1, MAX_INPUT_SIDE), "input_size": Limit(1, MAX_INPUT_SIDE),
     "tta_crop": Limit(0, MAX_INPUT_SIDE),
     "resize": Limit(choices=("auto", "interpolate")), "num_threads": Limit(1), "num_workers": Limit(0),
+    "record_gradients": Limit(0),
 }
 # Where a command-line flag is not spelt --field-name: the spellings it has always had (the first is the one
 # messages name). The CLI builds its flags from this; errors here name the same flag.

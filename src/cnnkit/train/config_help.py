@@ -49,4 +49,6 @@ TRAIN_OPTION_HELP = {
     "num_workers": "image-folder decoding processes",
     "lr_multipliers": "learning-rate factor per parameter-name prefix as a YAML mapping, e.g. '{features.: 0.1}'",
     "progress": "a progress bar (--no-progress: per-epoch lines only)",
+    "record_gradients": ("record each layer's weight-gradient norm every STEPS optimiser steps (and the first) into "
+                         "gradients.json, for `cnnkit viz gradients` (0: off)"),
 }

@@ -36,6 +36,7 @@ from . import checkpoint as ckpt
 from . import distributed, state
 from .callbacks import BatchEnd, Callback, notify
 from .config import MAX_INPUT_SIDE, TRAIN_LIMITS, TrainConfig  # noqa: F401  (importable from here as before)
+from .gradients import GradientRecorder
 from .lineage import init_fingerprints
 from .optim import build_optimizer, build_schedule
 from .report import METRIC_COLUMNS, describe_device, plot_curves  # noqa: F401  (importable from here as before)
@@ -85,6 +86,10 @@ class Trainer:
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
+        self.gradient_recorder = None  # per-layer gradient norms (train/gradients.py), only when asked for
+        if config.record_gradients:
+            self.gradient_recorder = GradientRecorder(config.record_gradients)
+            self.callbacks.append(self.gradient_recorder)
         self._join_process_group(rank, world_size)
         if config.validate_every != 1 and (config.schedule == "plateau" or config.early_stopping):
             raise CnnkitError("The plateau schedule and early stopping read the validation metrics after every "
@@ -163,8 +168,9 @@ class Trainer:
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation step (e.g. a GAN's discriminator "
                               "and generator updates), which supports neither gradient accumulation nor "
                               "data-parallel training; train with accumulate=1 in one process.")
-        if config.ema and self.task.runs_own_step:
-            raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without ema.")
+        if (config.ema or config.record_gradients) and self.task.runs_own_step:
+            option = "ema" if config.ema else "record_gradients"
+            raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without {option}.")
 
     def _place_model(self, model: nn.Module) -> None:
         config = self.config
@@ -402,6 +408,7 @@ class Trainer:
                 share = batch_size * self.world_size / self.train_loader.global_batch_size(step - 1)
             (loss * (share / config.accumulate)).backward()
         if updates:
+            notify(self.callbacks, "on_before_optimizer_step", self)
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.optimizer.step()

@@ -43,6 +43,7 @@ _EXPORTS = {
     "plot_embedding": "embed",
     "plot_feature_maps": "maps",
     "plot_filters": "filters",
+    "plot_gradient_depth": "gradients",
     "plot_receptive_fields": "receptive",
     "read_metrics": "curves",
     "receptive_fields": "receptive",

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   cnnkit viz embed runs/demo-lenet5 --data mnist
   cnnkit viz confusion runs/demo-lenet5 --data mnist
   cnnkit viz curves runs/demo-lenet5
+  cnnkit viz gradients runs/plain20-sigmoid runs/resnet20 --epoch 1 --step 1
   cnnkit viz kernels docs/images/style_content.jpg -o viz/
   cnnkit viz landscape runs/resnet20-cifar10 --data cifar10 --examples 500 --resolution 11"""
 
@@ -74,7 +75,7 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
 def add_parser(sub) -> None:
     viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
                          "saliency, Grad-CAM, occlusion, integrated gradients, guided backprop, deconvnet, t-SNE, "
-                         "confusion, curves, loss landscape",
+                         "confusion, curves, gradient norms through depth, loss landscape",
                          description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = viz.add_subparsers(dest="tool", metavar="TOOL")
@@ -139,6 +140,14 @@ def add_parser(sub) -> None:
             p.add_argument("--span", type=float, default=1.0)
     p = tool("curves", "training curves of a run folder", model=False)
     p.add_argument("run_dir", type=Path)
+    p = tool("gradients", "per-layer gradient norms against depth, for runs trained with --record-gradients N",
+             model=False)
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--epoch", type=positive_int, action="append", default=[], dest="epochs",
+                   help="an epoch's mean to draw (repeatable; default: the first step and the last epoch)")
+    p.add_argument("--step", type=positive_int, action="append", default=[], dest="steps",
+                   help="a recorded optimiser step to draw (repeatable; 1 = the initial weights)")
+    p.add_argument("--relative", action="store_true", help="gradient norm over the layer's weight norm")
     p = tool("kernels", "a photo filtered by hand-designed kernels: Sobel/Prewitt edges, Gaussian blur, Gabor, "
              "sharpen, the notes' diagonal detectors (no model)", model=False)
     p.add_argument("images", nargs="+", type=Path)
@@ -157,6 +166,9 @@ def run(args) -> None:
     if args.tool == "curves":
         commands.curves(args.run_dir, out)
         return _done(out, "curves.png")
+    if args.tool == "gradients":
+        commands.gradients(args.run_dirs, out, args.epochs, args.steps, args.relative)
+        return _done(out, "gradients.png")
     if args.tool == "kernels":
         from .kernels import run_kernels_tool
 

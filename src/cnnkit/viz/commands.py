@@ -14,6 +14,7 @@ where needed) and calls these; each writes its PNG(s) into ``out_dir`` and retur
     cnnkit viz confusion  CHECKPOINT --data D                                -> confusion(model, batches, out_dir, ...)
     cnnkit viz curves     RUN_DIR                                            -> curves(run_dir, out_dir)
     cnnkit viz landscape  CHECKPOINT --data D [--start CHECKPOINT0]          -> landscape(model, batches, out_dir, ...)
+    cnnkit viz gradients  RUN_DIR... [--epoch E] [--step S] [--relative]     -> gradients(run_dirs, out_dir, ...)
 
 IMAGE arguments are files or an already preprocessed batch. ``mean``/``std``/``size`` override the model's
 card (:func:`cnnkit.card.card_of`), which a run folder or pretrained weights fill; pass them for a network
@@ -232,6 +233,20 @@ def curves(run_dir: str | Path, out_dir: str | Path) -> dict[str, np.ndarray]:
     metrics = read_metrics(run_dir)
     plot_curves(metrics, Path(out_dir) / "curves.png", title=Path(run_dir).name)
     return metrics
+
+
+def gradients(run_dirs: Sequence[str | Path], out_dir: str | Path, epochs: Sequence[int] = (),
+              steps: Sequence[int] = (), relative: bool = False, labels: Sequence[str] | None = None) -> dict:
+    """``gradients.png``: each run's per-layer gradient norms against depth at the chosen epochs or steps
+    (default: the first step and the last epoch), and its first-to-last layer ratio over training, from the
+    ``gradients.json`` that ``--record-gradients N`` makes; returns {label: records}."""
+    from ..train.gradients import read_gradient_records
+    from .gradients import plot_gradient_depth
+
+    labels = list(labels) if labels else [Path(run_dir).name or str(run_dir) for run_dir in run_dirs]
+    runs = {label: read_gradient_records(run_dir) for label, run_dir in zip(labels, run_dirs)}
+    plot_gradient_depth(list(runs.items()), Path(out_dir) / "gradients.png", epochs, steps, relative)
+    return runs
 
 
 def landscape(model: nn.Module, batches: Batches, out_dir: str | Path,
