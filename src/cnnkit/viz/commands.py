@@ -32,11 +32,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import UnknownNameError
+from ..train.gradients import read_gradient_records
 from . import attribution, backprojection
 from .confusion import confusion_matrix, plot_confusion
 from .curves import plot_curves, read_metrics
 from .embed import penultimate_features, plot_embedding, tsne
 from .filters import plot_filters
+from .gradients import plot_gradient_depth
 from .hooks import executed_layers, find_layer
 from .images import input_spec, load_image
 from .landscape import fixed_subset, loss_along_line, loss_surface
@@ -240,9 +242,6 @@ def gradients(run_dirs: Sequence[str | Path], out_dir: str | Path, epochs: Seque
     """``gradients.png``: each run's per-layer gradient norms against depth at the chosen epochs or steps
     (default: the first step and the last epoch), and its first-to-last layer ratio over training, from the
     ``gradients.json`` that ``--record-gradients N`` makes; returns {label: records}."""
-    from ..train.gradients import read_gradient_records
-    from .gradients import plot_gradient_depth
-
     labels = list(labels) if labels else [Path(run_dir).name or str(run_dir) for run_dir in run_dirs]
     runs = {label: read_gradient_records(run_dir) for label, run_dir in zip(labels, run_dirs)}
     plot_gradient_depth(list(runs.items()), Path(out_dir) / "gradients.png", epochs, steps, relative)
