@@ -12,6 +12,7 @@ initial weights (step 1) and as the mean over the last epoch's recorded steps, w
 the picture (``cnnkit viz gradients`` on the four run folders) goes to --out/gradients.png.
 
     python benchmarks/gradient_depth.py --picture docs/images/gradient_depth.png   # ~4 minutes on one CPU core
+    python benchmarks/gradient_depth.py --lr 0.01                         # the same at a fifth of the rate
     python benchmarks/gradient_depth.py --steps 20 --no-record --out /tmp/gradient-depth   # a smoke run
 """
 
@@ -105,7 +106,8 @@ def main() -> None:
         for metric in ("ratio_init", "ratio_last_epoch"):
             record("gradient_depth", name, f"first_to_last_grad_norm_{metric[6:]}", float(f"{figures[metric]:.3g}"),
                    test_acc=figures["test_acc"], train_seconds=figures["seconds"], data="mnist",
-                   train_images=len(data.train), test_images=len(data.test), steps=args.steps, runs=1,
+                   train_images=len(data.train), test_images=len(data.test), steps=args.steps, lr=args.lr,
+                   batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, runs=1,
                    model=NETWORKS[name][0], model_args=NETWORKS[name][1], load_average=load,
                    note="20 layers; same init, SGD one-cycle lr for all; 2-core machine shared with other jobs")
 

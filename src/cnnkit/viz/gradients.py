@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import CnnkitError
 from . import plots
@@ -90,6 +91,7 @@ def plot_gradient_depth(runs: Sequence[tuple[str, dict]], png: str | Path, epoch
     ratio_axis.set_ylabel("first layer / last layer gradient norm")
     ratio_axis.set_title("first-to-last ratio during training")
     for axis in (depth_axis, ratio_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers and steps are whole numbers
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
     return plots.save(figure, png)
