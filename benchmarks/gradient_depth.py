@@ -104,7 +104,9 @@ def main() -> None:
         return
     for name, figures in results.items():
         for metric in ("ratio_init", "ratio_last_epoch"):
-            record("gradient_depth", name, f"first_to_last_grad_norm_{metric[6:]}", float(f"{figures[metric]:.3g}"),
+            # The rate is part of the variant: report.py keeps the latest line of each (benchmark, variant, metric).
+            record("gradient_depth", f"{name}, peak lr {args.lr:g}", f"first_to_last_grad_norm_{metric[6:]}",
+                   float(f"{figures[metric]:.3g}"),
                    test_acc=figures["test_acc"], train_seconds=figures["seconds"], data="mnist",
                    train_images=len(data.train), test_images=len(data.test), steps=args.steps, lr=args.lr,
                    batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, runs=1,
