@@ -107,7 +107,7 @@ def main() -> None:
             # The rate is part of the variant: report.py keeps the latest line of each (benchmark, variant, metric).
             record("gradient_depth", f"{name}, peak lr {args.lr:g}", f"first_to_last_grad_norm_{metric[6:]}",
                    float(f"{figures[metric]:.3g}"),
-                   test_acc=figures["test_acc"], train_seconds=figures["seconds"], data="mnist",
+                   accuracy=figures["test_acc"], train_seconds=figures["seconds"], data="mnist",
                    train_images=len(data.train), test_images=len(data.test), steps=args.steps, lr=args.lr,
                    batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, runs=1,
                    model=NETWORKS[name][0], model_args=NETWORKS[name][1], load_average=load,
