@@ -11,7 +11,7 @@ Each row of benchmarks/results.jsonl is one network's first-layer over last-laye
 initial weights (step 1) and as the mean over the last epoch's recorded steps, with the test accuracy reached;
 the picture (``cnnkit viz gradients`` on the four run folders) goes to --out/gradients.png.
 
-    python benchmarks/gradient_depth.py --picture docs/images/gradient_depth.png   # ~4 minutes on one CPU core
+    python benchmarks/gradient_depth.py --picture docs/images/gradient_depth.png   # ~2 minutes on one CPU core
     python benchmarks/gradient_depth.py --lr 0.01                         # the same at a fifth of the rate
     python benchmarks/gradient_depth.py --steps 20 --no-record --out /tmp/gradient-depth   # a smoke run
 """

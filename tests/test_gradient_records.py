@@ -86,12 +86,16 @@ def test_off_by_default_no_file_and_no_recorder(tmp_path):
         TrainConfig(record_gradients=-1)
 
 
-def test_a_frozen_layer_is_recorded_as_missing():
+def test_a_frozen_layer_is_missing_an_overflow_too_and_fp16_loss_scaling_is_undone():
     model = tiny_model()
     model(torch.randn(2, 1, 16, 16)).sum().backward()
+    weights = [weight for _, weight in recorded_layers(model)]
+    true_norms = [weight.grad.norm().item() for weight in weights]
+    assert layer_norms(weights, loss_scale=1024.0)[0] == pytest.approx([norm / 1024 for norm in true_norms])
     model[0].weight.grad = None
-    grads, weights = layer_norms([weight for _, weight in recorded_layers(model)])
-    assert grads[0] is None and all(value > 0 for value in grads[1:]) and len(weights) == 3
+    model[3].weight.grad[0, 0, 0, 0] = float("inf")  # an fp16 step that GradScaler skips
+    grads, weight_norms = layer_norms(weights)
+    assert grads[:2] == [None, None] and grads[2] == pytest.approx(true_norms[2]) and len(weight_norms) == 3
 
 
 def test_viz_gradients_draws_runs_and_refuses_one_without_records(tmp_path, capsys):

@@ -7,9 +7,9 @@ keep it flowing. ``cnnkit viz gradients RUN_DIR ...`` draws the records.
 
 Layers are the modules with a weight of two or more dimensions (convolutions, fully connected layers);
 normalisation layers' per-channel scales are left out, as they are no step in depth. The norms are of the
-raw gradient, before ``grad_clip``, summed over ``accumulate`` micro-batches and, under DDP, all-reduced over
-the processes. The cost is one pass over the weights on the recorded steps only, no extra forward pass;
-nothing runs when recording is off (the default).
+raw gradient (under fp16, divided by the loss scale), before ``grad_clip``, summed over ``accumulate``
+micro-batches and, under DDP, all-reduced over the processes. The cost is one pass over the weights on the
+recorded steps only, no extra forward pass; nothing runs when recording is off (the default).
 
 ``RUN_DIR/gradients.json`` is rewritten after every epoch::
 
@@ -49,8 +49,10 @@ def recorded_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return layers
 
 
-def layer_norms(weights: list[nn.Parameter]) -> tuple[list[float | None], list[float]]:
-    """(gradient norms, weight norms) of ``weights``: one pass over them, read back to the host at once."""
+def layer_norms(weights: list[nn.Parameter], loss_scale: float = 1.0) -> tuple[list[float | None], list[float]]:
+    """(gradient norms, weight norms) of ``weights``: one pass over them, read back to the host at once. The
+    gradients are divided by ``loss_scale`` (fp16's GradScaler multiplies the loss by it before backward); a
+    layer without a gradient, or with a non-finite one (an fp16 step the scaler skips), has None."""
     with torch.no_grad():
         present = [index for index, weight in enumerate(weights) if weight.grad is not None]
         norms = [torch.linalg.vector_norm(weights[i].grad.float()) for i in present]
@@ -58,8 +60,15 @@ def layer_norms(weights: list[nn.Parameter]) -> tuple[list[float | None], list[f
         values = torch.stack(norms).cpu().tolist() if norms else []
     grad_norms: list[float | None] = [None] * len(weights)
     for position, index in enumerate(present):
-        grad_norms[index] = values[position]
+        if math.isfinite(values[position]):
+            grad_norms[index] = values[position] / loss_scale
     return grad_norms, values[len(present):]
+
+
+def _loss_scale(trainer) -> float:
+    """The factor fp16's GradScaler has multiplied the gradients by (1 without one, or before it unscaled)."""
+    scaler = getattr(trainer, "scaler", None)
+    return scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
 
 
 class GradientRecorder(Callback):
@@ -88,7 +97,7 @@ class GradientRecorder(Callback):
         global_step = (epoch - 1) * trainer.steps_per_epoch + math.ceil(step / trainer.config.accumulate)
         if not trainer.is_main or (global_step != 1 and global_step % self.every):
             return
-        grad_norms, weight_norms = layer_norms([weight for _, weight in self.layers])
+        grad_norms, weight_norms = layer_norms([weight for _, weight in self.layers], _loss_scale(trainer))
         self.steps.append({"step": global_step, "epoch": epoch, "grad_norm": grad_norms, "weight_norm": weight_norms})
 
     def on_epoch_end(self, trainer, metrics: dict) -> None:
