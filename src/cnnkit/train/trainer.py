@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -180,10 +181,7 @@ class Trainer:
     def _attach_tensorboard(self) -> None:
         """With ``tensorboard``, the main process also logs to RUN_DIR/tensorboard (see callbacks.TensorBoardLogger)."""
         config = self.config
-        if config.tensorboard_steps and not config.tensorboard:
-            raise CnnkitError(f"tensorboard_steps={config.tensorboard_steps} logs into TensorBoard files: add "
-                              "tensorboard=True (--tensorboard).")
-        if not config.tensorboard:
+        if not config.tensorboard:  # tensorboard_steps too is off then: a resumed run may turn logging off
             return
         if not self.out:
             raise CnnkitError("tensorboard=True writes its logs into the run folder: give the Trainer out=RUN_DIR.")
@@ -445,9 +443,13 @@ class Trainer:
         scaler.step(self.optimizer)
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step_batch()
         stepped = scale is None or scaler.get_scale() >= scale  # the scale shrinks only when a step was skipped
         self.skipped_steps += not stepped
+        with warnings.catch_warnings():
+            # A skipped step still advances the schedule (it counts batches), which torch warns of when the
+            # very first one is skipped: expected here.
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+            self.schedule.step_batch()
         if self.ema is not None and stepped:
             self.ema.update_parameters(self.model)
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
