@@ -26,7 +26,7 @@ from cnnkit import TrainConfig, Trainer, create_model  # noqa: E402
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset  # noqa: E402
 
 # model: (image shape, batch, the data it stands for)
-MODELS = {"lenet5": ((1, 28, 28), 128, "mnist"), "resnet20": ((3, 32, 32), 64, "cifar10")}
+MODELS = {"lenet5": ((1, 28, 28), 128, "mnist"), "resnet20": ((3, 32, 32), 32, "cifar10")}
 
 
 def random_bundle(shape, count: int) -> DatasetBundle:
@@ -54,7 +54,7 @@ def throughput(name: str, precision: str, batches: int) -> tuple[float, float, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--batches", type=int, default=6, help="batches per epoch")
+    parser.add_argument("--batches", type=int, default=4, help="batches per epoch")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
