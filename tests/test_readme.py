@@ -42,6 +42,7 @@ SKIP = {
     "--nproc 4": "four processes, one per GPU",
     "--nproc 8": "eight processes per node over several nodes",
     "cnnkit serve": "a server that runs until Ctrl-C (tests/serve drive it)",
+    "tensorboard --logdir": "TensorBoard's own server, which runs until Ctrl-C (tests/test_tensorboard.py reads logs)",
     " ... ": "a placeholder for a command's options",
 }
 

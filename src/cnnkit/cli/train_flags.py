@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..train.config import flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
+from ..train.config import PRECISIONS, flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
 from .options import comma_floats
 
 # What the annotation cannot say: the values allowed and the name a value goes by in --help.
 FLAG_DETAILS = {
     "optimizer": {"choices": ["sgd", "adam", "adamw"]},
     "schedule": {"choices": ["constant", "step", "plateau", "cosine", "onecycle"]},
-    "precision": {"choices": ["fp32", "bf16"]},
+    "precision": {"choices": list(PRECISIONS)},
     "resize": {"choices": ["auto", "interpolate"]},
     "mixup": {"metavar": "ALPHA"},
     "cutmix": {"metavar": "ALPHA"},
@@ -32,6 +32,7 @@ FLAG_DETAILS = {
     "tta_sizes": {"metavar": "SIZE,..."},
     "tta_crop": {"metavar": "SIZE"},
     "augment": {"metavar": "YAML"},
+    "tensorboard_steps": {"metavar": "STEPS"},
     "lr_multipliers": {"metavar": "YAML"},
     "record_gradients": {"metavar": "STEPS"},
 }

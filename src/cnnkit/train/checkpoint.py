@@ -76,9 +76,9 @@ def average_checkpoints(runs, out: str | Path, weights=None, warn=None) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ train state
-def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict, ema=None) -> None:
+def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict, ema=None, scaler=None) -> None:
     """Model + optimiser tensors (and the weights' moving average, if any) and the JSON-able rest (epoch,
-    scheduler, history) in one atomic file."""
+    scheduler, history, fp16's loss scale) in one atomic file."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
@@ -92,6 +92,8 @@ def save_train_state(run_dir: Path, model, optimizer, schedule, state: dict, ema
                 opt_scalars.setdefault(str(idx), {})[key] = value
     header = {"state": state, "optimizer_param_groups": opt["param_groups"], "optimizer_scalars": opt_scalars,
               "scheduler": schedule.state_dict()}
+    if scaler is not None and scaler.is_enabled():  # its scale and growth tracker: plain numbers
+        header["grad_scaler"] = scaler.state_dict()
     atomic_save_tensors(tensors, Path(run_dir) / STATE_FILE,
                         {"cnnkit_train_state": json.dumps(header, default=_json_default)})
 
@@ -102,7 +104,7 @@ def _json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint header")
 
 
-def load_train_state(run_dir: Path, model, optimizer, schedule, ema=None) -> dict:
+def load_train_state(run_dir: Path, model, optimizer, schedule, ema=None, scaler=None) -> dict:
     path = Path(run_dir) / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} has no {STATE_FILE}: nothing to resume (the run never finished an epoch).")
@@ -129,4 +131,7 @@ def load_train_state(run_dir: Path, model, optimizer, schedule, ema=None) -> dic
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: the optimiser state does not fit this run's optimiser ({exc}).") from None
     schedule.load_state_dict(header["scheduler"])
+    if scaler is not None and scaler.is_enabled() and header.get("grad_scaler"):
+        # Without it (a run that trained in another precision) the scaler starts afresh, as a new fp16 run does.
+        scaler.load_state_dict(header["grad_scaler"])
     return header["state"]

@@ -40,7 +40,7 @@ class TrainConfig:
     scale_lr: bool = False  # linear scaling rule: lr * global batch / reference_batch (Goyal et al. 2017)
     reference_batch: int | None = None  # the batch `lr` was tuned for; default: batch_size (one process)
     sync_batchnorm: bool = False  # under DDP, BatchNorm statistics over the global batch instead of each rank's
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast with a GradScaler: GPUs without bf16)
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
@@ -54,11 +54,13 @@ class TrainConfig:
     tta_crop: int = 0  # AlexNet's ten-crop testing: crops of this many pixels at the corners, centre, mirrored
     input_size: int | None = None  # resize/pad images to this; default: native size, or the model's when too small
     resize: str = "auto"  # auto: pad smaller images (LeNet on MNIST) | interpolate: always resize (pretrained nets)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     num_threads: int | None = None
     num_workers: int = 2  # image-folder decoding processes
     lr_multipliers: dict = dataclasses.field(default_factory=dict)  # {"parameter prefix": factor}
     progress: bool = True
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard package: cnnkit[tensorboard])
+    tensorboard_steps: int = 0  # with tensorboard: also the batch loss and lr every this many steps; 0: per epoch
     record_gradients: int = 0  # every N optimiser steps, each layer's gradient norm into gradients.json; 0: off
 
     def __post_init__(self) -> None:
@@ -85,6 +87,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 # The range of each numeric TrainConfig field (types come from the annotations); see cnnkit.schema.
 MAX_INPUT_SIDE = 8192
 TRAIN_LIMITS = {
@@ -94,11 +97,12 @@ TRAIN_LIMITS = {
     "plateau_patience": Limit(0), "plateau_factor": Limit(0, 1, low_open=True, high_open=True),
     "label_smoothing": Limit(0, 1, high_open=True), "mixup": Limit(0), "cutmix": Limit(0),
     "ema": Limit(0, 1, high_open=True), "grad_clip": Limit(0, low_open=True), "accumulate": Limit(1),
-    "reference_batch": Limit(1), "precision": Limit(choices=("fp32", "bf16")), "seed": Limit(0),
+    "reference_batch": Limit(1), "precision": Limit(choices=PRECISIONS), "seed": Limit(0),
     "val_split": Limit(0, 1, high_open=True), "early_stopping": Limit(0), "validate_every": Limit(0),
     "tta_shift": Limit(0), "tta_sizes": Limit(1, MAX_INPUT_SIDE), "input_size": Limit(1, MAX_INPUT_SIDE),
     "tta_crop": Limit(0, MAX_INPUT_SIDE),
     "resize": Limit(choices=("auto", "interpolate")), "num_threads": Limit(1), "num_workers": Limit(0),
+    "tensorboard_steps": Limit(0),
     "record_gradients": Limit(0),
 }
 # Where a command-line flag is not spelt --field-name: the spellings it has always had (the first is the one

@@ -28,7 +28,8 @@ TRAIN_OPTION_HELP = {
     "scale_lr": "linear scaling rule: lr x global batch / reference batch, with warm-up",
     "reference_batch": "the batch the learning rate was tuned for (default: the batch size)",
     "sync_batchnorm": "BatchNorm statistics over the global batch of all processes",
-    "precision": "fp32, or bf16 autocast (faster on recent CPUs and GPUs)",
+    "precision": "fp32; bf16 autocast (faster on recent CPUs and GPUs); fp16 autocast with loss scaling (GPUs "
+                 "without bf16; on a CPU it runs but is far slower than fp32)",
     "channels_last": "channels_last memory layout (faster convolutions)",
     "compile": "torch.compile the model",
     "seed": "random seed: initial weights, data order, augmentation",
@@ -44,11 +45,14 @@ TRAIN_OPTION_HELP = {
                 "centre and their mirror images; replaces the other test-time views",
     "input_size": "resize or pad images to this side (default: native size, or the model's when too small)",
     "resize": "auto: pad smaller images (LeNet on MNIST); interpolate: always resize (pretrained nets)",
-    "device": "auto (a GPU when there is one), cpu, cuda or cuda:N",
+    "device": "auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps",
     "num_threads": "CPU threads for PyTorch (default: all cores)",
     "num_workers": "image-folder decoding processes",
     "lr_multipliers": "learning-rate factor per parameter-name prefix as a YAML mapping, e.g. '{features.: 0.1}'",
     "progress": "a progress bar (--no-progress: per-epoch lines only)",
+    "tensorboard": "also write TensorBoard logs to RUN_DIR/tensorboard: per-epoch metrics and learning rate, the "
+                   "curves and first-layer filters at the end (needs: pip install 'cnnkit[tensorboard]')",
+    "tensorboard_steps": "with --tensorboard: also log the batch loss and learning rate every STEPS steps",
     "record_gradients": ("record each layer's weight-gradient norm every STEPS optimiser steps (and the first) into "
                          "gradients.json, for `cnnkit viz gradients` (0: off)"),
 }

@@ -46,12 +46,32 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def mps_is_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def available_device(world_size: int = 1) -> str:
+    """What ``--device auto`` picks: a CUDA GPU, else Apple's Metal GPU (MPS), else the CPU. Data-parallel
+    processes have no collective backend on MPS, so several of them take the CPU (gloo) there."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if world_size == 1 and mps_is_available() else "cpu"
+
+
 def device_for_this_process(name: str, world_size: int) -> torch.device:
     """The device a process trains on. One process per GPU: under DDP ``auto``/``cuda`` mean the GPU of this
     process's local rank, so N processes on a node use GPUs 0..N-1."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(available_device(world_size) if name == "auto" else name)
+    except RuntimeError:
+        raise CnnkitError(f"--device {name!r} names no device: use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "mps" and not mps_is_available():
+        raise CnnkitError(f"--device {name} was asked for, but this machine has no Apple MPS GPU (or this torch build "
+                          "lacks MPS support); use --device cpu, or auto.")
+    if device.type == "mps" and world_size > 1:
+        raise CnnkitError("data-parallel training has no backend for Apple's MPS GPU: train in one process on "
+                          "--device mps, or in several on --device cpu.")
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():

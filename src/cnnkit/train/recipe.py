@@ -17,9 +17,10 @@ from ..errors import CnnkitError
 from ..schema import Field, check_mapping
 from .checkpoint import STATE_FILE
 
-# The options a resumed run may change: its epoch budget and where and how it runs. Everything else would make
-# the continued run a different run than the one its checkpoint belongs to.
-RESUME_CHANGEABLE = ("epochs", "device", "num_threads", "num_workers", "progress")
+# The options a resumed run may change: its epoch budget, where and how it runs, and what it logs. Everything
+# else would make the continued run a different run than the one its checkpoint belongs to.
+RESUME_CHANGEABLE = ("epochs", "device", "num_threads", "num_workers", "progress", "tensorboard",
+                     "tensorboard_steps")
 
 
 def load_recipe(path: Path) -> dict:

@@ -66,7 +66,24 @@ def finish_classification(trainer, final: dict, wall_seconds: float) -> dict:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return f"mps: Apple GPU ({platform.machine()})"
     return f"cpu: {os.cpu_count()}-core {platform.processor() or platform.machine()}"
+
+
+PRECISION_NOTES = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast with loss scaling"}
+
+
+def describe_setup(device: torch.device, requested: str, precision: str, threads: int) -> str:
+    """The line a run starts with: where it trains (and why, under --device auto), in what precision, on how
+    many CPU threads."""
+    picked = " (auto: cuda > mps > cpu)" if requested == "auto" else ""
+    text = f"device {device} [{describe_device(device)}]{picked}, {PRECISION_NOTES[precision]}, {threads} threads"
+    if precision == "fp16" and device.type == "cpu":
+        # Measured by benchmarks/precision.py: correct, but CPU fp16 kernels are a fallback, not a fast path.
+        text += (" (fp16 on a CPU trains correctly but slowly: resnet20 ran 14x slower than in fp32 in "
+                 "benchmarks/precision.py; bf16 is the CPU's fast format)")
+    return text
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:

@@ -16,7 +16,8 @@ def save_epoch(trainer) -> None:
              "steps_per_epoch": trainer.steps_per_epoch, "lr_scale": trainer.lr_scale,
              "epochs": trainer.config.epochs, "lineage": trainer.lineage}
     # The training state first: it commits the epoch for --resume, which rewrites the rest from it.
-    ckpt.save_train_state(trainer.out, trainer.model, trainer.optimizer, trainer.schedule, state, ema=trainer.ema)
+    ckpt.save_train_state(trainer.out, trainer.model, trainer.optimizer, trainer.schedule, state, ema=trainer.ema,
+                          scaler=trainer.scaler)
     save_model_files(trainer)
 
 
@@ -28,7 +29,8 @@ def save_model_files(trainer) -> None:
 
 
 def resume(trainer) -> None:
-    state = ckpt.load_train_state(trainer.out, trainer.model, trainer.optimizer, trainer.schedule, ema=trainer.ema)
+    state = ckpt.load_train_state(trainer.out, trainer.model, trainer.optimizer, trainer.schedule, ema=trainer.ema,
+                                  scaler=trainer.scaler)
     trainer.epoch, trainer.history = state["epoch"], state["history"]
     trainer.best, trainer.bad_epochs = state.get("best"), state.get("bad_epochs", 0)
     trainer.lineage = state.get("lineage")

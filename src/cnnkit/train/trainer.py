@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,13 +35,17 @@ from ..errors import CnnkitError, TrainingDivergedError
 from ..progress import progress_bar
 from . import checkpoint as ckpt
 from . import distributed, state
-from .callbacks import BatchEnd, Callback, notify
+from .callbacks import BatchEnd, Callback, TensorBoardLogger, notify
 from .config import MAX_INPUT_SIDE, TRAIN_LIMITS, TrainConfig  # noqa: F401  (importable from here as before)
 from .gradients import GradientRecorder
 from .lineage import init_fingerprints
 from .optim import build_optimizer, build_schedule
-from .report import METRIC_COLUMNS, describe_device, plot_curves  # noqa: F401  (importable from here as before)
+from .report import METRIC_COLUMNS, describe_device, describe_setup, plot_curves  # noqa: F401  (importable as before)
 from .tasks import ClassificationTask, Task, accumulate
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# fp16 batches in a row whose loss may be inf or NaN (their steps skipped) before the run counts as diverged.
+FP16_NONFINITE_PATIENCE = 20
 
 
 def resolve_device(name: str, world_size: int = 1) -> torch.device:
@@ -120,6 +125,13 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
         self.warmup_epochs = self._warmup_epochs()
         self.schedule = self.build_schedule()
+        # fp16 autocast: the loss is scaled up before backward, so that small gradients survive fp16's range,
+        # and the gradients back down before the step, which is skipped when one overflowed (GradScaler; at
+        # other precisions a pass-through). Its scale is part of the training state that resume restores.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.nonfinite_losses = 0  # fp16 batches in a row whose loss was inf or NaN
+        self.skipped_steps = 0  # fp16 optimiser steps the scaler skipped in this fit
+        self._attach_tensorboard()
         self.history: list[dict] = []
         self.epoch = 0
         self.best: float | None = None
@@ -171,6 +183,19 @@ class Trainer:
         if (config.ema or config.record_gradients) and self.task.runs_own_step:
             option = "ema" if config.ema else "record_gradients"
             raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps; train it without {option}.")
+        if config.precision == "fp16" and self.task.runs_own_step:
+            raise CnnkitError(f"the {self.task.name} task runs its own optimisation steps, without fp16's loss "
+                              "scaling; train it with precision fp32 or bf16.")
+
+    def _attach_tensorboard(self) -> None:
+        """With ``tensorboard``, the main process also logs to RUN_DIR/tensorboard (see callbacks.TensorBoardLogger)."""
+        config = self.config
+        if not config.tensorboard:  # tensorboard_steps too is off then: a resumed run may turn logging off
+            return
+        if not self.out:
+            raise CnnkitError("tensorboard=True writes its logs into the run folder: give the Trainer out=RUN_DIR.")
+        if self.is_main:
+            self.callbacks.append(TensorBoardLogger(self.out / "tensorboard", config.tensorboard_steps))
 
     def _place_model(self, model: nn.Module) -> None:
         config = self.config
@@ -235,9 +260,8 @@ class Trainer:
                               config.plateau_patience, config.plateau_factor, config.onecycle_pct)
 
     def autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        dtype = AUTOCAST_DTYPES.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     def log(self, text: str) -> None:
         if self.is_main:
@@ -276,6 +300,9 @@ class Trainer:
         if self.ema is not None:  # what was validated is what the caller gets (Keras's use_ema does the same)
             self.model.load_state_dict(self.ema.module.state_dict())
             self.ema = None
+        if self.skipped_steps:
+            self.log(f"fp16: {self.skipped_steps} optimiser step(s) skipped for inf/NaN gradients; loss scale now "
+                     f"{self.scaler.get_scale():g}")
         summary = self.task.finish(self, time.perf_counter() - start)
         notify(self.callbacks, "on_fit_end", self, summary)
         return summary
@@ -296,8 +323,9 @@ class Trainer:
             if self.out and self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
-        self.log(f"training {self.model_name} on {self.data.describe()}; {self.device}, {config.precision}, "
-                 f"{torch.get_num_threads()} threads, validating on {self.val_source}")
+        self.log(f"training {self.model_name} on {self.data.describe()}; "
+                 + describe_setup(self.device, config.device, config.precision, torch.get_num_threads())
+                 + f"; validating on {self.val_source}")
         if self.world_size > 1:
             self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
                      f"batch {config.batch_size} per process, global batch {self.global_batch}"
@@ -344,7 +372,7 @@ class Trainer:
         # Dropout and other global draws, and augmentation: a stream of their own for each rank.
         torch.manual_seed(epoch_generator(config.seed, epoch, stream=self.rank).initial_seed())
         aug_generator = epoch_generator(config.seed, epoch, self.device, stream=self.rank)
-        total_loss = torch.zeros((), device=self.device)
+        total_loss, loss_images = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         sums: dict = {}
         seen, start, steps = 0, time.perf_counter(), len(self.train_loader)
         progress = self._progress_bar(steps, f"epoch {epoch}/{config.epochs}")
@@ -359,7 +387,10 @@ class Trainer:
                 self._check_finite(loss, epoch, step)
                 self.schedule.step_batch()
             loss = loss.detach()
-            total_loss += loss * len(labels)
+            # Only an fp16 batch whose step was skipped has a non-finite loss here; it stays out of the mean.
+            finite = torch.isfinite(loss)
+            total_loss += torch.where(finite, loss, 0.0) * len(labels)
+            loss_images += finite * len(labels)
             accumulate(sums, batch_metrics)
             seen += len(labels)
             notify(self.callbacks, "on_batch_end", self, BatchEnd(epoch, step, steps, len(labels), loss, batch_metrics))
@@ -374,7 +405,8 @@ class Trainer:
             progress.close()
         seconds = time.perf_counter() - start
         # Sums over this rank's shard; under DDP they are added up across ranks (task metrics are sums too).
-        sums["loss"], sums["seen"] = total_loss.double(), torch.tensor(float(seen), device=self.device).double()
+        sums["loss"], sums["loss_images"] = total_loss.double(), loss_images.double()
+        sums["seen"] = torch.tensor(float(seen), device=self.device).double()
         return self._epoch_metrics(epoch, sums, seconds)
 
     def _epoch_metrics(self, epoch: int, sums: dict, seconds: float) -> dict:
@@ -382,7 +414,7 @@ class Trainer:
         if self.world_size > 1:
             sums = {k: distributed.all_reduce_sum(v.double()) for k, v in sorted(sums.items())}
         seen = int(sums.pop("seen").item())
-        train = {"train_loss": sums.pop("loss").item() / max(seen, 1),
+        train = {"train_loss": sums.pop("loss").item() / max(sums.pop("loss_images").item(), 1),
                  **{f"train_{k}": v for k, v in self.task.summarize(sums, seen).items()}}
         val = self.task.validate(self, epoch)
         return {"epoch": epoch, **train, **{f"val_{k}": v for k, v in val.items()
@@ -406,26 +438,47 @@ class Trainer:
             share = 1.0
             if self.world_size > 1:
                 share = batch_size * self.world_size / self.train_loader.global_batch_size(step - 1)
-            (loss * (share / config.accumulate)).backward()
+            self.scaler.scale(loss * (share / config.accumulate)).backward()
         if updates:
-            notify(self.callbacks, "on_before_optimizer_step", self)
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.schedule.step_batch()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
+            self._optimizer_step()
         return loss, self.task.metrics(outputs, targets)
 
+    def _optimizer_step(self) -> None:
+        """One update from the accumulated gradients; under fp16 the scaler unscales them first and skips the
+        update when one is inf or NaN (the scale then halves), as GradScaler does."""
+        config, scaler = self.config, self.scaler
+        notify(self.callbacks, "on_before_optimizer_step", self)  # gradients complete, still scaled under fp16
+        if config.grad_clip:
+            scaler.unscale_(self.optimizer)  # the norm of the true gradients, not of the scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        scale = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        stepped = scale is None or scaler.get_scale() >= scale  # the scale shrinks only when a step was skipped
+        self.skipped_steps += not stepped
+        with warnings.catch_warnings():
+            # A skipped step still advances the schedule (it counts batches), which torch warns of when the
+            # very first one is skipped: expected here.
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+            self.schedule.step_batch()
+        if self.ema is not None and stepped:
+            self.ema.update_parameters(self.model)
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
-        if not torch.isfinite(loss):
-            last_good = (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). "
-                         if self.out and epoch > 1 else "")
-            raise TrainingDivergedError(
-                f"The loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
-                f"{self.current_lr():.3g}). " + last_good
-                + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
+        if torch.isfinite(loss):
+            self.nonfinite_losses = 0
+            return
+        if self.scaler.is_enabled():  # fp16 overflows now and then: the scaler skips the step, up to a point
+            self.nonfinite_losses += 1
+            if self.nonfinite_losses < FP16_NONFINITE_PATIENCE:
+                return
+        last_good = (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). "
+                     if self.out and epoch > 1 else "")
+        in_a_row = f" (under fp16, {self.nonfinite_losses} batches in a row)" if self.scaler.is_enabled() else ""
+        raise TrainingDivergedError(
+            f"The loss became {loss.item()} at epoch {epoch}, step {step}{in_a_row} (learning rate "
+            f"{self.current_lr():.3g}). " + last_good
+            + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
 
     def _progress_bar(self, total: int, desc: str):
         if not (self.config.progress and self.is_main):
