@@ -57,6 +57,14 @@ def test_recorded_norms_equal_the_norms_of_one_backward_pass_by_hand(tmp_path):
                                   "weight_norm": first["weight_norm"]}]
 
 
+def test_under_fp16_the_records_are_of_the_true_gradients_not_the_scaled_ones(tmp_path):
+    full, _, _ = train(tmp_path, name="fp32", record_gradients=1)
+    half, _, _ = train(tmp_path, name="fp16", record_gradients=1, precision="fp16")
+    assert half.scaler.is_enabled() and half.scaler.get_scale() > 1000  # the gradients were scaled up
+    expected = full.gradient_recorder.steps[0]["grad_norm"]
+    assert half.gradient_recorder.steps[0]["grad_norm"] == pytest.approx(expected, rel=0.02)
+
+
 def test_every_n_steps_and_the_first_and_epoch_means(tmp_path):
     data = bar_dataset(n_train=64, n_test=32, size=16)
     trainer = Trainer(tiny_model(), data, TrainConfig(epochs=2, batch_size=8, record_gradients=3, **FAST),

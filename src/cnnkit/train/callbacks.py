@@ -10,8 +10,9 @@ events you need, and pass it to ``Trainer(callbacks=[...])``.
 
 Events, in the order they fire: ``on_fit_start`` (after the run folder is claimed or resumed), then for every
 epoch ``on_epoch_start``, ``on_before_optimizer_step`` after the backward pass of each optimiser step (the
-gradients are complete: summed over ``accumulate`` batches, all-reduced under DDP, not yet clipped; tasks that
-run their own steps, such as a GAN's, do not fire it), ``on_batch_end`` after each training batch,
+gradients are complete: summed over ``accumulate`` batches, all-reduced under DDP, not yet clipped, and under
+fp16 still multiplied by ``trainer.scaler.get_scale()``; tasks that run their own steps, such as a GAN's, do
+not fire it), ``on_batch_end`` after each training batch,
 ``on_epoch_end`` after the epoch's checkpoint is written; ``on_fit_end`` with the run's summary. A callback
 may set ``trainer.stop_requested``: the loop ends after the current batch (from ``on_batch_end``) or epoch,
 then evaluates and saves as usual.
