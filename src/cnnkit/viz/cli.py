@@ -142,10 +142,11 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", type=Path)
     p = tool("gradients", "per-layer gradient norms against depth, for runs trained with --record-gradients N",
              model=False)
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    p.add_argument("--epoch", type=positive_int, action="append", default=[], dest="epochs",
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run folders trained with --record-gradients N, drawn on one figure")
+    p.add_argument("--epoch", type=positive_int, action="append", default=[], dest="epochs", metavar="EPOCH",
                    help="an epoch's mean to draw (repeatable; default: the first step and the last epoch)")
-    p.add_argument("--step", type=positive_int, action="append", default=[], dest="steps",
+    p.add_argument("--step", type=positive_int, action="append", default=[], dest="steps", metavar="STEP",
                    help="a recorded optimiser step to draw (repeatable; 1 = the initial weights)")
     p.add_argument("--relative", action="store_true", help="gradient norm over the layer's weight norm")
     p = tool("kernels", "a photo filtered by hand-designed kernels: Sobel/Prewitt edges, Gaussian blur, Gabor, "
