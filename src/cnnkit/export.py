@@ -61,7 +61,8 @@ def export_format(output: str | Path | None, format: str | None) -> str:
 
 def export_metadata(card: ModelCard, input_size: tuple[int, int], in_channels: int) -> dict[str, str]:
     """What a reader of the exported file needs, each value JSON-encoded (ONNX metadata holds strings)."""
-    values = {"format_version": 1, "exported_by": f"cnnkit export (torch {torch.__version__})", "model": card.name, "task": card.task,
+    values = {"format_version": 1, "exported_by": f"cnnkit export (torch {torch.__version__})",
+              "model": card.name, "task": card.task,
               "input_size": list(input_size), "in_channels": in_channels, "input_layout": INPUT_LAYOUT,
               "mean": _list_or_none(card.mean), "std": _list_or_none(card.std), "resize": card.resize,
               "interpolation": card.interpolation, "fit": card.fit, "num_classes": card.num_classes,
@@ -85,7 +86,8 @@ def export_model(model: nn.Module | str | Path, output: str | Path, format: str 
     if format == "onnx":
         require_onnx()
     if output.is_dir():
-        raise ExportError(f"{output} is a folder; name the file to write, e.g. -o {output / ('model' + FORMATS[format])}")
+        example = output / f"model{FORMATS[format]}"
+        raise ExportError(f"{output} is a folder; name the file to write, e.g. -o {example}")
     if output.exists() and not overwrite:
         raise ExportError(f"{output} already exists; pass --overwrite (overwrite=True) to replace it, or name "
                           "another file with -o.")
