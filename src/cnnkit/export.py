@@ -32,6 +32,7 @@ from torch import nn
 
 from .card import ModelCard, card_of
 from .errors import CnnkitError, ShapeError
+from .runs import load_model_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".torchscript": "torchscript"}
@@ -92,8 +93,6 @@ def export_model(model: nn.Module | str | Path, output: str | Path, format: str 
         raise ExportError(f"{output} already exists; pass --overwrite (overwrite=True) to replace it, or name "
                           "another file with -o.")
     if not isinstance(model, nn.Module):
-        from .runs import load_model_checkpoint
-
         model, _ = load_model_checkpoint(model)
     card = card_of(model)
     if card.task != "classification":
