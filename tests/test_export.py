@@ -53,14 +53,19 @@ def onnx_logits(path: Path, batch: torch.Tensor) -> np.ndarray:
     return session.run(None, {"input": batch.numpy()})[0]
 
 
-def assert_onnx_matches(model: torch.nn.Module, path: Path, shape: tuple[int, ...]) -> None:
+def assert_onnx_matches(model: torch.nn.Module, path: Path, shape: tuple[int, ...], scaled: bool = False) -> None:
+    """Logits within TOLERANCE at batch sizes 1 and 3; ``scaled``: within TOLERANCE x the largest logit when
+    that is over 1 -- random weights give logits of 25 and more, where fp32 rounding of the same sums in another
+    order reaches 1e-4 (trained weights stay within it: the pretrained and golden-run tests)."""
     for batch_size in (1, 3):  # the graph was traced at 2: the batch dimension is dynamic
         batch = torch.randn(batch_size, *shape)
         with torch.no_grad():
             expected = model(batch).numpy()
         got = onnx_logits(path, batch)
         assert got.shape == expected.shape
-        assert np.abs(got - expected).max() < TOLERANCE, (path.name, batch_size, np.abs(got - expected).max())
+        difference = np.abs(got - expected).max()
+        scale = max(1.0, float(np.abs(expected).max())) if scaled else 1.0
+        assert difference < TOLERANCE * scale, (path.name, batch_size, difference, scale)
 
 
 def assert_torchscript_matches(model: torch.nn.Module, path: Path, shape: tuple[int, ...]) -> None:
@@ -78,7 +83,7 @@ def test_every_zoo_classifier_exports_to_onnx_and_torchscript(name, tmp_path):
     shape = (entry.input_size[0], size, size)
     model = with_data_statistics(create_model(name, num_classes=10), torch.randn(8, *shape))
     onnx_file = export_model(model, tmp_path / f"{name}.onnx", input_size=(size, size))
-    assert_onnx_matches(model, onnx_file, shape)
+    assert_onnx_matches(model, onnx_file, shape, scaled=True)
     script_file = export_model(model, tmp_path / f"{name}.pt", input_size=(size, size))
     assert_torchscript_matches(model, script_file, shape)
     for path in (onnx_file, script_file):
@@ -160,8 +165,10 @@ def test_bad_input_is_refused_with_the_fix(tmp_path, capsys):
         export_model(create_model("unet"), tmp_path / "unet.onnx")
     with pytest.raises(ExportError, match="no model card"):
         export_model(torch.nn.Conv2d(1, 1, 3), tmp_path / "conv.onnx")
-    assert main(["export", "--model", "lenet5", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--model", "lenet5"]) == 2
     assert "--model and --pretrained go together" in capsys.readouterr().err
+    assert main(["export"]) == 2
+    assert "name a run folder" in capsys.readouterr().err
 
 
 def test_missing_onnx_packages_are_named_with_the_install_command(tmp_path, monkeypatch, capsys):

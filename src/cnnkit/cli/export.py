@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
 def cmd_export(args) -> None:
     from ..export import FORMATS, export_format, export_model, read_export_metadata
 
+    _check_sources(args)
     format = export_format(args.output, args.format)
     output = args.output or default_output(args).with_suffix(FORMATS[format])
     model = _load_model(args)
@@ -56,18 +57,23 @@ def default_output(args) -> Path:
     return Path(f"{args.model}-{tag}")
 
 
-def _load_model(args):
-    from ..models.registry import create_model
-    from ..train.checkpoint import load_model_checkpoint
-
+def _check_sources(args) -> None:
+    """One source: a run folder, or --model with --pretrained."""
     if args.model or args.pretrained:
         if not (args.model and args.pretrained) or args.checkpoint is not None:
             raise CnnkitError("--model and --pretrained go together, without a run folder: cnnkit export --model "
                               "efficientnet_lite0 --pretrained imagenet")
-        return create_model(args.model, pretrained=args.pretrained)
-    if args.checkpoint is None:
+    elif args.checkpoint is None:
         raise CnnkitError("name a run folder (cnnkit export runs/lenet5) or a pretrained model (cnnkit export "
                           "--model efficientnet_lite0 --pretrained imagenet).")
+
+
+def _load_model(args):
+    from ..models.registry import create_model
+    from ..train.checkpoint import load_model_checkpoint
+
+    if args.model:
+        return create_model(args.model, pretrained=args.pretrained)
     return load_model_checkpoint(args.checkpoint)[0]
 
 
