@@ -121,7 +121,7 @@ def example_input(model: nn.Module, card: ModelCard, input_size: tuple[int, int]
     size = tuple(input_size) if input_size is not None else card.input_size
     if size is None or card.in_channels is None:
         raise ExportError(f"{type(model).__name__} has no model card saying its input size and channels; build it "
-                          "with cnnkit.create_model or load a run folder, or pass input_size=(height, width).")
+                          "with cnnkit.create_model (or load a run folder), which gives it one.")
     if len(size) != 2 or min(size) < card.min_input_size:
         raise ShapeError(f"input_size {size} is not (height, width) of at least {card.min_input_size} pixels, the "
                          f"smallest side {card.name} accepts.")
