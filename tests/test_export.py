@@ -48,6 +48,30 @@ def with_data_statistics(model: torch.nn.Module, batch: torch.Tensor) -> torch.n
     return model.eval()
 
 
+def sensitivity(model: torch.nn.Module, batch: torch.Tensor) -> float:
+    """How far PyTorch's own logits move when the input changes by one part in 1e7 (fp32 rounding)."""
+    with torch.no_grad():
+        return (model(batch * (1 + 1e-7)) - model(batch)).abs().max().item()
+
+
+def comparable(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
+    """``model`` with weights under which an fp32 comparison means something. At their random initial weights
+    the deepest networks (plain56, plain110, resnet101, ...) are chaotic: PyTorch's own logits move by 1e-2 to 1
+    when the input moves by one part in 1e7, so the rounding of any other implementation does too. Such a
+    network's convolutions are set near the identity (a Dirac kernel plus a tenth of their random weights, so
+    every tap and the padding still count), which keeps every operator of the graph and takes the chaos away."""
+    model = with_data_statistics(model, batch)
+    if sensitivity(model, batch) > TOLERANCE / 10:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.weight.mul_(0.1).add_(torch.nn.init.dirac_(torch.empty_like(module.weight),
+                                                                      module.groups))
+        model = with_data_statistics(model, batch)
+        assert sensitivity(model, batch) < TOLERANCE / 10, "still chaotic: the comparison would mean nothing"
+    return model
+
+
 def onnx_logits(path: Path, batch: torch.Tensor) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"input": batch.numpy()})[0]
@@ -81,7 +105,7 @@ def test_every_zoo_classifier_exports_to_onnx_and_torchscript(name, tmp_path):
     torch.manual_seed(0)
     entry, size = get_model_entry(name), small_input_size(name)
     shape = (entry.input_size[0], size, size)
-    model = with_data_statistics(create_model(name, num_classes=10), torch.randn(8, *shape))
+    model = comparable(create_model(name, num_classes=10), torch.randn(8, *shape))
     onnx_file = export_model(model, tmp_path / f"{name}.onnx", input_size=(size, size))
     assert_onnx_matches(model, onnx_file, shape, scaled=True)
     script_file = export_model(model, tmp_path / f"{name}.pt", input_size=(size, size))
