@@ -5,6 +5,7 @@ and TorchScript, against the PyTorch model it came from; the preprocessing read 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,13 @@ def test_a_run_folder_exports_with_the_preprocessing_it_was_trained_with(tmp_pat
     assert metadata["fit"] == "auto" and metadata["in_channels"] == recorded["image_shape"][0] == 1
     model, _ = cnnkit.load_model_checkpoint(GOLDEN_RUN)
     assert_onnx_matches(model.eval(), output, (1, 32, 32))
+
+
+def test_the_default_output_sits_beside_the_run_folder(tmp_path, capsys):
+    run = tmp_path / "lenet5-v1.2"  # a dot in the name is not a suffix to replace
+    shutil.copytree(GOLDEN_RUN, run)
+    assert main(["export", str(run / "checkpoint.json"), "--format", "torchscript"]) == 0
+    assert (tmp_path / "lenet5-v1.2.pt").is_file() and str(tmp_path / "lenet5-v1.2.pt") in capsys.readouterr().out
 
 
 def test_the_api_takes_a_run_folder_and_the_format_from_the_suffix(tmp_path):

@@ -36,7 +36,7 @@ def cmd_export(args) -> None:
 
     _check_sources(args)
     format = export_format(args.output, args.format)
-    output = args.output or default_output(args).with_suffix(FORMATS[format])
+    output = args.output or default_output(args, FORMATS[format])
     model = _load_model(args)
     path = export_model(model, output, format, overwrite=args.overwrite)
     metadata = read_export_metadata(path)
@@ -49,12 +49,14 @@ def cmd_export(args) -> None:
     print(_check(model, path, format, metadata))
 
 
-def default_output(args) -> Path:
+def default_output(args, suffix: str) -> Path:
+    """RUN_DIR.onnx beside the run folder (a dot in its name stays), or MODEL-TAG.onnx here."""
     if args.checkpoint is not None:
         folder = args.checkpoint.parent if args.checkpoint.suffix == ".json" else args.checkpoint
-        return folder.with_name(folder.name or folder.resolve().name)
-    tag = Path(args.pretrained).stem if Path(args.pretrained).exists() else args.pretrained
-    return Path(f"{args.model}-{tag}")
+        folder = folder.resolve() if folder.name in ("", ".", "..") else folder
+        return folder.with_name(folder.name + suffix)
+    tag = Path(args.pretrained).name if Path(args.pretrained).exists() else args.pretrained
+    return Path(f"{args.model}-{tag}{suffix}")
 
 
 def _check_sources(args) -> None:
