@@ -22,6 +22,7 @@ pytest.importorskip("onnxscript", reason="ONNX export needs pip install 'cnnkit[
 
 GOLDEN_RUN = Path(__file__).parent / "golden" / "lenet5-mnist"
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| over the logits, fp32
+CHAOTIC = TOLERANCE / 5  # logits that move this much under fp32 rounding of the input leave too small a margin
 
 # ResNet-1202 is ResNet-110's basic block repeated 200 times per stage (tested here through resnet110 and
 # resnet20-56): its export works, but takes over a minute to trace, so it stays out of this loop as it stays
@@ -65,7 +66,7 @@ def comparable(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
     network's convolutions are set near the identity (a Dirac kernel plus a tenth of their random weights, so
     every tap and the padding still count), which keeps every operator of the graph and takes the chaos away."""
     model = with_data_statistics(model, batch)
-    if sensitivity(model, batch) > TOLERANCE / 10:
+    if sensitivity(model, batch) > CHAOTIC:
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, torch.nn.Conv2d):
@@ -73,7 +74,7 @@ def comparable(model: torch.nn.Module, batch: torch.Tensor) -> torch.nn.Module:
                                                                       module.groups))
         model = with_data_statistics(model, batch)
         remaining = sensitivity(model, batch)
-        assert remaining < TOLERANCE / 10, f"still chaotic ({remaining:.2g}): the comparison would mean nothing"
+        assert remaining < CHAOTIC, f"still chaotic ({remaining:.2g}): the comparison would mean nothing"
     return model
 
 
