@@ -20,6 +20,8 @@ from cnnkit.models import create_model, get_model_entry, list_models
 ort = pytest.importorskip("onnxruntime", reason="ONNX export is tested with pip install 'cnnkit[export]'")
 pytest.importorskip("onnxscript", reason="ONNX export needs pip install 'cnnkit[export]'")
 
+# torch 2.13 deprecates TorchScript, which is still what libtorch (C++) loads: the warning is not this test's.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 GOLDEN_RUN = Path(__file__).parent / "golden" / "lenet5-mnist"
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| over the logits, fp32
 CHAOTIC = TOLERANCE / 5  # logits that move this much under fp32 rounding of the input leave too small a margin

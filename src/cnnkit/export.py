@@ -104,7 +104,7 @@ def export_model(model: nn.Module | str | Path, output: str | Path, format: str 
     was_training = model.training
     model.eval()
     try:
-        with _quiet_exporters():
+        with quiet_exporters():
             if format == "onnx":
                 _write_onnx(model, example, metadata, tmp)
             else:
@@ -139,7 +139,7 @@ def require_onnx() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_exporters():
+def quiet_exporters():
     """The exporters' own chatter, about what cnnkit cannot act on, kept off the user's terminal: torch.onnx
     logs the torchvision operators it skips (cnnkit needs none), torch.jit.trace is deprecated in favour of
     torch.export, and tracing turns the models' input-size checks into constants (the size is fixed anyway)."""
@@ -186,7 +186,7 @@ def read_export_metadata(path: str | Path) -> dict:
         proto = onnx.load(str(path), load_external_data=False)
         return {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
     files = {TORCHSCRIPT_METADATA: ""}
-    with _quiet_exporters():
+    with quiet_exporters():
         torch.jit.load(str(path), map_location="cpu", _extra_files=files)
     if not files[TORCHSCRIPT_METADATA]:
         raise ExportError(f"{path} holds no {TORCHSCRIPT_METADATA}; it was not written by cnnkit export.")

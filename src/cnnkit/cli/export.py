@@ -93,7 +93,10 @@ def _check(model, path: Path, format: str, metadata: dict) -> str:
     with torch.no_grad():
         expected = model.eval()(batch)
         if format == "torchscript":
-            got, runtime = torch.jit.load(str(path))(batch), "torch.jit.load"
+            from ..export import quiet_exporters
+
+            with quiet_exporters():  # torch.jit.load's deprecation notice is torch's, not the user's to act on
+                got, runtime = torch.jit.load(str(path))(batch), "torch.jit.load"
         elif importlib.util.find_spec("onnxruntime") is None:
             return "not checked: onnxruntime is not installed (pip install 'cnnkit[export]')"
         else:
