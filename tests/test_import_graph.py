@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("cnnkit.train",)),
     ("tools", ("cnnkit.transfer", "cnnkit.viz", "cnnkit.style", "cnnkit.texture", "cnnkit.compress",
                "cnnkit.denoise", "cnnkit.segment", "cnnkit.translate", "cnnkit.gan", "cnnkit.analysis",
-               "cnnkit.predict", "cnnkit.importer")),
+               "cnnkit.predict", "cnnkit.importer", "cnnkit.export")),
     ("applications", ("cnnkit", "cnnkit.cli", "cnnkit.serve", "cnnkit.__main__")),
 ]
 

@@ -12,6 +12,8 @@ _EXPORTS = {
     "TrainConfig": "train",
     "Trainer": "train",
     "create_model": "models",
+    "export_model": "export",
+    "read_export_metadata": "export",
     "list_models": "models",
     "load_dataset": "data",
     "load_model_checkpoint": "train",

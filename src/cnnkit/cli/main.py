@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CnnkitError
-from . import compress, evaluate, finetune, info, predict, serve, style, tasks, train
+from . import compress, evaluate, export, finetune, info, predict, serve, style, tasks, train
 from .options import OPTION_HELP, HelpFormatter
 from .tasks import task_training_defaults
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     predict.add_parser(sub)
+    export.add_parser(sub)
     style.add_parser(sub)
     tasks.add_parser(sub)
     compress.add_parser(sub)
