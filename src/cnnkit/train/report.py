@@ -81,8 +81,8 @@ def describe_setup(device: torch.device, requested: str, precision: str, threads
     text = f"device {device} [{describe_device(device)}]{picked}, {PRECISION_NOTES[precision]}, {threads} threads"
     if precision == "fp16" and device.type == "cpu":
         # Measured by benchmarks/precision.py: correct, but CPU fp16 kernels are a fallback, not a fast path.
-        text += (" (fp16 on a CPU trains correctly but slowly: resnet20 ran 14x slower than in fp32 in "
-                 "benchmarks/precision.py; bf16 is the CPU's fast format)")
+        text += (" (fp16 on a CPU trains correctly but far more slowly than fp32: see benchmarks/precision.py; "
+                 "bf16 is the CPU's fast format)")
     return text
 
 
