@@ -3,7 +3,7 @@ CnnkitError into ``{"error": message}`` so a failed request never takes the serv
 
 from __future__ import annotations
 
-from ..errors import CheckpointError, CnnkitError, ImageError, ShapeError, UnknownNameError
+from ..errors import CheckpointError, CnnkitError, DataError, ImageError, ShapeError, UnknownNameError
 
 
 class UploadTooLargeError(ImageError):
@@ -47,6 +47,28 @@ class ModelUnavailableError(CnnkitError):
     """A model the page needs (the pretrained EfficientNet-Lite0) cannot be loaded on this machine."""
 
     http_status = 503
+
+
+class TeachBusyError(CnnkitError):
+    """Someone else is teaching (or the Train page training): the machine fits one model at a time."""
+
+    http_status = 409
+
+
+class TeachSessionError(CnnkitError):
+    """A request for a session that has ended (fitted, or idle and replaced) or never existed."""
+
+    http_status = 409
+
+
+class TeachDataError(DataError):
+    """Too few classes or images, too many, or a class name that cannot be a folder name."""
+
+    http_status = 422
+
+
+class NotTaughtError(CheckpointError):
+    http_status = 422
 
 
 def http_status(error: CnnkitError) -> int:

@@ -30,14 +30,14 @@ import torch
 from PIL import Image
 
 from ..card import card_of
-from ..errors import CheckpointError, CnnkitError, DataError
+from ..errors import CheckpointError, CnnkitError
 from ..runs import fresh_run_folder
 from ..transfer.teach import TEACH_MODEL, TEACH_WEIGHTS, pretrained_backbone, teach
 from ..viz import gradcam
 from ..viz.commands import default_gradcam_layer
 from ..weights import pretrained_entry
 from .checkpoints import LoadedCheckpoint
-from .errors import ModelUnavailableError
+from .errors import ModelUnavailableError, NotTaughtError, TeachBusyError, TeachDataError, TeachSessionError
 from .images import drawing_to_input, overlay_heatmap, png_data_url
 from .inference import TRAINING_THREADS, use_threads
 from .jobs import EventLog
@@ -50,28 +50,6 @@ INPUT_SHAPE = (3, 224, 224)  # EfficientNet-Lite0's input: uploads are resized, 
 # A class name becomes a folder name (RUN/images/train/<name>): letters, digits, spaces, '.', '_', '-', starting
 # and ending with a letter or digit.
 LABEL_PATTERN = re.compile(r"[^\W_](?:[\w .-]{0,30}[^\W_])?")
-
-
-class TeachBusyError(CnnkitError):
-    """Someone else is teaching (or the Train page training): the machine fits one model at a time."""
-
-    http_status = 409
-
-
-class TeachSessionError(CnnkitError):
-    """A request for a session that has ended (fitted, or idle and replaced) or never existed."""
-
-    http_status = 409
-
-
-class TeachDataError(DataError):
-    """Too few classes or images, too many, or a class name that cannot be a folder name."""
-
-    http_status = 422
-
-
-class NotTaughtError(CheckpointError):
-    http_status = 422
 
 
 class TeachSession:
