@@ -100,6 +100,7 @@ def test_others_busy_cores_is_busy_time_less_our_own():
 def test_the_first_guess_scales_the_load_average_to_our_share_of_the_machine(tmp_path):
     loadavg = write(tmp_path / "loadavg", "32.0 20.0 10.0 3/900 1234\n")
     assert threads.load_average_busy_cores(2, online=64, loadavg=loadavg) == pytest.approx(1.0)
+    assert threads.load_average_busy_cores(2, online=2, loadavg=loadavg) == 2.0  # at most all of them
     assert threads.load_average_busy_cores(2, online=2, loadavg=tmp_path / "absent") == 0.0
 
 
@@ -159,13 +160,15 @@ def test_the_policy_drops_to_one_thread_beside_a_competitor_and_comes_back_when_
 
 def test_the_first_choice_falls_back_on_the_load_average_when_nothing_was_measured():
     machine = FakeMachine()
-    policy = machine.policy(first_guess=lambda: 1.5)  # no time has passed since construction
-    policy.start()
-    assert machine.set == [1]
+    policy = machine.policy(first_guess=lambda: 1.5, interval=5.0)  # no time has passed since construction
+    assert "(load average)" in policy.start() and machine.set == [1]
+    machine.advance(1.0, ours=1.0)  # the machine is idle after all: the first look comes after one second
+    policy.on_batch_end(None, None)
+    assert machine.set == [1, 2]
     unreadable = machine.policy(read_times=lambda: None, first_guess=lambda: 0.0)
     unreadable.start()
     machine.now += 10
-    assert unreadable.recheck() == 2 and machine.set == [1, 2]  # /proc unreadable: the first choice stays
+    assert unreadable.recheck() == 2 and machine.set == [1, 2, 2]  # /proc unreadable: the first choice stays
 
 
 def test_quota_and_model_size_bound_the_policy():

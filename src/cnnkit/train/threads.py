@@ -32,6 +32,7 @@ from .openmp import describe_wait_policy
 
 FLOPS_PER_THREAD = 20e6  # the least work (FLOPs of a training step) worth a thread of its own
 RECHECK_SECONDS = 5.0
+FIRST_LOOK_SECONDS = 1.0  # after a first choice made from the load average alone
 FREE_CORE_ROUNDING = 0.3  # a core 70 % free counts as free: light background work (an editor) keeps a thread
 
 
@@ -137,7 +138,7 @@ def load_average_busy_cores(cpus: int, online: int | None = None, loadavg: Path 
         load = float(loadavg.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0.0
-    return load * cpus / max(cpus, online or os.cpu_count() or cpus)
+    return min(float(cpus), load * cpus / max(cpus, online or os.cpu_count() or cpus))
 
 
 def choose_threads(budget: int, cpus: int, others: float, cap: int | None = None) -> int:
@@ -177,16 +178,17 @@ class ThreadPolicy(Callback):
     def start(self) -> str:
         """Choose the first thread count and describe the policy (the trainer prints it)."""
         others, measured = self._others_since_last()
-        if not measured:
+        if not measured:  # constructed a moment ago: guess from the load average, and look again in a second
             others = self.first_guess()
+            self._last_check -= self.interval - min(self.interval, FIRST_LOOK_SECONDS)
         self.threads = choose_threads(self.budget, len(self.cpus), others, self.cap)
         self.set_threads(self.threads)
         quota = "no cgroup CPU quota" if self.quota is None else f"cgroup quota {self.quota:g} cores"
         size = ("" if self.cap is None else
                 f", the model's {self.flops_per_step / 1e9:.2g} GFLOP per step is worth up to {self.cap}")
         return (f"threads: {self.threads} (automatic: {len(self.cpus)} CPUs in our affinity, {quota}{size}; other "
-                f"processes busy on {others:.1f} cores; re-checked every {self.interval:g} s; --threads N fixes "
-                f"it); {describe_wait_policy()}")
+                f"processes busy on {others:.1f} cores{'' if measured else ' (load average)'}; re-checked every "
+                f"{self.interval:g} s; --threads N fixes it); {describe_wait_policy()}")
 
     def on_batch_end(self, trainer, batch) -> None:
         if self.threads is not None and self.clock() - self._last_check >= self.interval:
