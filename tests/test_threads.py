@@ -171,6 +171,14 @@ def test_the_first_choice_falls_back_on_the_load_average_when_nothing_was_measur
     assert unreadable.recheck() == 2 and machine.set == [1, 2, 2]  # /proc unreadable: the first choice stays
 
 
+def test_the_first_interval_may_start_before_the_policy_was_built():
+    machine = FakeMachine()
+    before, machine.others = machine.times, 1.0
+    machine.advance(1.0, ours=1.0)  # the trainer setting up, beside a competitor
+    text = machine.policy(since=before).start()
+    assert machine.set == [1] and "busy on 1.0 cores;" in text  # measured, not the load average (0.0 here)
+
+
 def test_quota_and_model_size_bound_the_policy():
     machine = FakeMachine()
     assert "cgroup quota 1 cores" in machine.policy(quota=1.0).start() and machine.set == [1]

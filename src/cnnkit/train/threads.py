@@ -152,7 +152,8 @@ def choose_threads(budget: int, cpus: int, others: float, cap: int | None = None
 
 # ------------------------------------------------------------------------------------------ the policy
 class ThreadPolicy(Callback):
-    """Chooses ``torch``'s intra-op threads when training starts and every ``interval`` seconds after. The
+    """Chooses ``torch``'s intra-op threads when training starts (:meth:`start`) and every ``interval`` seconds
+    after (``on_batch_end``). Other processes include our own data-loading workers: they need cores too. The
     readers and the setter are arguments so tests can drive it; the defaults read this machine."""
 
     def __init__(self, flops_per_step: float | None = None, interval: float = RECHECK_SECONDS,
@@ -160,7 +161,7 @@ class ThreadPolicy(Callback):
                  read_times: Callable[[], CpuTimes | None] | None = None,
                  first_guess: Callable[[], float] | None = None,
                  set_threads: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, since: CpuTimes | None = None):
         self.cpus = affinity_cpus() if cpus is None else cpus
         self.quota = cgroup_quota() if quota is False else quota
         self.budget = core_budget(len(self.cpus), self.quota)
@@ -172,7 +173,8 @@ class ThreadPolicy(Callback):
         self.set_threads = set_threads or _torch_set_threads
         self.threads: int | None = None
         self.changes: list[tuple[int, int, float]] = []  # (from, to, others' cores) at each switch
-        self._last_times = self.read_times()  # the first interval starts now (model and data are being set up)
+        # The first interval starts now, or at ``since`` (the trainer's construction: setting up the model and data).
+        self._last_times = since or self.read_times()
         self._last_check = self.clock()
 
     def start(self) -> str:

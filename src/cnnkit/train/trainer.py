@@ -82,6 +82,7 @@ class Trainer:
         (``fit()`` without ``resume``) refuses an ``out`` that already holds a run, unless ``overwrite`` (which
         deletes that run first)."""
         self.config = config = config or TrainConfig()
+        cpu_times = threads.read_cpu_times(threads.affinity_cpus())  # the thread policy's first interval starts
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
@@ -106,7 +107,7 @@ class Trainer:
             # from 2,000 images (millions of pixels for a 3x3 covariance; an image folder is decoded for it)
             self.preprocess.lighting_components = colour_principal_components(self._training_images(2000))
         self._build_loaders()
-        self.thread_policy = self._thread_policy(model, fed)
+        self.thread_policy = self._thread_policy(model, fed, cpu_times)
         self.global_batch = config.batch_size * self.world_size * config.accumulate
         self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr * self.lr_scale, config.momentum,
@@ -135,7 +136,7 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
 
-    def _thread_policy(self, model: nn.Module, fed: int) -> threads.ThreadPolicy | None:
+    def _thread_policy(self, model: nn.Module, fed: int, since: threads.CpuTimes | None) -> threads.ThreadPolicy | None:
         """On a CPU, without --threads or OMP_NUM_THREADS, the intra-op threads follow the cores other processes
         leave free (train/threads.py); the policy runs as the first callback, re-checking during the epochs."""
         self.fixed_threads = threads.automatic_threads(self.config.num_threads, self.world_size)
@@ -143,7 +144,7 @@ class Trainer:
             return None
         size = self.preprocess.input_size or tuple(self.data.image_shape[-2:])
         flops = threads.training_flops_per_step(model, (fed, *size), self.config.batch_size)
-        policy = threads.ThreadPolicy(flops, log=self.log)
+        policy = threads.ThreadPolicy(flops, since=since, log=self.log)
         self.callbacks.insert(0, policy)
         return policy
 
