@@ -45,6 +45,8 @@ variant, name, shape = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 batch, seconds = int(sys.argv[4]), float(sys.argv[5])
 if variant == "cnnkit":
     import cnnkit  # before torch: cnnkit's OpenMP spin default
+    from cnnkit.train.threads import ThreadPolicy, affinity_cpus, read_cpu_times, training_flops_per_step
+    since = read_cpu_times(affinity_cpus())  # as the Trainer does: the first interval starts as it is built
 import torch
 from torch.nn import functional as F
 from cnnkit import create_model
@@ -57,8 +59,7 @@ def step():
     F.cross_entropy(model(x), y).backward()
     optimizer.step()
 if variant == "cnnkit":  # as the Trainer does: built with the model, started when training starts
-    from cnnkit.train.threads import ThreadPolicy, training_flops_per_step
-    policy = ThreadPolicy(training_flops_per_step(model, tuple(shape), batch),
+    policy = ThreadPolicy(training_flops_per_step(model, tuple(shape), batch), since=since,
                           log=lambda text: print(text, file=sys.stderr))
     step()
     print(policy.start(), file=sys.stderr)
@@ -166,6 +167,7 @@ def record_results(results: dict, models: list[str], loads: list[int], competito
                    share_of_idle=round(ours["img_s"] / idle, 3) if idle and load else None,
                    baseline_share_of_idle=round(theirs["img_s"] / idle_torch, 3) if idle_torch and load else None,
                    batch=MODELS[model][1], seconds=seconds, runs=1, load_average=load_average,
+                   load_average_after=[round(v, 2) for v in os.getloadavg()[:2]],
                    note="training img/s on random inputs, fp32, channels_last; each figure a fresh process")
 
 
@@ -213,7 +215,7 @@ def main() -> None:
                         help="also N alternating idle epochs of `cnnkit train lenet5 --data mnist` (0: none)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
-    load_average = [round(v, 2) for v in os.getloadavg()[:2]]
+    load_average = [round(v, 2) for v in os.getloadavg()[:2]]  # before; the figures also carry the one after
     print(f"load average before: {load_average}; {usable_cores()} usable cores; competitors use "
           f"{args.competitor_threads} threads each")
     results = run(args.models, args.loads, args.seconds, args.competitor_threads)

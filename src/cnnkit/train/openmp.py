@@ -5,7 +5,9 @@ A thread that reaches the end of a parallel region first spins, waiting for the 
 libgomp's default is 300,000 spins (milliseconds). On an idle machine that keeps the threads hot between the
 hundreds of small operations of a training step; beside another CPU-bound process the spinning threads burn the
 cores that the thread everyone waits for needs (LeNet-5, 2 threads on 2 busy cores: ~200 img/s spinning, ~1,700
-with 10,000 spins). cnnkit sets a shorter spin, unless the user chose ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``.
+with 10,000 spins), until the thread policy (train/threads.py) drops to one thread. 10,000 spins cost the demo's
+idle epoch ~6 % in one pair of runs, so cnnkit sets 100,000 (about a millisecond), unless the user chose
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
-SPIN_COUNT = "10000"  # spins before a waiting OpenMP thread sleeps; libgomp's default is 300,000
+SPIN_COUNT = "100000"  # spins before a waiting OpenMP thread sleeps; libgomp's default is 300,000
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 MARKER = "CNNKIT_SET_GOMP_SPINCOUNT"  # so the policy can say whose setting is in force
 
