@@ -4,8 +4,12 @@ The public names load on first use (cnnkit.lazy): ``import cnnkit``, and with it
 loads no network library until a model, a dataset or the training loop is asked for.
 """
 
-from .lazy import lazy_exports
-from .models import registry as _registry  # the registry alone: the zoo's families load at the first lookup
+from .train.openmp import set_wait_policy_defaults
+
+set_wait_policy_defaults()  # before anything loads torch: libgomp reads its wait policy once, when it loads
+
+from .lazy import lazy_exports  # noqa: E402
+from .models import registry as _registry  # noqa: E402  (the registry alone: the zoo's families load at the first lookup)
 
 _EXPORTS = {
     "CnnkitError": "errors",

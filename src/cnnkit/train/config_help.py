@@ -46,7 +46,8 @@ TRAIN_OPTION_HELP = {
     "input_size": "resize or pad images to this side (default: native size, or the model's when too small)",
     "resize": "auto: pad smaller images (LeNet on MNIST); interpolate: always resize (pretrained nets)",
     "device": "auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps",
-    "num_threads": "CPU threads for PyTorch (default: all cores)",
+    "num_threads": "CPU threads for PyTorch (default: the cores other processes leave free, re-checked while "
+                   "training, at most what the model's size is worth)",
     "num_workers": "image-folder decoding processes",
     "lr_multipliers": "learning-rate factor per parameter-name prefix as a YAML mapping, e.g. '{features.: 0.1}'",
     "progress": "a progress bar (--no-progress: per-epoch lines only)",

@@ -34,7 +34,7 @@ from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
 from ..progress import progress_bar
 from . import checkpoint as ckpt
-from . import distributed, state
+from . import distributed, state, threads
 from .callbacks import BatchEnd, Callback, TensorBoardLogger, notify
 from .config import MAX_INPUT_SIDE, TRAIN_LIMITS, TrainConfig  # noqa: F401  (importable from here as before)
 from .gradients import GradientRecorder
@@ -88,6 +88,7 @@ class Trainer:
         (``fit()`` without ``resume``) refuses an ``out`` that already holds a run, unless ``overwrite`` (which
         deletes that run first)."""
         self.config = config = config or TrainConfig()
+        cpu_times = threads.read_cpu_times(threads.affinity_cpus())  # the thread policy's first interval starts
         self.data, self.out = data, Path(out) if out else None
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
@@ -116,6 +117,7 @@ class Trainer:
             # from 2,000 images (millions of pixels for a 3x3 covariance; an image folder is decoded for it)
             self.preprocess.lighting_components = colour_principal_components(self._training_images(2000))
         self._build_loaders()
+        self.thread_policy = self._thread_policy(model, fed, cpu_times)
         self.global_batch = config.batch_size * self.world_size * config.accumulate
         self.lr_scale = self.global_batch / (config.reference_batch or config.batch_size) if config.scale_lr else 1.0
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr * self.lr_scale, config.momentum,
@@ -150,6 +152,18 @@ class Trainer:
         self.device = resolve_device(config.device, self.world_size)
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+
+    def _thread_policy(self, model: nn.Module, fed: int, since: threads.CpuTimes | None) -> threads.ThreadPolicy | None:
+        """On a CPU, without --threads or OMP_NUM_THREADS, the intra-op threads follow the cores other processes
+        leave free (train/threads.py); the policy runs as the first callback, re-checking during the epochs."""
+        self.fixed_threads = threads.automatic_threads(self.config.num_threads, self.world_size)
+        if self.fixed_threads or self.device.type != "cpu":
+            return None
+        size = self.preprocess.input_size or tuple(self.data.image_shape[-2:])
+        flops = threads.training_flops_per_step(model, (fed, *size), self.config.batch_size)
+        policy = threads.ThreadPolicy(flops, since=since, log=self.log)
+        self.callbacks.insert(0, policy)
+        return policy
 
     def model_description(self) -> dict | None:
         """How the model was built (name and arguments), for config.json and summary.json."""
@@ -323,9 +337,12 @@ class Trainer:
             if self.out and self.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 ckpt.atomic_write_text(self.out / "config.json", json.dumps(self.run_description(), indent=2))
+        policy = self.thread_policy.start() if self.thread_policy else self.fixed_threads
         self.log(f"training {self.model_name} on {self.data.describe()}; "
                  + describe_setup(self.device, config.device, config.precision, torch.get_num_threads())
                  + f"; validating on {self.val_source}")
+        if policy and self.device.type == "cpu":
+            self.log(policy)
         if self.world_size > 1:
             self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
                      f"batch {config.batch_size} per process, global batch {self.global_batch}"
