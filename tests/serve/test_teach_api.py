@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 from serve_helpers import TRAINED_RUN, data_url_image, local_client
-from teach_helpers import has_lite0_package, picture_bytes, read_events, teaching_picture, upload
+from helpers import has_lite0_package
+from teach_helpers import picture_bytes, read_events, teaching_picture, upload
 
 from cnnkit.cli import main
 

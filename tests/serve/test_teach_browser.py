@@ -5,7 +5,8 @@ import re
 
 import pytest
 from conftest import serving
-from teach_helpers import has_lite0_package, teaching_picture
+from helpers import has_lite0_package
+from teach_helpers import teaching_picture
 from test_serve_browser import (PHONE, STEP_TIMEOUT_MS, TRAINING_TIMEOUT_MS, browser,  # noqa: F401 (a fixture)
                                 horizontal_overflow, opened_page, screenshot, visible_images_without_picture)
 
