@@ -310,6 +310,11 @@ def add_explain_routes(app: FastAPI, checkpoints: CheckpointFolder, inference: I
             return None
         return await image.read(), image.content_type, image.filename or "upload"
 
+    def explained_input(source: str, example: str | None, upload, drawing: bool):
+        """The network named ``source`` and the picture (example, upload or drawing) as its input tensor."""
+        explained = models.get(source)
+        return explained, model_input(explained, picture_of(example, upload, max_upload_bytes), drawing)
+
     @app.post("/api/explain/maps")
     async def explain_maps(source: Annotated[str, Form()], layer: Annotated[str | None, Form()] = None,
                            channel: Annotated[int, Form()] = 0, example: Annotated[str | None, Form()] = None,
@@ -318,9 +323,7 @@ def add_explain_routes(app: FastAPI, checkpoints: CheckpointFolder, inference: I
         upload = await read_input(image)
 
         def run():
-            explained = models.get(source)
-            pixels = model_input(explained, picture_of(example, upload, max_upload_bytes), drawing)
-            return maps_answer(explained, pixels, layer, channel)
+            return maps_answer(*explained_input(source, example, upload, drawing), layer, channel)
         return await inference.run(run)
 
     @app.post("/api/explain/unit")
@@ -332,9 +335,7 @@ def add_explain_routes(app: FastAPI, checkpoints: CheckpointFolder, inference: I
         upload = await read_input(image)
 
         def run():
-            explained = models.get(source)
-            pixels = model_input(explained, picture_of(example, upload, max_upload_bytes), drawing)
-            return unit_answer(explained, pixels, layer, channel, row, column)
+            return unit_answer(*explained_input(source, example, upload, drawing), layer, channel, row, column)
         return await inference.run(run)
 
     return models
