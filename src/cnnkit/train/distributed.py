@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import CnnkitError
+from .threads import affinity_cpus
 
 # torchrun exports these to every worker; their presence is how a process knows it was launched by it.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -222,10 +223,7 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------------ launcher
 def usable_cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return len(affinity_cpus())
 
 
 def check_process_count(nproc: int, device_name: str) -> str:
