@@ -28,7 +28,7 @@ from ..card import card_of
 from ..errors import CnnkitError, DataError
 from ..models import create_model
 from ..runs import claim_run_folder, save_model_checkpoint
-from .features import extract_features, transfer_preprocess
+from .features import extract_features
 from .heads import set_linear_head
 from .probe import fit_linear_probe
 
@@ -70,14 +70,7 @@ def image_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int
                    on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Pooled features of the stage below the classifier, ``batch_size`` images per pass; ``on_batch(done,
     total)`` after each pass (for a progress bar or a page)."""
-    preprocess = transfer_preprocess(model)
-    parts = []
-    for start in range(0, len(images), batch_size):
-        parts.append(extract_features(model, images[start:start + batch_size], preprocess=preprocess,
-                                      batch_size=batch_size))
-        if on_batch is not None:
-            on_batch(min(start + batch_size, len(images)), len(images))
-    return torch.cat(parts)
+    return extract_features(model, images, batch_size=batch_size, on_batch=on_batch)
 
 
 def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
