@@ -19,7 +19,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,test,pretrained,analysis,serve,tensorboard,export]"
+	$(PY) -m pip install -q -e ".[dev,test,pretrained,analysis,serve,tensorboard,export,detect,baselines]"
 	touch $(STAMP)
 
 install: $(STAMP)
