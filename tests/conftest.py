@@ -9,6 +9,16 @@ matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """CNNKIT_TEST_DEVICE naming a device this machine lacks stops the run before any test, with the reason."""
+    from helpers import device_under_test
+
+    try:
+        device_under_test()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty download cache, so nothing leaks between tests or into ~/.cache."""

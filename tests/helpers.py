@@ -1,4 +1,6 @@
-"""Small synthetic datasets for fast tests of the training machinery."""
+"""Small synthetic datasets for fast tests of the training machinery, and the device the tests train on."""
+
+import os
 
 import torch
 
@@ -37,3 +39,24 @@ def checkpoint_meta(classes, channels=1, size=32) -> dict:
     """The fields checkpoint.json must hold for the tools (see cnnkit.train.checkpoint.META_SCHEMA)."""
     return {"classes": list(classes), "image_shape": [channels, size, size],
             "preprocess": {"mean": [0.5] * channels, "std": [0.25] * channels, "input_size": None}}
+
+
+def device_under_test() -> torch.device:
+    """Where the tests marked ``device`` train: ``$CNNKIT_TEST_DEVICE`` (cpu, cuda, cuda:N, mps), the CPU by default.
+    ``benchmarks/gpu_check.sh`` runs them with CNNKIT_TEST_DEVICE=cuda. A device that is asked for but absent is an
+    error, never a silent fall-back to the CPU: a GPU check that ran on the CPU would pass without having run."""
+    name = os.environ.get("CNNKIT_TEST_DEVICE", "").strip() or "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"CNNKIT_TEST_DEVICE={name!r} names no device: use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"CNNKIT_TEST_DEVICE={name} asks for a CUDA GPU, but torch {torch.__version__} sees none "
+                         f"(built for CUDA: {torch.version.cuda or 'no'}); unset it to test on the CPU.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"CNNKIT_TEST_DEVICE={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"CNNKIT_TEST_DEVICE={name} asks for Apple's MPS GPU, which this machine lacks.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"CNNKIT_TEST_DEVICE={name}: the tests train on cpu, cuda, cuda:N or mps.")
+    return device

@@ -15,11 +15,12 @@ from cnnkit.train import trainer as trainer_module
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.checkpoint import STATE_FILE
 from cnnkit.train.tasks import ClassificationTask
-from helpers import bar_dataset
+from helpers import bar_dataset, device_under_test
 
-# 64 images in batches of 32: two optimiser steps per epoch (CPU fp16 is slow: keep the runs tiny).
+# 64 images in batches of 32: two optimiser steps per epoch (CPU fp16 is slow: keep the runs tiny). The tests
+# marked `device` train on $CNNKIT_TEST_DEVICE: fp16 is a GPU format, and benchmarks/gpu_check.sh runs them on cuda.
 FP16 = dict(batch_size=32, lr=0.01, optimizer="adam", weight_decay=0.0, progress=False, eval_batch_size=64,
-            precision="fp16")
+            precision="fp16", device=str(device_under_test()))
 
 
 def fresh_model(seed=0):
@@ -61,12 +62,13 @@ def test_a_device_the_machine_lacks_or_that_does_not_exist_is_refused(monkeypatc
 
 
 def test_the_start_line_names_device_precision_and_threads_once(capsys):
-    Trainer(fresh_model(), tiny_data(), TrainConfig(epochs=1, num_threads=1, **{**FP16, "precision": "bf16"})).fit()
+    Trainer(fresh_model(), tiny_data(), TrainConfig(epochs=1, num_threads=1, **{**FP16, "precision": "bf16", "device": "auto"})).fit()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training ")]
     assert len(lines) == 1
     assert "device cpu [cpu: " in lines[0] and "(auto: cuda > mps > cpu), bf16 autocast, 1 threads" in lines[0]
 
 
+@pytest.mark.device
 def test_fp16_trains_with_a_grad_scaler_and_fp32_weights(tmp_path, capsys):
     trainer = Trainer(fresh_model(), tiny_data(), TrainConfig(epochs=2, **FP16), out=tmp_path)
     trainer.fit()
@@ -74,7 +76,7 @@ def test_fp16_trains_with_a_grad_scaler_and_fp32_weights(tmp_path, capsys):
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in trainer.history)
     assert "fp16 autocast with loss scaling" in capsys.readouterr().out
     with torch.no_grad(), trainer.autocast():  # the forward pass really runs in half precision
-        assert trainer.model(torch.zeros(1, 1, 32, 32)).dtype == torch.float16
+        assert trainer.model(torch.zeros(1, 1, 32, 32, device=trainer.device)).dtype == torch.float16
     header = json.loads(read_tensors(tmp_path / STATE_FILE)[1]["cnnkit_train_state"])
     assert header["grad_scaler"]["scale"] == trainer.scaler.get_scale()
 
@@ -94,6 +96,7 @@ class WeightsAfterEachBatch(Callback):
         self.weights[(batch.epoch, batch.step)] = [p.detach().clone() for p in trainer.model.parameters()]
 
 
+@pytest.mark.device
 def test_an_overflowing_fp16_step_is_skipped_and_training_goes_on():
     recorder = WeightsAfterEachBatch()
     trainer = Trainer(fresh_model(), bar_dataset(n_train=96, n_test=32), TrainConfig(epochs=1, grad_clip=1.0, **FP16),
@@ -108,6 +111,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_training_goes_on():
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.device
 def test_an_fp16_nan_loss_is_skipped_but_a_run_of_them_is_divergence(monkeypatch):
     trainer = Trainer(fresh_model(), tiny_data(), TrainConfig(epochs=2, **FP16))
     original_loss = trainer.task.loss
@@ -132,6 +136,7 @@ def test_an_fp16_nan_loss_is_skipped_but_a_run_of_them_is_divergence(monkeypatch
         fp32.fit()
 
 
+@pytest.mark.device
 def test_an_fp16_run_resumes_exactly_with_its_loss_scale(tmp_path):
     data, config = tiny_data(), TrainConfig(epochs=2, **FP16)
     full = Trainer(fresh_model(), data, config, out=tmp_path / "full")

@@ -7,10 +7,11 @@ from cnnkit.errors import CheckpointError, CnnkitError, TrainingDivergedError
 from cnnkit.models import create_model
 from cnnkit.train import TrainConfig, Trainer, load_model_checkpoint
 from cnnkit.train.checkpoint import save_model_checkpoint
-from helpers import bar_dataset, checkpoint_meta
+from helpers import bar_dataset, checkpoint_meta, device_under_test
 
+# The tests marked `device` train on $CNNKIT_TEST_DEVICE (the CPU by default; benchmarks/gpu_check.sh: cuda).
 FAST = dict(batch_size=32, lr=0.01, optimizer="adam", weight_decay=1e-4, progress=False,
-            augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64)
+            augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64, device=str(device_under_test()))
 
 
 def fresh_model(seed=0, name="lenet5_relu"):
@@ -18,6 +19,7 @@ def fresh_model(seed=0, name="lenet5_relu"):
     return create_model(name, num_classes=2)
 
 
+@pytest.mark.device
 def test_fit_learns_and_writes_the_run_folder(tmp_path):
     summary = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=3, **FAST), out=tmp_path).fit()
     assert summary["test_acc"] > 90
@@ -31,6 +33,7 @@ def test_fit_learns_and_writes_the_run_folder(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["epochs_completed"] == 3
 
 
+@pytest.mark.device
 def test_resume_continues_exactly(tmp_path):
     data = bar_dataset()
     full = Trainer(fresh_model(), data, TrainConfig(epochs=3, **FAST), out=tmp_path / "full")
@@ -48,6 +51,7 @@ def test_resume_continues_exactly(tmp_path):
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
 
 
+@pytest.mark.device
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=3, **FAST), out=tmp_path)
     original_loss = trainer.task.loss
@@ -85,6 +89,7 @@ def test_channel_mismatch_is_explained():
         Trainer(create_model("lenet5_relu", in_channels=3, num_classes=2), bar_dataset(), TrainConfig(**FAST))
 
 
+@pytest.mark.device
 def test_bf16_autocast_and_channels_last_train(tmp_path):
     config = TrainConfig(epochs=2, precision="bf16", channels_last=True, label_smoothing=0.1, grad_clip=1.0,
                          val_split=0.25, early_stopping=5, **FAST)
@@ -94,6 +99,7 @@ def test_bf16_autocast_and_channels_last_train(tmp_path):
     assert next(trainer.model.parameters()).dtype == torch.float32  # autocast leaves the weights in fp32
 
 
+@pytest.mark.device
 def test_ema_validates_and_returns_the_moving_average_of_the_weights(tmp_path):
     decay = 0.9
     trainer = Trainer(fresh_model(), bar_dataset(), TrainConfig(epochs=2, ema=decay, **FAST), out=tmp_path)
@@ -110,10 +116,11 @@ def test_ema_validates_and_returns_the_moving_average_of_the_weights(tmp_path):
     assert not all(torch.equal(w, g) for w, g in zip(steps[-1], trainer.model.parameters()))
     saved, _ = load_model_checkpoint(tmp_path)  # the run's model checkpoint holds the average too
     for (name, a), b in zip(saved.state_dict().items(), trainer.model.state_dict().values()):
-        assert torch.equal(a, b), name
+        assert torch.equal(a, b.cpu()), name  # the file reads back on the CPU
     assert trainer.evaluate()["acc"] == trainer.history[-1]["val_acc"]  # what was validated is what is returned
 
 
+@pytest.mark.device
 def test_ema_run_resumes_exactly_and_refuses_a_state_without_the_average(tmp_path):
     data, config = bar_dataset(), TrainConfig(epochs=3, ema=0.95, **FAST)
     full = Trainer(fresh_model(), data, config, out=tmp_path / "full")

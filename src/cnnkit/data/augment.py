@@ -287,6 +287,9 @@ class Preprocess:
         self.augment = augment or AugmentConfig()
         self.channels_last, self.dtype = channels_last, dtype
         self.lighting_components: PrincipalComponents | None = None  # set from the training set (lighting)
+        # mean and std as tensors on each device the batches come on: made from the tuples on every batch, they
+        # were two host-to-device copies per step, each of which makes the CPU wait for the GPU
+        self._statistics: dict = {}
 
     def fit_size(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """With ``resize="auto"``, smaller images are zero-padded to the model's input (LeNet-5 reads MNIST's
@@ -328,12 +331,23 @@ class Preprocess:
                 raise ValueError("lighting augmentation needs the training set's colour principal components: "
                                  "set Preprocess.lighting_components = colour_principal_components(train images)")
             x = pca_lighting(x, self.lighting_components, a.lighting, generator)
-        x = normalize(x, self.mean, self.std)
+        x = self.normalize(x)
         if train and a.cutout:
             x = cutout(x, a.cutout, generator)  # after normalising, so erased pixels are the mean
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` per channel, with the statistics' tensors made once per device and dtype (keyed by
+        their values too: a tool may set ``mean``/``std`` after construction)."""
+        key = (x.device, x.dtype, tuple(self.mean), tuple(self.std))
+        statistics = self._statistics.get(key)
+        if statistics is None:
+            statistics = self._statistics[key] = tuple(torch.as_tensor(values, dtype=x.dtype, device=x.device)
+                                                        .view(1, -1, 1, 1) for values in key[2:])
+        mean, std = statistics
+        return (x - mean) / std
 
     def _geometric(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.augment.crop:

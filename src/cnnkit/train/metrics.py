@@ -7,10 +7,16 @@ import torch
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
     """How many targets are among the k highest logits, for each k (k larger than the class count counts all)."""
+    return dict(zip(ks, topk_hits(logits, targets, ks).tolist()))
+
+
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """:func:`topk_correct`'s counts as one int64 tensor on the logits' device, in the order of ``ks``: a loop that
+    adds them up reads nothing back from a GPU until its end."""
     maxk = min(max(ks), logits.shape[1])
     top = logits.topk(maxk, dim=1).indices
     hits = top.eq(targets[:, None])
-    return {k: int(hits[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
+    return torch.stack([hits[:, : min(k, maxk)].any(dim=1).sum() for k in ks])
 
 
 def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -46,6 +46,10 @@ from .tasks import ClassificationTask, Task, accumulate
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # fp16 batches in a row whose loss may be inf or NaN (their steps skipped) before the run counts as diverged.
 FP16_NONFINITE_PATIENCE = 20
+# On a GPU, reading whether a step's loss is finite makes the CPU wait for that step's kernels, so it cannot queue
+# the next step's meanwhile. There the first non-finite step of an epoch is noted on the device and read every
+# FINITE_CHECK_INTERVAL steps and at the epoch's end: the run stops with the same epoch and step, a few steps later.
+FINITE_CHECK_INTERVAL = 50
 
 
 def resolve_device(name: str, world_size: int = 1) -> torch.device:
@@ -150,6 +154,17 @@ class Trainer:
                               "'torchrun --nproc-per-node N' (or 'cnnkit train --nproc N').")
         self.is_main = self.rank == 0
         self.device = resolve_device(config.device, self.world_size)
+        if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
+            # cuDNN times its convolution algorithms once per input shape and keeps the fastest: the batches of
+            # a run have one shape (two with a short last batch), so this costs a few steps and pays every step.
+            # Not when the caller asked for deterministic algorithms (torch.use_deterministic_algorithms): the
+            # timed choice may differ from run to run, and with it the last bits of the weights.
+            torch.backends.cudnn.benchmark = True
+        # Where a finite-loss check is read (see FINITE_CHECK_INTERVAL): every step on the CPU, where reading
+        # costs nothing; in batches on a GPU. fp16's loss scaler reads its overflow flag every step anyway.
+        self.defer_finite_check = self.device.type == "cuda"
+        self._nonfinite: tuple[torch.Tensor, torch.Tensor] | None = None  # (first step, its loss) on the device
+        self._step_lrs: dict[int, float] = {}  # learning rate of each step since the last read
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
 
@@ -394,6 +409,7 @@ class Trainer:
         seen, start, steps = 0, time.perf_counter(), len(self.train_loader)
         progress = self._progress_bar(steps, f"epoch {epoch}/{config.epochs}")
         self.optimizer.zero_grad(set_to_none=True)
+        self._nonfinite, self._step_lrs = None, {}
         for step, (images, labels) in enumerate(self.train_loader, 1):
             self.batch_position = (epoch, step, len(labels))
             x, targets = self.task.prepare(self, images, labels, train=True, generator=aug_generator)
@@ -401,7 +417,7 @@ class Trainer:
             if self.task.runs_own_step:
                 # The task ran forward, backward and optimiser steps itself (a GAN: discriminator, then
                 # generator), drawing its noise from the epoch's generator so a resumed run replays it.
-                self._check_finite(loss, epoch, step)
+                self._watch_finite(loss, epoch, step)
                 self.schedule.step_batch()
             loss = loss.detach()
             # Only an fp16 batch whose step was skipped has a non-finite loss here; it stays out of the mean.
@@ -416,10 +432,13 @@ class Trainer:
                 if step % 20 == 0:
                     progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
                                          img_s=f"{seen * self.world_size / (time.perf_counter() - start):.0f}")
+            if step % FINITE_CHECK_INTERVAL == 0:
+                self._raise_if_nonfinite(epoch)
             if self.stop_requested:
                 break
         if progress is not None:
             progress.close()
+        self._raise_if_nonfinite(epoch)  # before the epoch's metrics and checkpoint: the last good one is kept
         seconds = time.perf_counter() - start
         # Sums over this rank's shard; under DDP they are added up across ranks (task metrics are sums too).
         sums["loss"], sums["loss_images"] = total_loss.double(), loss_images.double()
@@ -451,7 +470,7 @@ class Trainer:
             with self.autocast():
                 outputs = self.forward_model(x)
             loss = self.task.loss(self, outputs, targets)
-            self._check_finite(loss, epoch, step)
+            self._watch_finite(loss, epoch, step)
             share = 1.0
             if self.world_size > 1:
                 share = batch_size * self.world_size / self.train_loader.global_batch_size(step - 1)
@@ -481,6 +500,30 @@ class Trainer:
             self.schedule.step_batch()
         if self.ema is not None and stepped:
             self.ema.update_parameters(self.model)
+
+    def _watch_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        """Stop a diverged run: at once where reading the loss is free (see ``defer_finite_check``), otherwise
+        note the epoch's first non-finite step on the device for :meth:`_raise_if_nonfinite` to read."""
+        if not self.defer_finite_check or self.scaler.is_enabled():
+            return self._check_finite(loss, epoch, step)
+        loss = loss.detach().float()
+        if self._nonfinite is None:
+            self._nonfinite = (torch.full((), -1, dtype=torch.long, device=loss.device), torch.zeros_like(loss))
+        first, value = self._nonfinite
+        newly = ~torch.isfinite(loss) & (first < 0)
+        self._nonfinite = (torch.where(newly, step, first), torch.where(newly, loss, value))
+        self._step_lrs[step] = self.current_lr()
+
+    def _raise_if_nonfinite(self, epoch: int) -> None:
+        """Read what :meth:`_watch_finite` noted (one wait for the GPU) and stop the run if a loss was not finite."""
+        if self._nonfinite is None:
+            return
+        first, value = self._nonfinite
+        step = int(first)
+        if step >= 0:
+            raise self._diverged(float(value), epoch, step, self._step_lrs.get(step, self.current_lr()))
+        self._step_lrs = {}
+
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         if torch.isfinite(loss):
             self.nonfinite_losses = 0
@@ -489,12 +532,14 @@ class Trainer:
             self.nonfinite_losses += 1
             if self.nonfinite_losses < FP16_NONFINITE_PATIENCE:
                 return
+        raise self._diverged(loss.item(), epoch, step, self.current_lr())
+
+    def _diverged(self, loss: float, epoch: int, step: int, lr: float) -> TrainingDivergedError:
         last_good = (f"The last good checkpoint is {self.out / ckpt.STATE_FILE} (epoch {epoch - 1}). "
                      if self.out and epoch > 1 else "")
         in_a_row = f" (under fp16, {self.nonfinite_losses} batches in a row)" if self.scaler.is_enabled() else ""
-        raise TrainingDivergedError(
-            f"The loss became {loss.item()} at epoch {epoch}, step {step}{in_a_row} (learning rate "
-            f"{self.current_lr():.3g}). " + last_good
+        return TrainingDivergedError(
+            f"The loss became {loss} at epoch {epoch}, step {step}{in_a_row} (learning rate {lr:.3g}). " + last_good
             + "Lower the learning rate, add --grad-clip, or check the data for NaNs.")
 
     def _progress_bar(self, total: int, desc: str):
