@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat each configuration; keep the best")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--note", default="", help="appended to the device description, e.g. 'cores shared'")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="append the figures here (default: %(default)s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -102,8 +103,10 @@ def main() -> None:
     device = describe_device(torch.device(args.device)) + (f" ({args.note})" if args.note else "")
     cores = len(os.sched_getaffinity(0))
     counts = [int(n) for n in args.nproc.split(",")]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    sys.path.insert(0, str(HERE))
+    from record import commit as current_commit
+
+    commit = current_commit()
     rows = []
 
     def figure(variant: str, metric: str, value: float, **baseline) -> None:
@@ -127,9 +130,9 @@ def main() -> None:
             figure(f"{model} {n} processes", "images_per_second", round(value, 1), baseline=f"{model} 1 process",
                    baseline_value=round(single, 1), ratio=round(value / single, 3))
             figure(f"{model} {n} processes", "scaling_efficiency", round(efficiency, 3))
-    with open(RESULTS, "a") as f:
+    with open(args.results, "a") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
-    print(f"appended {len(rows)} figures to {RESULTS}")
+    print(f"appended {len(rows)} figures to {args.results}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def test_a_device_the_machine_lacks_or_that_does_not_exist_is_refused(monkeypatc
 
 
 def test_the_start_line_names_device_precision_and_threads_once(capsys):
-    Trainer(fresh_model(), tiny_data(), TrainConfig(epochs=1, num_threads=1, **{**FP16, "precision": "bf16", "device": "auto"})).fit()
+    config = TrainConfig(epochs=1, num_threads=1, **{**FP16, "precision": "bf16", "device": "auto"})
+    Trainer(fresh_model(), tiny_data(), config).fit()
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training ")]
     assert len(lines) == 1
     assert "device cpu [cpu: " in lines[0] and "(auto: cuda > mps > cpu), bf16 autocast, 1 threads" in lines[0]
