@@ -117,7 +117,8 @@ def main() -> None:
     baseline = {}
     if device.type != "cpu" and not args.skip_baseline:
         print(f"airbench94's recipe is timed here on the CPU only; on {device.type} the comparison is "
-              f"airbench94_muon's published figure ({GPU_TARGET_ACCURACY} % in {GPU_TARGET_SECONDS} s on one H100)", flush=True)
+              f"airbench94_muon's published figure ({GPU_TARGET_ACCURACY} % in {GPU_TARGET_SECONDS} s on one H100)",
+              flush=True)
     elif not args.skip_baseline:
         for precision in ("fp32", "bf16"):
             epoch = airbench_epoch_seconds(precision, args.baseline_steps)
