@@ -37,6 +37,7 @@ SHRINK = {
 # Lines that do not run here, each with its reason (the first pattern found in the line decides).
 SKIP = {
     "make test": "the test suite itself",
+    "gpu_check.sh": "the GPU check: a CUDA machine, or minutes on the CPU (tests/test_gpu_check.py runs it)",
     "python benchmarks/": "a benchmark: it measures for minutes to hours by design (BENCHMARKS.md has its figures)",
     "torchrun ": "a torchrun launch over several GPUs or nodes",
     "--nproc 4": "four processes, one per GPU",

@@ -155,13 +155,11 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = resolve_device(config.device, self.world_size)
         if self.device.type == "cuda" and not torch.are_deterministic_algorithms_enabled():
-            # cuDNN times its convolution algorithms once per input shape and keeps the fastest: the batches of
-            # a run have one shape (two with a short last batch), so this costs a few steps and pays every step.
-            # Not when the caller asked for deterministic algorithms (torch.use_deterministic_algorithms): the
-            # timed choice may differ from run to run, and with it the last bits of the weights.
+            # cuDNN times its convolution algorithms once per input shape (a run has one or two) and keeps the
+            # fastest; not under torch.use_deterministic_algorithms, as the timed choice may vary between runs.
             torch.backends.cudnn.benchmark = True
-        # Where a finite-loss check is read (see FINITE_CHECK_INTERVAL): every step on the CPU, where reading
-        # costs nothing; in batches on a GPU. fp16's loss scaler reads its overflow flag every step anyway.
+        # The finite-loss check is read every step on the CPU, where that is free, in batches on a GPU (see
+        # FINITE_CHECK_INTERVAL); fp16's loss scaler reads its overflow flag every step anyway.
         self.defer_finite_check = self.device.type == "cuda"
         self._nonfinite: tuple[torch.Tensor, torch.Tensor] | None = None  # (first step, its loss) on the device
         self._step_lrs: dict[int, float] = {}  # learning rate of each step since the last read
