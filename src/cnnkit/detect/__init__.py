@@ -1,0 +1,1 @@
+"""Object detection: the box operators (ops), evaluation with pycocotools (evaluate)."""
