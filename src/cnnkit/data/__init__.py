@@ -21,7 +21,10 @@ _EXPORTS = {
     "random_crop": "augment",
     "random_flip": "augment",
     "random_subset": "datasets",
+    "read_coco": "detection",
     "read_image": "formats",
+    "read_voc": "detection",
+    "read_voc_folder": "detection",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)
