@@ -105,5 +105,7 @@ def test_bad_requests_are_refused(bundle):
     with pytest.raises(DataError, match="between 4 and the canvas size"):
         render_canvases(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 2, ["bg"],
                         canvas_size=32, size_range=(10, 40))
+    with pytest.raises(DataError, match="at least one canvas"):
+        render_canvases(torch.zeros(3, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 0, ["bg"])
     with pytest.raises(IndexError, match="out of range"):
         bundle.test[len(bundle.test)]

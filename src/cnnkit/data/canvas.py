@@ -132,6 +132,8 @@ def _place(count: int, max_objects: int, sizes: torch.Tensor, canvas_size: int, 
 
 def _clutter(pool: torch.Tensor, count: int, canvas_size: int, fragments: int, size_range, generator):
     """Canvases (count, S, S) of ``fragments`` random pieces of random pool images each, at object scale."""
+    if fragments == 0:
+        return torch.zeros(count, canvas_size, canvas_size)
     total = count * fragments
     picks = pool[torch.randint(len(pool), (total,), generator=generator)].float() / 255
     scale = (size_range[0] + torch.rand(total, generator=generator) * (size_range[1] - size_range[0])) / SOURCE_SIZE
@@ -184,6 +186,9 @@ def render_canvases(pool: torch.Tensor, pool_labels: torch.Tensor, count: int, c
     if pool.ndim != 3 or pool.shape[1:] != (SOURCE_SIZE, SOURCE_SIZE) or len(pool) != len(pool_labels):
         raise DataError(f"the source images must be (M, 28, 28) with M labels, got {tuple(pool.shape)} and "
                         f"{tuple(pool_labels.shape)}.")
+    if count < 1 or max_objects < 1 or fragments < 0:
+        raise DataError(f"asked for {count} canvases of up to {max_objects} objects and {fragments} clutter "
+                        "fragments; give at least one canvas, at least one object and no negative count.")
     size_range = size_range or (canvas_size / 5, canvas_size / 2)
     if not 4 <= size_range[0] <= size_range[1] <= canvas_size:
         raise DataError(f"object sizes {size_range} must lie between 4 and the canvas size {canvas_size}.")

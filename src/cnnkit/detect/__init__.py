@@ -1,1 +1,21 @@
-"""Object detection: the box operators (ops), evaluation with pycocotools (evaluate)."""
+"""Object detection: box operators in plain PyTorch (ops) and COCO mAP through pycocotools (evaluate); names
+load on first use (cnnkit.lazy), so importing the package costs nothing until one is used."""
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "anchor_grid": "ops",
+    "batched_nms": "ops",
+    "box_area": "ops",
+    "box_iou": "ops",
+    "clip_boxes": "ops",
+    "coco_map": "evaluate",
+    "decode_boxes": "ops",
+    "encode_boxes": "ops",
+    "nms": "ops",
+    "predictions_to_coco": "evaluate",
+    "roi_align": "ops",
+    "roi_pool": "ops",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
