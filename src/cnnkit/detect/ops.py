@@ -25,7 +25,7 @@ DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 CHUNK_ELEMENTS = 1 << 24
 
 
-def _check_boxes(boxes: torch.Tensor, name: str = "boxes") -> torch.Tensor:
+def check_boxes(boxes: torch.Tensor, name: str = "boxes") -> torch.Tensor:
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ShapeError(f"{name} must be an (N, 4) tensor of (x1, y1, x2, y2), got shape {tuple(boxes.shape)}.")
     return boxes
@@ -33,13 +33,13 @@ def _check_boxes(boxes: torch.Tensor, name: str = "boxes") -> torch.Tensor:
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """The area of each (x1, y1, x2, y2) box, shape (N,)."""
-    boxes = _check_boxes(boxes)
+    boxes = check_boxes(boxes)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """Intersection over union of every pair, shape (N, M). Two boxes of zero area give NaN, as torchvision's."""
-    _check_boxes(boxes1, "boxes1"), _check_boxes(boxes2, "boxes2")
+    check_boxes(boxes1, "boxes1"), check_boxes(boxes2, "boxes2")
     top_left = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     bottom_right = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     overlap = (bottom_right - top_left).clamp(min=0)
@@ -58,7 +58,7 @@ def encode_boxes(reference: torch.Tensor, targets: torch.Tensor,
     """The regression targets (dx, dy, dw, dh) that turn each ``reference`` box (an anchor or a proposal) into
     its matched ``targets`` box (Faster R-CNN eq. 2): dx = wx (x - xa) / wa, dw = ww log(w / wa); the weights
     scale the targets to unit-ish variance (the second stage uses (10, 10, 5, 5))."""
-    _check_boxes(reference, "reference"), _check_boxes(targets, "targets")
+    check_boxes(reference, "reference"), check_boxes(targets, "targets")
     if reference.shape != targets.shape:
         raise ShapeError(f"reference {tuple(reference.shape)} and targets {tuple(targets.shape)} must pair up "
                          "one to one.")
@@ -75,7 +75,7 @@ def decode_boxes(deltas: torch.Tensor, reference: torch.Tensor,
     """The inverse of :func:`encode_boxes`: boxes from deltas. ``deltas`` is (N, 4) or (N, 4 * K) (one set per
     class, as the second stage predicts); the result has the same shape. dw and dh are clamped at
     ``scale_clamp`` so an untrained head cannot produce infinite boxes."""
-    _check_boxes(reference, "reference")
+    check_boxes(reference, "reference")
     if deltas.ndim != 2 or deltas.shape[1] % 4 or deltas.shape[0] != reference.shape[0]:
         raise ShapeError(f"deltas must be (N, 4*K) with N = {reference.shape[0]} reference boxes, got "
                          f"{tuple(deltas.shape)}.")
@@ -123,7 +123,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     higher-scoring kept box overlaps it with IoU > ``iou_threshold`` (torchvision's rule). Boxes are handled in
     blocks of NMS_BLOCK in score order, each first suppressed by the boxes kept from earlier blocks and then
     among itself, so memory stays N x NMS_BLOCK however many proposals there are."""
-    _check_boxes(boxes)
+    check_boxes(boxes)
     if scores.shape != boxes.shape[:1]:
         raise ShapeError(f"scores must be ({len(boxes)},), one per box, got {tuple(scores.shape)}.")
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -143,7 +143,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """NMS within each group (class, or image) separately, in one call: each group's boxes are moved by an
     offset larger than every box so that boxes of different groups never overlap."""
-    _check_boxes(boxes)
+    check_boxes(boxes)
     if groups.shape != boxes.shape[:1]:
         raise ShapeError(f"groups must be ({len(boxes)},), one per box, got {tuple(groups.shape)}.")
     if boxes.numel() == 0:
@@ -181,7 +181,7 @@ def anchor_grid(feature_size: tuple[int, int], stride: int | tuple[int, int], si
 def _rois(boxes, features: torch.Tensor) -> torch.Tensor:
     """Boxes as one (K, 5) tensor of (batch index, x1, y1, x2, y2), from that or from a list of (L_i, 4) per image."""
     if isinstance(boxes, (list, tuple)):
-        parts = [_check_boxes(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
+        parts = [check_boxes(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
         if len(parts) != features.shape[0]:
             raise ShapeError(f"{len(parts)} lists of boxes for a batch of {features.shape[0]} feature maps.")
         index = torch.cat([torch.full((len(b), 1), i, dtype=features.dtype, device=features.device)
