@@ -12,9 +12,9 @@
 Each canvas holds one to ``max_objects`` whole objects, each a 28x28 image scaled to a random size (a fifth
 to a half of the canvas by default) at a random place, no two sharing a pixel, over clutter: fragments cut
 from other images of the same split at the objects' scale, as in cluttered MNIST (Mnih et al. 2014), so that a
-detector has to tell a whole object from a stroke of one. An object's mask is its own scaled image at half
-intensity or more; its box is the mask's tight bounding box, so boxes and masks are exact by construction.
-Objects are drawn over the clutter (the brighter pixel wins, as ink on ink would). Training canvases are cut
+detector has to tell a whole object from a stroke of one. An object's mask is where its own scaled image is at
+a tenth of full intensity or more, and the object hides the clutter there; its box is the mask's tight bounding
+box, so boxes and masks are exact by construction. Training canvases are cut
 from the source's training images and test canvases from its test images, so no object is seen twice;
 everything comes from one seeded ``torch.Generator`` per split and is drawn in batches (bilinear resampling as
 two small matrix products per image), so
@@ -35,7 +35,9 @@ from .catalog import GENERATED
 from .datasets import load_dataset
 
 SOURCE_SIZE = 28  # MNIST and Fashion-MNIST images are 28x28
-MASK_THRESHOLD = 0.5  # an object's pixel belongs to it where its own ink is at least half intensity
+# An object's pixel belongs to it where its own image is at least a tenth of full intensity: low enough that a dark
+# Fashion-MNIST coat is one solid mask, not its bright seams; high enough to leave out resampling's faint halo.
+MASK_THRESHOLD = 0.1
 PLACEMENT_TRIES = 24  # candidate places per object; an object that fits none is left out (a crowded canvas)
 CHUNK = 512  # canvases drawn per batch: bounds the (objects x canvas) layers held at once
 
@@ -162,8 +164,10 @@ def _render_chunk(pool, pool_labels, count, canvas_size, max_objects, size_range
     layers[flat] = _draw(pool[chosen.flatten()[flat]].float() / 255, scale, zero, zero, corner[:, 0], corner[:, 1],
                          canvas_size)
     layers = layers.reshape(count, max_objects, canvas_size, canvas_size)
-    canvases = torch.maximum(canvases, layers.amax(1))
     masks = layers >= MASK_THRESHOLD
+    drawn = layers.amax(1)
+    # an object hides the clutter under its mask (what the mask shows is the object); its faint halo only adds light
+    canvases = torch.where(masks.any(1), drawn, torch.maximum(canvases, drawn))
     present &= masks.flatten(2).any(2)  # an object too faint to leave a mask is no object
     labels = torch.where(present, pool_labels[chosen] + 1, 0)
     return canvases, masks & present[..., None, None], labels, present
