@@ -267,3 +267,22 @@ def test_bad_shapes_are_refused_with_the_expected_shape():
         ops.roi_pool(torch.zeros(1, 1, 4, 4), [torch.zeros(1, 4), torch.zeros(1, 4)], 2)
     with pytest.raises(ShapeError, match="positive"):
         ops.anchor_grid((2, 2), 4, sizes=(0,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_every_operator_gives_the_same_on_cuda():
+    g = torch.Generator().manual_seed(9)
+    boxes, scores = random_boxes(400, g, extent=90), torch.rand(400, generator=g, dtype=torch.float64)
+    groups = torch.randint(0, 4, (400,), generator=g)
+    features = torch.randn(2, 3, 12, 14, generator=g, dtype=torch.float64)
+    rois = _rois(g, 20, 2, extent=50, max_size=40)
+    cuda = torch.device("cuda")
+    assert ops.nms(boxes.to(cuda), scores.to(cuda), 0.5).tolist() == ops.nms(boxes, scores, 0.5).tolist()
+    assert ops.batched_nms(boxes.to(cuda), scores.to(cuda), groups.to(cuda), 0.5).tolist() == \
+        ops.batched_nms(boxes, scores, groups, 0.5).tolist()
+    for ratio, aligned in ((2, True), (-1, False)):
+        torch.testing.assert_close(ops.roi_align(features.to(cuda), rois.to(cuda), 3, 0.25, ratio, aligned).cpu(),
+                                   ops.roi_align(features, rois, 3, 0.25, ratio, aligned))
+    torch.testing.assert_close(ops.roi_pool(features.to(cuda), rois.to(cuda), 3, 0.25).cpu(),
+                               ops.roi_pool(features, rois, 3, 0.25))
+    torch.testing.assert_close(ops.anchor_grid((3, 4), 8, device=cuda).cpu(), ops.anchor_grid((3, 4), 8))
