@@ -167,10 +167,19 @@ def _recipe_resnet20(r) -> str:
             f"../shared/datasets (about 3 points lower for every method).")
 
 
+def _detect_ops(r) -> str:
+    nms, align, pool = (r("detect_ops", variant, "seconds") for variant in
+                        ("nms-2000", "roi_align-128x32ch-7x7", "roi_pool-128x32ch-7x7"))
+    return (f"NMS of 2,000 proposals {nms['value']:.3f} s ({nms['ratio']:.0f}x the loop), RoIAlign of 128 boxes x 32 "
+            f"channels {align['value']:.3f} s ({align['ratio']:.0f}x), RoI pooling {pool['value']:.3f} s "
+            f"({pool['ratio']:.0f}x; {_measured(nms, align, pool)})")
+
+
 # NAME -> the text, from a lookup r(benchmark, variant, metric) of the latest results.jsonl lines.
 CLAIMS = {
     "demo": _readme_demo, "results-demo": _results_demo, "results-mnist-fast": _results_mnist_fast,
     "speed-mnist": _speed_mnist, "speed-fashion": _speed_fashion, "speed-cifar10": _speed_cifar,
+    "detect-ops": _detect_ops,
 }
 RECIPE_CLAIMS = {
     "lenet5_mnist.yaml": _recipe_lenet5, "mnist_fast.yaml": _recipe_mnist_fast,

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("run folders", ("cnnkit.runs",)),
     ("train", ("cnnkit.train",)),
     ("tools", ("cnnkit.transfer", "cnnkit.viz", "cnnkit.style", "cnnkit.texture", "cnnkit.compress",
-               "cnnkit.denoise", "cnnkit.segment", "cnnkit.translate", "cnnkit.gan", "cnnkit.analysis",
+               "cnnkit.denoise", "cnnkit.segment", "cnnkit.detect", "cnnkit.translate", "cnnkit.gan", "cnnkit.analysis",
                "cnnkit.predict", "cnnkit.importer", "cnnkit.export")),
     ("applications", ("cnnkit", "cnnkit.cli", "cnnkit.serve", "cnnkit.__main__")),
 ]

@@ -15,13 +15,18 @@ _EXPORTS = {
     "cutout": "augment",
     "describe_catalog": "datasets",
     "list_datasets": "catalog",
+    "load_canvas": "canvas",
     "load_dataset": "datasets",
     "make_loader": "loader",
     "normalize": "augment",
     "random_crop": "augment",
     "random_flip": "augment",
     "random_subset": "datasets",
+    "read_coco": "detection",
     "read_image": "formats",
+    "read_voc": "detection",
+    "read_voc_folder": "detection",
+    "write_coco_json": "canvas",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -92,6 +92,25 @@ CIFAR100 = DatasetSpec(
 )
 
 CATALOG: dict[str, DatasetSpec] = {s.name: s for s in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedSpec:
+    """A data set drawn from a catalogued one's official files, reproducibly from a seed (nothing to download)."""
+
+    name: str
+    description: str
+    source: str  # the CATALOG entry it is drawn from
+    task: str  # what its labels are for
+
+
+# Detection and segmentation canvases (cnnkit.data.canvas.load_canvas): objects with exact boxes and masks.
+GENERATED: dict[str, GeneratedSpec] = {g.name: g for g in (
+    GeneratedSpec("canvas-mnist", "MNIST digits at random scales on canvases cluttered with digit fragments; "
+                  "boxes, instance and semantic masks", "mnist", "detection"),
+    GeneratedSpec("canvas-fashion-mnist", "Fashion-MNIST items at random scales on canvases cluttered with "
+                  "fragments; boxes, instance and semantic masks", "fashion-mnist", "detection"),
+)}
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UnknownNameError, did_you_mean
-from .catalog import CATALOG, IMAGEFOLDER_PREFIX, DatasetSpec, cache_dir, data_roots
+from .catalog import CATALOG, GENERATED, IMAGEFOLDER_PREFIX, DatasetSpec, cache_dir, data_roots
 from .download import locate, md5sum, missing_error
 from .formats import IMAGE_SUFFIXES, read_cifar, read_idx, read_image, read_jpeg_tarball
 
@@ -350,6 +350,11 @@ def describe_catalog() -> list[dict]:
         copy = local_copy(spec)
         rows.append({"name": spec.name, "description": spec.description, "local": copy is not None, "copy": copy,
                      "classes": len(spec.classes) or 100})
+    for generated in GENERATED.values():  # drawn from a catalogued data set: present when its source is
+        source = CATALOG[generated.source]
+        copy = local_copy(source)
+        rows.append({"name": generated.name, "description": generated.description, "local": copy is not None,
+                     "copy": f"drawn from {source.name}'s {copy}" if copy else None, "classes": len(source.classes)})
     return rows
 
 
