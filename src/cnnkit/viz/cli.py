@@ -73,12 +73,14 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
         yield preprocess(images), labels
 
 
+VIZ_HELP = ("look inside a CNN: filters, feature maps, activation maximisation, DeepDream, saliency, Grad-CAM, "
+            "occlusion, integrated gradients, guided backprop, deconvnet, t-SNE, confusion, curves, gradient norms "
+            "through depth, loss landscape")
+
+
 def add_parser(sub) -> None:
-    viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
-                         "DeepDream, saliency, Grad-CAM, occlusion, integrated gradients, guided backprop, deconvnet, "
-                         "t-SNE, confusion, curves, gradient norms through depth, loss landscape",
-                         description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    viz = sub.add_parser("viz", help=VIZ_HELP, description="Each subcommand writes PNGs into --out (default viz/).",
+                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = viz.add_subparsers(dest="tool", metavar="TOOL")
     tools.required = True
 
@@ -108,20 +110,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=200)
     p.add_argument("--parameterization", choices=["fourier", "pixel"], default="fourier")
     p.add_argument("--seed", type=int, default=0)
-    p = tool("dream", "DeepDream (Inceptionism): gradient ascent on a layer's activation norm from a photo, with "
-             "jitter and octaves")
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--layer", nargs="+", dest="layers",
-                   help="stage names (e.g. stage3 stage6; see the error for a bad name) or module names; one dream "
-                        "each (default: a middle stage)")
-    p.add_argument("--steps", type=positive_int, default=20, help="gradient-ascent steps per octave (default 20)")
-    p.add_argument("--octaves", type=positive_int, default=4, help="scales, smallest first (default 4)")
-    p.add_argument("--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)")
-    p.add_argument("--jitter", type=int, default=32, help="largest random roll in pixels per step (default 32)")
-    p.add_argument("--step-size", type=float, default=0.006,
-                   help="mean change of a 0..1 pixel per step (default 0.006)")
-    p.add_argument("--size", type=positive_int, help="longer side of the photo in pixels (default: the model's input)")
-    p.add_argument("--seed", type=int, default=0)
+    _dream_options(tool("dream", "DeepDream (Inceptionism): a photo changed to excite a layer, with jitter, octaves"))
     for name in ("saliency", "gradcam"):
         p = tool(name, "vanilla gradients and SmoothGrad" if name == "saliency" else "Grad-CAM overlay")
         p.add_argument("images", nargs="+", type=Path)
@@ -167,6 +156,22 @@ def add_parser(sub) -> None:
     p = tool("kernels", "a photo filtered by hand-designed kernels: Sobel/Prewitt edges, Gaussian blur, Gabor, "
              "sharpen, the notes' diagonal detectors (no model)", model=False)
     p.add_argument("images", nargs="+", type=Path)
+
+
+def _dream_options(p) -> None:
+    """``cnnkit viz dream``'s options; the defaults are DreamSettings' (the authors' notebook)."""
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--layer", nargs="+", dest="layers",
+                   help="stage names (e.g. stage3 stage6; see the error for a bad name) or module names; one dream "
+                        "each (default: a middle stage)")
+    p.add_argument("--steps", type=positive_int, default=20, help="gradient-ascent steps per octave (default 20)")
+    p.add_argument("--octaves", type=positive_int, default=4, help="scales, smallest first (default 4)")
+    p.add_argument("--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)")
+    p.add_argument("--jitter", type=int, default=32, help="largest random roll in pixels per step (default 32)")
+    p.add_argument("--step-size", type=float, default=0.006,
+                   help="mean change of a 0..1 pixel per step (default 0.006)")
+    p.add_argument("--size", type=positive_int, help="longer side of the photo in pixels (default: the model's input)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the jitter's random rolls (default 0)")
 
 
 # The options each newer attribution tool passes on to its cnnkit.viz.commands function.
