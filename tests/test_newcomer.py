@@ -292,8 +292,8 @@ def test_defaults_appear_in_the_printed_help(capsys):
 
 
 def test_each_viz_tool_shows_its_own_examples(capsys):
-    for tool in ("filters", "maps", "maximize", "gradcam", "landscape", "curves", "occlusion", "integrated-gradients",
-                 "guided-backprop", "deconvnet", "gradients"):
+    for tool in ("filters", "maps", "maximize", "dream", "gradcam", "landscape", "curves", "occlusion",
+                 "integrated-gradients", "guided-backprop", "deconvnet", "gradients"):
         with pytest.raises(SystemExit):
             main(["viz", tool, "--help"])
         examples = capsys.readouterr().out.split("\nexample")[1]

@@ -1,4 +1,4 @@
-"""Looking inside a CNN: filters, feature maps, activation maximisation, attribution, embeddings, the
+"""Looking inside a CNN: filters, feature maps, activation maximisation, DeepDream, attribution, embeddings, the
 confusion matrix, training curves, the loss landscape, and receptive fields with their centre-surround index.
 
 Every tool takes any ``nn.Module`` (layers named as in ``model.named_modules()``) and a preprocessed float
@@ -11,6 +11,7 @@ from ..lazy import lazy_exports
 
 # Names load on first use (cnnkit.lazy): matplotlib and the tools stay unloaded until one is used.
 _EXPORTS = {
+    "DreamSettings": "deepdream",
     "InputSpec": "images",
     "MaximizeSettings": "maximize",
     "UnitOutOfRangeError": "hooks",
@@ -19,6 +20,7 @@ _EXPORTS = {
     "confusion_matrix": "confusion",
     "conv_weights": "filters",
     "deconvnet": "backprojection",
+    "deep_dream": "deepdream",
     "difference_of_gaussians": "receptive",
     "explain": "attribution",
     "feature_maps": "maps",

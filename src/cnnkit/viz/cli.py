@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   cnnkit viz integrated-gradients runs/demo-lenet5 digit.png --steps 50
   cnnkit viz guided-backprop efficientnet_lite0:imagenet photo.jpg
   cnnkit viz deconvnet efficientnet_lite0:imagenet photo.jpg --layer blocks.3 --channel 5
+  cnnkit viz dream efficientnet_lite0:imagenet photo.jpg --layer stage3 stage6 --size 384
   cnnkit viz embed runs/demo-lenet5 --data mnist
   cnnkit viz confusion runs/demo-lenet5 --data mnist
   cnnkit viz curves runs/demo-lenet5
@@ -72,12 +73,14 @@ def test_batches(info: dict, data: str | None, limit: int, batch_size: int = 250
         yield preprocess(images), labels
 
 
+VIZ_HELP = ("look inside a CNN: filters, feature maps, activation maximisation, DeepDream, saliency, Grad-CAM, "
+            "occlusion, integrated gradients, guided backprop, deconvnet, t-SNE, confusion, curves, gradient norms "
+            "through depth, loss landscape")
+
+
 def add_parser(sub) -> None:
-    viz = sub.add_parser("viz", help="look inside a CNN: filters, feature maps, activation maximisation, "
-                         "saliency, Grad-CAM, occlusion, integrated gradients, guided backprop, deconvnet, t-SNE, "
-                         "confusion, curves, gradient norms through depth, loss landscape",
-                         description="Each subcommand writes PNGs into --out (default viz/).", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    viz = sub.add_parser("viz", help=VIZ_HELP, description="Each subcommand writes PNGs into --out (default viz/).",
+                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     tools = viz.add_subparsers(dest="tool", metavar="TOOL")
     tools.required = True
 
@@ -88,7 +91,7 @@ def add_parser(sub) -> None:
             p.add_argument("model", metavar="MODEL",
                            help="run folder, or NAME[:TAG] such as efficientnet_lite0:imagenet")
         p.add_argument("-o", "--out", type=Path, default=Path("viz"), help="output folder (default viz/)")
-        if name in ("maximize", "embed", "landscape"):  # the slow ones
+        if name in ("maximize", "dream", "embed", "landscape"):  # the slow ones
             p.add_argument("--no-progress", action="store_true",
                            help="no progress (default: a bar on a terminal, plain lines every 30 s in a log)")
         p.set_defaults(func=run, tool=name)
@@ -107,6 +110,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=200)
     p.add_argument("--parameterization", choices=["fourier", "pixel"], default="fourier")
     p.add_argument("--seed", type=int, default=0)
+    _dream_options(tool("dream", "DeepDream (Inceptionism): a photo changed to excite a layer, with jitter, octaves"))
     for name in ("saliency", "gradcam"):
         p = tool(name, "vanilla gradients and SmoothGrad" if name == "saliency" else "Grad-CAM overlay")
         p.add_argument("images", nargs="+", type=Path)
@@ -154,6 +158,22 @@ def add_parser(sub) -> None:
     p.add_argument("images", nargs="+", type=Path)
 
 
+def _dream_options(p) -> None:
+    """``cnnkit viz dream``'s options; the defaults are DreamSettings' (the authors' notebook)."""
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--layer", nargs="+", dest="layers",
+                   help="stage names (e.g. stage3 stage6; see the error for a bad name) or module names; one dream "
+                        "each (default: a middle stage)")
+    p.add_argument("--steps", type=positive_int, default=20, help="gradient-ascent steps per octave (default 20)")
+    p.add_argument("--octaves", type=positive_int, default=4, help="scales, smallest first (default 4)")
+    p.add_argument("--octave-scale", type=float, default=1.4, help="size ratio between octaves (default 1.4)")
+    p.add_argument("--jitter", type=int, default=32, help="largest random roll in pixels per step (default 32)")
+    p.add_argument("--step-size", type=float, default=0.006,
+                   help="mean change of a 0..1 pixel per step (default 0.006)")
+    p.add_argument("--size", type=positive_int, help="longer side of the photo in pixels (default: the model's input)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the jitter's random rolls (default 0)")
+
+
 # The options each newer attribution tool passes on to its cnnkit.viz.commands function.
 ATTRIBUTION_OPTIONS = {"occlusion": ("window", "stride"), "integrated-gradients": ("steps",),
                        "guided-backprop": (), "deconvnet": ("layer", "channel")}
@@ -188,6 +208,11 @@ def run(args) -> None:
         commands.maximize(model, args.unit, out, args.layer, args.target, args.steps, args.parameterization,
                           args.seed, class_names=info["classes"], progress=not args.no_progress, **look)
         return _done(out, "maximize.png")
+    if args.tool == "dream":
+        commands.dream(model, [str(i) for i in args.images], out, args.layers, args.steps, args.octaves,
+                       args.octave_scale, args.jitter, args.step_size, args.seed, info["mean"], info["std"], args.size,
+                       progress=not args.no_progress)
+        return _done(out, "dream*.png")
     if args.tool in ("saliency", "gradcam"):
         kwargs = {"layer": args.layer} if args.tool == "gradcam" else {}
         getattr(commands, args.tool)(model, [str(i) for i in args.images], out, target=args.target,

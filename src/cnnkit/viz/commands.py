@@ -10,6 +10,7 @@ where needed) and calls these; each writes its PNG(s) into ``out_dir`` and retur
     cnnkit viz integrated-gradients CHECKPOINT IMAGE... [--steps K]          -> integrated_gradients(...)
     cnnkit viz guided-backprop CHECKPOINT IMAGE... [--class c]               -> guided_backprop(...)
     cnnkit viz deconvnet  CHECKPOINT IMAGE... [--layer L [--channel c]]      -> deconvnet(model, images, out_dir, ...)
+    cnnkit viz dream      CHECKPOINT IMAGE... [--layer L ...] [--octaves K]  -> dream(model, images, out_dir, ...)
     cnnkit viz embed      CHECKPOINT --data D                                -> embed(model, batches, out_dir, ...)
     cnnkit viz confusion  CHECKPOINT --data D                                -> confusion(model, batches, out_dir, ...)
     cnnkit viz curves     RUN_DIR                                            -> curves(run_dir, out_dir)
@@ -31,16 +32,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..card import card_of
+from ..data.image_io import read_image, resize_longer_side
 from ..errors import UnknownNameError
 from ..train.gradients import read_gradient_records
 from . import attribution, backprojection
 from .confusion import confusion_matrix, plot_confusion
 from .curves import plot_curves, read_metrics
+from .deepdream import DreamResult, DreamSettings, deep_dream, default_dream_layer, plot_dreams
 from .embed import penultimate_features, plot_embedding, tsne
 from .filters import plot_filters
 from .gradients import plot_gradient_depth
 from .hooks import executed_layers, find_layer
-from .images import input_spec, load_image
+from .images import InputSpec, input_spec, load_image
 from .landscape import fixed_subset, loss_along_line, loss_surface
 from .maps import feature_maps, plot_feature_maps
 from .maximize import MaximizeSettings, maximize_activation
@@ -211,6 +215,46 @@ def deconvnet(model: nn.Module, images: Images, out_dir: str | Path, layer: str 
                                                    "guided backprop": result["guided"]},
                                          Path(out_dir) / "deconvnet.png", f"{layer}:{channel}")
     return {"deconvnet": result["deconvnet"], "guided_backprop": result["guided"], "channel": torch.tensor(channel)}
+
+
+def dream(model: nn.Module, images: Images, out_dir: str | Path, layers: Sequence[str] | None = None,
+          steps: int = 20, octaves: int = 4, octave_scale: float = 1.4, jitter: int = 32, step_size: float = 0.006,
+          seed: int = 0, mean=None, std=None, size: int | None = None,
+          progress: bool = False) -> list[list[DreamResult]]:
+    """``dream.png`` (``dream_<k>.png`` for the k-th image when several): each photo beside its DeepDream with each
+    of ``layers`` (stage or module names; default a middle stage), titled with the rise of the layer's activation
+    RMS. A photo keeps its aspect ratio, its longer side scaled to ``size`` pixels (default: the model's input
+    size); a tensor is dreamt as given. Returns, per image, one :class:`DreamResult` per layer."""
+    settings = DreamSettings(steps=steps, step_size=step_size, octaves=octaves, octave_scale=octave_scale,
+                             jitter=jitter, seed=seed)
+    layers = list(layers) if layers else [default_dream_layer(model)]
+    batches = _dream_inputs(model, images, mean, std, size)
+    everything = []
+    for number, (batch, spec) in enumerate(batches):
+        results = [deep_dream(model, batch, layer, spec, settings, progress=progress) for layer in layers]
+        name = "dream.png" if len(batches) == 1 else f"dream_{number}.png"
+        plot_dreams(spec.denormalize(batch), results, Path(out_dir) / name)
+        everything.append(results)
+    return everything
+
+
+def _dream_inputs(model: nn.Module, images: Images, mean, std,
+                  size: int | None) -> list[tuple[torch.Tensor, InputSpec]]:
+    """(batch, spec) per photo, each at its own aspect ratio (a dream wants the whole photo, not the classifier's
+    centre crop), or the one batch a tensor is."""
+    if isinstance(images, torch.Tensor):
+        spec = input_spec(model, size=tuple(images.shape[-2:]), channels=images.shape[1], mean=mean, std=std)
+        return [(images, spec)]
+    card = card_of(model)
+    channels = card.in_channels or 3
+    size = size or (max(card.input_size) if card.input_size else None)
+    out = []
+    for path in images:
+        pixels = read_image(str(path), channels).float().div_(255)
+        pixels = resize_longer_side(pixels, size) if size else pixels
+        spec = input_spec(model, size=tuple(pixels.shape[-2:]), channels=channels, mean=mean, std=std)
+        out.append((spec.normalize(pixels[None]), spec))
+    return out
 
 
 def embed(model: nn.Module, batches: Batches, out_dir: str | Path, class_names: Sequence[str] | None = None,
