@@ -165,16 +165,22 @@ def plot(args) -> Path:
                                    "test error solid")
 
 
+def run(args, data) -> dict[str, dict]:
+    """Train each network of ``args`` on ``data`` (a DatasetBundle), one after another; their summaries."""
+    recorder.RESULTS = args.results  # record() appends to its module's RESULTS
+    summaries = {}
+    for network in args.network or NETWORKS:
+        summaries[network] = train(network, data, args)
+        print(f"{network}: test accuracy {summaries[network]['test_acc']:.2f} %")
+    return summaries
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    recorder.RESULTS = args.results  # record() appends to its module's RESULTS
     if args.plot:
         print("picture:", plot(args))
         return
-    data = subset_bundle(load_dataset("cifar10"), args)
-    for network in args.network or NETWORKS:
-        summary = train(network, data, args)
-        print(f"{network}: test accuracy {summary['test_acc']:.2f} %")
+    run(args, subset_bundle(load_dataset("cifar10"), args))
 
 
 if __name__ == "__main__":
