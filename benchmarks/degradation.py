@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 NETWORKS = ("plain20", "plain56", "resnet20", "resnet56")
 # He et al. Fig. 6 draws the plain networks and the residual ones side by side.
 PANELS = {"plain": ("plain20", "plain56"), "residual": ("resnet20", "resnet56")}
+COLOURS = {"plain20": "C0", "resnet20": "C0", "plain56": "C3", "resnet56": "C3"}  # by depth, as in the paper
 BENCHMARK = "degradation"
 
 
@@ -162,7 +163,7 @@ def plot(args) -> Path:
     panels = {title: panel for title, panel in panels.items() if panel}
     return plot_error_curves(panels, args.picture,
                              title=f"cifar10-jpeg, {setting(args)}: training error dashed (training mode), "
-                                   "test error solid")
+                                   "test error solid", colours=COLOURS)
 
 
 def run(args, data) -> dict[str, dict]:
