@@ -43,6 +43,7 @@ _EXPORTS = {
     "plot_confusion": "confusion",
     "plot_curves": "curves",
     "plot_embedding": "embed",
+    "plot_error_curves": "curves",
     "plot_feature_maps": "maps",
     "plot_filters": "filters",
     "plot_gradient_depth": "gradients",

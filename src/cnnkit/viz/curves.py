@@ -58,3 +58,44 @@ def plot_curves(metrics: dict[str, np.ndarray], png: str | Path, title: str = ""
     if title:
         figure.suptitle(title)
     return plots.save(figure, png)
+
+
+def plot_error_curves(panels: dict[str, dict[str, dict[str, list[float]]]], png: str | Path,
+                      title: str = "", ylabel: str = "error (%)", colours: dict[str, str] | None = None) -> Path:
+    """Training and test error against epoch in the manner of He et al.'s Fig. 1 and 6: one panel per entry of
+    ``panels`` (``{panel title: {curve label: {"epoch": [...], "train_error": [...], "test_error": [...]}}}``),
+    training error dashed and test error solid in the same colour, so that a deeper network's curves sit
+    directly against a shallower one's. ``colours`` ({label: matplotlib colour}) keeps a label's colour the same in
+    every panel; others take the next of the cycle. A curve may lack either split (a run stopped before validating)."""
+    if not panels or not any(panels.values()):
+        raise ValueError("plot_error_curves needs at least one panel with one curve: "
+                         "{panel title: {label: {'epoch': [...], 'train_error': [...], 'test_error': [...]}}}.")
+    figure, axes = plots.subplots(len(panels), columns=len(panels), panel_size=4.5)
+    for axis, (panel, curves) in zip(axes, panels.items()):
+        for index, (label, curve) in enumerate(curves.items()):
+            if "epoch" not in curve:
+                raise ValueError(f"curve {label!r} of panel {panel!r} has no 'epoch' list; it has {sorted(curve)}.")
+            colour = (colours or {}).get(label, f"C{index}")
+            for split, style in (("train_error", "--"), ("test_error", "-")):
+                values = curve.get(split)
+                if values is None:
+                    continue
+                if len(values) != len(curve["epoch"]):
+                    raise ValueError(f"curve {label!r}: {len(values)} {split} values for {len(curve['epoch'])} "
+                                     "epochs; give one value per epoch.")
+                axis.plot(curve["epoch"], values, style, color=colour, marker=".",
+                          label=f"{label} {split.split('_')[0]}", linewidth=1.0 if style == "--" else 2.0)
+        axis.set_title(panel)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    # One error scale for all panels, as in the paper's figures: plain and residual curves compare by eye.
+    low = min(axis.get_ylim()[0] for axis in axes)
+    high = max(axis.get_ylim()[1] for axis in axes)
+    for axis in axes:
+        axis.set_ylim(low, high)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return plots.save(figure, png)
