@@ -18,6 +18,8 @@ _EXPORTS = {
     "commands": "",
     "confusion_matrix": "confusion",
     "conv_weights": "filters",
+    "dead_unit_fraction": "dead_units",
+    "dead_unit_fractions": "dead_units",
     "deconvnet": "backprojection",
     "difference_of_gaussians": "receptive",
     "explain": "attribution",
