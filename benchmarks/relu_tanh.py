@@ -16,6 +16,7 @@ the figure to compare. The picture (training error against epochs, the 25 % line
 paper's figure.
 
     python benchmarks/relu_tanh.py --picture docs/images/relu_tanh.png     # ~10 minutes on one CPU core
+    python benchmarks/relu_tanh.py --from-results --picture docs/images/relu_tanh.png   # redraw, no training
     python benchmarks/relu_tanh.py --train-images 500 --rates 0.03 --search-epochs 1 --max-epochs 3 --no-record
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from record import record  # noqa: E402
+from record import RESULTS, record  # noqa: E402
 
 from cnnkit.data import load_dataset, random_subset  # noqa: E402
 from cnnkit.errors import CnnkitError  # noqa: E402
@@ -77,6 +78,25 @@ def search_rate(activation: str, data, args) -> tuple[float, dict]:
     return best, trials
 
 
+def runs_from_results(path: Path) -> tuple[dict, dict]:
+    """The latest recorded ratio line's runs ({activation: {"lr", "history"}}) and the line itself: the picture
+    redrawn without training again."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [r for r in rows if r["benchmark"] == "relu_tanh" and r["metric"] == "epochs_ratio"]
+    if not lines:
+        raise SystemExit(f"{path} has no relu_tanh line yet; run this script without --from-results first")
+    line = lines[-1]
+    rates = dict(part.split(" lr ") for part in line["variant"].split(" over "))
+    runs = {a: {"lr": float(rates[a]), "history": [{"train_acc": 100 - e} for e in line[f"{a}_train_error"]]}
+            for a in ACTIVATIONS}
+    return runs, line
+
+
+def plot_title(line: dict) -> str:
+    return (f"cifar_convnet4 on {line['train_images']:,} cifar10-jpeg training images, SGD momentum 0.9,\nconstant "
+            f"rate, no regularisation; 1 CPU core of a shared 2-core machine (load ~{line['load_average'][-1]:.0f})")
+
+
 def plot(runs: dict, target: float, path: Path, title: str) -> None:
     import matplotlib
 
@@ -116,7 +136,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--picture", type=Path, help="where to draw training error against epochs")
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl (smoke runs)")
+    parser.add_argument("--from-results", action="store_true",
+                        help="only redraw --picture from the latest recorded line, training nothing")
     args = parser.parse_args()
+    if args.from_results:
+        runs, line = runs_from_results(RESULTS)
+        plot(runs, line["target_train_error"], args.picture or Path("relu_tanh.png"), plot_title(line))
+        return
 
     bundle = load_dataset("cifar10")
     data = type(bundle)(bundle.name, random_subset(bundle.train, args.train_images, args.seed),
@@ -150,9 +176,7 @@ def main() -> None:
           f"seconds ratio {seconds_ratio}; load average before (1, 5 min) and after: {load}; "
           f"{time.perf_counter() - started:.0f} s in all")
     if args.picture:
-        plot(runs, args.target, args.picture,
-             f"cifar_convnet4 on {args.train_images:,} cifar10-jpeg training images, SGD momentum 0.9, constant lr, "
-             f"no regularisation\n1 CPU core of a shared 2-core machine (load ~{load[-1]:.0f})")
+        plot(runs, args.target, args.picture, plot_title({"train_images": args.train_images, "load_average": load}))
         print("picture:", args.picture)
     if args.no_record or ratio is None:
         return
