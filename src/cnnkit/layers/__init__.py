@@ -7,7 +7,8 @@ heads), ``inception``, ``residual`` (shortcuts and residual blocks), ``conv`` (s
 ``upsample``. Every name is importable from ``cnnkit.layers``.
 """
 
-from .blocks import ClassicDropout, ConvBNAct, GlobalAvgPoolHead, InvertedDropout, LocalResponseNorm, Maxout
+from .blocks import (ACTIVATIONS, ClassicDropout, ConvBNAct, GlobalAvgPoolHead, InvertedDropout, LocalResponseNorm,
+                     Maxout, make_activation)
 from .conv import SeparableConv2d, conv2d_im2col, im2col_matrix_shape
 from .inception import Inception, InceptionNaive
 from .lenet import (LENET_C3_TABLE, PartialConv2d, RBFOutput, ScaledTanh, TrainableSubsampling, digit_prototypes,
@@ -17,9 +18,9 @@ from .shapes import conv_output_size, require_min_input_size
 from .upsample import MaxPoolWithIndices, MaxUnpoolUpsample, TransposedConvUpsample
 
 __all__ = [
-    "LENET_C3_TABLE", "BasicBlock", "Bottleneck", "ClassicDropout", "ConvBNAct", "GlobalAvgPoolHead", "Inception",
-    "InceptionNaive", "InvertedDropout", "LocalResponseNorm", "MaxPoolWithIndices", "MaxUnpoolUpsample", "Maxout",
-    "PartialConv2d", "RBFOutput", "ScaledTanh", "SeparableConv2d", "TrainableSubsampling", "TransposedConvUpsample",
-    "ZeroPadShortcut", "conv2d_im2col", "conv_output_size", "digit_prototypes", "im2col_matrix_shape",
-    "lecun_uniform_", "make_shortcut", "require_min_input_size",
+    "ACTIVATIONS", "LENET_C3_TABLE", "BasicBlock", "Bottleneck", "ClassicDropout", "ConvBNAct", "GlobalAvgPoolHead",
+    "Inception", "InceptionNaive", "InvertedDropout", "LocalResponseNorm", "MaxPoolWithIndices", "MaxUnpoolUpsample",
+    "Maxout", "PartialConv2d", "RBFOutput", "ScaledTanh", "SeparableConv2d", "TrainableSubsampling",
+    "TransposedConvUpsample", "ZeroPadShortcut", "conv2d_im2col", "conv_output_size", "digit_prototypes",
+    "im2col_matrix_shape", "lecun_uniform_", "make_activation", "make_shortcut", "require_min_input_size",
 ]

@@ -27,6 +27,20 @@ class ConvBNAct(nn.Sequential):
             self.add_module("act", activation(inplace=True) if _takes_inplace(activation) else activation())
 
 
+# Leaky ReLU's slope is Maas et al. 2013's 0.01 and ELU's alpha Clevert et al. 2016's 1.0 (torch's defaults).
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def make_activation(name: str) -> nn.Module:
+    """The non-linearity called ``name`` (relu, leaky_relu, elu, sigmoid, tanh), in place where torch allows it.
+    Networks that take ``activation=`` build it here, so ReLU can be compared with what it replaced (the
+    saturating sigmoid and tanh) and with the fixes for its dead units (Leaky ReLU, ELU)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
+    kind = ACTIVATIONS[name]
+    return kind(inplace=True) if _takes_inplace(kind) else kind()
+
+
 def _takes_inplace(activation) -> bool:
     return activation in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Hardswish)
 

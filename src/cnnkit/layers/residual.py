@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import make_activation
+
 
 class ZeroPadShortcut(nn.Module):
     """Shortcut option A (paper §3.3 and §4.2): identity, subsampled by taking every ``stride``-th pixel, with
@@ -52,26 +54,11 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str,
     return nn.Identity()
 
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-
-
-def make_activation(name: str) -> nn.Module:
-    """The non-linearity of a residual network's blocks: the paper's ReLU, or a bounded one (sigmoid, tanh)
-    to show what ReLU fixed."""
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    if name == "tanh":
-        return nn.Tanh()
-    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
-
-
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection: relu(F(x) + shortcut(x)) (paper Fig. 5 left).
 
     ``residual=False`` drops the skip connection, giving the "plain" network of the degradation experiment
-    (paper Fig. 4 and 6), with exactly the same layers otherwise. ``activation`` (relu, sigmoid, tanh) and
+    (paper Fig. 4 and 6), with exactly the same layers otherwise. ``activation`` (relu, sigmoid, tanh, ...) and
     ``batch_norm=False`` are not the paper's: they let the same network show why deep nets needed ReLU,
     normalisation and shortcuts (vanishing gradients through bounded activations, notes deck 003)."""
 

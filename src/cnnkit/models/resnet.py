@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, GlobalAvgPoolHead
-from ..layers.residual import make_activation
+from ..layers import make_activation
 from .registry import register_model
 from .stages import CLASSIFIER, PooledClassifier, Stage
 

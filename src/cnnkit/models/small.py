@@ -16,6 +16,24 @@ Fashion-MNIST", after Géron, *Hands-on Machine Learning*, ch. 14; ~92% test acc
 
 1,413,834 parameters at 28x28x1 and 10 classes, as Keras reports for the listing.
 
+``cifar_convnet4`` -- the four-layer CIFAR-10 network of Krizhevsky et al. 2012 (ImageNet classification with
+deep CNNs), Fig. 1: ReLUs reach 25 % training error six times faster than tanh units in "a four-layer
+convolutional neural network". The paper does not list that network; its shape here is the four-weight-layer net
+of Krizhevsky's cuda-convnet, ``layers-80sec.cfg`` (three 5x5 convolutions and one fully connected layer, no
+normalisation, no dropout: the figure's network had no regularisation). ``activation`` picks the non-linearity
+(relu, tanh, leaky_relu, elu, sigmoid), every other layer staying the same:
+
+    layer    type                 maps / units  size (32 input)  kernel / pool  activation
+    conv1    convolution, same    32            32x32            5x5            ``activation``
+    pool1    max-pool, overlap    32            16x16            3x3 stride 2
+    conv2    convolution, same    32            16x16            5x5            ``activation``
+    pool2    average-pool         32            8x8              3x3 stride 2
+    conv3    convolution, same    64            8x8              5x5            ``activation``
+    pool3    average-pool         64            4x4              3x3 stride 2
+    fc       dense                10                                            softmax (in the loss)
+
+89,578 parameters at 32x32x3 and 10 classes: 3*25*32+32 + 32*25*32+32 + 32*25*64+64 + 64*4*4*10+10.
+
 ``conv_autoencoder`` -- a convolutional autoencoder for denoising (seeds 004, "Remembering convolutional
 auto-encoders" and the bottleneck-size example of Lindsey et al. 2019): strided 3x3 convolutions halve the
 resolution twice, a 1x1 convolution squeezes to ``bottleneck_channels`` maps, and transposed convolutions
@@ -28,7 +46,7 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError
-from ..layers import require_min_input_size
+from ..layers import make_activation, require_min_input_size
 from .registry import register_model
 from .stages import Stage, features_then_classifier, own_children
 
@@ -60,6 +78,36 @@ class FashionCNN(nn.Module):
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ShapeError(f"this fashion_cnn was built for {self.image_size}x{self.image_size} inputs, got "
                              f"{x.shape[-2]}x{x.shape[-1]}; build it with image_size={x.shape[-1]}")
+        return self.classifier(self.features(x))
+
+    def feature_stages(self) -> list[Stage]:
+        return features_then_classifier(self)
+
+
+class CifarConvNet4(nn.Module):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, activation: str = "relu"):
+        super().__init__()
+        # cuda-convnet's pools cover the border (ceil), halving 32 -> 16 -> 8 -> 4; padding 1 does the same here,
+        # and its average pools divide by the pixels inside the image, not the padding.
+        def average_pool():
+            return nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)
+
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5, padding=2), make_activation(activation), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(32, 32, 5, padding=2), make_activation(activation), average_pool(),
+            nn.Conv2d(32, 64, 5, padding=2), make_activation(activation), average_pool(),
+        )
+        self.image_size = image_size
+        side = image_size
+        for _ in range(3):
+            side = (side - 1) // 2 + 1
+        self.classifier = nn.Sequential(nn.Flatten(1), nn.Linear(64 * side * side, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            raise ShapeError(f"this cifar_convnet4 was built for {self.image_size}x{self.image_size} inputs (its dense "
+                             f"layer is sized for them), got {x.shape[-2]}x{x.shape[-1]}; resize the images or build "
+                             f"it with image_size={x.shape[-1]}")
         return self.classifier(self.features(x))
 
     def feature_stages(self) -> list[Stage]:
@@ -104,6 +152,15 @@ def fashion_cnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 2
                 drop_rate: float = 0.5) -> FashionCNN:
     """The notes' Keras Fashion-MNIST CNN; ``image_size`` fixes the flatten size (28 for MNIST, 32 for CIFAR)."""
     return FashionCNN(num_classes, in_channels, image_size, drop_rate)
+
+
+@register_model(input_size=(3, 32, 32), num_classes=10, family="small", min_input_size=32,
+                paper="Krizhevsky et al. 2012, Fig. 1 (cuda-convnet layers-80sec)")
+def cifar_convnet4(num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                   activation: str = "relu") -> CifarConvNet4:
+    """The four-layer CIFAR-10 network of the ReLU-versus-tanh figure; ``activation`` is relu, tanh, leaky_relu,
+    elu or sigmoid."""
+    return CifarConvNet4(num_classes, in_channels, image_size, activation)
 
 
 @register_model(input_size=(1, 28, 28), num_classes=0, family="autoencoder", paper="the notes (seeds 004)",

@@ -52,7 +52,7 @@ def own_children(model: nn.Module, *names: str) -> list[Stage]:
     return [Stage(name, (f"{name}.",), getattr(model, name)) for name in names]
 
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.GELU, nn.SiLU, ScaledTanh)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, ScaledTanh)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, TrainableSubsampling)
 
 

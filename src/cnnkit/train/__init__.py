@@ -4,6 +4,7 @@
 from ..lazy import lazy_exports
 
 _EXPORTS = {
+    "StopAtTarget": "callbacks",
     "TrainConfig": "config",
     "Trainer": "trainer",
     "build_optimizer": "optim",
@@ -12,6 +13,7 @@ _EXPORTS = {
     "load_model_checkpoint": "checkpoint",
     "per_class_accuracy": "metrics",
     "read_checkpoint_meta": "checkpoint",
+    "time_to_target": "metrics",
     "topk_correct": "metrics",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

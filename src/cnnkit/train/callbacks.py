@@ -91,6 +91,22 @@ def notify(callbacks: Iterable[Callback | Callable], event: str, trainer, *args)
         getattr(as_callback(callback), event)(trainer, *args)
 
 
+class StopAtTarget(Callback):
+    """Ends training after the first epoch whose ``metric`` reaches ``target`` (``>=``, or ``<=`` with
+    ``higher_is_better=False``): a time-to-accuracy run stops paying for epochs once it has its answer."""
+
+    def __init__(self, metric: str, target: float, higher_is_better: bool = True):
+        self.metric, self.target, self.higher_is_better = metric, target, higher_is_better
+
+    def on_epoch_end(self, trainer, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        if value is None:
+            raise CnnkitError(f"StopAtTarget watches {self.metric!r}, which the epoch's metrics do not have "
+                              f"({', '.join(metrics)}); pass one of those.")
+        if value >= self.target if self.higher_is_better else value <= self.target:
+            trainer.stop_requested = True
+
+
 class TensorBoardLogger(Callback):
     """The run in TensorBoard, beside (not instead of) its metrics.csv and summary.json: each numeric column of
     an epoch's row as the scalar ``epoch/<column>`` at step = epoch (plus ``epoch/loss_scale`` under fp16);

@@ -28,3 +28,21 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
 def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
     totals = confusion.sum(1).clamp(min=1)
     return confusion.diag().float() / totals
+
+
+def time_to_target(history: list[dict], metric: str, target: float, higher_is_better: bool = True
+                   ) -> tuple[int, float] | None:
+    """(epoch, training seconds) when ``metric`` first reached ``target`` in a Trainer's ``history``, or None if it
+    never did: the first epoch whose value is >= ``target`` (<= when ``higher_is_better`` is False, e.g. an error
+    rate), and the sum of the ``seconds`` of the epochs up to and including it -- training time only, the way the
+    paper figures count it, not the validation passes between epochs. Time-to-accuracy benchmarks (Krizhevsky et
+    al.'s "epochs to 25 % training error") read it off the history rather than re-deriving it each."""
+    seconds = 0.0
+    for row in history:
+        if metric not in row:
+            raise KeyError(f"history rows have no {metric!r}; they have {', '.join(row)}")
+        seconds += row.get("seconds", 0.0)
+        value = row[metric]
+        if value is not None and (value >= target if higher_is_better else value <= target):
+            return int(row["epoch"]), seconds
+    return None

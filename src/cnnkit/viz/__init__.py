@@ -19,6 +19,8 @@ _EXPORTS = {
     "commands": "",
     "confusion_matrix": "confusion",
     "conv_weights": "filters",
+    "dead_unit_fraction": "dead_units",
+    "dead_unit_fractions": "dead_units",
     "deconvnet": "backprojection",
     "deep_dream": "deepdream",
     "difference_of_gaussians": "receptive",
