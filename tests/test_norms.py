@@ -167,6 +167,9 @@ def test_texture_generator_uses_instance_norm_so_samples_do_not_depend_on_each_o
     assert not torch.allclose(batch_generator(noise)[:1], batch_generator([z[:1] for z in noise]), atol=1e-5)
     with pytest.raises(ValueError, match="'instance' .* or 'batch'"):
         TextureGenerator(norm="group")
+    # a texture smaller than the coarsest scale: instance norm still sees 2x2 maps there, in training too
+    assert generator.train()(generator.noise(1, 3, 3)).shape == (1, 3, 8, 8)
+    assert generator.sample(3, 5).shape == (1, 3, 3, 5)
 
 
 def test_generator_files_from_before_the_norm_choice_load_as_batch_norm(tmp_path):

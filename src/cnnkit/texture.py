@@ -73,7 +73,10 @@ class TextureGenerator(nn.Module):
     def noise(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
               device=None) -> list[torch.Tensor]:
         factor = 2 ** (self.scales - 1)
-        h, w = math.ceil(height / factor) * factor, math.ceil(width / factor) * factor
+        # Instance norm of a 1x1 map would erase it (and torch refuses one value per group in training): its
+        # coarsest noise is at least 2x2, the samples cropped as always. Batch norm keeps the 2016 sizes.
+        least = 2 if self.config["norm"] == "instance" else 1
+        h, w = (max(math.ceil(height / factor), least) * factor, max(math.ceil(width / factor), least) * factor)
         return [torch.rand(batch, self.noise_channels, h >> k, w >> k, generator=generator, device=device)
                 for k in reversed(range(self.scales))]  # coarsest first
 
