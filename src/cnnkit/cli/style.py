@@ -46,6 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--feedforward", action="store_true", help="train a texture network (Ulyanov et al. 2016)")
     p.add_argument("--train-size", type=positive_int, default=128, help="generator training crops (pixels)")
     p.add_argument("--train-iterations", type=positive_int, default=300)
+    p.add_argument("--generator-norm", choices=["instance", "batch"], default="instance",
+                   help="the generator's normalisation: instance (Ulyanov et al. 2017, better) or batch (2016)")
     p.add_argument("--save-generator", type=Path, metavar="FILE.safetensors")
     p.add_argument("--generator", type=Path, metavar="FILE.safetensors", help="sample a trained generator")
     p.add_argument("--count", type=positive_int, default=1, help="samples side by side (with a generator)")
@@ -149,7 +151,8 @@ def cmd_texture(args) -> None:
     start = time.perf_counter()
     if args.feedforward:
         generator, history = train_texture_generator(style, descriptor, args.train_iterations, args.train_size,
-                                                     config=config, seed=args.seed, progress=progress(args))
+                                                     config=config, seed=args.seed, progress=progress(args),
+                                                     norm=args.generator_norm)
         if args.save_generator:
             save_texture_generator(generator, args.save_generator)
         image = torch.cat(list(generator.sample(height, width, args.count, seed=args.seed)), dim=2)

@@ -6,23 +6,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .norm import DEFAULT_GROUPS, conv_bias, make_norm, resolve_norm
+
 
 class ConvBNAct(nn.Sequential):
     """Convolution -> batch norm -> activation, the unit of every post-2015 CNN.
 
     The convolution has no bias: batch norm's shift would cancel it. ``padding=None`` means "same" for odd
     kernels at stride 1 (k // 2). ``activation=None`` leaves the activation out (e.g. before a residual sum).
+    ``norm`` picks another normalisation (group, layer, instance, none: see :mod:`cnnkit.layers.norm`;
+    ``norm_groups`` is group norm's G); the layer keeps the name ``bn`` whatever it is, so layer names stay
+    the same across norms. ``batch_norm=False`` is the older spelling of ``norm='none'``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int | None = None, groups: int = 1, activation: type[nn.Module] | None = nn.ReLU,
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, norm: str = "batch", norm_groups: int = DEFAULT_GROUPS):
         super().__init__()
+        norm = resolve_norm(norm, batch_norm)
         padding = kernel_size // 2 if padding is None else padding
         self.add_module("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                                          groups=groups, bias=not batch_norm))
-        if batch_norm:
-            self.add_module("bn", nn.BatchNorm2d(out_channels))
+                                          groups=groups, bias=conv_bias(norm)))
+        if norm != "none":
+            self.add_module("bn", make_norm(norm, out_channels, norm_groups))
         if activation is not None:
             self.add_module("act", activation(inplace=True) if _takes_inplace(activation) else activation())
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import make_activation
+from .norm import DEFAULT_GROUPS, conv_bias, make_norm, resolve_norm
 
 
 class ZeroPadShortcut(nn.Module):
@@ -40,15 +41,16 @@ class ZeroPadShortcut(nn.Module):
         return f"extra_channels={self.extra_channels}, stride={self.stride}, padding={self.padding!r}"
 
 
-def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str, padding: str = "after") -> nn.Module:
+def make_shortcut(in_channels: int, out_channels: int, stride: int, option: str, padding: str = "after",
+                  norm: str = "batch", norm_groups: int = DEFAULT_GROUPS) -> nn.Module:
     """The residual branch's partner: identity when shapes agree, else option A (zero padding, on the side
-    ``padding`` names: see ZeroPadShortcut) or B (1x1 projection with batch norm). Option C of the paper
-    (projection everywhere) is ``option='C'``."""
+    ``padding`` names: see ZeroPadShortcut) or B (1x1 projection with batch norm, or the ``norm`` given).
+    Option C of the paper (projection everywhere) is ``option='C'``."""
     if option not in ("A", "B", "C"):
         raise ValueError(f"shortcut option must be 'A', 'B' or 'C' (He et al. §3.3), not {option!r}")
     if option == "C" or (option == "B" and (stride != 1 or in_channels != out_channels)):
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                             nn.BatchNorm2d(out_channels))
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=conv_bias(norm)),
+                             make_norm(norm, out_channels, norm_groups))
     if stride != 1 or in_channels != out_channels:
         return ZeroPadShortcut(in_channels, out_channels, stride, padding)
     return nn.Identity()
@@ -60,24 +62,28 @@ class BasicBlock(nn.Module):
     ``residual=False`` drops the skip connection, giving the "plain" network of the degradation experiment
     (paper Fig. 4 and 6), with exactly the same layers otherwise. ``activation`` (relu, sigmoid, tanh, ...) and
     ``batch_norm=False`` are not the paper's: they let the same network show why deep nets needed ReLU,
-    normalisation and shortcuts (vanishing gradients through bounded activations, notes deck 003)."""
+    normalisation and shortcuts (vanishing gradients through bounded activations, notes deck 003).
+    ``norm`` puts group, layer or instance norm where batch norm was (``norm_groups``: group norm's G; see
+    :mod:`cnnkit.layers.norm`); ``batch_norm=False`` is the same as ``norm='none'``."""
 
     expansion = 1
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B",
                  residual: bool = True, shortcut_padding: str = "after", activation: str = "relu",
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, norm: str = "batch", norm_groups: int = DEFAULT_GROUPS):
         super().__init__()
+        norm = resolve_norm(norm, batch_norm)
         out_channels = channels * self.expansion
-        # Without batch norm a convolution needs its own bias (BN's beta was it).
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=not batch_norm)
-        self.bn1 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
-        self.conv2 = nn.Conv2d(channels, out_channels, 3, 1, 1, bias=not batch_norm)
-        self.bn2 = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
+        # Without a norm a convolution needs its own bias (the norm's shift was it). bn1/bn2 keep their names
+        # whatever norm they hold, as relu does: layer names stay the same across variants.
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=conv_bias(norm))
+        self.bn1 = make_norm(norm, channels, norm_groups)
+        self.conv2 = nn.Conv2d(channels, out_channels, 3, 1, 1, bias=conv_bias(norm))
+        self.bn2 = make_norm(norm, out_channels, norm_groups)
         self.relu = make_activation(activation)  # named relu whatever it is: state dicts and layer names stay
         self.residual = residual
-        self.shortcut = (make_shortcut(in_channels, out_channels, stride, shortcut, shortcut_padding)
-                         if residual else None)
+        self.shortcut = (make_shortcut(in_channels, out_channels, stride, shortcut, shortcut_padding, norm,
+                                       norm_groups) if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -91,26 +97,30 @@ class Bottleneck(nn.Module):
     """1x1 reduce -> 3x3 -> 1x1 expand (x4), with a skip connection (paper Fig. 5 right, ResNet-50/101/152).
 
     ``stride_on='3x3'`` puts the downsampling stride on the 3x3 convolution (torchvision's "ResNet v1.5",
-    slightly more accurate); ``stride_on='1x1'`` puts it on the first 1x1 convolution as the paper does."""
+    slightly more accurate); ``stride_on='1x1'`` puts it on the first 1x1 convolution as the paper does.
+    ``norm``/``norm_groups`` as in :class:`BasicBlock` (Wu & He 2018 trained this block with group norm)."""
 
     expansion = 4
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B",
-                 residual: bool = True, stride_on: str = "3x3"):
+                 residual: bool = True, stride_on: str = "3x3", norm: str = "batch",
+                 norm_groups: int = DEFAULT_GROUPS):
         super().__init__()
         if stride_on not in ("3x3", "1x1"):
             raise ValueError(f"stride_on must be '3x3' or '1x1', not {stride_on!r}")
+        bias = conv_bias(norm)
         out_channels = channels * self.expansion
         stride_1x1, stride_3x3 = (stride, 1) if stride_on == "1x1" else (1, stride)
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, stride_1x1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride_3x3, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, stride_1x1, bias=bias)
+        self.bn1 = make_norm(norm, channels, norm_groups)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride_3x3, 1, bias=bias)
+        self.bn2 = make_norm(norm, channels, norm_groups)
+        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=bias)
+        self.bn3 = make_norm(norm, out_channels, norm_groups)
         self.relu = nn.ReLU(inplace=True)
         self.residual = residual
-        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut) if residual else None
+        self.shortcut = (make_shortcut(in_channels, out_channels, stride, shortcut, norm=norm, norm_groups=norm_groups)
+                         if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

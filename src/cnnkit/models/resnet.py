@@ -30,6 +30,12 @@ and 8x8 maps with 16, 32 and 64 filters, global average pooling and a 10-way fc:
 Every CIFAR network also takes ``activation="sigmoid"`` (or ``"tanh"``) and ``batch_norm=False``,
 which are not the paper's: with them ``plain20`` is the deep sigmoid net whose gradients vanish (notes deck 003;
 benchmarks/gradient_depth.py puts the four side by side).
+Every network takes ``norm="group"`` (or ``"layer"``, ``"instance"``, ``"none"``; default ``"batch"``, the
+paper's, so existing weights load) to put another normalisation wherever batch norm was, and ``norm_groups``,
+group norm's G: 32 for the ImageNet networks (Wu & He 2018's default, 2 channels a group in ResNet-50's
+narrowest layers), 8 for the CIFAR ones, whose 16-channel layers 32 groups do not divide (8 keeps the same
+2 channels a group there). ``batch_norm=False`` is the older spelling of ``norm="none"``.
+benchmarks/norm_batch_size.py compares batch and group norm at batches of 2, 4 and 32.
 ``shortcut_padding`` says where option A's zero channels go: ``"after"`` the existing ones (cnnkit's layout,
 the default) or half on ``"both"`` sides (the layout of the widespread akamaster ``resnetNN-*.th`` checkpoints,
 which ``cnnkit import`` and ``load_pretrained`` select for them); it is recorded in checkpoint.json.
@@ -42,6 +48,7 @@ from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, GlobalAvgPoolHead
 from ..layers import make_activation
+from ..layers.norm import DEFAULT_GROUPS, conv_bias, make_norm, resolve_norm
 from .registry import register_model
 from .stages import CLASSIFIER, PooledClassifier, Stage
 
@@ -54,6 +61,7 @@ IMAGENET_LAYERS = {
 }
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 CIFAR_WIDTHS = (16, 32, 64)
+CIFAR_NORM_GROUPS = 8  # group norm's G for the CIFAR networks: 2 channels a group in the 16-channel stage
 
 
 class ResNet(nn.Module):
@@ -62,13 +70,13 @@ class ResNet(nn.Module):
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers, num_classes: int = 1000,
                  in_channels: int = 3, shortcut: str = "B", residual: bool = True, stride_on: str = "3x3",
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, norm: str = "batch", norm_groups: int = DEFAULT_GROUPS):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=conv_bias(norm))
+        self.bn1 = make_norm(norm, 64, norm_groups)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        block_kwargs = {"shortcut": shortcut, "residual": residual}
+        block_kwargs = {"shortcut": shortcut, "residual": residual, "norm": norm, "norm_groups": norm_groups}
         if block is Bottleneck:
             block_kwargs["stride_on"] = stride_on
         channels = 64
@@ -94,17 +102,18 @@ class ResNet(nn.Module):
 
 class CifarResNet(nn.Module):
     """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default).
-    ``activation`` and ``batch_norm`` change every block and the stem alike (see BasicBlock)."""
+    ``activation`` and ``norm`` (or ``batch_norm``) change every block and the stem alike (see BasicBlock)."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
                  residual: bool = True, shortcut_padding: str = "after", activation: str = "relu",
-                 batch_norm: bool = True):
+                 batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"a CIFAR ResNet has 6n+2 layers (8, 14, 20, 32, 44, 56, 110, 1202), not {depth}")
+        norm = resolve_norm(norm, batch_norm)
         blocks_per_stage = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_channels, CIFAR_WIDTHS[0], 3, padding=1, bias=not batch_norm)
-        self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0]) if batch_norm else nn.Identity()
+        self.conv1 = nn.Conv2d(in_channels, CIFAR_WIDTHS[0], 3, padding=1, bias=conv_bias(norm))
+        self.bn1 = make_norm(norm, CIFAR_WIDTHS[0], norm_groups)
         self.relu = make_activation(activation)
         channels = CIFAR_WIDTHS[0]
         stages = []
@@ -113,7 +122,7 @@ class CifarResNet(nn.Module):
             stage, channels = _make_stage(BasicBlock, channels, width, blocks_per_stage, stride,
                                           {"shortcut": shortcut, "residual": residual,
                                            "shortcut_padding": shortcut_padding, "activation": activation,
-                                           "batch_norm": batch_norm})
+                                           "norm": norm, "norm_groups": norm_groups})
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.head = GlobalAvgPoolHead(channels, num_classes)
@@ -147,15 +156,14 @@ def _init_resnet(model: nn.Module, zero_init_residual: bool) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     if zero_init_residual:  # Goyal et al. 2017: each block starts as the identity
         for m in model.modules():
-            if isinstance(m, Bottleneck):
-                nn.init.zeros_(m.bn3.weight)
-            elif isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+            last_norm = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+            if getattr(last_norm, "weight", None) is not None:  # norm='none' has no scale to zero
+                nn.init.zeros_(last_norm.weight)
 
 
 def _resnet(depth: int, num_classes: int, in_channels: int, **kwargs) -> ResNet:
@@ -238,44 +246,50 @@ def _cifar(depth: int, num_classes: int, in_channels: int, **kwargs) -> CifarRes
 
 @register_model(**_CIFAR)
 def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(20, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_CIFAR)
 def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(32, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_CIFAR)
 def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(44, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_CIFAR)
 def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(56, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_CIFAR)
 def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(110, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_CIFAR)
 def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
-             activation: str = "relu", batch_norm: bool = True) -> CifarResNet:
+             activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
+             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
     return _cifar(1202, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
 
 
 _PLAIN_CIFAR = {**_CIFAR, "family": "plain_cifar", "paper": "He et al. 2015, §4.2 (plain)"}
@@ -283,29 +297,34 @@ _PLAIN_CIFAR = {**_CIFAR, "family": "plain_cifar", "paper": "He et al. 2015, §4
 
 @register_model(**_PLAIN_CIFAR)
 def plain20(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-            batch_norm: bool = True) -> CifarResNet:
-    return _cifar(20, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
+            batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+    return _cifar(20, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm,
+                  norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_PLAIN_CIFAR)
 def plain32(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-            batch_norm: bool = True) -> CifarResNet:
-    return _cifar(32, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
+            batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+    return _cifar(32, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm,
+                  norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_PLAIN_CIFAR)
 def plain44(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-            batch_norm: bool = True) -> CifarResNet:
-    return _cifar(44, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
+            batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+    return _cifar(44, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm,
+                  norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_PLAIN_CIFAR)
 def plain56(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-            batch_norm: bool = True) -> CifarResNet:
-    return _cifar(56, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
+            batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+    return _cifar(56, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm,
+                  norm=norm, norm_groups=norm_groups)
 
 
 @register_model(**_PLAIN_CIFAR)
 def plain110(num_classes: int = 10, in_channels: int = 3, activation: str = "relu",
-            batch_norm: bool = True) -> CifarResNet:
-    return _cifar(110, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm)
+            batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+    return _cifar(110, num_classes, in_channels, residual=False, activation=activation, batch_norm=batch_norm,
+                  norm=norm, norm_groups=norm_groups)
