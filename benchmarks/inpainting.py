@@ -32,7 +32,7 @@ from cnnkit.denoise import psnr, ssim
 from cnnkit.errors import DataError
 from cnnkit.gan import save_grid
 from cnnkit.translate import (EVAL_SEED, PIX2PIX_TRAINING, Pix2PixTask, classical_fill, create_translator, hole_psnr,
-                              hole_ssim, mask_images, square_masks, translate_batch)
+                              hole_ssim, mask_images, square_masks, translate_batch, PREFILLS)
 
 from record import record
 
@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--width", type=int, default=16, help="generator and discriminator width (64 in the paper)")
     parser.add_argument("--depth", type=int, default=6, help="U-Net depth (6: 64 px down to 1x1)")
+    parser.add_argument("--prefill", default="navier-stokes", choices=PREFILLS,
+                        help="what the hole holds in the generator's input: grey, or a classical fill to correct")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmark-inpainting")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("CNNKIT_THREADS", "1")))
@@ -97,8 +99,9 @@ def main() -> None:
     bundle = load_crops(args)
     targets = bundle.test.images.float() / 255
     holes = square_masks(len(targets), args.size, args.size, args.hole, torch.Generator().manual_seed(EVAL_SEED))
-    inputs = mask_images(targets, holes)  # the image with a mid-grey hole, and the hole's mask
-    results = {"masked input": (inputs[:, :-1], 0.0, 0.0)}
+    grey = mask_images(targets, holes)[:, :-1]  # the image with a mid-grey hole
+    inputs = mask_images(targets, holes, args.prefill)  # the generators': the prefilled image and the hole's mask
+    results = {"masked input": (grey, 0.0, 0.0)}
     for variant, method in CLASSICAL:
         start, cpu_start = time.perf_counter(), time.process_time()
         filled = classical_fill(targets, holes, method)
@@ -111,7 +114,8 @@ def main() -> None:
                                 "eval_batch_size": 512})
         start, cpu_start = time.perf_counter(), time.process_time()
         Trainer(model, bundle, config, out=args.out / variant.split()[0],
-                task=Pix2PixTask("inpaint", adversarial_weight=weight, mask_size=args.hole), overwrite=True).fit()
+                task=Pix2PixTask("inpaint", adversarial_weight=weight, mask_size=args.hole, prefill=args.prefill),
+                overwrite=True).fit()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         outputs = torch.cat([translate_batch(model, inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
         # The composite, checked rather than trusted: the known pixels are the input's, bit for bit.
@@ -120,7 +124,7 @@ def main() -> None:
         trained[variant] = model
 
     table = {variant: scores(estimate, targets, holes) for variant, (estimate, _, _) in results.items()}
-    common = dict(data="cbsd432-crops -> cbsd68-crops", runs=1, crop=args.size, hole=args.hole,
+    common = dict(data="cbsd432-crops -> cbsd68-crops", runs=1, crop=args.size, hole=args.hole, prefill=args.prefill,
                   train_images=len(bundle.train), test_images=len(bundle.test), epochs=args.epochs, width=args.width,
                   load=os.getloadavg()[0].__round__(2))
     best_other = {}
@@ -138,13 +142,14 @@ def main() -> None:
                    **common)
 
     shown = slice(0, EXAMPLES)
-    pictures = [inputs[shown, :-1], results["Telea (OpenCV)"][0][shown], results["L1-only U-Net"][0][shown],
+    pictures = [grey[shown], results["Telea (OpenCV)"][0][shown], results["L1-only U-Net"][0][shown],
                 results["pix2pix"][0][shown], targets[shown]]
     save_grid(torch.cat(pictures), REPO / "docs" / "images" / "inpainting.png", columns=EXAMPLES, scale=3,
               row_labels=["masked input", "Telea", "L1-only", "pix2pix", "ground truth"])
 
     print(f"\n{len(bundle.test)} CBSD68 crops {args.size}x{args.size}, {args.hole}x{args.hole} holes; "
-          f"trained on {len(bundle.train)} CBSD432 crops, {args.epochs} epochs, width {args.width}")
+          f"trained on {len(bundle.train)} CBSD432 crops, {args.epochs} epochs, width {args.width}, "
+          f"hole prefilled with {args.prefill}")
     print(f"{'method':<26} {'hole PSNR':>9} {'hole SSIM':>9} {'PSNR':>6} {'SSIM':>6} {'s':>6} {'CPU s':>6}")
     for variant, row in table.items():
         _, seconds, cpu_seconds = results[variant]

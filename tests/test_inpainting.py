@@ -28,6 +28,7 @@ def test_the_generator_reads_the_mask_as_one_more_channel():
         assert model.discriminator.conv1.in_channels == 2 * channels + 1  # (image + mask, output)
     torch.manual_seed(0)
     model = create_translator("inpaint", 3, base_channels=4).eval()
+    torch.nn.init.normal_(model.generator.head[1].weight, std=0.02)  # as if trained: its last layer starts at 0
     model.generator.up[0][-1].at_test = False  # no dropout noise: only the mask differs between the calls
     image = torch.rand(1, 3, 32, 32)
     hole = square(1, 32, 8, 8, 12)
@@ -47,6 +48,9 @@ def test_compositing_leaves_known_pixels_exactly_unchanged():
     model = create_translator("inpaint", 3, base_channels=4)
     images = torch.randint(0, 256, (3, 3, 32, 32)).float() / 255
     holes = square_masks(3, 32, 32, 10, torch.Generator().manual_seed(1))
+    # Untrained, the inpainter returns its input's fill: its last layer starts at zero.
+    assert torch.allclose(translate_batch(model, mask_images(images, holes)), mask_images(images, holes)[:, :3])
+    torch.nn.init.normal_(model.generator.head[1].weight, std=0.02)
     out = translate_batch(model, mask_images(images, holes))
     known = ~holes.expand_as(images)
     assert torch.equal(out[known], images[known])  # bit for bit, after the [-1, 1] round trip
@@ -103,6 +107,21 @@ def test_classical_fills_continue_a_ramp_and_keep_known_pixels(method):
     assert hole_psnr(filled, ramp, hole).min() > hole_psnr(grey, ramp, hole).max() + 5
     with pytest.raises(CnnkitError, match="unknown classical fill"):
         classical_fill(ramp, hole, "patchmatch")
+
+
+def test_a_classical_prefill_is_what_the_generator_corrects():
+    pytest.importorskip("cv2")
+    images = torch.rand(2, 3, 16, 16)
+    hole = square()
+    prefilled = mask_images(images, hole, "telea")
+    assert torch.equal(prefilled[:, :3], classical_fill(images, hole, "telea"))
+    assert torch.equal(prefilled[:, 3:] > 0, hole)
+    model = create_translator("inpaint", 3, base_channels=4)
+    assert torch.allclose(translate_batch(model, prefilled), prefilled[:, :3])  # untrained: Telea's answer
+    with pytest.raises(CnnkitError, match="unknown hole prefill 'noise'"):
+        mask_images(images, hole, "noise")
+    with pytest.raises(CnnkitError, match="unknown hole prefill"):
+        Pix2PixTask("inpaint", prefill="zeros")
 
 
 def test_bad_masks_are_refused_with_the_shapes_named():

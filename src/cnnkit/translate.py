@@ -100,11 +100,21 @@ def check_mask(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask.to(images.device)
 
 
-def mask_images(images: torch.Tensor, mask: torch.Tensor, fill: float = 0.5) -> torch.Tensor:
-    """The inpainting generator's input for images in [0, 1]: the image with its hole set to ``fill`` (mid-grey,
-    a neutral value that says nothing of what was there) and the mask (1 in the hole) as one more channel."""
+PREFILLS = ("grey", "telea", "navier-stokes", "biharmonic")
+
+
+def mask_images(images: torch.Tensor, mask: torch.Tensor, prefill: str = "grey") -> torch.Tensor:
+    """The inpainting generator's input for images in [0, 1]: the image with its hole filled, and the mask (1 in
+    the hole) as one more channel. ``prefill`` "grey" sets the hole to mid-grey, a neutral value that says
+    nothing of what was there; a classical fill's name (:func:`classical_fill`) puts that fill there for the
+    generator to correct."""
     mask = check_mask(images, mask)
-    masked = torch.where(mask, torch.full_like(images, fill), images)
+    if prefill == "grey":
+        masked = torch.where(mask, torch.full_like(images, 0.5), images)
+    elif prefill in PREFILLS:
+        masked = classical_fill(images, mask, prefill)
+    else:
+        raise CnnkitError(f"unknown hole prefill {prefill!r}; expected one of {', '.join(PREFILLS)}")
     return torch.cat([masked, mask.to(images.dtype)], 1)
 
 
@@ -182,7 +192,7 @@ def classical_fill(images: torch.Tensor, mask: torch.Tensor, method: str = "tele
 
 
 def make_input(kind: str, targets: torch.Tensor, generator: torch.Generator | None = None, mask_size: int = 12,
-               edge_threshold: float = 0.25) -> torch.Tensor:
+               edge_threshold: float = 0.25, prefill: str = "grey") -> torch.Tensor:
     """The model's input for target images in [0, 1] (N, C, H, W): grey, Sobel edges, or the image with a
     mid-grey square hole plus the hole's mask as a last channel (:func:`mask_images`)."""
     if kind == "colorize":
@@ -194,7 +204,7 @@ def make_input(kind: str, targets: torch.Tensor, generator: torch.Generator | No
         return sobel_edges(targets, edge_threshold)
     if kind == "inpaint":
         n, _, height, width = targets.shape
-        return mask_images(targets, square_masks(n, height, width, mask_size, generator, targets.device))
+        return mask_images(targets, square_masks(n, height, width, mask_size, generator, targets.device), prefill)
     raise CnnkitError(f"unknown translation {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -220,18 +230,21 @@ class Pix2PixTask(Task):
 
     Inpainting also reports ``hole_l1``, ``hole_psnr`` and ``hole_ssim`` (:func:`hole_psnr`, :func:`hole_ssim`),
     and its L1 term is the mean over the hole's pixels: the composited output equals the target elsewhere, so a
-    mean over the whole image would shrink lambda by the hole's share of the image."""
+    mean over the whole image would shrink lambda by the hole's share of the image. ``prefill``: what the hole
+    holds in the input (see :func:`mask_images`)."""
 
     name = "pix2pix"
     runs_own_step = True  # train_step: a discriminator update, then a generator update
     higher_is_better = ("psnr", "ssim")
 
     def __init__(self, kind: str, l1_weight: float = 100.0, adversarial_weight: float = 1.0, mask_size: int = 12,
-                 edge_threshold: float = 0.25):
+                 edge_threshold: float = 0.25, prefill: str = "grey"):
         if kind not in KINDS:
             raise CnnkitError(f"unknown translation {kind!r}; expected one of {', '.join(KINDS)}")
+        if prefill not in PREFILLS:
+            raise CnnkitError(f"unknown hole prefill {prefill!r}; expected one of {', '.join(PREFILLS)}")
         self.kind, self.l1_weight, self.adversarial_weight = kind, float(l1_weight), float(adversarial_weight)
-        self.mask_size, self.edge_threshold = mask_size, edge_threshold
+        self.mask_size, self.edge_threshold, self.prefill = mask_size, edge_threshold, prefill
         self._eval_generators: dict = {}
 
     def input_channels(self, data) -> int:
@@ -244,7 +257,7 @@ class Pix2PixTask(Task):
             if key not in self._eval_generators:
                 self._eval_generators[key] = torch.Generator(device=targets.device).manual_seed(EVAL_SEED)
             generator = self._eval_generators[key]
-        inputs = make_input(self.kind, targets, generator, self.mask_size, self.edge_threshold)
+        inputs = make_input(self.kind, targets, generator, self.mask_size, self.edge_threshold, self.prefill)
         if self.kind == "inpaint":
             # The targets carry the hole mask as a last channel: loss() and metrics() see only outputs and
             # targets, and need the hole. _split takes it off again.
@@ -331,9 +344,10 @@ class Pix2PixTask(Task):
             return super().evaluate(trainer, dataset, **options)
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "l1_weight": self.l1_weight,
-                "adversarial_weight": self.adversarial_weight, "mask_size": self.mask_size,
-                "edge_threshold": self.edge_threshold}
+        described = {"name": self.name, "kind": self.kind, "l1_weight": self.l1_weight,
+                     "adversarial_weight": self.adversarial_weight, "mask_size": self.mask_size,
+                     "edge_threshold": self.edge_threshold}
+        return {**described, "prefill": self.prefill} if self.kind == "inpaint" else described
 
 
 def load_translation_data(kind: str, data: str | None = None):
@@ -399,11 +413,11 @@ def read_translation_input(path: str | Path, meta: dict, make: bool = False, see
         if make:
             generator = torch.Generator().manual_seed(seed)
             hole = square_masks(1, *image.shape[-2:], task.get("mask_size", 12), generator)
-            return mask_images(image, hole), image
+            return mask_images(image, hole, task.get("prefill", "grey")), image
         if mask is None:
             raise ImageError(f"an inpaint model needs to know where the hole in {path} is: pass --mask MASK.png "
                              "(the image's size, white = the hole), or --make-input for a random square")
-        return mask_images(image, read_hole_mask(mask, *image.shape[-2:])), None
+        return mask_images(image, read_hole_mask(mask, *image.shape[-2:]), task.get("prefill", "grey")), None
     if make:
         target = read_image(path, meta["image_shape"][0]).float().div(255)[None]
         generator = torch.Generator().manual_seed(seed)
@@ -419,7 +433,7 @@ def read_translation_input(path: str | Path, meta: dict, make: bool = False, see
     return read_image(path, expected).float().div(255)[None], None
 
 
-__all__ = ["CLASSICAL_FILLS", "KINDS", "PIX2PIX_TRAINING", "Pix2PixTask", "check_mask", "classical_fill", "composite",
-           "create_translator", "hole_psnr", "hole_ssim", "image_channels", "input_channels", "load_translation_data",
-           "make_input", "mask_images", "read_hole_mask", "read_translation_input", "sobel_edges", "square_masks",
-           "to_grey", "translate_batch"]
+__all__ = ["CLASSICAL_FILLS", "KINDS", "PIX2PIX_TRAINING", "PREFILLS", "Pix2PixTask", "check_mask", "classical_fill",
+           "composite", "create_translator", "hole_psnr", "hole_ssim", "image_channels", "input_channels",
+           "load_translation_data", "make_input", "mask_images", "read_hole_mask", "read_translation_input",
+           "sobel_edges", "square_masks", "to_grey", "translate_batch"]

@@ -72,6 +72,9 @@ def add_parser(sub) -> None:
     p.add_argument("--mask", type=Path, help="inpaint: the hole to fill, an image of IMAGE's size (white = hole)")
     p.add_argument("--mask-size", type=positive_int, default=12,
                    help="inpaint training: side of the random square hole in pixels (12, for 32x32 images)")
+    p.add_argument("--prefill", choices=["grey", "telea", "navier-stokes", "biharmonic"], default="grey",
+                   help="inpaint training: what the hole holds in the generator's input, mid-grey or a classical "
+                        "fill (OpenCV, scikit-image) that the generator learns to correct")
     p.add_argument("--train", action="store_true", help="train through the one training loop")
     p.add_argument("--task", choices=["colorize", "edges", "inpaint"], default="colorize", dest="kind")
     p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
@@ -195,7 +198,8 @@ def cmd_translate(args) -> None:
             args, lambda: load_translation_data(args.kind, args.data),
             lambda bundle: create_translator(args.kind, bundle.image_shape[0], args.base_channels),
             lambda bundle: f"{variant}-{args.kind}-{bundle.name}",
-            lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0, args.mask_size),
+            lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0, args.mask_size,
+                                       prefill=args.prefill),
             TASK_RECIPES["translate"])
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")

@@ -21,7 +21,9 @@ generator only supplies colour, as colourisation networks predict Lab's ab chann
 ``fill_hole=True`` (inpainting) makes the last input channel a hole mask (+1 in the hole, -1 on known pixels, in
 the [-1, 1] scale of the inputs) and composites: the output is the input's own pixels outside the hole and the
 generator's inside it, so inpainting never alters what it was given (Pathak et al. 2016 and Iizuka et al. 2017
-feed and paste the same way); the discriminator sees the mask with the input, hence the seams too.
+feed and paste the same way); the discriminator sees the mask with the input, hence the seams too. Inside the
+hole the generator adds a correction to what the input holds there (0, i.e. mid-grey, or a classical fill to
+refine), and its last layer starts at zero, so an untrained inpainter returns its input's fill unchanged.
 
 Noise is dropout only, applied at training *and* test time (§3.1: "we provide noise only in the form of
 dropout ... at both training and test time"); ``test_dropout=False`` turns it off at test time. Unlike the
@@ -183,6 +185,9 @@ class Pix2Pix(nn.Module):
         self.discriminator = PatchDiscriminator(in_channels + out_channels, discriminator_channels, n_layers)
         self.in_channels, self.out_channels = in_channels, out_channels
         dcgan_init_(self)  # the paper (§6.2) initialises as DCGAN does: N(0, 0.02)
+        if fill_hole:  # start as the identity on the input's fill (see the module docstring)
+            nn.init.zeros_(self.generator.head[1].weight)
+            nn.init.zeros_(self.generator.head[1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The translation: input in [-1, 1] -> output in [-1, 1], same height and width."""
@@ -196,7 +201,8 @@ class Pix2Pix(nn.Module):
         if self.fill_hole:
             # torch.where, not mask * out + (1 - mask) * x: known pixels come back bit for bit, and only the
             # hole's pixels pass gradients to the generator.
-            out = torch.where(x[:, -1:] > 0, out, x[:, :-1])
+            image = x[:, :-1]
+            out = torch.where(x[:, -1:] > 0, (image + out).clamp(-1, 1), image)
         return out
 
     def discriminate(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
