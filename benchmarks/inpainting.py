@@ -4,7 +4,11 @@ on the same held-out crops and the same seeded holes, with the masked input itse
 classical fills (OpenCV's Telea and Navier-Stokes, scikit-image's biharmonic) and the L1-only U-Net (the same
 generator without the discriminator, Isola et al.'s ablation).
 
-    CNNKIT_DATA=../shared/datasets python benchmarks/inpainting.py [--epochs 3 --width 16 --hole 24]
+    CNNKIT_DATA=../shared/datasets python benchmarks/inpainting.py [--epochs 3 --width 16 --hole 24 --prefill grey]
+
+The generators' input holds a classical fill in the hole (--prefill, Navier-Stokes by default; grey for the
+neutral hole) beside the mask channel; the generator adds a correction there, starting from none (its last layer
+is zero-initialised), so training starts from the classical answer and learns what it misses.
 
 Data: random 64x64 crops (horizontally flipped half the time) of the 432 colour training images of BSDS500
 (bsd/cbsd432) to train on; --test-crops-per-image fixed random crops of each of the 68 held-out CBSD68 images to
