@@ -1,6 +1,7 @@
 """pix2pix against the L1-only U-Net (Isola et al. 2017, Table 1's ablation: the same generator without the
 discriminator) on three translations built from our data: colorize (CIFAR-10 JPEG copy, grey -> RGB), edges
-(Fashion-MNIST, binary Sobel edges -> item) and inpaint (CIFAR-10, a 12x12 grey square -> the image).
+(Fashion-MNIST, binary Sobel edges -> item) and inpaint (CIFAR-10, a 12x12 grey square and its mask -> the image,
+composited into the hole; benchmarks/inpainting.py measures inpainting on natural images against classical fills).
 
     CNNKIT_DATA=../shared/datasets python benchmarks/pix2pix.py [--epochs 5 --train-subset 3000 --width 32]
 
@@ -60,7 +61,8 @@ def run(kind: str, args) -> list[dict]:
     channels = bundle.image_shape[0]
     targets = bundle.test.images[:EXAMPLES].float() / 255
     inputs = make_input(kind, targets, torch.Generator().manual_seed(1))
-    rows, pictures = [], [inputs.expand(-1, channels, -1, -1), targets]
+    shown = inputs[:, :channels]  # inpainting's last input channel is the hole mask, not a picture
+    rows, pictures = [], [shown.expand(-1, channels, -1, -1), targets]
     target_all = bundle.test.images.float() / 255
     eval_inputs = make_input(kind, target_all, torch.Generator().manual_seed(EVAL_SEED))  # as the evaluation's
     for variant, weight in VARIANTS:
@@ -80,7 +82,7 @@ def run(kind: str, args) -> list[dict]:
             rows[-1]["colourfulness"] = colourfulness(translate_batch(model, eval_inputs))
     # The input as an answer (what the model starts from), on the evaluation's own inputs (one batch of
     # --test-subset images, squares drawn from the evaluation seed).
-    baseline = scores(eval_inputs, target_all)
+    baseline = scores(eval_inputs[:, :channels], target_all)
     common = dict(data=bundle.name + ("-jpeg" if "lossy" in bundle.note else ""), runs=1,
                   train_images=len(bundle.train), test_images=len(bundle.test), epochs=args.epochs, width=args.width)
     for row in rows:

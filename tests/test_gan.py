@@ -185,7 +185,9 @@ def test_translation_inputs():
     assert edges.shape == (2, 1, 16, 16) and edges[0, 0, 5].nonzero().flatten().tolist() == [7, 8]
     assert torch.allclose(make_input("colorize", images), images[:, :1])
     masked = make_input("inpaint", images, torch.Generator().manual_seed(0), mask_size=5)
-    assert ((masked == 0.5).all(1).flatten(1).sum(1) == 25).all()
+    assert masked.shape == (2, 4, 16, 16)  # the image and its hole mask
+    assert ((masked[:, :3] == 0.5).all(1).flatten(1).sum(1) == 25).all()
+    assert torch.equal(masked[:, 3] == 1, (masked[:, :3] == 0.5).all(1))
     with pytest.raises(ShapeError, match="RGB"):
         make_input("colorize", images[:, :1])
 

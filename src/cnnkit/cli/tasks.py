@@ -25,7 +25,8 @@ EXAMPLES = {
   cnnkit translate --train --task colorize --train-subset 5000 --out runs/p2p-colorize   # cifar10, grey -> RGB
   cnnkit translate --train --task edges --l1-only --out runs/l1-edges        # fashion-mnist, the L1-only U-Net
   cnnkit translate runs/p2p-colorize grey.png -o colour.png
-  cnnkit translate runs/p2p-colorize photo.jpg -o colour.png --make-input    # grey it first, then colourise""",
+  cnnkit translate runs/p2p-colorize photo.jpg -o colour.png --make-input    # grey it first, then colourise
+  cnnkit translate runs/p2p-inpaint photo.png --mask hole.png -o filled.png  # white in hole.png = fill it""",
     "gan": """examples:
   cnnkit gan --train --data mnist --epochs 5 --out runs/dcgan-mnist   # samples/epoch_NNN.png, FID-like score
   cnnkit gan runs/dcgan-mnist -o samples.png --count 64 --seed 3""",
@@ -68,6 +69,12 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-translated.png)")
     p.add_argument("--make-input", action="store_true",
                    help="IMAGE is a target-style picture: derive the input as training did (grey, edges, mask)")
+    p.add_argument("--mask", type=Path, help="inpaint: the hole to fill, an image of IMAGE's size (white = hole)")
+    p.add_argument("--mask-size", type=positive_int, default=12,
+                   help="inpaint training: side of the random square hole in pixels (12, for 32x32 images)")
+    p.add_argument("--prefill", choices=["grey", "telea", "navier-stokes", "biharmonic"], default="grey",
+                   help="inpaint training: what the hole holds in the generator's input, mid-grey or a classical "
+                        "fill (OpenCV, scikit-image) that the generator learns to correct")
     p.add_argument("--train", action="store_true", help="train through the one training loop")
     p.add_argument("--task", choices=["colorize", "edges", "inpaint"], default="colorize", dest="kind")
     p.add_argument("--data", help="dataset (default: cifar10 for colorize and inpaint, fashion-mnist for edges)")
@@ -191,15 +198,17 @@ def cmd_translate(args) -> None:
             args, lambda: load_translation_data(args.kind, args.data),
             lambda bundle: create_translator(args.kind, bundle.image_shape[0], args.base_channels),
             lambda bundle: f"{variant}-{args.kind}-{bundle.name}",
-            lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0),
+            lambda bundle: Pix2PixTask(args.kind, args.l1_weight, 0.0 if args.l1_only else 1.0, args.mask_size,
+                                       prefill=args.prefill),
             TASK_RECIPES["translate"])
         print(f"test L1 {summary['test_l1']:.4f}, PSNR {summary['test_psnr']:.2f} dB, SSIM {summary['test_ssim']:.3f}; "
               f"{args.out}")
         return
     model, meta = load_task_run_for_image(args, "pix2pix", "a pix2pix translator", "translate")
-    inputs, _ = read_translation_input(args.image, meta, args.make_input, seed_of(args))
+    inputs, _ = read_translation_input(args.image, meta, args.make_input, seed_of(args), args.mask)
     if args.make_input:
-        save_image(inputs[0].expand(3, -1, -1), output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
+        shown = inputs[0, :-1] if meta["task"]["kind"] == "inpaint" else inputs[0]  # not the mask channel
+        save_image(shown.expand(3, -1, -1), output_path(args, "input").with_name(f"{args.image.stem}-input.png"))
     output = translate_batch(model, inputs, seed_of(args))[0]
     print(save_image(output.expand(3, -1, -1), output_path(args, "translated")))
 

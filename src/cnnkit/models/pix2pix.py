@@ -18,6 +18,12 @@ generator pads to a multiple of 2**depth (reflect, or replicate when too small) 
 the output always has the input's height and width (28x28 Fashion-MNIST runs as 32x32).
 ``keep_luminance=True`` (colourisation, grey in, RGB out) gives the output the input's luminance, so the
 generator only supplies colour, as colourisation networks predict Lab's ab channels from L.
+``fill_hole=True`` (inpainting) makes the last input channel a hole mask (+1 in the hole, -1 on known pixels, in
+the [-1, 1] scale of the inputs) and composites: the output is the input's own pixels outside the hole and the
+generator's inside it, so inpainting never alters what it was given (Pathak et al. 2016 and Iizuka et al. 2017
+feed and paste the same way); the discriminator sees the mask with the input, hence the seams too. Inside the
+hole the generator adds a correction to what the input holds there (0, i.e. mid-grey, or a classical fill to
+refine), and its last layer starts at zero, so an untrained inpainter returns its input's fill unchanged.
 
 Noise is dropout only, applied at training *and* test time (§3.1: "we provide noise only in the form of
 dropout ... at both training and test time"); ``test_dropout=False`` turns it off at test time. Unlike the
@@ -162,17 +168,26 @@ class PatchDiscriminator(nn.Sequential):
 class Pix2Pix(nn.Module):
     def __init__(self, in_channels: int = 3, out_channels: int = 3, base_channels: int = 64, depth: int = 5,
                  discriminator_channels: int = 64, n_layers: int = 3, dropout_layers: int = 3,
-                 test_dropout: bool = True, keep_luminance: bool = False):
+                 test_dropout: bool = True, keep_luminance: bool = False, fill_hole: bool = False):
         super().__init__()
         if keep_luminance and (in_channels, out_channels) != (1, 3):
             raise ShapeError(f"keep_luminance is for colourisation (1 channel in, 3 out), not {in_channels} -> "
                              f"{out_channels} channels")
-        self.keep_luminance = keep_luminance
+        if fill_hole and in_channels != out_channels + 1:
+            raise ShapeError(f"fill_hole (inpainting) reads the image and its hole mask, out_channels + 1 = "
+                             f"{out_channels + 1} input channels, not {in_channels}; build it with "
+                             f"in_channels={out_channels + 1}")
+        if fill_hole and keep_luminance:
+            raise ShapeError("fill_hole and keep_luminance exclude each other: one model inpaints or colourises")
+        self.keep_luminance, self.fill_hole = keep_luminance, fill_hole
         self.generator = UNetGenerator(in_channels, out_channels, base_channels, depth, dropout_layers,
                                        test_dropout=test_dropout)
         self.discriminator = PatchDiscriminator(in_channels + out_channels, discriminator_channels, n_layers)
         self.in_channels, self.out_channels = in_channels, out_channels
         dcgan_init_(self)  # the paper (§6.2) initialises as DCGAN does: N(0, 0.02)
+        if fill_hole:  # start as the identity on the input's fill (see the module docstring)
+            nn.init.zeros_(self.generator.head[1].weight)
+            nn.init.zeros_(self.generator.head[1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The translation: input in [-1, 1] -> output in [-1, 1], same height and width."""
@@ -183,6 +198,11 @@ class Pix2Pix(nn.Module):
             # output exactly the input's luma and leaves its chroma alone, like predicting Lab's ab from L.
             luma = (out * out.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
             out = out + (x - luma)
+        if self.fill_hole:
+            # torch.where, not mask * out + (1 - mask) * x: known pixels come back bit for bit, and only the
+            # hole's pixels pass gradients to the generator.
+            image = x[:, :-1]
+            out = torch.where(x[:, -1:] > 0, (image + out).clamp(-1, 1), image)
         return out
 
     def discriminate(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -193,9 +213,10 @@ class Pix2Pix(nn.Module):
                 task="translation")
 def pix2pix(num_classes: int = 0, in_channels: int = 3, out_channels: int = 3, base_channels: int = 64,
             depth: int = 5, discriminator_channels: int = 64, n_layers: int = 3, dropout_layers: int = 3,
-            test_dropout: bool = True, keep_luminance: bool = False) -> Pix2Pix:
+            test_dropout: bool = True, keep_luminance: bool = False, fill_hole: bool = False) -> Pix2Pix:
     """U-Net generator (``depth`` 5: 32 -> 1; the paper's 256-px net is depth 8) + 70x70 PatchGAN
-    (``n_layers`` 3); ``keep_luminance`` for grey -> RGB. ``num_classes`` is accepted so generic code can pass a
-    dataset's class count, and ignored."""
+    (``n_layers`` 3); ``keep_luminance`` for grey -> RGB; ``fill_hole`` for inpainting (image + mask in, the
+    output composited into the hole). ``num_classes`` is accepted so generic code can pass a dataset's class
+    count, and ignored."""
     return Pix2Pix(in_channels, out_channels, base_channels, depth, discriminator_channels, n_layers, dropout_layers,
-                   test_dropout, keep_luminance)
+                   test_dropout, keep_luminance, fill_hole)
