@@ -6,6 +6,9 @@ const $ = (id) => document.getElementById(id);
 const message = $("message"), sourceSelect = $("source"), layerSelect = $("layer"), channelInput = $("channel");
 const pad = $("pad"), padContext = pad.getContext("2d");
 let layers = [], input = null, mapShape = null, unit = null, drawing = false, lastPoint = null;
+// Each maps request takes a number; an answer that arrives after a newer request was sent is dropped, so a slow
+// answer for an old channel or picture cannot overwrite the map the user asked for last.
+let mapsRequest = 0;
 const DIGITS = 4;  // decimals shown: every number on the page is rounded the same way
 
 const fixed = (value) => (value === null || value === undefined ? "pad" : Number(value).toFixed(DIGITS));
@@ -26,8 +29,10 @@ function inputForm(extra) {
 async function showMaps() {
   if (!input || !sourceSelect.value) return;
   showMessage(message, `Running ${sourceSelect.value}…`);  // a pretrained network loads for a few seconds
+  const request = ++mapsRequest;
   try {
     const answer = await api("/api/explain/maps", {method: "POST", body: inputForm()});
+    if (request !== mapsRequest) return;  // a newer request is on its way
     mapShape = answer.layer.output_shape;
     $("map-caption").textContent = `${answer.layer.name} · channel ${answer.channel} · ` +
       `${mapShape.slice(1).join("x")} · values ${fixed(answer.map.min)} to ${fixed(answer.map.max)}`;
@@ -39,7 +44,7 @@ async function showMaps() {
     if (unit && unit[0] < mapShape[1] && unit[1] < mapShape[2]) await explainUnit(...unit);
     else clearUnit();
   } catch (error) {
-    showMessage(message, error.message, true);
+    if (request === mapsRequest) showMessage(message, error.message, true);
   }
 }
 
