@@ -322,3 +322,24 @@ def test_googlenet_inception_costs_match_table_1():
             assert abs(measured[name] / 1e6 - millions) < 1, name
     assert measured["inception5a"] == 49 * (832 * 256 + 832 * 160 + 9 * 160 * 320 + 832 * 32 + 25 * 32 * 128
                                            + 832 * 128)
+
+
+def test_a_layer_called_through_a_container_made_per_call_keeps_its_macs():
+    """torch's flop counter files a layer's FLOPs under the path it was called through; a container built in
+    forward (as features_only backbones and stage wrappers do) gives a path no row has. The rows must still
+    carry each convolution's multiply-adds, and add up to the total."""
+
+    class WrapsPerCall(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.body = nn.Conv2d(8, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.body(nn.Sequential(self.stem, nn.ReLU())(x))
+
+    report = summary(WrapsPerCall(), (3, 10, 10))
+    macs = {row.name: row.macs for row in report.rows}
+    assert macs["stem"] == 8 * 3 * 9 * 100
+    assert macs["body"] == 16 * 8 * 9 * 100
+    assert report.totals["macs"] == macs["stem"] + macs["body"]

@@ -278,7 +278,7 @@ class _Trace:
     order: list[str]
     outputs: dict[str, Any]
     calls: dict[str, int]
-    flops_by_module: dict
+    flops_by_layer: dict[str, int]  # FLOPs counted while each leaf layer ran, over all its calls
     total_flops: int
     output: Any
 
@@ -309,17 +309,26 @@ def _trace(model: nn.Module, model_name: str, input_size, batch_size: int, dtype
     calls: dict[str, int] = {}
     field_mode = _ReceptiveFieldMode(strict)
     field_mode.info[x] = (1, 1, 0.0)
+    flop_counter = FlopCounterMode(display=False)
+    # Each layer's FLOPs are the counter's growth while it runs, not the counter's per-module table: that table
+    # names modules by the path they were called through, and a container made per call (a features_only
+    # backbone's stem, an Inception branch) would file a layer's FLOPs under a name no row has.
+    flops_at_start: dict[str, int] = {}
+    flops_by_layer: dict[str, int] = {}
     handles = []
 
     def make_hooks(name):
         def pre(module, args):
             field_mode.current_layer = name or model_name
+            flops_at_start[name] = flop_counter.get_total_flops()
 
         def post(module, args, output):
             if name not in outputs:
                 order.append(name)
             outputs[name] = (output, field_mode.info.get(_first_tensor(output)))
             calls[name] = calls.get(name, 0) + 1
+            grown = flop_counter.get_total_flops() - flops_at_start.pop(name)
+            flops_by_layer[name] = flops_by_layer.get(name, 0) + grown
 
         return pre, post
 
@@ -330,7 +339,6 @@ def _trace(model: nn.Module, model_name: str, input_size, batch_size: int, dtype
 
     was_training = model.training
     model.eval()
-    flop_counter = FlopCounterMode(display=False)
     try:
         with flop_counter, field_mode:
             output = torch.func.functional_call(model, state, (x,), strict=False)
@@ -341,7 +349,7 @@ def _trace(model: nn.Module, model_name: str, input_size, batch_size: int, dtype
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return _Trace(leaves, order, outputs, calls, flop_counter.get_flop_counts(), flop_counter.get_total_flops(),
+    return _Trace(leaves, order, outputs, calls, flops_by_layer, flop_counter.get_total_flops(),
                   output)
 
 
@@ -353,9 +361,7 @@ def _layer_row(model: nn.Module, model_name: str, name: str, trace: _Trace, batc
     tensor = _first_tensor(out)
     shape = tuple(tensor.shape[1:]) if tensor is not None and tensor.dim() > 0 else ()
     numel = math.prod(shape) if shape else 0
-    root = type(model).__name__
-    counts = trace.flops_by_module.get(f"{root}.{name}" if name else root, {})
-    dense_macs = macs = sum(counts.values()) // 2 // batch_size
+    dense_macs = macs = trace.flops_by_layer.get(name, 0) // 2 // batch_size
     if hasattr(module, "multiply_adds") and shape:  # the connections that exist, not the dense stand-in
         macs = module.multiply_adds(shape) * trace.calls[name]
     direct = list(module.parameters(recurse=not any(True for _ in module.children())))
