@@ -14,9 +14,12 @@ from .bitstream import (Header, compress_image, decode_latent, decompress, decom
                         read_header)
 from .entropy import CodingTables, FactorizedEntropyModel
 from .gdn import GDN, IGDN
+from .hyperprior import GaussianConditional, ScaleHyperpriorCompressor
 from .model import CompressionOutput, FactorizedPriorCompressor
-from .task import CompressionTask, bits_per_pixel
+from .photos import load_photo_folder, load_photos
+from .task import CompressionTask, bits_per_pixel, random_crops
 
 __all__ = ["GDN", "IGDN", "CodingTables", "CompressionOutput", "CompressionTask", "FactorizedEntropyModel",
-           "FactorizedPriorCompressor", "Header", "bits_per_pixel", "compress_image", "decode_latent", "decompress",
-           "decompress_latent", "encode_latent", "read_header"]
+           "FactorizedPriorCompressor", "GaussianConditional", "Header", "ScaleHyperpriorCompressor",
+           "bits_per_pixel", "compress_image", "decode_latent", "decompress", "decompress_latent", "encode_latent",
+           "load_photo_folder", "load_photos", "random_crops", "read_header"]
