@@ -6,8 +6,13 @@ trained through the one loop, writing real files with an ANS entropy coder (cons
     data = compress_image(model, image)          # bytes of a .cnk file; image: (C, H, W) uint8
     image = decompress(model, data)              # (C, H, W) uint8
 
+    model = create_model("compress_hyperprior", channels=64, latent_channels=96)    # Ballé et al. 2018
+    Trainer(model, load_photos("cbsd432"), config, task=CompressionTask(0.01, crop=256)).fit()
+
 Modules: ``gdn`` (GDN/IGDN), ``entropy`` (the factorized density and its coding tables), ``model`` (the
-registered architecture), ``bitstream`` (the file format, coded with ``constriction``), ``task`` (training).
+registered factorized-prior architecture), ``hyperprior`` (the scale hyperprior and its Gaussian tables),
+``bitstream`` (the file format, coded with ``constriction``), ``task`` (training, random crops), ``photos``
+(CBSD432/CBSD68/Kodak24 as uint8 tensors), ``bdrate`` (Bjøntegaard deltas between rate-distortion curves).
 """
 
 from .bitstream import (Header, compress_image, decode_latent, decompress, decompress_latent, encode_latent,

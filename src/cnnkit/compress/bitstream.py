@@ -20,6 +20,20 @@ symbol of its channel's frequency table (:meth:`FactorizedEntropyModel.coding_ta
 outside their table (coded as the table's escape symbol), their zigzag-mapped magnitudes in 4-bit groups: every
 escaped value's count of groups first, then all the groups, uniformly distributed. Any integer round-trips.
 
+Version 3 is the file of the scale hyperprior (``compress_hyperprior``): version 2's fields (the latent being y,
+at 1/16 of the image padded to a multiple of 64), then
+
+    28      1      model field: 1 = scale hyperprior (a number this cnnkit does not know is refused)
+    29      4      side-information bytes S (a multiple of 4)
+    33      4      CRC-32 of bytes 0-32 and the payload
+    37      ...    payload: S bytes coding z (the factorized tables, as version 2 codes y), then y
+
+where y's elements are coded table by table: each element's table is the one of its predicted scale
+(``hyperprior.gaussian_tables``; the decoder computes the scales from z first), and within a table in raster
+order, with the same escapes. The fingerprint covers z's tables and the Gaussian tables. Factorized-prior files
+are still written as version 2, byte for byte as before; a file of one codec given to a checkpoint of the other
+is refused with a message naming both.
+
 Version 1 files (cnnkit's own pure-Python rANS coder, with the escapes interleaved) are refused with a message
 saying so: compress the image again.
 
