@@ -298,7 +298,7 @@ def figure(curves: dict, anchors: dict, path: Path, load) -> None:
     ax.set(xlabel="bits per pixel (whole files, headers included)", ylabel="PSNR-RGB (dB), mean of 24 images",
            title=f"Kodak24, full size; training on a shared 2-core CPU (load {load[0]:.1f})", xlim=(0, 2.0))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left")
     plots.save(fig, path, dpi=100)
 
 
