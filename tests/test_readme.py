@@ -45,6 +45,9 @@ SKIP = {
     "cnnkit serve": "a server that runs until Ctrl-C (tests/serve drive it)",
     "tensorboard --logdir": "TensorBoard's own server, which runs until Ctrl-C (tests/test_tensorboard.py reads logs)",
     " ... ": "a placeholder for a command's options",
+    "--data cbsd432": "trains on the 432 CBSD432 photographs for minutes (tests/test_compress_hyperprior.py runs the "
+                      "same command, and its --resume, on small images)",
+    "--resume runs/compress-cbsd432": "continues the run of the line above, which does not run here",
 }
 
 

@@ -6,17 +6,25 @@ trained through the one loop, writing real files with an ANS entropy coder (cons
     data = compress_image(model, image)          # bytes of a .cnk file; image: (C, H, W) uint8
     image = decompress(model, data)              # (C, H, W) uint8
 
+    model = create_model("compress_hyperprior", channels=64, latent_channels=96)    # Ballé et al. 2018
+    Trainer(model, load_photos("cbsd432"), config, task=CompressionTask(0.01, crop=256)).fit()
+
 Modules: ``gdn`` (GDN/IGDN), ``entropy`` (the factorized density and its coding tables), ``model`` (the
-registered architecture), ``bitstream`` (the file format, coded with ``constriction``), ``task`` (training).
+registered factorized-prior architecture), ``hyperprior`` (the scale hyperprior and its Gaussian tables),
+``bitstream`` (the file format, coded with ``constriction``), ``task`` (training, random crops), ``photos``
+(CBSD432/CBSD68/Kodak24 as uint8 tensors), ``bdrate`` (Bjøntegaard deltas between rate-distortion curves).
 """
 
 from .bitstream import (Header, compress_image, decode_latent, decompress, decompress_latent, encode_latent,
                         read_header)
 from .entropy import CodingTables, FactorizedEntropyModel
 from .gdn import GDN, IGDN
+from .hyperprior import GaussianConditional, ScaleHyperpriorCompressor
 from .model import CompressionOutput, FactorizedPriorCompressor
-from .task import CompressionTask, bits_per_pixel
+from .photos import load_photo_folder, load_photos
+from .task import CompressionTask, bits_per_pixel, random_crops
 
 __all__ = ["GDN", "IGDN", "CodingTables", "CompressionOutput", "CompressionTask", "FactorizedEntropyModel",
-           "FactorizedPriorCompressor", "Header", "bits_per_pixel", "compress_image", "decode_latent", "decompress",
-           "decompress_latent", "encode_latent", "read_header"]
+           "FactorizedPriorCompressor", "GaussianConditional", "Header", "ScaleHyperpriorCompressor",
+           "bits_per_pixel", "compress_image", "decode_latent", "decompress", "decompress_latent", "encode_latent",
+           "load_photo_folder", "load_photos", "random_crops", "read_header"]

@@ -20,6 +20,20 @@ symbol of its channel's frequency table (:meth:`FactorizedEntropyModel.coding_ta
 outside their table (coded as the table's escape symbol), their zigzag-mapped magnitudes in 4-bit groups: every
 escaped value's count of groups first, then all the groups, uniformly distributed. Any integer round-trips.
 
+Version 3 is the file of the scale hyperprior (``compress_hyperprior``): version 2's fields (the latent being y,
+at 1/16 of the image padded to a multiple of 64), then
+
+    28      1      model field: 1 = scale hyperprior (a number this cnnkit does not know is refused)
+    29      4      side-information bytes S (a multiple of 4)
+    33      4      CRC-32 of bytes 0-32 and the payload
+    37      ...    payload: S bytes coding z (the factorized tables, as version 2 codes y), then y
+
+where y's elements are coded table by table: each element's table is the one of its predicted scale
+(``hyperprior.gaussian_tables``; the decoder computes the scales from z first), and within a table in raster
+order, with the same escapes. The fingerprint covers z's tables and the Gaussian tables. Factorized-prior files
+are still written as version 2, byte for byte as before; a file of one codec given to a checkpoint of the other
+is refused with a message naming both.
+
 Version 1 files (cnnkit's own pure-Python rANS coder, with the escapes interleaved) are refused with a message
 saying so: compress the image again.
 
@@ -41,13 +55,21 @@ import torch
 
 from ..errors import BitstreamError, ImageError
 from .entropy import CodingTables
+from .hyperprior import HYPER_DOWNSAMPLING, gaussian_tables
 from .model import DOWNSAMPLING, FactorizedPriorCompressor, pad_to_multiple
 
 MAGIC = b"CNKC"
-VERSION = 2
+VERSION = 2  # a factorized-prior file
+HYPERPRIOR_VERSION = 3  # version 2's fields, a model field and the side information's length
+VERSIONS = (VERSION, HYPERPRIOR_VERSION)
 _FIELDS = struct.Struct(">4sBBHHHHHII")  # everything before the CRC
+_FIELDS_V3 = struct.Struct(">4sBBHHHHHIIBI")
 _CRC = struct.Struct(">I")
 HEADER_BYTES = _FIELDS.size + _CRC.size
+HEADER_BYTES_V3 = _FIELDS_V3.size + _CRC.size
+# The model field of a version 3 file: which codec wrote it (a checkpoint of another kind refuses it).
+MODEL_KINDS = {1: "hyperprior"}
+MODEL_NAMES = {"factorized": "compress_factorized", "hyperprior": "compress_hyperprior"}
 _NIBBLE = 4
 _GROUP = constriction.stream.model.Uniform(1 << _NIBBLE)
 _MAX_MAGNITUDE = 1 << 60  # zigzag codes below 2**61: at most 16 groups, so a group's count (minus 1) fits a group
@@ -66,10 +88,16 @@ class Header:
     latent_width: int
     fingerprint: int
     payload_bytes: int
+    model: str = "factorized"  # the codec that wrote the file: "factorized" (version 2) or "hyperprior"
+    side_bytes: int = 0  # a hyperprior's coded side information z, the first bytes of the payload
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         return self.latent_channels, self.latent_height, self.latent_width
+
+    @property
+    def header_bytes(self) -> int:
+        return HEADER_BYTES if self.model == "factorized" else HEADER_BYTES_V3
 
 
 def _channel_models(tables: CodingTables) -> list:
@@ -104,32 +132,28 @@ def _escaped_values(counts: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.where(codes & np.uint64(1), -magnitude, magnitude)
 
 
-def encode_latent(latent: torch.Tensor, tables: CodingTables) -> bytes:
-    """Entropy-code an integer latent (M, h, w) with one frequency table per channel."""
-    values = latent.detach().cpu()
-    if values.ndim != 3 or len(values) != len(tables.cdfs):
-        raise ValueError(f"expected a latent of shape ({len(tables.cdfs)}, h, w), got {tuple(values.shape)}")
-    if not torch.isfinite(values).all() or values.abs().max() >= _MAX_MAGNITUDE or (values != values.round()).any():
-        raise ValueError("the latent must hold finite integers")
-    values = values.to(torch.int64).flatten(1).numpy()
+def _encode_groups(groups: list[np.ndarray], tables: CodingTables) -> bytes:
+    """One ANS stack holding ``groups[k]`` (int64 arrays) coded with table k: every group's symbols, in order,
+    then the escaped values' 4-bit groups (see the module docstring)."""
     symbols, escaped = [], []
-    for channel, cdf in enumerate(tables.cdfs):
-        escape, offset = len(cdf) - 2, tables.offsets[channel]
-        inside = (values[channel] >= offset) & (values[channel] < offset + escape)
-        symbols.append(np.where(inside, values[channel] - offset, escape).astype(np.int32))
-        escaped.append(values[channel][~inside])
+    for values, cdf, offset in zip(groups, tables.cdfs, tables.offsets):
+        escape = len(cdf) - 2
+        inside = (values >= offset) & (values < offset + escape)
+        symbols.append(np.where(inside, values - offset, escape).astype(np.int32))
+        escaped.append(values[~inside])
     coder = constriction.stream.stack.AnsCoder()
-    counts, groups = _escape_groups(np.concatenate(escaped))
-    coder.encode_reverse(groups, _GROUP)  # a stack: what is decoded last goes in first
+    counts, nibbles = _escape_groups(np.concatenate(escaped))
+    coder.encode_reverse(nibbles, _GROUP)  # a stack: what is decoded last goes in first
     coder.encode_reverse(counts, _GROUP)
-    for channel_symbols, model in zip(reversed(symbols), reversed(_channel_models(tables))):
-        coder.encode_reverse(channel_symbols, model)
+    models = _channel_models(tables)
+    for k in reversed(range(len(groups))):
+        if len(symbols[k]):
+            coder.encode_reverse(symbols[k], models[k])
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_latent(payload: bytes, shape: tuple[int, int, int], tables: CodingTables) -> torch.Tensor:
-    """The integer latent of ``shape`` (M, h, w) coded in ``payload``, as float32."""
-    channels, height, width = shape
+def _decode_groups(payload: bytes, sizes: list[int], tables: CodingTables) -> list[np.ndarray]:
+    """The groups of ``sizes[k]`` values each that :func:`_encode_groups` coded in ``payload``, as float64."""
     if len(payload) % 4:
         raise BitstreamError(f"the coded data is {len(payload)} bytes, not a whole number of the coder's 4-byte "
                              "words; the file is truncated or corrupt")
@@ -137,20 +161,62 @@ def decode_latent(payload: bytes, shape: tuple[int, int, int], tables: CodingTab
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     except ValueError as exc:  # constriction: "ANS compressed data never ends in a zero word"
         raise BitstreamError(f"the coded data is not a valid coder state ({exc}); the file is corrupt") from None
-    values = np.empty((channels, height * width), dtype=np.float64)
+    values = np.empty(sum(sizes), dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     escapes = []
-    for channel, model in enumerate(_channel_models(tables)):
-        symbols = coder.decode(model, height * width)
-        escape = symbols == len(tables.cdfs[channel]) - 2
-        values[channel] = symbols + tables.offsets[channel]
-        escapes.append(np.flatnonzero(escape) + channel * height * width)
-    escapes = np.concatenate(escapes)
+    for k, model in enumerate(_channel_models(tables)):
+        if not sizes[k]:
+            continue
+        symbols = coder.decode(model, sizes[k])
+        values[starts[k]:starts[k + 1]] = symbols + tables.offsets[k]
+        escapes.append(np.flatnonzero(symbols == len(tables.cdfs[k]) - 2) + starts[k])
+    escapes = np.concatenate(escapes) if escapes else np.zeros(0, dtype=np.int64)
     counts = coder.decode(_GROUP, len(escapes)).astype(np.int64) + 1
-    values.reshape(-1)[escapes] = _escaped_values(counts, coder.decode(_GROUP, int(counts.sum())))
+    values[escapes] = _escaped_values(counts, coder.decode(_GROUP, int(counts.sum())))
     if not coder.is_empty():
         raise BitstreamError("the coded data does not end where its last symbol does (data left over or a wrong "
                              "final state); the file is corrupt")
-    return torch.from_numpy(values).reshape(shape).float()
+    return [values[starts[k]:starts[k + 1]] for k in range(len(sizes))]
+
+
+def _check_integers(latent: torch.Tensor) -> np.ndarray:
+    values = latent.detach().cpu()
+    if not torch.isfinite(values).all() or values.abs().max() >= _MAX_MAGNITUDE or (values != values.round()).any():
+        raise ValueError("the latent must hold finite integers")
+    return values.to(torch.int64).numpy()
+
+
+def encode_latent(latent: torch.Tensor, tables: CodingTables) -> bytes:
+    """Entropy-code an integer latent (M, h, w) with one frequency table per channel."""
+    if latent.ndim != 3 or len(latent) != len(tables.cdfs):
+        raise ValueError(f"expected a latent of shape ({len(tables.cdfs)}, h, w), got {tuple(latent.shape)}")
+    return _encode_groups(list(_check_integers(latent).reshape(len(latent), -1)), tables)
+
+
+def decode_latent(payload: bytes, shape: tuple[int, int, int], tables: CodingTables) -> torch.Tensor:
+    """The integer latent of ``shape`` (M, h, w) coded in ``payload``, as float32."""
+    channels, height, width = shape
+    groups = _decode_groups(payload, [height * width] * channels, tables)
+    return torch.from_numpy(np.stack(groups) if groups else np.zeros((0, height * width))).reshape(shape).float()
+
+
+def encode_conditional(latent: torch.Tensor, indexes: torch.Tensor, tables: CodingTables) -> bytes:
+    """Entropy-code an integer latent whose every element has its own table, ``indexes`` (same shape): the
+    elements are coded table by table, each table's in raster order (a hyperprior's y, given its scales)."""
+    values, indexes = _check_integers(latent).reshape(-1), indexes.cpu().numpy().reshape(-1)
+    if values.shape != indexes.shape:
+        raise ValueError(f"a latent of {values.size} values with {indexes.size} table indexes")
+    return _encode_groups([values[indexes == k] for k in range(len(tables.cdfs))], tables)
+
+
+def decode_conditional(payload: bytes, indexes: torch.Tensor, tables: CodingTables) -> torch.Tensor:
+    """The latent :func:`encode_conditional` coded, as float32 of ``indexes``' shape."""
+    flat = indexes.cpu().numpy().reshape(-1)
+    groups = _decode_groups(payload, np.bincount(flat, minlength=len(tables.cdfs)).tolist(), tables)
+    values = np.empty(flat.size, dtype=np.float64)
+    for k, group in enumerate(groups):
+        values[flat == k] = group
+    return torch.from_numpy(values).reshape(indexes.shape).float()
 
 
 def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Tensor:
@@ -175,17 +241,34 @@ def _as_batch(model: FactorizedPriorCompressor, image: torch.Tensor) -> torch.Te
     return x[None].to(next(model.parameters()).device)
 
 
+def _fingerprint(model: FactorizedPriorCompressor, tables: CodingTables) -> int:
+    """What a file records of the model that wrote it: the CRC-32 of its coding tables (with a hyperprior, of
+    z's tables and the Gaussian tables of y)."""
+    if model.kind == "factorized":
+        return tables.fingerprint
+    return zlib.crc32(struct.pack("<I", gaussian_tables().fingerprint), tables.fingerprint)
+
+
 @torch.no_grad()
 def compress_image(model: FactorizedPriorCompressor, image: torch.Tensor, tables: CodingTables | None = None) -> bytes:
     """The ``.cnk`` file of one image: (C, H, W) uint8, or floats in [0, 1]. ``tables``: the model's
     ``entropy_model.coding_tables()``, computed once by callers that code many images."""
     model.eval()
     x = _as_batch(model, image)
-    latent = model.quantized_latent(pad_to_multiple(x))[0]
+    padded = pad_to_multiple(x, model.downsampling)
     tables = tables or model.entropy_model.coding_tables()
-    payload = encode_latent(latent, tables)
-    fields = _FIELDS.pack(MAGIC, VERSION, x.shape[1], x.shape[2], x.shape[3], *latent.shape, tables.fingerprint,
-                          len(payload))
+    size = (x.shape[1], x.shape[2], x.shape[3])
+    if model.kind == "factorized":
+        latent = model.quantized_latent(padded)[0]
+        payload = encode_latent(latent, tables)
+        fields = _FIELDS.pack(MAGIC, VERSION, *size, *latent.shape, tables.fingerprint, len(payload))
+    else:
+        latent, side = (v[0] for v in model.quantized_latents(padded))
+        side_payload = encode_latent(side, tables)
+        indexes = model.scale_indexes(side[None])[0]
+        payload = side_payload + encode_conditional(latent, indexes, gaussian_tables())
+        fields = _FIELDS_V3.pack(MAGIC, HYPERPRIOR_VERSION, *size, *latent.shape, _fingerprint(model, tables),
+                                 len(payload), 1, len(side_payload))
     return fields + _CRC.pack(zlib.crc32(payload, zlib.crc32(fields))) + payload
 
 
@@ -193,47 +276,79 @@ def read_header(data: bytes) -> Header:
     """The header of a ``.cnk`` file, after checking its magic, version, length and CRC."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError(f"not a cnnkit compressed image: it starts with {bytes(data[:4])!r}, not {MAGIC!r}")
-    if len(data) < HEADER_BYTES:
-        raise BitstreamError(f"the file is truncated: {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header")
-    magic, version, *fields = _FIELDS.unpack_from(data)
-    if version != VERSION:
+    version = data[4] if len(data) > 4 else VERSION
+    fields, header_bytes = (_FIELDS, HEADER_BYTES) if version != HYPERPRIOR_VERSION else (_FIELDS_V3,
+                                                                                          HEADER_BYTES_V3)
+    if len(data) < header_bytes:
+        raise BitstreamError(f"the file is truncated: {len(data)} bytes, shorter than the {header_bytes}-byte header")
+    magic, version, *values = fields.unpack_from(data)
+    if version not in VERSIONS:
         written_by = " (cnnkit's earlier pure-Python range coder)" if version == 1 else ""
-        raise BitstreamError(f"format version {version}{written_by} is not supported (this cnnkit reads version "
-                             f"{VERSION}); compress the image again with this version")
-    header = Header(*fields)
-    available = len(data) - HEADER_BYTES
+        raise BitstreamError(f"format version {version}{written_by} is not supported (this cnnkit reads versions "
+                             f"{VERSION} and {HYPERPRIOR_VERSION}); compress the image again with this version")
+    if version == HYPERPRIOR_VERSION:
+        *values, kind, side_bytes = values
+        if kind not in MODEL_KINDS:
+            raise BitstreamError(f"the file names codec number {kind}, which this cnnkit does not know (it knows "
+                                 f"{', '.join(f'{k}: {MODEL_NAMES[v]}' for k, v in MODEL_KINDS.items())}); it was "
+                                 "written by a newer cnnkit, or is corrupt")
+        header = Header(*values, model=MODEL_KINDS[kind], side_bytes=side_bytes)
+    else:
+        header = Header(*values)
+    available = len(data) - header_bytes
     if available != header.payload_bytes:
         state = "truncated" if available < header.payload_bytes else "followed by extra bytes"
         raise BitstreamError(f"the file is {state}: its header announces {header.payload_bytes} payload bytes, "
                              f"{available} follow it")
-    (crc,) = _CRC.unpack_from(data, _FIELDS.size)
-    if zlib.crc32(data[HEADER_BYTES:], zlib.crc32(data[:_FIELDS.size])) != crc:
+    (crc,) = _CRC.unpack_from(data, fields.size)
+    if zlib.crc32(data[header_bytes:], zlib.crc32(data[:fields.size])) != crc:
         raise BitstreamError("the file is corrupt: its CRC-32 checksum does not match its contents")
     if header.height * header.width > MAX_CODED_PIXELS:
         raise BitstreamError(f"the header announces a {header.width}x{header.height} image, more than the "
                              f"{MAX_CODED_PIXELS:,} pixels a .cnk file may hold; the file is corrupt or hostile")
-    expected = (-(-header.height // DOWNSAMPLING), -(-header.width // DOWNSAMPLING))
+    # y is 1/16 of the image padded to the codec's multiple (16; 64 with a hyperprior's two more halvings).
+    multiple = DOWNSAMPLING if header.model == "factorized" else HYPER_DOWNSAMPLING
+    expected = tuple(-(-size // multiple) * (multiple // DOWNSAMPLING) for size in (header.height, header.width))
     if min(header.height, header.width, header.channels, header.latent_channels) == 0 or \
             (header.latent_height, header.latent_width) != expected:
         raise BitstreamError(f"inconsistent header: a {header.height}x{header.width} image cannot have a "
                              f"{header.latent_height}x{header.latent_width} latent")
+    if header.side_bytes > header.payload_bytes or header.side_bytes % 4:
+        raise BitstreamError(f"inconsistent header: {header.side_bytes} bytes of side information in a "
+                             f"{header.payload_bytes}-byte payload; the file is corrupt")
     return header
 
 
 @torch.no_grad()
-def decompress_latent(model: FactorizedPriorCompressor, data: bytes,
-                      tables: CodingTables | None = None) -> tuple[Header, torch.Tensor]:
-    """(header, the rounded latent (M, h, w)) of a ``.cnk`` file, after every check."""
+def decompress_latents(model: FactorizedPriorCompressor, data: bytes, tables: CodingTables | None = None
+                       ) -> tuple[Header, torch.Tensor, torch.Tensor | None]:
+    """(header, the rounded latent y (M, h, w), a hyperprior's rounded side information z or None) of a
+    ``.cnk`` file, after every check."""
     header = read_header(bytes(data))
+    if header.model != model.kind:
+        raise BitstreamError(f"the file was written by a {MODEL_NAMES[header.model]} codec, but this checkpoint is "
+                             f"a {MODEL_NAMES[model.kind]}; decompress it with the checkpoint that compressed it")
     if (header.channels, header.latent_channels) != (model.in_channels, model.latent_channels):
         raise BitstreamError(f"the file holds a {header.channels}-channel image with a {header.latent_channels}-"
                              f"channel latent, but this model codes {model.in_channels}-channel images with "
                              f"{model.latent_channels}; decompress it with the checkpoint that compressed it")
     tables = tables or model.entropy_model.coding_tables()
-    if header.fingerprint != tables.fingerprint:
+    if header.fingerprint != _fingerprint(model, tables):
         raise BitstreamError("the file was written by another model (its entropy-model fingerprint differs); "
                              "decompress it with the checkpoint that compressed it")
-    latent = decode_latent(bytes(data[HEADER_BYTES:]), header.latent_shape, tables)
+    payload = bytes(data[header.header_bytes:])
+    if header.model == "factorized":
+        return header, decode_latent(payload, header.latent_shape, tables), None
+    side_shape = (model.hyper_channels, header.latent_height // 4, header.latent_width // 4)
+    side = decode_latent(payload[:header.side_bytes], side_shape, tables)
+    indexes = model.scale_indexes(side[None].to(next(model.parameters()).device))[0]
+    return header, decode_conditional(payload[header.side_bytes:], indexes, gaussian_tables()), side
+
+
+def decompress_latent(model: FactorizedPriorCompressor, data: bytes,
+                      tables: CodingTables | None = None) -> tuple[Header, torch.Tensor]:
+    """(header, the rounded latent y (M, h, w)) of a ``.cnk`` file, after every check."""
+    header, latent, _ = decompress_latents(model, data, tables)
     return header, latent
 
 
@@ -241,7 +356,7 @@ def decompress_latent(model: FactorizedPriorCompressor, data: bytes,
 def decompress(model: FactorizedPriorCompressor, data: bytes, tables: CodingTables | None = None) -> torch.Tensor:
     """The image (C, H, W) uint8 of a ``.cnk`` file."""
     model.eval()
-    header, latent = decompress_latent(model, data, tables)
+    header, latent, _ = decompress_latents(model, data, tables)
     reconstruction = model.synthesis(latent[None].to(next(model.parameters()).device))
     image = reconstruction[0, :, :header.height, :header.width].clamp(0, 1)
     return (image * 255).round().to(torch.uint8).cpu()

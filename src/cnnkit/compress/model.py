@@ -34,16 +34,19 @@ DOWNSAMPLING = 16  # four stride-2 stages
 class CompressionOutput(NamedTuple):
     reconstruction: torch.Tensor  # x^, (N, C, H, W), pixels in [0, 1] units (not clamped)
     likelihoods: torch.Tensor  # P(y~) per latent element, (N, M, H/16, W/16)
+    hyper_likelihoods: torch.Tensor | None = None  # P(z~) of a hyperprior's side information, (N, N', H/64, W/64)
 
     def float(self) -> CompressionOutput:
         """fp32 copies (the generic evaluation casts autocast outputs this way)."""
-        return CompressionOutput(self.reconstruction.float(), self.likelihoods.float())
+        hyper = None if self.hyper_likelihoods is None else self.hyper_likelihoods.float()
+        return CompressionOutput(self.reconstruction.float(), self.likelihoods.float(), hyper)
 
 
-def pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
-    """Replicate the last row and column up to multiples of 16; the decoder crops them off again."""
+def pad_to_multiple(x: torch.Tensor, multiple: int = DOWNSAMPLING) -> torch.Tensor:
+    """Replicate the last row and column up to multiples of ``multiple`` (the model's ``downsampling``: 16, or 64
+    with a hyperprior); the decoder crops them off again."""
     height, width = x.shape[-2:]
-    return F.pad(x, (0, (-width) % DOWNSAMPLING, 0, (-height) % DOWNSAMPLING), mode="replicate")
+    return F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple), mode="replicate")
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
@@ -67,6 +70,9 @@ class SynthesisTransform(nn.Sequential):
 
 
 class FactorizedPriorCompressor(nn.Module):
+    kind = "factorized"  # the .cnk files' model field (bitstream.MODEL_KINDS)
+    downsampling = DOWNSAMPLING  # images are padded to multiples of this
+
     def __init__(self, in_channels: int = 3, channels: int = 128, latent_channels: int = 192):
         super().__init__()
         self.in_channels, self.latent_channels = in_channels, latent_channels
@@ -77,9 +83,10 @@ class FactorizedPriorCompressor(nn.Module):
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ShapeError(f"this compressor reads (N, {self.in_channels}, H, W) images, got {tuple(x.shape)}")
-        if x.shape[-2] % DOWNSAMPLING or x.shape[-1] % DOWNSAMPLING:
-            raise ShapeError(f"the transforms halve the size four times, so images need sizes divisible by "
-                             f"{DOWNSAMPLING}, got {x.shape[-2]}x{x.shape[-1]}; pad them (compress_image does)")
+        if x.shape[-2] % self.downsampling or x.shape[-1] % self.downsampling:
+            raise ShapeError(f"the transforms halve the size {self.downsampling.bit_length() - 1} times, so images "
+                             f"need sizes divisible by {self.downsampling}, got {x.shape[-2]}x{x.shape[-1]}; pad "
+                             "them (compress_image does)")
 
     def forward(self, x: torch.Tensor) -> CompressionOutput:
         self._check(x)
