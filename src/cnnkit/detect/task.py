@@ -81,6 +81,11 @@ class DetectionTask(Task):
     name = "detection"
     higher_is_better = ("map", "map50", "map75")
 
+    def __init__(self, data: dict | None = None):
+        # How the data was made (a canvas set's name, sizes and seed), kept in the run's checkpoint.json so that
+        # `cnnkit detect eval` and `--resume` can make the same canvases again.
+        self.data = data
+
     def _check(self, dataset) -> DetectionDataset:
         if not isinstance(dataset, DetectionDataset):
             raise CnnkitError(f"the detection task reads DetectionDataset splits (canvases with their boxes), got "
@@ -105,7 +110,7 @@ class DetectionTask(Task):
         return {name: sums[name].item() / max(count, 1) for name in LOSS_NAMES if name in sums}
 
     def describe(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, **({"data": self.data} if self.data else {})}
 
     def validate(self, trainer, epoch: int) -> dict:
         every = trainer.config.validate_every
