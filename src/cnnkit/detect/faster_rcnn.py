@@ -133,6 +133,8 @@ class FasterRCNN(nn.Module):
             raise ShapeError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}.")
         image_size = tuple(images.shape[-2:])
         features = self.backbone(images)[-1]
+        if features.is_meta:
+            return self._shapes_only(features)
         anchors = anchor_grid(tuple(features.shape[-2:]), self.stride, self.anchor_sizes, self.aspect_ratios,
                               dtype=features.dtype, device=features.device)
         objectness, rpn_deltas = self.rpn(features)
@@ -146,6 +148,15 @@ class FasterRCNN(nn.Module):
         scores, deltas = self.head(self.pool(features, rois))
         head_class, head_box = self.head_loss(scores, deltas, classes, targets)
         return {"rpn_objectness": rpn_objectness, "rpn_box": rpn_box, "head_class": head_class, "head_box": head_box}
+
+    def _shapes_only(self, features: torch.Tensor):
+        """On the ``meta`` device (shapes, no values: the architecture calculator, FLOP counting) proposals cannot
+        be chosen, so the head runs on as many RoIs per image as inference keeps, and the raw outputs of both
+        stages are returned: the cost of every layer is that of inference."""
+        objectness, deltas = self.rpn(features)
+        rois = len(features) * self.rpn_post_nms[1]
+        scores, box_deltas = self.head(features.new_zeros(rois, features.shape[1], self.roi_size, self.roi_size))
+        return objectness, deltas, scores, box_deltas
 
     def pool(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """RoIAlign of every image's boxes in one call, pixel-aligned. One sample per bin by default: a 7x7 grid
@@ -244,7 +255,7 @@ class FasterRCNN(nn.Module):
         return results
 
 
-@register_model(input_size=(1, 64, 64), num_classes=11, family="faster_rcnn", task="detection", min_input_size=16,
+@register_model(input_size=(1, 64, 64), num_classes=11, family="faster_rcnn", task="detection",
                 paper="Ren, He, Girshick, Sun 2015, Faster R-CNN (RoIAlign: He et al. 2017)")
 def faster_rcnn(num_classes: int = 11, in_channels: int = 1, backbone: str = "resnet20", feature_stage: int = -1,
                 anchor_sizes=(12, 20, 32), aspect_ratios=(1.0, 2.0, 3.0), **options) -> FasterRCNN:
