@@ -21,7 +21,8 @@ from cnnkit.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Budget flags per command (the first words of the line: "denoise --train" or "train"), appended to the line.
+# Budget flags per command (the first words of the line: "denoise --train", "detect train" or "train"), appended to
+# the line.
 SHRINK = {
     "train": "--epochs 1 --train-subset 2000 --test-subset 1000",
     "finetune": "--epochs 1 --train-subset 100 --test-subset 100",
@@ -33,6 +34,7 @@ SHRINK = {
     "gan --train": "--epochs 1 --train-subset 500 --fid-samples 200",
     "gan": "--count 16",
     "translate --train": "--epochs 1 --train-subset 200 --test-subset 50",
+    "detect train": "--epochs 1 --num-train 32 --num-test 8 --batch-size 16",
 }
 # Lines that do not run here, each with its reason (the first pattern found in the line decides).
 SKIP = {
@@ -103,7 +105,8 @@ def shrunk(command: str, files: dict[str, Path]) -> list[str] | str:
             return reason
     words = shlex.split(command)
     assert words[0] == "cnnkit", f"README line {command!r} is neither a cnnkit command nor listed in SKIP"
-    key = " ".join(words[1:3]) if words[2:3] == ["--train"] else words[1]
+    # "denoise --train" and "detect train" (an action) have budgets of their own; other lines go by the command
+    key = " ".join(words[1:3]) if words[2:3] == ["--train"] or " ".join(words[1:3]) in SHRINK else words[1]
     return [str(files.get(word, word)) for word in words[1:]] + shlex.split(SHRINK.get(key, ""))
 
 

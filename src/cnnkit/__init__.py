@@ -40,8 +40,13 @@ def _import_compression_models() -> None:
     from . import compress  # noqa: F401  (registers compress_factorized, a model of the compression tools)
 
 
+def _import_detection_models() -> None:
+    from .detect import faster_rcnn  # noqa: F401  (registers faster_rcnn, built on the zoo's backbones)
+
+
 _registry.set_weights_loader(_load_pretrained)
 _registry.add_family_loader(_import_compression_models)
+_registry.add_family_loader(_import_detection_models)
 
 __version__ = "0.1.0"
 __all__ = ["__version__", *sorted(set(_EXPORTS) - {"load_pretrained"})]

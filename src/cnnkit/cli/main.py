@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CnnkitError
-from . import compress, evaluate, export, finetune, info, predict, serve, style, tasks, train
+from . import compress, detect, evaluate, export, finetune, info, predict, serve, style, tasks, train
 from .options import OPTION_HELP, HelpFormatter
 from .tasks import task_training_defaults
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(sub)
     style.add_parser(sub)
     tasks.add_parser(sub)
+    detect.add_parser(sub)
     compress.add_parser(sub)
     serve.add_parser(sub)
     finetune.add_parser(sub)

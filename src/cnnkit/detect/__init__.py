@@ -1,5 +1,6 @@
-"""Object detection: box operators in plain PyTorch (ops), the region proposal network's anchor targets
-(targets) and COCO mAP through pycocotools (evaluate); names load on first use (cnnkit.lazy), so importing the
+"""Object detection: Faster R-CNN (faster_rcnn), its task for the one training loop (task), box operators in
+plain PyTorch (ops), the region proposal network's anchor targets (targets) and COCO mAP through pycocotools
+(evaluate); names load on first use (cnnkit.lazy), so importing the
 package costs nothing until one is used."""
 
 from ..lazy import lazy_exports
@@ -9,6 +10,13 @@ _EXPORTS = {
     "batched_nms": "ops",
     "box_area": "ops",
     "box_iou": "ops",
+    "DetectionBatch": "faster_rcnn",
+    "DetectionDataset": "task",
+    "DetectionTask": "task",
+    "FasterRCNN": "faster_rcnn",
+    "detection_bundle": "task",
+    "detect_split": "task",
+    "map_metrics": "task",
     "clip_boxes": "ops",
     "coco_map": "evaluate",
     "decode_boxes": "ops",
