@@ -179,8 +179,8 @@ def main() -> None:
             for method, scores in results.items():
                 if method.startswith(("Gaussian", "noisy")):
                     record("bsd68_denoising", method, metric, round(scores[metric], 3), **common)
-    (REPO / args.runs / "bsd68_denoising.json").write_text(json.dumps(
-        [{k: v for k, v in row.items()} for row in rows], indent=1, default=str))
+    name = "bsd68_denoising-s" + "-".join(f"{sigma:g}" for sigma in sigmas) + ".json"  # per-image figures
+    (REPO / args.runs / name).write_text(json.dumps(rows, indent=1, default=str))
 
 
 if __name__ == "__main__":
