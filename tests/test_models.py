@@ -61,6 +61,7 @@ PARAMETER_COUNTS = {
     "cifar_convnet4": 89_578,  # three 5x5 convolutions (32, 32, 64 maps) and 1024 -> 10, counted by hand
     "unet": 31_030_658,  # 2 classes, 1 input channel, unpadded
     "lenet5": 60_000,
+    "dncnn": 556_096,  # DnCNN-S: 9*64+64 + 15 * (64*9*64 + 2*64) + 64*9, the authors' PyTorch code (~0.56 M)
 }
 
 

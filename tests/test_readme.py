@@ -28,7 +28,7 @@ SHRINK = {
     "finetune": "--epochs 1 --train-subset 100 --test-subset 100",
     "stylize": "--size 64 --iterations 4",
     "texture": "--size 64 --iterations 4",
-    "denoise --train": "--epochs 1 --train-subset 2000 --test-subset 500",
+    "denoise --train": "--epochs 1 --train-subset 2000 --test-subset 16 --patch-size 24 --patches-per-image 2",
     "segment --train": "--epochs 1 --num-train 64 --num-test 16 --image-size 32",
     "compress --train": "--epochs 1 --train-subset 300 --test-subset 50",
     "gan --train": "--epochs 1 --train-subset 500 --fid-samples 200",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .data.augment import gaussian_blur, random_dihedral, random_patches
 from .errors import CnnkitError
 from .train.tasks import Task
 
@@ -26,12 +27,16 @@ NOISE_KINDS = ("gaussian", "salt-and-pepper")
 EVAL_NOISE_SEED = 1234  # the same corruption of the test set every epoch and run, so figures compare
 
 
-def add_noise(clean: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Corrupt images in [0, 1]. ``gaussian``: add N(0, level^2) and clip to [0, 1]; ``salt-and-pepper``: set a
-    fraction ``level`` of the pixels to 0 or 1 (half each)."""
+def add_noise(clean: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None,
+              clip: bool = True) -> torch.Tensor:
+    """Corrupt images in [0, 1]. ``gaussian``: add N(0, level^2), clipped to [0, 1] unless ``clip=False`` (the
+    denoising literature's protocol, DnCNN and BM3D alike: additive white Gaussian noise, values outside [0, 1]
+    kept, so the noise stays zero-mean and of known sigma); ``salt-and-pepper``: set a fraction ``level`` of the
+    pixels to 0 or 1 (half each)."""
     if kind == "gaussian":
         noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
-        return (clean + level * noise).clamp_(0, 1)
+        noisy = clean + level * noise
+        return noisy.clamp_(0, 1) if clip else noisy
     if kind == "salt-and-pepper":
         draw = torch.rand(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
         noisy = clean.clone()
@@ -87,7 +92,8 @@ class DenoisingTask(Task):
     name = "denoising"
     higher_is_better = ("psnr", "ssim")
 
-    def __init__(self, noise: str = "gaussian", level: float = 0.3, loss: str = "bce"):
+    def __init__(self, noise: str = "gaussian", level: float = 0.3, loss: str = "bce", clip: bool = True,
+                 patch_size: int | None = None, patches_per_image: int = 1, augment: bool = False):
         if loss not in ("bce", "mse"):
             raise CnnkitError(f"unknown denoising loss {loss!r}; expected 'bce' (sigmoid outputs) or 'mse'")
         if noise not in NOISE_KINDS:
@@ -95,14 +101,28 @@ class DenoisingTask(Task):
         if not 0 < level <= (1 if noise == "salt-and-pepper" else 10):
             raise CnnkitError(f"noise level {level} is out of range: a standard deviation in (0, 10] for gaussian "
                               "noise (pixels are in [0, 1]), a fraction in (0, 1] for salt-and-pepper")
-        self.noise, self.level, self.loss_name = noise, level, loss
+        if patch_size is not None and patch_size < 1 or patches_per_image < 1:
+            raise CnnkitError(f"patch_size ({patch_size}) and patches_per_image ({patches_per_image}) must be "
+                              "positive")
+        self.noise, self.level, self.loss_name, self.clip = noise, level, loss, clip
+        self.patch_size, self.patches_per_image, self.augment = patch_size, patches_per_image, augment
         self._eval_generators: dict = {}
+        self._outputs_per_image = 1
 
     def prepare(self, trainer, images, labels, train=False, generator=None):
+        """Training with ``patch_size``: ``patches_per_image`` random square patches of each image, turned and
+        mirrored at random with ``augment`` (DnCNN's 40x40 patches of Train400, in 8 symmetries); evaluation
+        reads the images whole."""
+        self._outputs_per_image = 1
+        if train and self.patch_size is not None:
+            images = random_patches(images, self.patch_size, self.patches_per_image, generator)
+            self._outputs_per_image = self.patches_per_image
+        if train and self.augment:
+            images = random_dihedral(images, generator)
         clean = images.float().div_(255)
         if generator is None:  # evaluation: a fixed noise sequence, restarted at each evaluation pass
             generator = self._eval_generator(clean.device)
-        return add_noise(clean, self.noise, self.level, generator), clean
+        return add_noise(clean, self.noise, self.level, generator, clip=self.clip), clean
 
     def _eval_generator(self, device) -> torch.Generator:
         key = str(device)
@@ -121,13 +141,23 @@ class DenoisingTask(Task):
 
     def metrics(self, outputs, targets):
         outputs = outputs.detach().float().clamp(0, 1)
-        return {"psnr": psnr(outputs, targets).sum(), "ssim": ssim(outputs, targets).sum()}
+        # The loop counts images, not patches: with several patches per image, a patch weighs 1/patches so the
+        # sums over an epoch, divided by its image count, are the means over its patches.
+        weight = 1.0 / self._outputs_per_image
+        return {"psnr": psnr(outputs, targets).sum() * weight, "ssim": ssim(outputs, targets).sum() * weight}
 
     def summarize(self, sums, count):
         return {key: sums[key].item() / max(count, 1) for key in ("psnr", "ssim")}
 
     def describe(self) -> dict:
-        return {"name": self.name, "noise": self.noise, "level": self.level, "loss": self.loss_name}
+        described = {"name": self.name, "noise": self.noise, "level": self.level, "loss": self.loss_name}
+        if not self.clip:
+            described["clip"] = False
+        if self.patch_size is not None:
+            described.update(patch_size=self.patch_size, patches_per_image=self.patches_per_image)
+        if self.augment:
+            described["augment"] = "dihedral"
+        return described
 
 
 @torch.no_grad()
@@ -152,15 +182,72 @@ def denoising_report(model: torch.nn.Module, images: torch.Tensor, noise: str, l
 
 @torch.no_grad()
 def denoise_image(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """Denoise one uint8 (C,H,W) image of any size: padded by reflection to the autoencoder's multiple of 4,
-    run, cropped back. Returns floats in [0, 1]."""
+    """Denoise one uint8 (C,H,W) image of any size: padded by reflection to the model's size multiple (4 for the
+    autoencoder, which halves the size twice; 1 for a fully convolutional DnCNN), run, cropped back. Returns
+    floats in [0, 1]."""
     model.eval()
     x = image.float().div(255)[None]
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % 4, (-w) % 4
+    multiple = getattr(model, "size_multiple", 4)
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
     mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
     x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     return model(x)[0, :, :h, :w].clamp(0, 1)
 
 
-__all__ = ["NOISE_KINDS", "DenoisingTask", "add_noise", "denoise_image", "denoising_report", "psnr", "ssim"]
+# Full test images of any size (BSD68, Set12): the denoising literature's protocol ---------------------------
+# Zhang et al. 2017 (and the authors' test code): additive white Gaussian noise of sigma/255 on each whole image,
+# not clipped; the estimate is saved as an 8-bit image (clipped, rounded) before PSNR and SSIM against the clean
+# 8-bit image, each image scored alone and the scores averaged over the set.
+
+
+def noisy_test_images(images: list[torch.Tensor], level: float, seed: int = EVAL_NOISE_SEED) -> list[torch.Tensor]:
+    """Float (C,H,W) copies of uint8 ``images`` with unclipped Gaussian noise of std ``level`` (in [0, 1] units),
+    drawn in order from one generator seeded ``seed``: every method compared sees the same noisy images."""
+    generator = torch.Generator().manual_seed(seed)
+    return [add_noise(image.float() / 255, "gaussian", level, generator, clip=False) for image in images]
+
+
+def to_8bit_levels(image: torch.Tensor) -> torch.Tensor:
+    """What saving ``image`` (floats, nominally [0, 1]) as an 8-bit file keeps: clipped, rounded to 1/255."""
+    return image.clamp(0, 1).mul(255).round().div(255)
+
+
+def score_estimates(estimates: list[torch.Tensor], images: list[torch.Tensor]) -> dict:
+    """Per-image and mean PSNR and SSIM of float (C,H,W) ``estimates`` against uint8 ``images``, the estimates
+    first reduced to 8 bits."""
+    psnrs, ssims = [], []
+    for estimate, image in zip(estimates, images, strict=True):
+        clean = image.float()[None] / 255
+        quantised = to_8bit_levels(estimate.float()[None])
+        psnrs.append(psnr(quantised, clean).item())
+        ssims.append(ssim(quantised, clean).item())
+    return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims), "per_image_psnr": psnrs,
+            "per_image_ssim": ssims}
+
+
+@torch.no_grad()
+def denoise_full_images(model: torch.nn.Module, noisy: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The model's output for each noisy float (C,H,W) image, whole (no tiling: DnCNN's receptive field then sees
+    the image as the authors' test code does)."""
+    model.eval()
+    device = next(model.parameters()).device
+    return [model(image[None].to(device))[0].cpu() for image in noisy]
+
+
+def gaussian_filter_images(noisy: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
+    """The classical baseline of a low-pass filter: each image blurred by a Gaussian of std ``sigma`` pixels."""
+    return [gaussian_blur(image[None], sigma)[0] for image in noisy]
+
+
+def tune_gaussian_filter(images: list[torch.Tensor], level: float, sigmas=(0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0),
+                         seed: int = EVAL_NOISE_SEED) -> float:
+    """The blur (from ``sigmas``) with the best mean PSNR on ``images`` (training images, never the test set)
+    at noise ``level``."""
+    noisy = noisy_test_images(images, level, seed)
+    return max(sigmas, key=lambda sigma: score_estimates(gaussian_filter_images(noisy, sigma), images)["psnr"])
+
+
+__all__ = ["NOISE_KINDS", "DenoisingTask", "add_noise", "denoise_full_images", "denoise_image", "denoising_report",
+           "gaussian_filter_images", "noisy_test_images", "psnr", "score_estimates", "ssim", "to_8bit_levels",
+           "tune_gaussian_filter"]

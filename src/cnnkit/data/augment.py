@@ -162,6 +162,52 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None, p: fl
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of each channel, reflecting at the borders (activation maximisation's
+    regulariser, the Gaussian-filter baseline of denoising)."""
+    radius = max(1, math.ceil(2 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def random_patches(images: torch.Tensor, size: int, per_image: int = 1,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``per_image`` random ``size`` x ``size`` crops of each image of ``images`` (N, C, H, W), as one
+    (N * per_image, C, size, size) batch, the crops of image i at rows i*per_image .. (i+1)*per_image - 1.
+    The same one-gather crop as ``random_crop``: an offset per crop added to one shared window of indices."""
+    n, c, h, w = images.shape
+    if size > min(h, w):
+        raise ValueError(f"cannot cut {size}x{size} patches from {h}x{w} images; choose a patch size <= {min(h, w)}")
+    count = n * per_image
+    dy = torch.randint(0, h - size + 1, (count,), device=images.device, generator=generator)
+    dx = torch.randint(0, w - size + 1, (count,), device=images.device, generator=generator)
+    window = (torch.arange(size, device=images.device)[:, None] * w
+              + torch.arange(size, device=images.device)).view(1, size * size)
+    index = (window + (dy * w + dx)[:, None])[:, None, :].expand(count, c, size * size)
+    source = images.flatten(2).repeat_interleave(per_image, dim=0) if per_image > 1 else images.flatten(2)
+    return source.gather(2, index).view(count, c, size, size)
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each square image in one of the 8 symmetries of the square (rot90 by 0-3 quarter turns, then an optional
+    mirror), drawn uniformly: DnCNN's training augmentation. One batched op per symmetry, not per image."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"the symmetries of the square need square images, got {x.shape[-2]}x{x.shape[-1]}")
+    mode = torch.randint(0, 8, (x.shape[0],), device=x.device, generator=generator)
+    out = torch.empty_like(x)
+    for k in range(8):
+        chosen = (mode == k).nonzero().flatten()
+        if len(chosen):
+            turned = torch.rot90(x[chosen], k % 4, dims=(-2, -1))
+            out[chosen] = turned.flip(-1) if k >= 4 else turned
+    return out
+
+
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None, value: float = 0.0) -> torch.Tensor:
     """Erase one ``size`` x ``size`` square per image at a random centre (DeVries & Taylor 2017); the square
     may overlap the border, as in the paper, so the erased area varies."""

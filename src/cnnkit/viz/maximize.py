@@ -17,15 +17,14 @@ pass, so the result is always a valid picture.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..data.augment import gaussian_blur
 from ..errors import CnnkitError, UnknownNameError
 from ..progress import progress_bar
 from . import plots
@@ -121,18 +120,6 @@ class FourierImage(nn.Module):
 
     def after_step(self, step: int, settings: MaximizeSettings) -> None:
         """Nothing to do: the 1/f scaling already plays the role of the blur."""
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of each channel, reflecting at the borders."""
-    radius = max(1, math.ceil(2 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(blurred, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def _jitter(images: torch.Tensor, amount: int, generator: torch.Generator) -> torch.Tensor:
