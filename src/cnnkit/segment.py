@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .data.augment import normalize
+from .data.canvas import load_canvas
+from .data.catalog import GENERATED
 from .data.datasets import DatasetBundle, TensorImageDataset, channel_stats
 from .data.masks import SEGFOLDER_PREFIX, load_segmentation_folder
 from .data.synthetic import synthetic_shapes
@@ -154,14 +156,10 @@ def load_segmentation_data(name: str, image_size: int | None = None, num_train: 
     ``shapes`` or ``shapes:SEED`` (the synthetic dataset); ``canvas-mnist`` or ``canvas-fashion-mnist``
     (``:SEED`` too; objects on cluttered canvases, :mod:`cnnkit.data.canvas`, with their semantic masks:
     0 background, 1 + the object's class); or ``segfolder:PATH`` (image/mask folders)."""
-    from .data.catalog import GENERATED
-
     base = name.split(":", 1)[0]
     if base == "shapes":
         return synthetic_shapes(num_train, num_test, image_size or 64, _seed_of(name))
     if base in GENERATED and base.startswith("canvas-"):
-        from .data.canvas import load_canvas
-
         canvas = load_canvas(base, num_train, num_test, image_size or 64, seed=_seed_of(name))
         splits = {role: TensorImageDataset(split.images, split.semantic.long(), list(canvas.classes))
                   for role, split in (("train", canvas.train), ("test", canvas.test))}
