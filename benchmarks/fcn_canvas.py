@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fcn-canvas"))
     parser.add_argument("--resume", action="store_true",
                         help="continue the runs in --out from their last completed epoch (to --epochs in all)")
+    parser.add_argument("--note", default="", help="appended to the recorded variant (e.g. how a run was cut)")
     parser.add_argument("--picture", type=Path,
                         default=Path(__file__).parents[1] / "docs" / "images" / "fcn_canvas.png")
     args = parser.parse_args()
@@ -128,7 +129,8 @@ def main() -> None:
         seconds = sum(row["seconds"] for row in trainer.history)  # the epochs' own times, across resumes
         result = evaluate_segmentation(trainer)
         speed = images_per_second(model, bundle, trainer.preprocess.mean, trainer.preprocess.std)
-        variant = f"{name}, ce+dice, adam {args.lr} cosine, {args.epochs} epochs, batch {args.batch_size}"
+        variant = (f"{name}, ce+dice, adam {args.lr} cosine, {trainer.epoch} epochs, batch {args.batch_size}"
+                   + (f" ({args.note})" if args.note else ""))
         extra = dict(data=described, train_seconds=round(seconds, 1), runs=1, threads=threads,
                      load_average=round(max(load, os.getloadavg()[0]), 1),
                      params=sum(p.numel() for p in model.parameters()))
