@@ -110,7 +110,7 @@ OPTION_HELP = {
     "run_dir": "run folder with metrics.csv",
     ("eval", "--batch-size"): "images per evaluation batch",
     ("denoise", "--out"): "run folder (default runs/denoise-DATA-NOISE-bBOTTLENECK)",
-    ("segment", "--out"): "run folder (default runs/unet-DATA)",
+    ("segment", "--out"): "run folder (default runs/MODEL-DATA, e.g. runs/unet-shapes)",
     ("translate", "--out"): "run folder (default runs/p2p-TASK-DATA, or l1-TASK-DATA with --l1-only)",
     ("gan", "--out"): "run folder (default runs/dcgan-DATA)",
     ("predict", "--top-k"): "classes listed per image",

@@ -23,6 +23,9 @@ EXAMPLES = {
     "segment": """examples:
   cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
   cnnkit segment --train --data segfolder:my_data --image-size 128 --out runs/unet-mine   # images/ + masks/
+  cnnkit segment --train --data canvas-mnist --model fcn8s --backbone resnet18 --out runs/fcn8s-canvas
+  cnnkit segment --train --resume runs/fcn8s-canvas --epochs 12     # continue (or extend) a run exactly
+  cnnkit segment runs/fcn8s-canvas --eval          # test mIoU and per-class IoU (also in eval.json)
   cnnkit segment runs/unet-shapes picture.png -o overlay.png --mask-out mask.png""",
     "translate": """examples:
   cnnkit translate --train --task colorize --train-subset 5000 --out runs/p2p-colorize   # cifar10, grey -> RGB
@@ -38,14 +41,16 @@ EXAMPLES = {
 
 def add_parser(sub) -> None:
     for name, help_text in (("denoise", "train a denoising autoencoder, or denoise an image with one"),
-                            ("segment", "train a U-Net segmenter, or write the mask overlay of an image")):
+                            ("segment", "train a U-Net or FCN segmenter, evaluate one, or write the mask overlay "
+                                        "of an image")):
         p = add_command(sub, name, help_text, EXAMPLES)
         p.add_argument("checkpoint", nargs="?", type=Path, help="run folder of a trained model")
         p.add_argument("image", nargs="?", type=Path)
         p.add_argument("-o", "--output", type=Path, help="output image (default IMAGE-%s.png)" % name)
         p.add_argument("--train", action="store_true", help="train through the one training loop")
         data_help = ("mnist, fashion-mnist, or bsd-train400 (natural images: validated on BSD68 crops, "
-                     "tested on the full BSD68 images)" if name == "denoise" else "shapes[:SEED] or segfolder:PATH")
+                     "tested on the full BSD68 images)" if name == "denoise"
+                     else "shapes[:SEED], canvas-mnist[:SEED], canvas-fashion-mnist[:SEED] or segfolder:PATH")
         p.add_argument("--data", help=data_help)
         train_options(p)
         if name == "denoise":
@@ -71,7 +76,15 @@ def add_parser(sub) -> None:
             p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
             p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
             p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
+            p.add_argument("--model", choices=SEGMENTERS, default="unet",
+                           help="U-Net, or a fully convolutional network with 2, 1 or no skip connections")
+            p.add_argument("--backbone", default="resnet18",
+                           help="FCN backbone: a zoo classifier (resnet18, resnet20, vgg16, ...)")
             p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
+            p.add_argument("--eval", action="store_true",
+                           help="score RUN_DIR on its data's test split (mIoU, per-class IoU), or on --data")
+            p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                           help="with --train: continue that run from its last completed epoch")
             p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
             p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
             p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
@@ -207,24 +220,33 @@ def cmd_segment(args) -> None:
     import torch
 
     from ..data.formats import read_image
-    from ..models.registry import create_model
     from ..segment import SegmentationTask, load_segmentation_data, predict_mask, write_overlay
     from ..data.image_io import resize_longer_side
 
-    if args.train:
+    if args.resume and not args.train:
+        raise CnnkitError("--resume continues training: give it with --train (cnnkit segment --train --resume RUN).")
+    if args.train and args.resume:
+        trainer, model, bundle, summary = _resume_segmenter(args)
+    elif args.train:
+        data = {"name": args.data or "shapes", "image_size": args.image_size, "num_train": args.num_train,
+                "num_test": args.num_test}
+        # Digits and letters are not mirror-symmetric: a flipped '2' is no '2', so canvases are never flipped.
+        defaults = {**TASK_RECIPES["segment"], **({"augment": {}} if data["name"].startswith("canvas-") else {})}
         trainer, model, bundle, summary = train_new_run(
-            args, lambda: load_segmentation_data(args.data or "shapes", args.image_size, args.num_train,
-                                                 args.num_test),
-            lambda bundle: create_model("unet", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
-                                        padding=True, base_channels=args.base_channels, batch_norm=True),
-            lambda bundle: f"unet-{bundle.name.split(':')[0].split('(')[0]}",
-            lambda bundle: SegmentationTask(len(bundle.classes), args.dice_weight), TASK_RECIPES["segment"])
+            args, lambda: load_segmentation_data(**data),
+            lambda bundle: _build_segmenter(args, len(bundle.classes), bundle.image_shape[0]),
+            lambda bundle: f"{args.model}-{bundle.name.split(':')[0].split('(')[0]}",
+            lambda bundle: SegmentationTask(len(bundle.classes), args.dice_weight, data), defaults)
+    if args.train:
         for index in range(min(8, len(bundle.test))):
             image = bundle.test.images[index]
             mask = predict_mask(model.cpu(), image, trainer.preprocess.mean, trainer.preprocess.std)
             write_overlay(image, mask, args.out / "overlays" / f"test{index:02d}.png", class_names=bundle.classes)
         print(f"test mIoU {summary['test_miou']:.4f}, Dice {summary['test_dice']:.4f}; overlays in "
               f"{args.out / 'overlays'}")
+        return
+    if args.eval:
+        _evaluate_segmenter(args)
         return
     model, meta = load_task_run_for_image(args, "segmentation", "a segmenter", "segment")
     image = read_image(args.image, meta["image_shape"][0])
@@ -245,6 +267,87 @@ def cmd_segment(args) -> None:
     counts = torch.bincount(mask.flatten(), minlength=len(meta["classes"]))
     shares = ", ".join(f"{c} {100 * n / mask.numel():.1f}%" for c, n in zip(meta["classes"], counts.tolist()) if n)
     print(f"{out}: {shares}")
+
+
+SEGMENTERS = ("unet", "fcn8s", "fcn16s", "fcn32s")
+
+
+def _build_segmenter(args, num_classes: int, in_channels: int):
+    from ..models.registry import create_model
+
+    if args.model == "unet":
+        return create_model("unet", num_classes=num_classes, in_channels=in_channels, padding=True,
+                            base_channels=args.base_channels, batch_norm=True)
+    return create_model(args.model, num_classes=num_classes, in_channels=in_channels, backbone=args.backbone)
+
+
+def _run_data(run_dir: Path, meta: dict) -> dict:
+    """The load_segmentation_data arguments a run was trained with (its checkpoint keeps them)."""
+    data = meta.get("task", {}).get("data")
+    if not data:
+        raise CnnkitError(f"{run_dir} does not record how its data was made (it predates that); name the data "
+                          "with --data (and --image-size, --num-train, --num-test as it was trained).")
+    return data
+
+
+def _resume_segmenter(args):
+    """Rebuild the run in --resume (its data, model and training options, from its files) and continue it."""
+    import torch
+
+    from ..models.registry import create_model
+    from ..segment import SegmentationTask, load_segmentation_data
+    from ..train import Trainer
+    from ..train.checkpoint import read_checkpoint_meta
+    from ..train.recipe import fixed_on_resume, resume_recipe
+    from .train_flags import given_training_options, training_config
+
+    if args.overwrite:
+        raise CnnkitError("--resume continues a run and --overwrite replaces it; give one of them.")
+    fixed = fixed_on_resume(given_training_options(args))
+    if fixed:
+        raise CnnkitError(f"{', '.join(fixed)} cannot change when resuming; the run's own options are read from "
+                          f"{args.resume / 'config.json'} (only the epoch budget and runtime settings can).")
+    recipe = resume_recipe(args.resume)
+    meta = read_checkpoint_meta(args.resume)
+    data = _run_data(args.resume, meta)
+    bundle = load_segmentation_data(**data)
+    model_name, model_args = recipe.pop("model"), recipe.pop("model_args")
+    recipe.pop("data", None)
+    model = create_model(model_name, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0], **model_args)
+    torch.manual_seed(seed_of(args))
+    task = SegmentationTask(len(bundle.classes), meta["task"].get("dice_weight", 1.0), data)
+    trainer = Trainer(model, bundle, training_config(args, recipe), out=args.resume, task=task)
+    args.out = args.resume
+    return trainer, model, bundle, trainer.fit(resume=True)
+
+
+def _evaluate_segmenter(args) -> None:
+    """``cnnkit segment RUN --eval``: the run's test figures, with each class's IoU, printed and in eval.json."""
+    from ..segment import SegmentationTask, evaluate_segmentation, load_segmentation_data
+    from ..train import Trainer
+    from .train_flags import training_config
+
+    if args.checkpoint is None:
+        raise CnnkitError("Give the run folder to evaluate: cnnkit segment RUN_DIR --eval")
+    model, meta = load_task_checkpoint(args.checkpoint, "segmentation", "a segmenter", "segment")
+    data = ({"name": args.data, "image_size": args.image_size, "num_train": args.num_train,
+             "num_test": args.num_test} if args.data else _run_data(args.checkpoint, meta))
+    bundle = load_segmentation_data(**data)
+    if list(bundle.classes) != list(meta["classes"]):
+        raise CnnkitError(f"{args.checkpoint} segments {len(meta['classes'])} classes ({', '.join(meta['classes'])}); "
+                          f"{bundle.name} has {', '.join(bundle.classes)}.")
+    trainer = Trainer(model, bundle, training_config(args, {"progress": False}),
+                      task=SegmentationTask(len(bundle.classes), meta["task"].get("dice_weight", 1.0)))
+    trainer.preprocess.mean, trainer.preprocess.std = meta["preprocess"]["mean"], meta["preprocess"]["std"]
+    result = evaluate_segmentation(trainer)
+    print(f"{meta['model']['name']} on {bundle.name} test ({result['images']:,} images): mIoU {result['miou']:.4f} "
+          f"(over the classes present in truth or prediction), Dice {result['dice']:.4f}, pixel accuracy "
+          f"{result['pixel_acc']:.4f}")
+    for name, iou in result["iou_per_class"].items():
+        print(f"  {name:<14} " + ("absent" if iou is None else f"IoU {iou:.4f}"))
+    out = Path(args.checkpoint) / "eval.json"
+    out.write_text(json.dumps({"data": data, **{k: v for k, v in result.items()}}, indent=2))
+    print(out)
 
 
 def cmd_translate(args) -> None:

@@ -16,13 +16,13 @@ from .lenet import (LENET_C3_TABLE, PartialConv2d, RBFOutput, ScaledTanh, Traina
 from .norm import NORMS, make_norm
 from .residual import BasicBlock, Bottleneck, ZeroPadShortcut, make_shortcut
 from .shapes import conv_output_size, require_min_input_size
-from .upsample import MaxPoolWithIndices, MaxUnpoolUpsample, TransposedConvUpsample
+from .upsample import BilinearUpsample, MaxPoolWithIndices, MaxUnpoolUpsample, TransposedConvUpsample, bilinear_kernel
 
 __all__ = [
-    "ACTIVATIONS", "LENET_C3_TABLE", "NORMS", "BasicBlock", "Bottleneck", "ClassicDropout", "ConvBNAct",
-    "GlobalAvgPoolHead", "Inception", "InceptionNaive", "InvertedDropout", "LocalResponseNorm", "MaxPoolWithIndices",
-    "MaxUnpoolUpsample", "Maxout", "PartialConv2d", "RBFOutput", "ScaledTanh", "SeparableConv2d",
-    "TrainableSubsampling", "TransposedConvUpsample", "ZeroPadShortcut", "conv2d_im2col", "conv_output_size",
-    "digit_prototypes", "im2col_matrix_shape", "lecun_uniform_", "make_activation", "make_norm", "make_shortcut",
-    "require_min_input_size",
+    "ACTIVATIONS", "LENET_C3_TABLE", "NORMS", "BasicBlock", "BilinearUpsample", "Bottleneck", "ClassicDropout",
+    "ConvBNAct", "GlobalAvgPoolHead", "Inception", "InceptionNaive", "InvertedDropout", "LocalResponseNorm",
+    "MaxPoolWithIndices", "MaxUnpoolUpsample", "Maxout", "PartialConv2d", "RBFOutput", "ScaledTanh",
+    "SeparableConv2d", "TrainableSubsampling", "TransposedConvUpsample", "ZeroPadShortcut", "bilinear_kernel",
+    "conv2d_im2col", "conv_output_size", "digit_prototypes", "im2col_matrix_shape", "lecun_uniform_",
+    "make_activation", "make_norm", "make_shortcut", "require_min_input_size",
 ]

@@ -1,4 +1,5 @@
-"""Upsampling (Ronneberger et al. 2015 "up-convolution"; Zeiler & Fergus 2014 unpooling)."""
+"""Upsampling (Ronneberger et al. 2015 "up-convolution"; Long et al. 2015 bilinear-initialised deconvolution;
+Zeiler & Fergus 2014 unpooling)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,45 @@ class TransposedConvUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.up(x))
+
+
+def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
+    """ConvTranspose2d weights (channels, channels, k, k), k = 2 x factor - factor % 2, that upsample each channel
+    on its own by bilinear interpolation: the separable tent 1 - |i - centre| / factor on the diagonal, zero
+    across channels (the FCN reference code's ``surgery.interp``)."""
+    size = 2 * factor - factor % 2
+    centre = factor - 1 if size % 2 else factor - 0.5
+    tent = 1 - (torch.arange(size, dtype=torch.float32) - centre).abs() / factor
+    weight = torch.zeros(channels, channels, size, size)
+    weight[range(channels), range(channels)] = tent[:, None] * tent[None, :]
+    return weight
+
+
+class BilinearUpsample(nn.ConvTranspose2d):
+    """FCN's "deconvolution" (Long et al. 2015, §3.3): a transposed convolution with stride ``factor`` whose
+    weights start as bilinear interpolation, so an untrained network already upsamples sensibly and learning only
+    refines it. Kernel 2f - f % 2 with padding ceil((f - 1) / 2) maps n pixels to exactly f x n, aligned as
+    ``F.interpolate(scale_factor=f, mode="bilinear", align_corners=False)``, which it equals away from the border
+    (the border sees zeros where interpolate repeats the edge). ``learnable=False`` keeps it fixed, as the paper
+    does for the final upsampling of FCN-32s (§4.2)."""
+
+    def __init__(self, channels: int, factor: int, learnable: bool = True):
+        if factor < 1:
+            raise ValueError(f"BilinearUpsample needs an integer factor >= 1, got {factor}")
+        weight = bilinear_kernel(channels, factor)
+        super().__init__(channels, channels, weight.shape[-1], stride=factor, padding=factor // 2,
+                         bias=False)
+        with torch.no_grad():
+            self.weight.copy_(weight)
+        self.weight.requires_grad_(learnable)
+        self.factor = factor
+
+    def reset_parameters(self) -> None:  # nn.ConvTranspose2d's init would replace the bilinear weights
+        if hasattr(self, "factor"):
+            with torch.no_grad():
+                self.weight.copy_(bilinear_kernel(self.in_channels, self.factor))
+        else:
+            super().reset_parameters()
 
 
 class MaxPoolWithIndices(nn.Module):

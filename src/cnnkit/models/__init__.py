@@ -10,8 +10,8 @@ import importlib
 from ..lazy import lazy_exports
 from .registry import add_family_loader, create_model, get_model_entry, list_models, register_model, set_weights_loader
 
-FAMILIES = ("alexnet", "dcgan", "dncnn", "efficientnet", "fast", "googlenet", "lenet", "pix2pix", "resnet", "retina",
-            "small", "unet", "vgg", "xception")
+FAMILIES = ("alexnet", "dcgan", "dncnn", "efficientnet", "fast", "fcn", "googlenet", "lenet", "pix2pix", "resnet",
+            "retina", "small", "unet", "vgg", "xception")
 
 
 def _import_families() -> None:
