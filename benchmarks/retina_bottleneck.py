@@ -36,6 +36,18 @@ D_VVS = 0 nets 100-900/s; the whole grid takes 0.136 s per training image and 0.
 thread. 10,000 images x 2 epochs is then ~2,700 s of training plus ~250 s of testing on one core; with two
 threads (~1.5-1.8x) 28-35 minutes.
 
+Section 3's other experiments (Fig. 1D, Fig. 2D-F):
+  --seeds S...  every configuration once per seed (its own random training subset and initial weights, results in
+                --out/seedS/), then the mean and sample standard deviation over seeds of accuracy and indices are
+                recorded (the paper averages ten networks per configuration).
+  --lgn 1       an LGN layer of N_BN channels between retina and VVS; its fields are measured too (lgn.conv1).
+  --untied      the retina's output layer locally connected (no weight sharing); with --tsne, the fields of the
+                units of the central 16x16 positions (every channel; their 17x17 fields lie inside the image) are
+                computed in closed form (RetinaNet.retina_unit_fields), normalised, embedded with scikit-learn's
+                t-SNE and split by 2-means; the figure is how often that split agrees with the units' polarity
+                (ON or OFF centre, the sign of the fitted difference of Gaussians at its centre). The locally
+                connected layer costs ~10 s per batch of 64 on one busy core, so the untied run is small.
+
     python benchmarks/retina_bottleneck.py                                   # the grid, ~30-40 min on 2 cores
     python benchmarks/retina_bottleneck.py --configs 1x2 32x2 --epochs 5     # two configurations, longer
     python benchmarks/retina_bottleneck.py --configs 1x0 --train-images 500 --epochs 1 --no-record \\
@@ -100,21 +112,13 @@ def probe_images(data: DatasetBundle, count: int, seed: int) -> torch.Tensor:
     return normalize(random_subset(data.test, count, seed + 1).images.float() / 255, data.mean, data.std)
 
 
-def field_size(layer: str, lgn: int) -> int:
-    """The theoretical field of a layer: 9x9 kernels, stride 1, so 1 + 8 per layer up to it (clipped at 32)."""
-    layers = {"retina.conv2": 2, "lgn.conv1": 3, "vvs.conv1": 3 + lgn}[layer]
-    return 1 + 8 * layers
-
-
 def index_figures(model, layer: str, probes: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Receptive fields of ``layer`` (channels, h, w), and their mean centre-surround index."""
-    if model.untied:
-        # The architecture calculator does not follow the locally connected layer's custom product, so the crop
-        # to the theoretical field is done here, around the centre unit as receptive_fields does.
-        fields = receptive_fields(model, layer, probes, crop=False)[:, 0]
-        half, centre = field_size(layer, model.lgn_layers) // 2, fields.shape[-1] // 2
-        window = slice(max(centre - half, 0), min(centre + half + 1, fields.shape[-1]))
-        fields = fields[:, window, window]
+    if model.untied and layer == "retina.conv2":
+        # The same gradient as receptive_fields' (tests/test_retina.py checks it), in closed form: the architecture
+        # calculator does not follow the locally connected layer's custom product to crop the field.
+        centre = model.image_size // 2
+        fields = model.retina_unit_fields(probes, torch.tensor([[centre, centre]]))[0]
     else:
         fields = receptive_fields(model, layer, probes)[:, 0]
     index = center_surround_index(fields, fit_difference_of_gaussians(fields))
@@ -125,7 +129,9 @@ def index_figures(model, layer: str, probes: torch.Tensor) -> tuple[torch.Tensor
 
 def model_layers(bottleneck: int, depth: int, args) -> dict[str, str]:
     """The layers whose fields are measured: the retina's output, the LGN layer if any, the first VVS layer."""
-    present = {"retina": True, "lgn": args.lgn > 0, "vvs1": depth > 0}
+    # Untied: the retina only; a VVS field is a backward pass through the locally connected layer per channel,
+    # minutes each on a busy machine, and the paper's untied figure is about the retina's cell types.
+    present = {"retina": True, "lgn": args.lgn > 0, "vvs1": depth > 0 and not args.untied}
     return {name: layer for name, layer in LAYERS.items() if present[name]}
 
 
@@ -378,16 +384,13 @@ def summarise_seeds(per_seed: list[dict], seeds: list[int], args, data_name: str
         print(f"{variant}: " + "; ".join(line))
 
 
-def polarity(fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ON (1) or OFF (0) centre of each field, from its best-fitting difference of Gaussians (the sign of the
-    fitted map at its centre, against the offset), and the centre-surround index of each."""
-    fitted, parameters = fit_difference_of_gaussians(fields, return_parameters=True)
-    index = center_surround_index(fields, fitted)
-    rows, columns = parameters["center"].round().long().unbind(-1)
-    size = fields.shape[-1]
-    rows, columns = rows.clamp(0, size - 1), columns.clamp(0, size - 1)
-    centre = fitted[torch.arange(len(fields)), rows, columns] - parameters["offset"].reshape(-1).to(fitted.dtype)
-    return (centre > 0).long(), index
+def polarity(fields: torch.Tensor) -> torch.Tensor:
+    """ON (1) or OFF (0) centre of each (N, H, W) field: the sign of the field, smoothed over 3x3 pixels, where it
+    is largest in magnitude (a centre-surround field's centre is its strongest part). A difference-of-Gaussians
+    fit per unit would give the same sign but takes minutes for a thousand fields on a busy machine."""
+    smooth = torch.nn.functional.avg_pool2d(fields[:, None], 3, stride=1, padding=1)[:, 0].flatten(1)
+    peak = smooth.gather(1, smooth.abs().argmax(1, keepdim=True))[:, 0]
+    return (peak > 0).long()
 
 
 def draw_tsne(results: dict, folder: Path, args) -> None:
@@ -406,8 +409,8 @@ def draw_tsne(results: dict, folder: Path, args) -> None:
         # Each field to zero mean and unit norm: t-SNE then compares shapes, not how strongly a unit is driven.
         flat = flat - flat.mean(1, keepdim=True)
         flat = flat / flat.norm(dim=1, keepdim=True)
-        on, index = polarity(fields)
-        coordinates = tsne(flat.numpy(), perplexity=30.0, seed=0)
+        on = polarity(fields)
+        coordinates = tsne(flat.numpy(), perplexity=30.0, seed=0, progress=True)
         clusters = KMeans(2, n_init=10, random_state=0).fit_predict(coordinates)
         agreement = float((torch.as_tensor(clusters) == on).float().mean())
         agreement = max(agreement, 1 - agreement)  # the cluster labels are arbitrary
@@ -416,12 +419,13 @@ def draw_tsne(results: dict, folder: Path, args) -> None:
         png = plot_embedding(coordinates, on.numpy(), args.images / "tsne.png", ["OFF-centre", "ON-centre"], title)
         print(f"wrote {png}")
         examples = torch.cat([fields[on == 1][:8], fields[on == 0][:8]])
-        labels = [f"ON {v:.2f}" for v in index[on == 1][:8]] + [f"OFF {v:.2f}" for v in index[on == 0][:8]]
+        index = center_surround_index(examples)  # the fit on these 16 only: it is the slow part
+        labels = [f"{'ON' if k < len(fields[on == 1][:8]) else 'OFF'} {v:.2f}" for k, v in enumerate(index)]
         plot_receptive_fields(examples, args.images / "untied_fields.png", labels=labels, columns=8,
                               title="untied retina: ON- and OFF-centre units (centre-surround index)")
         figures = {"tsne_polarity_agreement": round(100 * agreement, 1),
                    "on_centre_fraction": round(100 * float(on.float().mean()), 1),
-                   "unit_center_surround_index": round(float(index[~torch.isnan(index)].mean()), 4)}
+                   "example_center_surround_index": round(float(index[~torch.isnan(index)].mean()), 4)}
         print(f"{len(flat)} units ({int((~alive).sum())} dead) of channels/positions "
               f"{where[:, 2].unique().tolist()}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
         if not args.no_record:
