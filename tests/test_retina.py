@@ -142,7 +142,7 @@ def test_lgn_layer_sits_between_retina_and_vvs_with_the_bottleneck_width():
 
 
 def test_locally_connected_layer_is_a_convolution_when_its_kernels_are_tied():
-    from cnnkit.layers import LocallyConnected2d
+    from cnnkit.layers.conv import LocallyConnected2d
 
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 2, 3, padding=1, stride=2)

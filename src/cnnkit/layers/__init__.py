@@ -3,14 +3,13 @@
 torch already has convolution, pooling, batch/layer/group norm, dropout, ReLU/ELU/LeakyReLU and
 LocalResponseNorm; this package adds the pieces the papers in the notes use and nobody ships well. One module
 per job: ``lenet`` (LeNet-5's layers), ``shapes`` (output sizes, minimum inputs), ``blocks`` (general units and
-heads), ``inception``, ``residual`` (shortcuts and residual blocks), ``conv`` (separable convolution, im2col,
-locally connected), ``upsample``, ``norm`` (batch, group, layer, instance norm by name). Every name is importable
-from ``cnnkit.layers``.
+heads), ``inception``, ``residual`` (shortcuts and residual blocks), ``conv`` (separable convolution, im2col),
+``upsample``, ``norm`` (batch, group, layer, instance norm by name). Every name is importable from ``cnnkit.layers``.
 """
 
 from .blocks import (ACTIVATIONS, ClassicDropout, ConvBNAct, GlobalAvgPoolHead, InvertedDropout, LocalResponseNorm,
                      Maxout, make_activation)
-from .conv import LocallyConnected2d, SeparableConv2d, conv2d_im2col, im2col_matrix_shape
+from .conv import SeparableConv2d, conv2d_im2col, im2col_matrix_shape
 from .inception import Inception, InceptionNaive
 from .lenet import (LENET_C3_TABLE, PartialConv2d, RBFOutput, ScaledTanh, TrainableSubsampling, digit_prototypes,
                     lecun_uniform_)
@@ -21,8 +20,8 @@ from .upsample import MaxPoolWithIndices, MaxUnpoolUpsample, TransposedConvUpsam
 
 __all__ = [
     "ACTIVATIONS", "LENET_C3_TABLE", "NORMS", "BasicBlock", "Bottleneck", "ClassicDropout", "ConvBNAct",
-    "GlobalAvgPoolHead", "Inception", "InceptionNaive", "InvertedDropout", "LocalResponseNorm", "LocallyConnected2d",
-    "MaxPoolWithIndices", "MaxUnpoolUpsample", "Maxout", "PartialConv2d", "RBFOutput", "ScaledTanh", "SeparableConv2d",
+    "GlobalAvgPoolHead", "Inception", "InceptionNaive", "InvertedDropout", "LocalResponseNorm", "MaxPoolWithIndices",
+    "MaxUnpoolUpsample", "Maxout", "PartialConv2d", "RBFOutput", "ScaledTanh", "SeparableConv2d",
     "TrainableSubsampling", "TransposedConvUpsample", "ZeroPadShortcut", "conv2d_im2col", "conv_output_size",
     "digit_prototypes", "im2col_matrix_shape", "lecun_uniform_", "make_activation", "make_norm", "make_shortcut",
     "require_min_input_size",

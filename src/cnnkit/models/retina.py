@@ -23,7 +23,7 @@ Two variants from section 3 of the paper (Fig. 2D-F). ``lgn_layers`` adds that m
 channels (ReLU) between the retina and the VVS, named ``lgn.conv1``...: a second bottleneck standing for the
 lateral geniculate nucleus, where the paper finds centre-surround fields at both the retina's output and the LGN
 layer (N_BN x N_BN x 81 + N_BN parameters each). ``untied=True`` makes the retina's output layer locally
-connected (``cnnkit.layers.LocallyConnected2d``: every one of the 32x32 positions has its own 9x9 kernels, no
+connected (``cnnkit.layers.conv.LocallyConnected2d``: every one of the 32x32 positions has its own 9x9 kernels, no
 weight sharing: 1,024 x N_BN x 32 x 81 weights and N_BN x 32 x 32 biases), so each retinal unit can learn its
 own field and cell types are not imposed by the convolution; the paper clusters the fields of such a network's
 retinal units with t-SNE and finds two types, ON- and OFF-centre (Fig. 2E-F, N_BN = 4). The paper does not say
@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import CnnkitError, ShapeError
-from ..layers import LocallyConnected2d
+from ..layers.conv import LocallyConnected2d
 from .registry import register_model
 
 KERNEL_SIZE = 9
