@@ -36,6 +36,18 @@ D_VVS = 0 nets 100-900/s; the whole grid takes 0.136 s per training image and 0.
 thread. 10,000 images x 2 epochs is then ~2,700 s of training plus ~250 s of testing on one core; with two
 threads (~1.5-1.8x) 28-35 minutes.
 
+Section 3's other experiments (Fig. 1D, Fig. 2D-F):
+  --seeds S...  every configuration once per seed (its own random training subset and initial weights, results in
+                --out/seedS/), then the mean and sample standard deviation over seeds of accuracy and indices are
+                recorded (the paper averages ten networks per configuration).
+  --lgn 1       an LGN layer of N_BN channels between retina and VVS; its fields are measured too (lgn.conv1).
+  --untied      the retina's output layer locally connected (no weight sharing); with --tsne, the fields of the
+                units of the central 16x16 positions (every channel; their 17x17 fields lie inside the image) are
+                computed in closed form (RetinaNet.retina_unit_fields), normalised, embedded with scikit-learn's
+                t-SNE and split by 2-means; the figure is how often that split agrees with the units' polarity
+                (ON or OFF centre, the sign of the fitted difference of Gaussians at its centre). The locally
+                connected layer costs ~10 s per batch of 64 on one busy core, so the untied run is small.
+
     python benchmarks/retina_bottleneck.py                                   # the grid, ~30-40 min on 2 cores
     python benchmarks/retina_bottleneck.py --configs 1x2 32x2 --epochs 5     # two configurations, longer
     python benchmarks/retina_bottleneck.py --configs 1x0 --train-images 500 --epochs 1 --no-record \\
@@ -47,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,11 +75,11 @@ from cnnkit.data.datasets import channel_stats  # noqa: E402
 from cnnkit.models import create_model  # noqa: E402
 from cnnkit.train import TrainConfig, Trainer  # noqa: E402
 from cnnkit.viz import center_surround_index, fit_difference_of_gaussians, plot_receptive_fields  # noqa: E402
-from cnnkit.viz import receptive_fields  # noqa: E402
+from cnnkit.viz import plot_embedding, receptive_fields, tsne  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = "retina_bottleneck"
-LAYERS = {"retina": "retina.conv2", "vvs1": "vvs.conv1"}
+LAYERS = {"retina": "retina.conv2", "lgn": "lgn.conv1", "vvs1": "vvs.conv1"}
 
 
 def grey_cifar10() -> DatasetBundle:
@@ -101,19 +114,45 @@ def probe_images(data: DatasetBundle, count: int, seed: int) -> torch.Tensor:
 
 def index_figures(model, layer: str, probes: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Receptive fields of ``layer`` (channels, h, w), and their mean centre-surround index."""
-    fields = receptive_fields(model, layer, probes)[:, 0]
+    if model.untied and layer == "retina.conv2":
+        # The same gradient as receptive_fields' (tests/test_retina.py checks it), in closed form: the architecture
+        # calculator does not follow the locally connected layer's custom product to crop the field.
+        centre = model.image_size // 2
+        fields = model.retina_unit_fields(probes, torch.tensor([[centre, centre]]))[0]
+    else:
+        fields = receptive_fields(model, layer, probes)[:, 0]
     index = center_surround_index(fields, fit_difference_of_gaussians(fields))
     alive = ~torch.isnan(index)
     return fields, {"index": float(index[alive].mean()) if alive.any() else float("nan"),
                     "per_channel": [round(float(v), 4) for v in index], "dead": int((~alive).sum())}
 
 
+def model_layers(bottleneck: int, depth: int, args) -> dict[str, str]:
+    """The layers whose fields are measured: the retina's output, the LGN layer if any, the first VVS layer."""
+    # Untied: the retina only; a VVS field is a backward pass through the locally connected layer per channel,
+    # minutes each on a busy machine, and the paper's untied figure is about the retina's cell types.
+    present = {"retina": True, "lgn": args.lgn > 0, "vvs1": depth > 0 and not args.untied}
+    return {name: layer for name, layer in LAYERS.items() if present[name]}
+
+
+def untied_fields(model, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fields of the untied retina's output units at every position whose 17x17 field lies inside the image (the
+    central 16x16 of the 32x32 map), all channels: (units, 17, 17), and the (row, column, channel) of each."""
+    inner = torch.arange(8, 24)
+    positions = torch.cartesian_prod(inner, inner)
+    fields = model.retina_unit_fields(probes, positions)  # (P, N_BN, 17, 17)
+    channels = torch.arange(fields.shape[1])
+    where = torch.cat([positions.repeat_interleave(len(channels), 0), channels.repeat(len(positions))[:, None]], 1)
+    return fields.flatten(0, 1), where
+
+
 def run_config(bottleneck: int, depth: int, data: DatasetBundle, probes: torch.Tensor, args, folder: Path) -> dict:
     torch.manual_seed(args.seed)
-    model = create_model("retina_net", bottleneck=bottleneck, vvs_depth=depth)
-    layers = {name: layer for name, layer in LAYERS.items() if depth > 0 or name == "retina"}
+    model = create_model("retina_net", bottleneck=bottleneck, vvs_depth=depth, lgn_layers=args.lgn,
+                         untied=args.untied)
+    layers = model_layers(bottleneck, depth, args)
     control = {name: index_figures(model, layer, probes)[1] for name, layer in layers.items()}
-    config = TrainConfig(epochs=args.epochs, batch_size=64, optimizer="adam", lr=args.lr, weight_decay=0.0,
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam", lr=args.lr, weight_decay=0.0,
                          schedule="onecycle", augment={"crop": 3, "flip": True}, precision=args.precision,
                          channels_last=args.precision == "bf16", validate_every=0, num_threads=args.threads,
                          seed=args.seed, progress=False)
@@ -125,6 +164,8 @@ def run_config(bottleneck: int, depth: int, data: DatasetBundle, probes: torch.T
     for name, layer in layers.items():
         fields[name], figures[name] = index_figures(model, layer, probes)
     folder.mkdir(parents=True, exist_ok=True)
+    if args.untied:
+        fields["units"], fields["unit_positions"] = untied_fields(model, probes)
     torch.save({name: value.contiguous() for name, value in fields.items()},
                folder / f"receptive_fields_n{bottleneck}_d{depth}.pt")
     return {"bottleneck": bottleneck, "vvs_depth": depth, "test_acc": summary["test_acc"],
@@ -136,14 +177,27 @@ def run_config(bottleneck: int, depth: int, data: DatasetBundle, probes: torch.T
 
 def settings(args) -> dict:
     """What a recorded configuration must share with this run to be reused."""
-    return {"train_images": args.train_images, "epochs": args.epochs, "lr": args.lr, "precision": args.precision,
-            "seed": args.seed, "probe_images": args.probe_images}
+    shared = {"train_images": args.train_images, "epochs": args.epochs, "lr": args.lr, "precision": args.precision,
+              "seed": args.seed, "probe_images": args.probe_images}
+    # Only what differs from the defaults, so results.json files written before these options existed still match.
+    extra = {"lgn": args.lgn, "untied": args.untied, "batch_size": args.batch_size, "test_images": args.test_images}
+    return shared | {key: value for key, value in extra.items() if value != DEFAULTS[key]}
+
+
+DEFAULTS = {"lgn": 0, "untied": False, "batch_size": 64, "test_images": 10_000}
+
+
+def variant_name(bottleneck: int, depth: int, args) -> str:
+    # The budget is part of the name: a longer run of a configuration is a different figure, not a newer one.
+    name = f"N_BN={bottleneck} D_VVS={depth}"
+    name += f", LGN {args.lgn}" if args.lgn else ""
+    name += ", untied retina" if args.untied else ""
+    name += f", {args.train_images // 1000}k images x {args.epochs} epochs"
+    return name + (f", batch {args.batch_size}" if args.batch_size != DEFAULTS["batch_size"] else "")
 
 
 def record_config(result: dict, args, data_name: str) -> None:
-    # The budget is part of the name: a longer run of a configuration is a different figure, not a newer one.
-    variant = (f"N_BN={result['bottleneck']} D_VVS={result['vvs_depth']}, "
-               f"{args.train_images // 1000}k images x {args.epochs} epochs")
+    variant = variant_name(result["bottleneck"], result["vvs_depth"], args)
     common = dict(data=data_name, runs=1, train_images=args.train_images, epochs=args.epochs,
                   precision=args.precision, threads=args.threads)
     record(BENCHMARK, variant, "test_accuracy", round(result["test_acc"], 2), **common)
@@ -177,21 +231,25 @@ def format_index(result: dict, name: str) -> str:
     return text + (f" {dead}d" if dead else "") if not math.isnan(value) else f"dead ({control:.2f})"
 
 
-def draw_pictures(results: dict, folder: Path, images: Path, configs: list[tuple[int, int]]) -> None:
+def draw_pictures(results: dict, folder: Path, images: Path, configs: list[tuple[int, int]], args) -> None:
     for bottleneck, depth in configs:
         key = config_key(bottleneck, depth)
         path = folder / f"receptive_fields_n{bottleneck}_d{depth}.pt"
         if key not in results or not path.exists():
             continue
         fields = torch.load(path, weights_only=True)
+        suffix = f"_lgn{args.lgn}" if args.lgn else "_untied" if args.untied else ""
         for name, maps in fields.items():
+            if name not in LAYERS:
+                continue
             index = results[key]["per_channel"][name]
             labels = ["dead" if math.isnan(v) else f"{v:.2f}" for v in index]
             layer = LAYERS[name]
-            plot_receptive_fields(maps, images / f"n{bottleneck}_d{depth}_{name}.png", labels=labels,
-                                  title=f"{layer} receptive fields, N_BN={bottleneck}, D_VVS={depth} "
-                                        f"(centre-surround index per unit)")
-            print(f"wrote {images / f'n{bottleneck}_d{depth}_{name}.png'}")
+            png = images / f"n{bottleneck}_d{depth}{suffix}_{name}.png"
+            plot_receptive_fields(maps, png, labels=labels,
+                                  title=f"{layer} receptive fields, N_BN={bottleneck}, D_VVS={depth}"
+                                        f"{suffix.replace('_', ', ')} (centre-surround index per unit)")
+            print(f"wrote {png}")
 
 
 def main() -> None:
@@ -209,6 +267,18 @@ def main() -> None:
     parser.add_argument("--probe-images", type=int, default=32,
                         help="test images the receptive-field gradients are averaged over")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int,
+                        help="train every configuration once per seed (its own training subset and initial weights, "
+                             "in --out/seedS/) and record the mean and standard deviation over them")
+    parser.add_argument("--lgn", type=int, default=0, metavar="LAYERS",
+                        help="LGN layers of N_BN channels between the retina and the VVS (the paper: 1)")
+    parser.add_argument("--untied", action="store_true",
+                        help="locally connected retinal output layer (no weight sharing across positions)")
+    parser.add_argument("--tsne", action="store_true",
+                        help="with --untied: t-SNE of the fields of the central 16x16 positions' units -> tsne.png")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--test-images", type=int, default=10_000,
+                        help="random test subset for the accuracy (default: the full test set)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / BENCHMARK,
                         help="results.json and receptive fields (and run folders with --keep-checkpoints)")
     parser.add_argument("--images", type=Path, default=REPO / "docs" / "images" / "retina")
@@ -219,17 +289,34 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl (smoke runs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.untied and args.lgn:
+        parser.error("--untied and --lgn are separate experiments of the paper; give one of them")
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    full = grey_cifar10()
+    data_name = "cifar10-jpeg-grey" if full.note else "cifar10-grey"
+    per_seed = []
+    for seed in seeds:
+        args.seed = seed
+        # With --seeds each seed has its own folder; the figures recorded are the mean and spread over seeds.
+        out = args.out / f"seed{seed}" if args.seeds is not None else args.out
+        per_seed.append(train_seed(args, full, data_name, out, record_each=args.seeds is None and not args.no_record))
+    if args.seeds is not None:
+        summarise_seeds(per_seed, seeds, args, data_name)
+    if args.untied and args.tsne:
+        draw_tsne(per_seed[0], args.out / f"seed{seeds[0]}" if args.seeds is not None else args.out, args)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    results_file = args.out / "results.json"
+
+def train_seed(args, full: DatasetBundle, data_name: str, out: Path, record_each: bool) -> dict:
+    """Trains (or finds in ``out``/results.json) every configuration with ``args.seed``: {key: result}."""
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
     stored = json.loads(results_file.read_text()) if results_file.exists() else {}
     results = {key: entry["result"] for key, entry in stored.items() if entry["settings"] == settings(args)}
-    data = grey_cifar10()
-    data_name = "cifar10-jpeg-grey" if data.note else "cifar10-grey"
-    train = random_subset(data.train, args.train_images, args.seed)  # the copy is sorted by class: never a prefix
-    data = DatasetBundle(data.name, train, data.test, data.classes, data.mean, data.std, data.note)
+    train = random_subset(full.train, args.train_images, args.seed)  # the copy is sorted by class: never a prefix
+    test = full.test if args.test_images >= len(full.test) else random_subset(full.test, args.test_images, 12345)
+    data = DatasetBundle(full.name, train, test, full.classes, full.mean, full.std, full.note)
     probes = probe_images(data, args.probe_images, args.seed)
-    print(f"{data.describe()}; {args.epochs} epochs, {args.precision}, {args.threads} threads")
+    print(f"{data.describe()}; {args.epochs} epochs, {args.precision}, {args.threads} threads, seed {args.seed}")
 
     for bottleneck, depth in args.configs:
         key = config_key(bottleneck, depth)
@@ -237,7 +324,7 @@ def main() -> None:
             print(f"N_BN={bottleneck} D_VVS={depth}: recorded in {results_file}, skipped")
             continue
         start = time.perf_counter()
-        result = run_config(bottleneck, depth, data, probes, args, args.out)
+        result = run_config(bottleneck, depth, data, probes, args, out)
         result["wall_seconds"] = round(time.perf_counter() - start, 1)
         results[key] = result
         stored[key] = {"settings": settings(args), "result": result}
@@ -245,19 +332,109 @@ def main() -> None:
         print(f"N_BN={bottleneck} D_VVS={depth}: test accuracy {result['test_acc']:.2f} %, centre-surround index "
               + ", ".join(f"{name} {format_index(result, name)}" for name in result["index"])
               + f" (random init in brackets); {result['wall_seconds']:.0f} s", flush=True)
-        if not args.no_record:
+        if record_each:
             record_config(result, args, data_name)
 
     print()
     print(table(results, lambda r: f"{r['test_acc']:.1f}", "test accuracy (%), full test set"))
     for name, layer in LAYERS.items():
-        print()
-        print(table(results, lambda r, name=name: format_index(r, name),
-                    f"centre-surround index of {layer} (random init in brackets; Nd: N dead units)"))
+        if any(name in r["index"] for r in results.values()):
+            print()
+            print(table(results, lambda r, name=name: format_index(r, name),
+                        f"centre-surround index of {layer} (random init in brackets; Nd: N dead units)"))
     print()
     print(table(results, lambda r: f"{r['wall_seconds']:.0f}", "wall seconds (training, testing, fields)"))
-    draw_pictures(results, args.out, args.images, args.pictures)
+    draw_pictures(results, out, args.images, args.pictures, args)
+    return results
 
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise_seeds(per_seed: list[dict], seeds: list[int], args, data_name: str) -> None:
+    """Mean and sample standard deviation over seeds of each configuration's accuracy and indices; recorded."""
+    print(f"\nmean +- std over seeds {seeds} (sample standard deviation)")
+    for bottleneck, depth in args.configs:
+        key = config_key(bottleneck, depth)
+        runs = [results[key] for results in per_seed if key in results]
+        variant = variant_name(bottleneck, depth, args) + f", {len(runs)} seeds"
+        common = dict(data=data_name, runs=len(runs), seeds=seeds, train_images=args.train_images,
+                      epochs=args.epochs, precision=args.precision, threads=args.threads)
+        figures = {"test_accuracy": [r["test_acc"] for r in runs],
+                   "seconds": [r["train_seconds"] for r in runs]}
+        for name in LAYERS:
+            if all(name in r["index"] and not math.isnan(r["index"][name]) for r in runs):
+                figures[f"center_surround_{name}"] = [r["index"][name] for r in runs]
+                figures[f"center_surround_{name}_init"] = [r["control_index"][name] for r in runs]
+        line = []
+        for metric, values in figures.items():
+            mean, std = mean_std(values)
+            digits = 2 if metric in ("test_accuracy", "seconds") else 4
+            line.append(f"{metric} {mean:.{digits}f} +- {std:.{digits}f}")
+            if not args.no_record and not metric.endswith("_init"):
+                extra = {}
+                if metric.startswith("center_surround_"):
+                    init_mean, init_std = mean_std(figures[metric + "_init"])
+                    extra = dict(layer=LAYERS[metric.removeprefix("center_surround_")],
+                                 baseline="random initialisation", baseline_value=round(init_mean, 4),
+                                 baseline_std=round(init_std, 4))
+                record(BENCHMARK, variant, metric, round(mean, digits), std=round(std, digits),
+                       per_seed=[round(v, digits) for v in values], **extra, **common)
+        print(f"{variant}: " + "; ".join(line))
+
+
+def polarity(fields: torch.Tensor) -> torch.Tensor:
+    """ON (1) or OFF (0) centre of each (N, H, W) field: the sign of the field, smoothed over 3x3 pixels, where it
+    is largest in magnitude (a centre-surround field's centre is its strongest part). A difference-of-Gaussians
+    fit per unit would give the same sign but takes minutes for a thousand fields on a busy machine."""
+    smooth = torch.nn.functional.avg_pool2d(fields[:, None], 3, stride=1, padding=1)[:, 0].flatten(1)
+    peak = smooth.gather(1, smooth.abs().argmax(1, keepdim=True))[:, 0]
+    return (peak > 0).long()
+
+
+def draw_tsne(results: dict, folder: Path, args) -> None:
+    """t-SNE of the untied retina's unit fields (Fig. 2F): do they fall into ON and OFF clusters?"""
+    from sklearn.cluster import KMeans
+
+    for bottleneck, depth in args.configs:
+        path = folder / f"receptive_fields_n{bottleneck}_d{depth}.pt"
+        if not path.exists():
+            continue
+        saved = torch.load(path, weights_only=True)
+        fields = saved["units"].float()
+        flat = fields.flatten(1)
+        alive = flat.abs().amax(1) > 0
+        fields, flat, where = fields[alive], flat[alive], saved["unit_positions"][alive]
+        # Each field to zero mean and unit norm: t-SNE then compares shapes, not how strongly a unit is driven.
+        flat = flat - flat.mean(1, keepdim=True)
+        flat = flat / flat.norm(dim=1, keepdim=True)
+        on = polarity(fields)
+        coordinates = tsne(flat.numpy(), perplexity=30.0, seed=0, progress=True)
+        clusters = KMeans(2, n_init=10, random_state=0).fit_predict(coordinates)
+        agreement = float((torch.as_tensor(clusters) == on).float().mean())
+        agreement = max(agreement, 1 - agreement)  # the cluster labels are arbitrary
+        title = (f"t-SNE of {len(flat)} retinal output fields, untied retina N_BN={bottleneck} D_VVS={depth}: "
+                 f"2-means agrees with ON/OFF for {100 * agreement:.1f}%")
+        png = plot_embedding(coordinates, on.numpy(), args.images / "tsne.png", ["OFF-centre", "ON-centre"], title)
+        print(f"wrote {png}")
+        examples = torch.cat([fields[on == 1][:8], fields[on == 0][:8]])
+        index = center_surround_index(examples)  # the fit on these 16 only: it is the slow part
+        labels = [f"{'ON' if k < len(fields[on == 1][:8]) else 'OFF'} {v:.2f}" for k, v in enumerate(index)]
+        plot_receptive_fields(examples, args.images / "untied_fields.png", labels=labels, columns=8,
+                              title="untied retina: ON- and OFF-centre units (centre-surround index)")
+        figures = {"tsne_polarity_agreement": round(100 * agreement, 1),
+                   "on_centre_fraction": round(100 * float(on.float().mean()), 1),
+                   "example_center_surround_index": round(float(index[~torch.isnan(index)].mean()), 4)}
+        print(f"{len(flat)} units ({int((~alive).sum())} dead) of channels/positions "
+              f"{where[:, 2].unique().tolist()}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        if not args.no_record:
+            key = config_key(bottleneck, depth)
+            variant = variant_name(bottleneck, depth, args)
+            for metric, value in figures.items():
+                record(BENCHMARK, variant, metric, value, units=len(flat), dead_units=int((~alive).sum()),
+                       test_accuracy=round(results[key]["test_acc"], 2), seed=args.seed,
+                       train_images=args.train_images, epochs=args.epochs, threads=args.threads)
 
 if __name__ == "__main__":
     main()

@@ -119,3 +119,68 @@ def test_plot_receptive_fields_writes_a_png(tmp_path):
     fields = torch.stack([difference_of_gaussians((9, 9), (4, 4), (1, 3), (1, 0.5)), gabor(9, 0.5, 2, 0.2, 0)])
     path = plot_receptive_fields(fields[:, None], tmp_path / "fields.png", labels=["dog", "gabor"], title="t")
     assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lgn_layer_sits_between_retina_and_vvs_with_the_bottleneck_width():
+    with torch.device("meta"):
+        plain = create_model("retina_net", bottleneck=2, vvs_depth=2)
+        with_lgn = create_model("retina_net", bottleneck=2, vvs_depth=2, lgn_layers=1)
+    names = [name for name, module in with_lgn.named_modules() if isinstance(module, nn.Conv2d)]
+    assert names == ["retina.conv1", "retina.conv2", "lgn.conv1", "vvs.conv1", "vvs.conv2"]
+    lgn = with_lgn.lgn.conv1
+    assert (lgn.in_channels, lgn.out_channels, lgn.kernel_size) == (2, 2, (9, 9))  # a second N_BN bottleneck
+    extra = sum(p.numel() for p in with_lgn.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 2 * 2 * 9 * 9 + 2
+    assert len(plain.lgn) == 0  # the default network is the paper's Fig. 1 one, unchanged
+    rows = {row.name: row for row in summary("retina_net", bottleneck=1, vvs_depth=2, lgn_layers=1).rows}
+    assert (rows["lgn.conv1"].receptive_field, rows["vvs.conv1"].receptive_field) == (25, 33)
+    assert rows["lgn.conv1"].output_shape == (1, 32, 32)
+    with pytest.raises(CnnkitError, match="lgn_layers must be an integer of at least 0"):
+        create_model("retina_net", lgn_layers=-1)
+    with pytest.raises(CnnkitError, match="untied is True"):
+        create_model("retina_net", untied="yes")
+
+
+def test_locally_connected_layer_is_a_convolution_when_its_kernels_are_tied():
+    from cnnkit.layers.conv import LocallyConnected2d
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 2, 3, padding=1, stride=2)
+    local = LocallyConnected2d(3, 2, 3, (7, 6), stride=2, padding=1)
+    with torch.no_grad():  # every position gets the conv's kernel and bias
+        local.kernels().copy_(conv.weight.expand(*local.output_size, *conv.weight.shape))
+        local.bias.copy_(conv.bias[:, None, None].expand_as(local.bias))
+    x = torch.randn(4, 3, 7, 6)
+    assert torch.allclose(local(x), conv(x), atol=1e-5)
+    with torch.no_grad():  # untie one position: only that output moves
+        local.kernels()[1, 2].add_(1.0)
+    changed = (local(x) - conv(x)).abs().amax((0, 1)) > 1e-4
+    assert changed.nonzero().tolist() == [[1, 2]]
+    x64 = torch.randn(2, 3, 7, 6, dtype=torch.double, requires_grad=True)
+    local = local.double()
+    assert torch.autograd.gradcheck(lambda x, w, b: local(x), (x64, local.weight, local.bias))
+    with pytest.raises(ShapeError, match="built for"):
+        local(torch.zeros(1, 3, 8, 8, dtype=torch.double))
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_retina_unit_fields_equal_autograd_gradients(untied):
+    torch.manual_seed(0)
+    model = create_model("retina_net", bottleneck=3, vvs_depth=0, untied=untied)
+    with torch.no_grad():
+        for parameter in model.retina.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))  # biases off zero: some hidden units are silent
+    images = torch.randn(6, 1, 32, 32)
+    fields = model.retina_unit_fields(images, torch.tensor([[16, 16], [10, 21]]))
+    assert fields.shape == (2, 3, 17, 17)
+    reference = receptive_fields(model, "retina.conv2", images, crop=False)[:, 0, 8:25, 8:25]  # the centre unit
+    assert torch.allclose(fields[0], reference, atol=1e-5 * reference.abs().max())
+    if untied:
+        layer = model.retina.conv2
+        assert sum(p.numel() for p in layer.parameters()) == 32 * 32 * 3 * 32 * 81 + 3 * 32 * 32
+        with torch.no_grad():
+            layer.kernels()[10, 21].zero_()  # the unit at (10, 21) loses its input weights, the centre unit not
+        again = model.retina_unit_fields(images, torch.tensor([[16, 16], [10, 21]]))
+        assert torch.equal(again[0], fields[0]) and again[1].abs().max() == 0
+    with pytest.raises(CnnkitError, match="positions are"):
+        model.retina_unit_fields(images, torch.tensor([[32, 0]]))
