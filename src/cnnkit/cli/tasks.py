@@ -54,41 +54,9 @@ def add_parser(sub) -> None:
         p.add_argument("--data", help=data_help)
         train_options(p)
         if name == "denoise":
-            p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
-            p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
-            p.add_argument("--bottleneck", type=positive_int, default=16,
-                           help="bottleneck channels of conv_autoencoder")
-            p.add_argument("--model", choices=["conv_autoencoder", "dncnn"], default="conv_autoencoder",
-                           help="the notes' autoencoder, or the DnCNN residual denoiser (Zhang et al. 2017)")
-            p.add_argument("--sigma", type=float, metavar="S",
-                           help="gaussian noise of std S on the 0-255 scale, not clipped (the denoising "
-                                "literature's protocol; sets --level to S/255)")
-            p.add_argument("--depth", type=positive_int, default=17, help="dncnn: convolution layers (17: DnCNN-S)")
-            p.add_argument("--width", type=positive_int, default=64, help="dncnn: feature maps (64 in the paper)")
-            p.add_argument("--patch-size", type=positive_int, default=40,
-                           help="bsd-train400: side of the random training patches (40 in the paper)")
-            p.add_argument("--patches-per-image", type=positive_int, default=8,
-                           help="bsd-train400: patches cut from each image of a batch (batch = images x this)")
-            p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
-            subset_options(p)
-            p.set_defaults(func=cmd_denoise)
+            _denoise_options(p)
         else:
-            p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
-            p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
-            p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
-            p.add_argument("--model", choices=SEGMENTERS, default="unet",
-                           help="U-Net, or a fully convolutional network with 2, 1 or no skip connections")
-            p.add_argument("--backbone", default="resnet18",
-                           help="FCN backbone: a zoo classifier (resnet18, resnet20, vgg16, ...)")
-            p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
-            p.add_argument("--eval", action="store_true",
-                           help="score RUN_DIR on its data's test split (mIoU, per-class IoU), or on --data")
-            p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                           help="with --train: continue that run from its last completed epoch")
-            p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
-            p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
-            p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
-            p.set_defaults(func=cmd_segment)
+            _segment_options(p)
 
     p = add_command(sub, "translate",
                     "train pix2pix (colorize, edges, inpaint), or translate an image with it", EXAMPLES)
@@ -126,6 +94,48 @@ def add_parser(sub) -> None:
                    help="generated images behind each epoch's score (default 5000; 0: no score, no feature network)")
     train_options(p)
     p.set_defaults(func=cmd_gan)
+
+
+def _denoise_options(p) -> None:
+    """The denoiser's own flags: the noise, the model (the notes' autoencoder or DnCNN) and BSD patch training."""
+    p.add_argument("--noise", choices=["gaussian", "salt-and-pepper"], default="gaussian")
+    p.add_argument("--level", type=float, default=0.3, help="sigma (gaussian) or fraction (salt-and-pepper)")
+    p.add_argument("--bottleneck", type=positive_int, default=16,
+                   help="bottleneck channels of conv_autoencoder")
+    p.add_argument("--model", choices=["conv_autoencoder", "dncnn"], default="conv_autoencoder",
+                   help="the notes' autoencoder, or the DnCNN residual denoiser (Zhang et al. 2017)")
+    p.add_argument("--sigma", type=float, metavar="S",
+                   help="gaussian noise of std S on the 0-255 scale, not clipped (the denoising "
+                        "literature's protocol; sets --level to S/255)")
+    p.add_argument("--depth", type=positive_int, default=17, help="dncnn: convolution layers (17: DnCNN-S)")
+    p.add_argument("--width", type=positive_int, default=64, help="dncnn: feature maps (64 in the paper)")
+    p.add_argument("--patch-size", type=positive_int, default=40,
+                   help="bsd-train400: side of the random training patches (40 in the paper)")
+    p.add_argument("--patches-per-image", type=positive_int, default=8,
+                   help="bsd-train400: patches cut from each image of a batch (batch = images x this)")
+    p.add_argument("--add-noise", metavar="KIND:LEVEL", help="corrupt IMAGE first (a demonstration)")
+    subset_options(p)
+    p.set_defaults(func=cmd_denoise)
+
+
+def _segment_options(p) -> None:
+    """The segmenter's own flags: the data's size, the model (U-Net or FCN), evaluation and resuming."""
+    p.add_argument("--image-size", type=positive_int, help="shapes: image size (64); folders: resize to N x N")
+    p.add_argument("--num-train", type=positive_int, default=2000, help="shapes: training images")
+    p.add_argument("--num-test", type=positive_int, default=400, help="shapes: test images")
+    p.add_argument("--model", choices=SEGMENTERS, default="unet",
+                   help="U-Net, or a fully convolutional network with 2, 1 or no skip connections")
+    p.add_argument("--backbone", default="resnet18",
+                   help="FCN backbone: a zoo classifier (resnet18, resnet20, vgg16, ...)")
+    p.add_argument("--base-channels", type=positive_int, default=16, help="U-Net width (64 in the paper)")
+    p.add_argument("--eval", action="store_true",
+                   help="score RUN_DIR on its data's test split (mIoU, per-class IoU), or on --data")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="with --train: continue that run from its last completed epoch")
+    p.add_argument("--dice-weight", type=float, default=1.0, help="loss = cross-entropy + w x Dice")
+    p.add_argument("--mask-out", type=Path, help="also write the class-index mask (PNG)")
+    p.add_argument("--size", type=positive_int, help="resize IMAGE so its longer side is N before segmenting")
+    p.set_defaults(func=cmd_segment)
 
 
 def task_training_defaults(command: str) -> dict:
