@@ -282,12 +282,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / BENCHMARK,
                         help="results.json and receptive fields (and run folders with --keep-checkpoints)")
     parser.add_argument("--images", type=Path, default=REPO / "docs" / "images" / "retina")
-    parser.add_argument("--pictures", nargs="*", type=parse_config, default=[(1, 2), (32, 2)],
-                        help="configurations whose receptive fields are drawn")
+    parser.add_argument("--pictures", nargs="*", type=parse_config,
+                        help="configurations whose receptive fields are drawn into --images (default 1x2 32x2; "
+                             "none with --seeds, so a seed sweep does not redraw the README's pictures)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="write each network's run folder (~540 MB each: the dense layer has 33 M weights)")
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl (smoke runs)")
     args = parser.parse_args()
+    if args.pictures is None:
+        args.pictures = [] if args.seeds is not None else [(1, 2), (32, 2)]
     torch.set_num_threads(args.threads)
     if args.untied and args.lgn:
         parser.error("--untied and --lgn are separate experiments of the paper; give one of them")
