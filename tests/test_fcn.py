@@ -16,14 +16,8 @@ from cnnkit.layers import BilinearUpsample
 from cnnkit.models import create_model
 from cnnkit.segment import class_iou, iou_report, load_segmentation_data
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy machine a second OpenMP thread only adds waiting (measured 30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: on a busy machine a second OpenMP thread only adds waiting.
+from viz_support import single_thread  # noqa: F401
 
 
 @pytest.mark.parametrize("name, backbone", [("fcn8s", "resnet18"), ("fcn16s", "resnet18"), ("fcn32s", "resnet18"),
