@@ -1,5 +1,7 @@
-"""Faster R-CNN and its task: the shapes a batch gives, a loss that falls on a tiny overfit, detections that are
-inside the image and sorted, exact resume through the one Trainer, and the CLI's refusals."""
+"""Faster R-CNN, the one-stage RetinaNet and their task: the losses a batch gives, a loss that falls on a tiny
+overfit, detections that are inside the image and sorted, exact resume through the one Trainer, the CLI's
+train/eval/predict/resume for both detectors, and its refusals. RetinaNet's own parts (focal loss, prior, anchor
+targets): tests/test_retinanet.py."""
 
 from __future__ import annotations
 
@@ -15,8 +17,13 @@ from cnnkit.data.datasets import load_dataset
 from cnnkit.detect import DetectionBatch, DetectionTask, detection_bundle
 from cnnkit.detect.task import DetectionDataset
 from cnnkit.errors import CnnkitError, ConfigError
+from viz_support import single_thread  # noqa: F401
 
 SIZE = 64
+DETECTORS = ("faster_rcnn", "retinanet")
+# Each detector's losses, and the heads that every loss must reach
+LOSSES = {"faster_rcnn": {"rpn_objectness", "rpn_box", "head_class", "head_box"}, "retinanet": {"focal", "box"}}
+HEADS = {"faster_rcnn": ("rpn", "head"), "retinanet": ("class_subnet", "box_subnet")}
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +46,22 @@ def batch_of(split, count: int) -> DetectionBatch:
     return DetectionBatch(images, [t["boxes"] for t in targets], [t["labels"] for t in targets])
 
 
-def build(**options):
+def build(name: str = "faster_rcnn", **options):
     torch.manual_seed(0)
-    return create_model("faster_rcnn", num_classes=11, in_channels=1, **options)
+    return create_model(name, num_classes=11, in_channels=1, **options)
 
 
-def test_training_gives_the_four_losses_and_evaluation_one_result_per_image(canvases):
-    model = build()
+@pytest.mark.parametrize("name", DETECTORS)
+def test_training_gives_the_losses_and_evaluation_one_result_per_image(canvases, name):
+    model = build(name)
     losses = model(batch_of(canvases.train, 3))
-    assert set(losses) == {"rpn_objectness", "rpn_box", "head_class", "head_box"}
+    assert set(losses) == LOSSES[name]
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert model.rpn.objectness.weight.grad.abs().sum() > 0 and model.head.deltas.weight.grad.abs().sum() > 0
+    for head in HEADS[name]:
+        assert sum(p.grad.abs().sum() for p in getattr(model, head).parameters()) > 0, head
+    if name == "retinanet":  # its untrained classifier finds nothing above the 0.05 threshold: train it a little
+        model.class_subnet.out.bias.data.fill_(0.0)
     model.eval()
     with torch.no_grad():
         found = model(canvases.test.images[:5].float() / 255)
@@ -58,12 +69,14 @@ def test_training_gives_the_four_losses_and_evaluation_one_result_per_image(canv
     for result in found:
         count = len(result["boxes"])
         assert result["boxes"].shape == (count, 4) and result["scores"].shape == result["labels"].shape == (count,)
-        assert count <= model.detections_per_image
+        assert 0 < count <= model.detections_per_image
         assert ((result["labels"] >= 1) & (result["labels"] <= 10)).all()
+        assert result["scores"].dtype == result["boxes"].dtype == torch.float32 and result["labels"].dtype == torch.long
 
 
-def test_the_loss_falls_when_overfitting_a_few_canvases(canvases):
-    model = build()
+@pytest.mark.parametrize("name", DETECTORS)
+def test_the_loss_falls_when_overfitting_a_few_canvases(canvases, name):
+    model = build(name)
     batch = batch_of(canvases.train, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     first = None
@@ -92,18 +105,20 @@ def test_postprocessing_keeps_boxes_inside_the_image_sorted_by_score():
         assert (kept[:-1] >= kept[1:]).all() and (kept > model.score_threshold).all()
 
 
-def test_a_detector_needs_a_background_and_an_object_class():
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_detector_needs_a_background_and_an_object_class(name):
     with pytest.raises(ConfigError, match="background"):
-        create_model("faster_rcnn", num_classes=1, in_channels=1)
+        create_model(name, num_classes=1, in_channels=1)
 
 
-def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(canvases, tmp_path):
+@pytest.mark.parametrize("name", DETECTORS)
+def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(canvases, tmp_path, name):
     data = detection_bundle(canvases)
     options = dict(batch_size=16, optimizer="sgd", lr=0.01, schedule="constant", progress=False, num_threads=1,
                    eval_batch_size=8)
 
-    def run(name, epochs, resume=False):
-        trainer = Trainer(build(), data, TrainConfig(epochs=epochs, **options), out=tmp_path / name,
+    def run(folder, epochs, resume=False):
+        trainer = Trainer(build(name), data, TrainConfig(epochs=epochs, **options), out=tmp_path / folder,
                           task=DetectionTask())
         summary = trainer.fit(resume=resume)
         return trainer, summary
@@ -136,16 +151,18 @@ def test_the_task_refuses_data_without_boxes():
         DetectionTask()._check(plain)
 
 
-def test_cli_trains_evaluates_draws_and_refuses_bad_arguments(tmp_path, capsys, monkeypatch, shared_data):
+@pytest.mark.parametrize("name", DETECTORS)
+def test_cli_trains_evaluates_draws_and_resumes(tmp_path, capsys, monkeypatch, shared_data, name):
     from PIL import Image
 
     from cnnkit.cli import main
 
     monkeypatch.setenv("CNNKIT_DATA", str(shared_data))
     run = tmp_path / "run"
-    assert main(["detect", "train", "--num-train", "16", "--num-test", "4", "--epochs", "1", "--batch-size", "8",
-                 "--threads", "1", "--out", str(run), "--no-progress"]) == 0
+    assert main(["detect", "train", "--model", name, "--num-train", "16", "--num-test", "4", "--epochs", "1",
+                 "--batch-size", "8", "--threads", "1", "--out", str(run), "--no-progress"]) == 0
     assert "mAP@.5" in capsys.readouterr().out
+    assert json.loads((run / "checkpoint.json").read_text())["model"]["name"] == name
     assert main(["detect", "eval", str(run), "--num-test", "3"]) == 0
     assert "3 canvases: mAP@[.5:.95]" in capsys.readouterr().out
     picture = tmp_path / "canvas.png"
@@ -154,11 +171,20 @@ def test_cli_trains_evaluates_draws_and_refuses_bad_arguments(tmp_path, capsys, 
                  "--scale", "2"]) == 0
     assert Image.open(tmp_path / "boxes.png").size == (100, 80)
     assert main(["detect", "train", "--resume", "--out", str(run), "--epochs", "2"]) == 0  # one more epoch
-    assert "resuming" in capsys.readouterr().out and json.loads((run / "checkpoint.json").read_text())["epoch"] == 2
+    meta = json.loads((run / "checkpoint.json").read_text())
+    assert "resuming" in capsys.readouterr().out and meta["epoch"] == 2 and meta["model"]["name"] == name
+
+
+def test_cli_refuses_bad_arguments(tmp_path, capsys, monkeypatch, shared_data):
+    from cnnkit.cli import main
+
+    monkeypatch.setenv("CNNKIT_DATA", str(shared_data))
+    run, picture = tmp_path / "run", tmp_path / "canvas.png"
     # a score outside [0, 1] and a missing image are refused by the parser, naming the argument
     for argv, message in ((["predict", str(run), str(picture), "--min-score", "1.5"], "a score is between 0 and 1"),
                           (["predict", str(run)], "required: image"),
-                          (["train", "--backbone", "vgg16"], "invalid choice: 'vgg16'")):
+                          (["train", "--backbone", "vgg16"], "invalid choice: 'vgg16'"),
+                          (["train", "--model", "yolo"], "invalid choice: 'yolo'")):
         with pytest.raises(SystemExit) as exit_info:
             main(["detect", *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

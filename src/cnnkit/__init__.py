@@ -41,7 +41,7 @@ def _import_compression_models() -> None:
 
 
 def _import_detection_models() -> None:
-    from .detect import faster_rcnn  # noqa: F401  (registers faster_rcnn, built on the zoo's backbones)
+    from .detect import faster_rcnn, retinanet  # noqa: F401  (register faster_rcnn and retinanet, on zoo backbones)
 
 
 _registry.set_weights_loader(_load_pretrained)

@@ -1,5 +1,6 @@
-"""``cnnkit detect train|eval|predict``: Faster R-CNN trained through the one loop on a canvas data set, scored
-by COCO mAP (pycocotools), and applied to an image file, its boxes drawn with labels and scores."""
+"""``cnnkit detect train|eval|predict``: Faster R-CNN (or the one-stage RetinaNet, ``--model retinanet``) trained
+through the one loop on a canvas data set, scored by COCO mAP (pycocotools), and applied to an image file, its boxes
+drawn with labels and scores. eval, predict and --resume rebuild whichever detector the run recorded."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from .options import add_command, train_options
 
 EXAMPLES = {"detect": """examples:
   cnnkit detect train --data canvas-mnist --num-train 4000 --epochs 6 --threads 1 --out runs/frcnn-canvas
+  cnnkit detect train --model retinanet --out runs/retinanet-canvas   # the one-stage baseline (RetinaNet)
   cnnkit detect train --resume --out runs/frcnn-canvas          # continue an interrupted run exactly
   cnnkit detect eval runs/frcnn-canvas                          # mAP@[.5:.95] and mAP@.5 on its test canvases
   cnnkit detect predict runs/frcnn-canvas canvas.png -o boxes.png --min-score 0.5"""}
 
 BACKBONES = ("resnet20", "resnet32", "resnet56", "resnet18", "resnet34", "resnet50")
+# The detectors `detect train --model` builds, and the prefix of their default run folders
+DETECTORS = {"faster_rcnn": "frcnn", "retinanet": "retinanet"}
 # What `detect train` trains with unless flags say otherwise: the paper's SGD (momentum 0.9, weight decay
 # 1e-4) at lr 0.02 for a batch of 16, with the gradient norm clipped while the untrained RPN's proposals settle.
 DETECT_TRAINING = {"epochs": 6, "batch_size": 16, "lr": 0.02, "optimizer": "sgd", "momentum": 0.9,
@@ -36,13 +40,16 @@ def _probability(text: str) -> float:
 
 
 def add_parser(sub) -> None:
-    p = add_command(sub, "detect", "train Faster R-CNN on canvases, score it by COCO mAP, or draw its detections",
-                    EXAMPLES)
+    p = add_command(sub, "detect", "train a detector (Faster R-CNN, RetinaNet) on canvases, score it by COCO mAP, or "
+                    "draw its detections", EXAMPLES)
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
 
-    t = actions.add_parser("train", help="train Faster R-CNN through the one training loop",
-                           description="train Faster R-CNN through the one training loop", epilog=EXAMPLES["detect"])
+    t = actions.add_parser("train", help="train a detector through the one training loop",
+                           description="train a detector (Faster R-CNN by default) through the one training loop",
+                           epilog=EXAMPLES["detect"])
+    t.add_argument("--model", choices=tuple(DETECTORS), default="faster_rcnn",
+                   help="two-stage Faster R-CNN or the one-stage RetinaNet (focal loss)")
     t.add_argument("--data", default="canvas-mnist", help="canvas-mnist or canvas-fashion-mnist (generated offline)")
     t.add_argument("--num-train", type=positive_int, default=4000, help="training canvases")
     t.add_argument("--num-test", type=positive_int, default=500, help="test canvases")
@@ -93,9 +100,9 @@ def cmd_detect_train(args) -> None:
     spec = {"name": args.data, "num_train": args.num_train, "num_test": args.num_test, "seed": args.data_seed}
     bundle = _load_data(spec)
     torch.manual_seed(seed_of(args))
-    model = create_model("faster_rcnn", num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
+    model = create_model(args.model, num_classes=len(bundle.classes), in_channels=bundle.image_shape[0],
                          backbone=args.backbone)
-    args.out = claim_out(args, Path("runs") / f"frcnn-{args.backbone}-{args.data}")
+    args.out = claim_out(args, Path("runs") / f"{DETECTORS[args.model]}-{args.backbone}-{args.data}")
     config = training_config(args, DETECT_TRAINING)
     summary = Trainer(model, bundle, config, out=args.out, task=DetectionTask(spec)).fit()
     _report(summary, args.out)

@@ -1,7 +1,7 @@
-"""Object detection: Faster R-CNN (faster_rcnn), its task for the one training loop (task), box operators in
-plain PyTorch (ops), the region proposal network's anchor targets (targets) and COCO mAP through pycocotools
-(evaluate); names load on first use (cnnkit.lazy), so importing the
-package costs nothing until one is used."""
+"""Object detection: Faster R-CNN (faster_rcnn), the one-stage RetinaNet (retinanet), their task for the one
+training loop (task), box operators in plain PyTorch (ops), the region proposal network's anchor targets (targets)
+and COCO mAP through pycocotools (evaluate); names load on first use (cnnkit.lazy), so importing the package costs
+nothing until one is used."""
 
 from ..lazy import lazy_exports
 
@@ -24,10 +24,12 @@ _EXPORTS = {
     "match_anchors": "targets",
     "nms": "ops",
     "predictions_to_coco": "evaluate",
+    "RetinaNet": "retinanet",
     "roi_align": "ops",
     "roi_pool": "ops",
     "rpn_targets": "targets",
     "sample_anchors": "targets",
+    "sigmoid_focal_loss": "retinanet",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -80,7 +80,7 @@ def decode_boxes(deltas: torch.Tensor, reference: torch.Tensor,
         raise ShapeError(f"deltas must be (N, 4*K) with N = {reference.shape[0]} reference boxes, got "
                          f"{tuple(deltas.shape)}.")
     wx, wy, ww, wh = weights
-    per_class = deltas.reshape(deltas.shape[0], -1, 4)
+    per_class = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)  # -1 is ambiguous with no boxes
     ref_x, ref_y, ref_w, ref_h = (t[:, None] for t in _centre_size(reference.to(deltas.dtype)))
     x = per_class[..., 0] / wx * ref_w + ref_x
     y = per_class[..., 1] / wy * ref_h + ref_y

@@ -1,4 +1,4 @@
-"""Object detection as a task of the one training loop: Faster R-CNN (or any detector whose forward takes a
+"""Object detection as a task of the one training loop: Faster R-CNN, RetinaNet (or any detector whose forward takes a
 :class:`DetectionBatch` in training and returns per-image detections otherwise) trained by the Trainer, with its
 checkpoints and exact resume, and judged by COCO mAP from pycocotools.
 
@@ -28,9 +28,6 @@ from ..errors import CnnkitError
 from ..train.tasks import Task, format_metrics
 from .evaluate import coco_map
 from .faster_rcnn import DetectionBatch
-
-LOSS_NAMES = ("rpn_objectness", "rpn_box", "head_class", "head_box")
-
 
 @dataclasses.dataclass(repr=False)
 class DetectionDataset(TensorImageDataset):
@@ -75,7 +72,8 @@ def detection_bundle(bundle: DetectionBundle) -> DatasetBundle:
 
 class DetectionTask(Task):
     """Inputs: a :class:`DetectionBatch` of normalised images and their boxes and classes; the model returns its
-    losses in training (the two stages' four, summed into the loss the Trainer minimises) and its detections
+    losses in training (a dict: Faster R-CNN's four, RetinaNet's two, summed into the loss the Trainer
+    minimises) and its detections
     in evaluation, which COCOeval scores: ``map`` (AP at IoU .50:.05:.95), ``map50``, ``map75``."""
 
     name = "detection"
@@ -100,14 +98,16 @@ class DetectionTask(Task):
         batch = DetectionBatch(x, [b.to(device) for b in boxes], [c.to(device) for c in classes])
         return batch, labels
 
+    # Each detector names its own losses (Faster R-CNN's four, RetinaNet's two): the task sums and reports
+    # whichever the model returns.
     def loss(self, trainer, outputs, targets):
-        return sum(outputs[name] for name in LOSS_NAMES)
+        return sum(outputs.values())
 
     def metrics(self, outputs, targets):
-        return {name: outputs[name].detach() * len(targets) for name in LOSS_NAMES}
+        return {name: value.detach() * len(targets) for name, value in outputs.items()}
 
     def summarize(self, sums, count):
-        return {name: sums[name].item() / max(count, 1) for name in LOSS_NAMES if name in sums}
+        return {name: value.item() / max(count, 1) for name, value in sums.items()}
 
     def describe(self) -> dict:
         return {"name": self.name, **({"data": self.data} if self.data else {})}
@@ -155,4 +155,4 @@ def detect_split(model, dataset, mean, std, batch_size: int = 64, device="cpu") 
     return predictions, seconds
 
 
-__all__ = ["DetectionDataset", "DetectionTask", "LOSS_NAMES", "detect_split", "detection_bundle", "map_metrics"]
+__all__ = ["DetectionDataset", "DetectionTask", "detect_split", "detection_bundle", "map_metrics"]
