@@ -175,11 +175,27 @@ def _detect_ops(r) -> str:
             f"({pool['ratio']:.0f}x; {_measured(nms, align, pool)})")
 
 
+DETECTORS = {"Faster R-CNN (two-stage)": "faster_rcnn resnet20, sgd lr 0.02 batch 16, 1 thread",
+             "RetinaNet (one-stage)": "retinanet resnet20, sgd lr 0.02 batch 16, 1 thread"}
+
+
+def _detect_compare(r) -> str:
+    """The README's two-stage vs one-stage table, one row per detector of benchmarks/faster_rcnn_canvas.py."""
+    lines = ["", "| detector | mAP@.5 | mAP@[.5:.95] | training CPU s (epoch reached) | inference images / CPU s "
+                 "| measured |", "|---|---|---|---|---|---|"]
+    for name, variant in DETECTORS.items():
+        loose, strict, cpu, speed = (r("faster_rcnn_canvas", variant, metric) for metric in
+                                     ("mAP@.5", "mAP@[.5:.95]", "train_cpu_seconds", "inference_images_per_cpu_second"))
+        lines.append(f"| {name} | {loose['value']:.3f} | {strict['value']:.3f} | {cpu['value']:.0f} "
+                     f"({cpu['epochs']}) | {speed['value']:.1f} | {_measured(loose)} |")
+    return "\n".join(lines) + "\n"
+
+
 # NAME -> the text, from a lookup r(benchmark, variant, metric) of the latest results.jsonl lines.
 CLAIMS = {
     "demo": _readme_demo, "results-demo": _results_demo, "results-mnist-fast": _results_mnist_fast,
     "speed-mnist": _speed_mnist, "speed-fashion": _speed_fashion, "speed-cifar10": _speed_cifar,
-    "detect-ops": _detect_ops,
+    "detect-ops": _detect_ops, "detect-compare": _detect_compare,
 }
 RECIPE_CLAIMS = {
     "lenet5_mnist.yaml": _recipe_lenet5, "mnist_fast.yaml": _recipe_mnist_fast,

@@ -54,6 +54,26 @@ class DetectionBatch(NamedTuple):
     labels: list[torch.Tensor]
 
 
+def unpack_batch(batch) -> tuple[torch.Tensor, list | None, list | None]:
+    """(images, boxes, labels) of a :class:`DetectionBatch`, or (images, None, None) of bare images: what every
+    detector's forward takes, in training and at inference."""
+    images, boxes, labels = batch if isinstance(batch, DetectionBatch) else (batch, None, None)
+    if images.ndim != 4:
+        raise ShapeError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}.")
+    return images, boxes, labels
+
+
+def check_num_classes(num_classes: int) -> None:
+    if num_classes < 2:
+        raise ConfigError(f"num_classes={num_classes}: a detector needs the background (class 0) and at least "
+                          "one object class.")
+
+
+def backbone_stage(backbone: str, in_channels: int, feature_stage: int) -> nn.Module:
+    """A zoo classifier's feature stage ``feature_stage`` as a detector's trunk (``features_only``)."""
+    return create_model(backbone, in_channels=in_channels, features_only=True, out_indices=(feature_stage,))
+
+
 class RPNHead(nn.Module):
     """The region proposal network's head (Fig. 3): a 3x3 conv slid over the map, then two sibling 1x1 convs,
     one objectness logit and four box deltas for each of the ``num_anchors`` anchors of a cell."""
@@ -107,9 +127,7 @@ class FasterRCNN(nn.Module):
                  foreground_fraction: float = 0.25, score_threshold: float = 0.05, nms_iou: float = 0.5,
                  detections_per_image: int = 100, min_box_size: float = 1.0):
         super().__init__()
-        if num_classes < 2:
-            raise ConfigError(f"num_classes={num_classes}: a detector needs the background (class 0) and at least "
-                              "one object class.")
+        check_num_classes(num_classes)
         self.backbone = backbone
         self.stride = int(backbone.feature_info.reduction()[-1])
         channels = int(backbone.feature_info.channels()[-1])
@@ -125,12 +143,7 @@ class FasterRCNN(nn.Module):
 
     # ------------------------------------------------------------------------------------------- the network
     def forward(self, batch):
-        if isinstance(batch, DetectionBatch):
-            images, boxes, labels = batch
-        else:
-            images, boxes, labels = batch, None, None
-        if images.ndim != 4:
-            raise ShapeError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}.")
+        images, boxes, labels = unpack_batch(batch)
         image_size = tuple(images.shape[-2:])
         features = self.backbone(images)[-1]
         if features.is_meta:
@@ -263,8 +276,9 @@ def faster_rcnn(num_classes: int = 11, in_channels: int = 1, backbone: str = "re
     CIFAR ResNet, stride 4 at its last stage: right for 64-pixel canvases), or resnet18/34/50 for larger images.
     The defaults (anchors of 12-32 pixels, upright ratios 1-3) suit MNIST digits on 64-pixel canvases; set
     ``anchor_sizes`` and ``aspect_ratios`` for other objects. ``options`` go to :class:`FasterRCNN`."""
-    trunk = create_model(backbone, in_channels=in_channels, features_only=True, out_indices=(feature_stage,))
-    return FasterRCNN(trunk, num_classes, anchor_sizes, aspect_ratios, **options)
+    return FasterRCNN(backbone_stage(backbone, in_channels, feature_stage), num_classes, anchor_sizes, aspect_ratios,
+                      **options)
 
 
-__all__ = ["HEAD_BOX_WEIGHTS", "BoxHead", "DetectionBatch", "FasterRCNN", "RPNHead", "faster_rcnn"]
+__all__ = ["HEAD_BOX_WEIGHTS", "BoxHead", "DetectionBatch", "FasterRCNN", "RPNHead", "backbone_stage",
+           "check_num_classes", "faster_rcnn", "unpack_batch"]

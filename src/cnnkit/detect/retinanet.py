@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from ..models.registry import create_model, register_model
-from .faster_rcnn import SMOOTH_L1_BETA, DetectionBatch
+from ..models.registry import register_model
+from .faster_rcnn import SMOOTH_L1_BETA, backbone_stage, check_num_classes, unpack_batch
 from .ops import anchor_grid, batched_nms, clip_boxes, decode_boxes, encode_boxes
 from .targets import IGNORED, match_anchors
 
@@ -107,9 +107,7 @@ class RetinaNet(nn.Module):
                  negative_iou: float = 0.4, score_threshold: float = 0.05, candidates_per_image: int = 1000,
                  nms_iou: float = 0.5, detections_per_image: int = 100, min_box_size: float = 1.0):
         super().__init__()
-        if num_classes < 2:
-            raise ConfigError(f"num_classes={num_classes}: a detector needs the background (class 0) and at least "
-                              "one object class.")
+        check_num_classes(num_classes)
         if not 0 < prior_probability < 1:
             raise ConfigError(f"prior_probability={prior_probability}: the initial object probability must be in "
                               "(0, 1); the paper uses 0.01.")
@@ -128,12 +126,7 @@ class RetinaNet(nn.Module):
         self.nms_iou, self.detections_per_image, self.min_box_size = nms_iou, detections_per_image, min_box_size
 
     def forward(self, batch):
-        if isinstance(batch, DetectionBatch):
-            images, boxes, labels = batch
-        else:
-            images, boxes, labels = batch, None, None
-        if images.ndim != 4:
-            raise ShapeError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}.")
+        images, boxes, labels = unpack_batch(batch)
         features = self.backbone(images)[-1]
         logits, deltas = self.class_subnet(features), self.box_subnet(features)
         if features.is_meta:  # shapes only (the architecture calculator): the raw outputs of both subnets
@@ -204,8 +197,8 @@ def retinanet(num_classes: int = 11, in_channels: int = 1, backbone: str = "resn
     """RetinaNet on a zoo backbone's feature stage ``feature_stage`` (the last by default), with the anchors of
     :func:`~.faster_rcnn.faster_rcnn` so that the two detectors differ only in their heads and losses.
     ``options`` go to :class:`RetinaNet`."""
-    trunk = create_model(backbone, in_channels=in_channels, features_only=True, out_indices=(feature_stage,))
-    return RetinaNet(trunk, num_classes, anchor_sizes, aspect_ratios, **options)
+    return RetinaNet(backbone_stage(backbone, in_channels, feature_stage), num_classes, anchor_sizes, aspect_ratios,
+                     **options)
 
 
 __all__ = ["RetinaNet", "Subnet", "retinanet", "sigmoid_focal_loss"]
