@@ -4,6 +4,10 @@ on one CPU thread for a fixed budget, then scored on the test canvases by pycoco
 
     python benchmarks/faster_rcnn_canvas.py [--num-train 4000 --epochs 5 --budget 900 --out runs/bench-frcnn]
     python benchmarks/faster_rcnn_canvas.py --model retinanet      # the one-stage baseline, same data and budget
+    python benchmarks/faster_rcnn_canvas.py --step-cost            # both detectors' training cost, one machine
+
+A CPU second is not the same work on every machine (the runs may land on different CPUs), so --step-cost times
+the training steps of both detectors side by side on this one, to tell a budget's work from the detector's.
 
 The budget is CPU seconds of the training process (one thread), not wall seconds: the machine these figures come
 from is shared by several jobs at once (the load is printed and recorded), and a thread that gets a fifth of a
@@ -61,6 +65,36 @@ def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+def step_cost(data, args, steps: int = 20, warmup: int = 5) -> None:
+    """CPU seconds of a training step (forward, backward, SGD) of each detector on the same batches, recorded as
+    training images per CPU second."""
+    from cnnkit.data.augment import normalize
+    from cnnkit.detect import DetectionBatch
+
+    train = data.train
+    mean, std = data.mean, data.std
+    for name in DETECTORS:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=len(data.classes), in_channels=1, backbone=args.backbone)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+        for step in range(warmup + steps):
+            if step == warmup:
+                start = time.process_time()
+            rows = torch.arange(step * args.batch_size, (step + 1) * args.batch_size)
+            boxes, labels = train.targets(rows)
+            images = normalize(train.images[rows].float() / 255, mean, std)
+            loss = sum(model(DetectionBatch(images, boxes, labels)).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        speed = steps * args.batch_size / (time.process_time() - start)
+        print(f"{name}: {speed:.1f} training images per CPU second (batch {args.batch_size}, {steps} steps)")
+        if not args.no_record:
+            record("faster_rcnn_canvas", f"{name} {args.backbone}, sgd batch {args.batch_size}, 1 thread, step cost",
+                   "train_images_per_cpu_second", round(speed, 1), runs=1, load_average=load_average(),
+                   data=f"canvas-mnist(seed=0), the first {warmup + steps} batches, {warmup} untimed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-train", type=int, default=4000)
@@ -74,12 +108,15 @@ def main() -> None:
     parser.add_argument("--max-wall", type=float, default=3600.0, help="wall seconds after which training stops")
     parser.add_argument("--out", type=Path, help="run folder (default runs/bench-MODEL-canvas)")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--step-cost", action="store_true", help="time both detectors' training steps, then stop")
     args = parser.parse_args()
     args.out = args.out or Path(f"runs/bench-{'frcnn' if args.model == 'faster_rcnn' else args.model}-canvas")
     torch.set_num_threads(1)
 
     spec = {"name": "canvas-mnist", "num_train": args.num_train, "num_test": args.num_test, "seed": 0}
     data = detection_bundle(load_canvas(spec["name"], num_train=args.num_train, num_test=args.num_test, seed=0))
+    if args.step_cost:
+        return step_cost(data, args)
     torch.manual_seed(0)
     model = create_model(args.model, num_classes=len(data.classes), in_channels=1, backbone=args.backbone)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=args.lr, momentum=0.9,

@@ -47,6 +47,7 @@ from .faster_rcnn import SMOOTH_L1_BETA, backbone_stage, check_num_classes, unpa
 from .ops import anchor_grid, batched_nms, clip_boxes, decode_boxes, encode_boxes
 from .targets import IGNORED, match_anchors
 
+
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float | None = 0.25,
                        gamma: float = 2.0) -> torch.Tensor:
     """The focal loss of every element (eq. 5), unreduced: -alpha_t (1 - p_t)^gamma log(p_t), where p_t is the
