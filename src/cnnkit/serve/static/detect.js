@@ -62,6 +62,7 @@ function drawDetections() {
 
 async function detect(buildForm, description) {
   lastRequest = [buildForm, description];
+  try { await detectorsLoaded; } catch (_) { /* its error is on the page already */ }
   if (!detectorMenu.value) {
     showMessage(message, "No detector to ask: train one with the command above, then reload this page.", true);
     return;
@@ -107,7 +108,8 @@ function exampleForm(name) {
 async function loadDetectors() {
   const {detectors, folder, train_command: command} = await api("/api/detect/detectors");
   detectorMenu.innerHTML = detectors.map((d) =>
-    `<option value="${escapeHtml(d.name)}">${escapeHtml(d.name)} (${escapeHtml(d.model)}, epoch ${d.epoch})</option>`).join("");
+    `<option value="${escapeHtml(d.name)}" title="${escapeHtml(`${d.dataset}, epoch ${d.epoch}`)}">${escapeHtml(d.name)}
+      (${escapeHtml(d.model)})</option>`).join("");
   document.getElementById("folder").textContent = folder;
   document.getElementById("train-command").textContent = command;
   document.getElementById("no-detector").hidden = detectors.length > 0;
@@ -132,4 +134,6 @@ document.getElementById("file").addEventListener("change", (event) => {
   if (file) detect(fileForm(file), file.name);
 });
 
-Promise.all([loadDetectors(), loadExamples()]).catch((error) => showMessage(message, error.message, true));
+// An example clicked before the list of detectors arrives waits for it (else it would find no detector chosen).
+const detectorsLoaded = loadDetectors();
+Promise.all([detectorsLoaded, loadExamples()]).catch((error) => showMessage(message, error.message, true));
