@@ -41,7 +41,7 @@ browser: $(STAMP)
 	fi
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # BM3D's numpy/scipy: one thread,
 import torch  # noqa: E402
 
 from cnnkit import TrainConfig, Trainer, create_model  # noqa: E402
-from cnnkit.data.bsd import load_bsd_images, load_denoising_data  # noqa: E402
+from cnnkit.data.photo_sets import load_photo_set, load_denoising_data  # noqa: E402
 from cnnkit.denoise import (DenoisingTask, denoise_full_images, gaussian_filter_images, noisy_test_images,  # noqa: E402
                             score_estimates, to_8bit_levels, tune_gaussian_filter)
 
@@ -105,8 +105,8 @@ def main() -> None:
     models = {sigma: train_dncnn(sigma, args, bundle) for sigma in sigmas}
     if args.train_only:
         return
-    test = load_bsd_images("bsd68")
-    tuning = load_bsd_images("bsd-train400")[:8]  # the blur is chosen on training images, never on the test set
+    test = load_photo_set("bsd68")
+    tuning = load_photo_set("bsd-train400")[:8]  # the blur is chosen on training images, never on the test set
     load = os.getloadavg()
     rows, panels = [], []
     for sigma in sigmas:

@@ -2,13 +2,18 @@
 
     CNNKIT_DATA=../shared/datasets python docs/screenshots.py            # every page
     CNNKIT_DATA=../shared/datasets python docs/screenshots.py explain teach    # only the pages named
+    CNNKIT_DETECTOR=runs/frcnn-canvas python docs/screenshots.py detect        # a detector trained before
 
 Trains a LeNet-5 (ReLU) on 10,000 MNIST digits for 3 epochs into a temporary checkpoints folder (about a
-minute on two cores), serves the playground on a free loopback port, drives Debian's Chromium through the
+minute on two cores), copies the detection run CNNKIT_DETECTOR beside it (a `cnnkit detect train` run, default
+runs/frcnn-canvas; it takes about 15 CPU minutes to train, so it is not trained here, and without it "every page"
+leaves the Detect page out), serves the playground on a free loopback port, drives Debian's Chromium through the
 pages and saves each as a palette PNG small enough to commit.
 """
 
+import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -153,14 +158,32 @@ def _teach_and_try(page, crops: dict[str, list[str]]) -> None:
     page.screenshot(path=str(OUT / "serve-teach.png"), full_page=True)
 
 
+DETECTOR = Path(os.environ.get("CNNKIT_DETECTOR", "runs/frcnn-canvas"))
+
+
+def copy_detector(root: Path, source: Path = DETECTOR) -> None:
+    if not (source / "checkpoint.json").is_file():
+        sys.exit(f"the Detect page's picture needs a trained detector, and {source} holds none: train one with "
+                 f"'cnnkit detect train --out {source}', or name its run folder in CNNKIT_DETECTOR")
+    shutil.copytree(source, root / "frcnn-canvas")
+
+
+def shoot_detect(page) -> None:
+    """A test canvas's three digits found, boxes with classes and scores at the default threshold of 0.5."""
+    page.goto("/detect")
+    page.locator("#examples button[data-name='canvas-001.png']").click()
+    expect(page.locator("#view")).to_have_attribute("data-drawn", re.compile(r"^\d+$"))
+    page.screenshot(path=str(OUT / "serve-detect.png"), full_page=True)
+
+
 SHOTS = {"draw": shoot_draw, "photo": shoot_photo, "train": shoot_train, "zoo": shoot_zoo, "explain": shoot_explain,
-         "teach": shoot_teach}
+         "teach": shoot_teach, "detect": shoot_detect}
 NEED_A_RUN = {"draw"}  # pages that show the trained digits run (Train trains its own)
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    wanted = sys.argv[1:] or list(SHOTS)
+    wanted = sys.argv[1:] or [name for name in SHOTS if name != "detect" or (DETECTOR / "checkpoint.json").is_file()]
     unknown = [name for name in wanted if name not in SHOTS]
     if unknown:
         sys.exit(f"no page called {', '.join(unknown)}; pages: {', '.join(SHOTS)}")
@@ -168,6 +191,8 @@ def main() -> None:
         root = Path(folder)
         if NEED_A_RUN & set(wanted):
             train_digits(root)
+        if "detect" in wanted:
+            copy_detector(root)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

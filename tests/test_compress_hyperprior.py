@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
@@ -18,8 +19,9 @@ from cnnkit.compress.bitstream import _CRC, _FIELDS_V3, HEADER_BYTES, HEADER_BYT
 from cnnkit.compress.entropy import PRECISION
 from cnnkit.compress.hyperprior import SCALE_LEVELS, gaussian_tables, scale_table
 from cnnkit.compress.model import pad_to_multiple
-from cnnkit.compress.photos import stack_landscape
+from cnnkit.compress.photos import PHOTO_SETS, load_photo_folder, stack_landscape
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
+from cnnkit.data.photo_sets import photo_set
 from cnnkit.errors import BitstreamError, CnnkitError, DataError
 
 from test_compress import smooth_images
@@ -71,6 +73,22 @@ def test_photos_of_both_orientations_stack_and_mixed_sizes_are_refused():
     assert stacked.shape == (2, 3, 4, 6) and torch.equal(stacked[1], portrait.transpose(1, 2))
     with pytest.raises(DataError, match="mixes image sizes"):
         stack_landscape([landscape, torch.zeros(3, 5, 6, dtype=torch.uint8)], "test")
+
+
+
+def test_the_codec_reads_its_photo_sets_through_the_one_table_of_photo_sets(tmp_path, monkeypatch):
+    """The codec's names (cbsd432, cbsd68, kodak24) are rows of cnnkit.data.photo_sets, all colour; a partial copy
+    of Kodak24 is refused by the table's count check, and an unknown name lists the known ones."""
+    assert {name: photo_set(table_name).channels for name, table_name in PHOTO_SETS.items()} == {
+        "cbsd432": 3, "cbsd68": 3, "kodak24": 3}
+    (tmp_path / "kodak24").mkdir()
+    for index in range(3):
+        Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "kodak24" / f"kodim{index:02d}.png")
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="holds 3 .png images, expected 24"):
+        load_photo_folder("kodak24")
+    with pytest.raises(DataError, match="known: cbsd432, cbsd68, kodak24"):
+        load_photo_folder("kodak")
 
 
 # ------------------------------------------------------------------------------------------- the model

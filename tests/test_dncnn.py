@@ -11,7 +11,7 @@ from PIL import Image
 from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
 from cnnkit.data.augment import random_dihedral, random_patches
-from cnnkit.data.bsd import bsd_files, load_bsd_images, load_denoising_data
+from cnnkit.data.photo_sets import photo_files, load_photo_set, load_denoising_data
 from cnnkit.denoise import (DenoisingTask, add_noise, denoise_full_images, gaussian_filter_images, noisy_test_images,
                             score_estimates, to_8bit_levels)
 from cnnkit.errors import DataError
@@ -95,17 +95,17 @@ def _write_set(folder, count, size=(24, 20), corrupt=None):
 
 def test_bsd_loader_refuses_a_missing_incomplete_or_corrupt_set(tmp_path):
     with pytest.raises(DataError, match=r"no folder bsd/bsd68 .*CNNKIT_DATA"):
-        load_bsd_images("bsd68", root=tmp_path)
+        load_photo_set("bsd68", root=tmp_path)
     _write_set(tmp_path / "bsd" / "set12", 11)
     with pytest.raises(DataError, match="holds 11 .png images, expected 12"):
-        bsd_files("bsd-set12", root=tmp_path)
+        photo_files("bsd-set12", root=tmp_path)
     _write_set(tmp_path / "other" / "bsd" / "set12", 12, corrupt=4)
     with pytest.raises(DataError, match=r"05.png is not a readable image"):
-        load_bsd_images("bsd-set12", root=tmp_path / "other")
+        load_photo_set("bsd-set12", root=tmp_path / "other")
     with pytest.raises(DataError, match="never the reverse"):
         load_denoising_data("bsd68", "bsd-set12", root=tmp_path)
     with pytest.raises(Exception, match="Did you mean bsd68"):
-        load_bsd_images("bsd86")
+        load_photo_set("bsd86")
 
 
 def test_dncnn_learns_on_train400_patches_through_the_one_loop(shared_data, tmp_path):
@@ -127,7 +127,7 @@ def test_dncnn_learns_on_train400_patches_through_the_one_loop(shared_data, tmp_
     assert abs(trainer.history[-1]["train_psnr"] - trainer.history[-1]["val_psnr"]) < 6
     meta = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     assert meta["task"]["patch_size"] == 24 and meta["task"]["clip"] is False
-    images = load_bsd_images("bsd68", root=shared_data)[:2]
+    images = load_photo_set("bsd68", root=shared_data)[:2]
     noisy = noisy_test_images(images, 25 / 255)
     assert score_estimates(denoise_full_images(model, noisy), images)["psnr"] > score_estimates(noisy, images)["psnr"]
 
@@ -142,7 +142,7 @@ def test_cli_trains_dncnn_on_bsd_and_denoises_an_image(shared_data, monkeypatch,
     assert report["test_set"] == "bsd68 (2 full grey images)" and len(report["per_image_psnr"]) == 2
     assert report["sigma"] == 25
     picture = tmp_path / "photo.png"  # an odd size: DnCNN needs no padding
-    Image.fromarray(load_bsd_images("bsd68")[0][0, :45, :33].numpy()).save(picture)
+    Image.fromarray(load_photo_set("bsd68")[0][0, :45, :33].numpy()).save(picture)
     assert main(["denoise", str(out), str(picture), "-o", str(tmp_path / "clean.png"),
                  "--add-noise", "gaussian:0.098"]) == 0
     assert Image.open(tmp_path / "clean.png").size == (33, 45)

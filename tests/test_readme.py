@@ -126,6 +126,20 @@ def test_the_readme_has_the_command_blocks_it_is_checked_by():
     assert sum(len(commands) for _, commands in SECTIONS) >= 20
 
 
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_readme_links_only_to_headings_it_has():
+    text = (REPO / "README.md").read_text()
+    anchors = {heading_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    assert heading_anchor("Detection: Faster R-CNN, and more") == "detection-faster-r-cnn-and-more"
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links - anchors == set(), "README links to headings it does not have"
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("readme")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_helpers import DENOISING_RUN, TRAINED_RUN, free_port
+from serve_helpers import DENOISING_RUN, DETECTOR_RUN, TRAINED_RUN, free_port
 
 SERVER_START_SECONDS = 30
 
@@ -87,4 +87,27 @@ def mixed_checkpoints_dir(tmp_path_factory, checkpoints_dir) -> Path:
             task=DenoisingTask("gaussian", 0.3)).fit()
     newer = time.time() + 60  # the newest run, whatever the clock's resolution
     os.utime(root / DENOISING_RUN / "checkpoint.json", (newer, newer))
+    return root
+
+
+@pytest.fixture(scope="session")
+def detector_checkpoints_dir(tmp_path_factory, checkpoints_dir, shared_data) -> Path:
+    """The trained classifier plus a Faster R-CNN trained by the Trainer for one step on 8 canvas-mnist canvases:
+    a real detection run folder (safetensors and checkpoint.json) in a few seconds; its detections are those of
+    a barely trained network, which is all the Detect page's tests need."""
+    from cnnkit import TrainConfig, Trainer, create_model
+    from cnnkit.data.canvas import load_canvas
+    from cnnkit.detect import DetectionTask, detection_bundle
+
+    root = tmp_path_factory.mktemp("detector-checkpoints")
+    shutil.copytree(checkpoints_dir / TRAINED_RUN, root / TRAINED_RUN)
+    spec = {"name": "canvas-mnist", "num_train": 8, "num_test": 2, "seed": 0}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNKIT_DATA", str(shared_data))
+        data = detection_bundle(load_canvas(spec["name"], num_train=8, num_test=2, seed=0, download=False))
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=1, batch_size=8, eval_batch_size=8, optimizer="sgd", lr=0.01, progress=False,
+                         num_workers=0)
+    model = create_model("faster_rcnn", num_classes=len(data.classes), in_channels=1)
+    Trainer(model, data, config, out=root / DETECTOR_RUN, task=DetectionTask(spec)).fit()
     return root

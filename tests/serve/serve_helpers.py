@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 TRAINED_RUN = "digits"
 DENOISING_RUN = "denoiser"  # a run of another task (mixed_checkpoints_dir): no drawing goes to it
+DETECTOR_RUN = "canvas-detector"  # a Faster R-CNN run (detector_checkpoints_dir), beside the classifier
 LOCAL_URL = "http://127.0.0.1"  # the test client's requests name a loopback host, as a browser's would
 
 

@@ -48,7 +48,7 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
 # ------------------------------------------------------------------------------------------------------ pages
 @pytest.mark.parametrize("path, script", [("/", "draw.js"), ("/photo", "photo.js"), ("/train", "train.js"),
-                                          ("/zoo", "zoo.js")])
+                                          ("/zoo", "zoo.js"), ("/detect", "detect.js")])
 def test_pages_are_served_with_their_scripts(client, path, script):
     page = client.get(path)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

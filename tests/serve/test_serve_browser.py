@@ -18,7 +18,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 STEP_TIMEOUT_MS = 30_000  # a bound on every wait; the steps themselves take a second or two
 TRAINING_TIMEOUT_MS = 90_000
 PHONE = {"width": 400, "height": 800}  # the narrow screen of issue 22
-PAGES = ["/", "/photo", "/train", "/zoo", "/explain", "/teach"]
+PAGES = ["/", "/photo", "/train", "/zoo", "/explain", "/teach", "/detect"]
 
 
 def chromium_executable(debian: Path = CHROMIUM) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from serve_helpers import DENOISING_RUN, TRAINED_RUN, local_client
+from serve_helpers import DENOISING_RUN, DETECTOR_RUN, TRAINED_RUN, local_client
 
 from cnnkit.serve import create_app
 from cnnkit.serve.photo import list_examples
@@ -178,3 +178,25 @@ def test_zoo_summary_of_any_query(client, model, size):
        last=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=8))
 def test_events_of_any_position(client, after, last):
     answered(client.get("/api/train/events", params={"after": after}, headers={"last-event-id": last}))
+
+
+@pytest.fixture(scope="module")
+def detect_client(detector_checkpoints_dir):
+    with local_client(create_app(detector_checkpoints_dir), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@settings(FAST, max_examples=25)
+@given(detector=st.one_of(st.sampled_from([DETECTOR_RUN, DETECTOR_RUN, TRAINED_RUN, "../" + DETECTOR_RUN, ""]),
+                          st.text(max_size=20)),
+       image=images(), content_type=st.sampled_from(IMAGE_TYPES), filename=st.text(max_size=30),
+       min_score=st.one_of(st.floats(-1, 2), st.sampled_from(["nan", "inf", "", "0.5", "x"])))
+def test_detect_answers_or_refuses_and_boxes_stay_inside(detect_client, detector, image, content_type, filename,
+                                                         min_score):
+    result = answered(detect_client.post("/api/detect", data={"detector": detector, "min_score": str(min_score)},
+                                         files={"image": (filename or "upload", image, content_type)}))
+    if result is not None and "detections" in result:
+        for found in result["detections"]:
+            x1, y1, x2, y2 = found["box"]
+            assert 0 <= x1 <= x2 <= result["width"] and 0 <= y1 <= y2 <= result["height"], found
+            assert found["score"] >= result["min_score"] and found["label"] in result["classes"]

@@ -18,10 +18,10 @@ EXAMPLES = {
 def add_parser(sub) -> None:
     p = add_command(sub, "serve",
                     "the web playground: draw digits, classify photos, train live, explore the zoo, teach your own "
-                    "classifier", EXAMPLES)
+                    "classifier, find digits with a trained detector", EXAMPLES)
     p.add_argument("--checkpoints", type=Path, default=Path("runs"),
-                   help="folder of run folders offered on the Draw page; Train and Teach write their runs here "
-                        "(default runs)")
+                   help="folder of run folders offered on the Draw and Detect pages; Train and Teach write their runs "
+                        "here (default runs)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; the playground has no login)")
     p.add_argument("--port", type=port_number, default=8000)

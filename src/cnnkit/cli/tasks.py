@@ -199,7 +199,7 @@ def _denoiser(args, in_channels: int):
 def _train_bsd_denoiser(args) -> None:
     """Natural images: random patches of Train400 (8 symmetries), unclipped gaussian noise of known sigma, mean
     squared error; then PSNR/SSIM on the 68 full BSD68 images, as Zhang et al. 2017 measure them."""
-    from ..data.bsd import load_bsd_images, load_denoising_data
+    from ..data.photo_sets import load_photo_set, load_denoising_data
     from ..denoise import DenoisingTask, denoise_full_images, noisy_test_images, score_estimates
 
     if args.noise != "gaussian":
@@ -213,7 +213,7 @@ def _train_bsd_denoiser(args) -> None:
         lambda bundle: f"{args.model}-{bundle.name}-s{args.sigma:g}",
         lambda bundle: DenoisingTask("gaussian", args.level, "mse", clip=False, patch_size=args.patch_size,
                                      patches_per_image=args.patches_per_image, augment=True), defaults)
-    test = load_bsd_images("bsd68")[:args.test_subset or None]  # --test-subset N: the first N, for a quick look
+    test = load_photo_set("bsd68")[:args.test_subset or None]  # --test-subset N: the first N, for a quick look
     noisy = noisy_test_images(test, args.level)
     noisy_scores = score_estimates(noisy, test)
     scores = score_estimates(denoise_full_images(model.cpu(), noisy), test)

@@ -11,39 +11,23 @@ crops. Kodak24 is a test set: it is never trained on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..data.catalog import data_roots
 from ..data.datasets import DatasetBundle, TensorImageDataset, channel_stats
-from ..data.image_io import read_image
+from ..data.photo_sets import load_photo_set
 from ..errors import DataError
 
-# name -> folder under a data root; "train" sets pair with the test set the Trainer validates on.
-PHOTO_SETS = {"cbsd432": "bsd/cbsd432", "cbsd68": "bsd/cbsd68", "kodak24": "kodak24"}
+# the codec's names for its sets -> the names of the one table in cnnkit.data.photo_sets
+PHOTO_SETS = {"cbsd432": "bsd-cbsd432", "cbsd68": "bsd-cbsd68", "kodak24": "kodak24"}
+# "train" sets pair with the test set the Trainer validates on.
 TEST_SET = {"cbsd432": "cbsd68"}
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-def photo_folder(name: str) -> Path:
-    """The folder of a photo set, under $CNNKIT_DATA or the cache."""
-    if name not in PHOTO_SETS:
-        raise DataError(f"unknown photo set {name!r}; known: {', '.join(PHOTO_SETS)}")
-    for root in data_roots():
-        folder = root / PHOTO_SETS[name]
-        if folder.is_dir():
-            return folder
-    raise DataError(f"photo set {name!r} not found: looked for {PHOTO_SETS[name]}/ under "
-                    f"{', '.join(str(r) for r in data_roots())}; set CNNKIT_DATA to the folder that holds it")
 
 
 def load_photo_folder(name: str) -> list[torch.Tensor]:
     """Every image of a photo set, sorted by file name, as (3, H, W) uint8 tensors at their own size."""
-    files = sorted(p for p in photo_folder(name).iterdir() if p.suffix.lower() in SUFFIXES)
-    if not files:
-        raise DataError(f"photo set {name!r}: no image files in {photo_folder(name)}")
-    return [read_image(path, 3) for path in files]
+    if name not in PHOTO_SETS:
+        raise DataError(f"unknown photo set {name!r}; known: {', '.join(PHOTO_SETS)}")
+    return load_photo_set(PHOTO_SETS[name])
 
 
 def stack_landscape(images: list[torch.Tensor], name: str) -> torch.Tensor:

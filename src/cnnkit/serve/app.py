@@ -22,6 +22,10 @@ JSON endpoints under ``/api``:
     GET  /api/zoo/models                     the registry
     GET  /api/zoo/summary?model=M&input_size=CxHxW   the architecture calculator's table and stages
     GET  /api/explain/sources, /api/explain/layers; POST /api/explain/maps, /api/explain/unit   (explain.py)
+    GET  /api/detect/detectors               detection runs in the checkpoints folder, and the command to train one
+    GET  /api/detect/examples                bundled example canvases
+    POST /api/detect                         multipart: detector, image or example=NAME, min_score -> boxes,
+                                             labels, scores (detection.py)
 
 Every error is ``{"error": message}`` with a fitting status; a failing request never stops the server. Requests
 from other web sites, or addressed to a name this server does not listen on, get 403 (origin.py). The routes
@@ -50,7 +54,7 @@ from .inference import InferencePool
 from .origin import LocalOriginOnly, listening_names
 from .photo import PhotoClassifier
 from .routes import add_draw_routes, add_info_routes, add_pages, add_photo_routes, add_training_routes
-from .routes import add_teach_routes
+from .routes import add_detect_routes, add_teach_routes
 from .teaching import TeachingManager
 from .training import TrainingManager
 
@@ -132,6 +136,7 @@ def create_app(checkpoints_dir: str | Path = "runs", max_upload_bytes: int = MAX
     app.state.explain = add_explain_routes(app, checkpoints, inference, max_upload_bytes)
     app.state.teaching = TeachingManager(checkpoints.root, busy_elsewhere=lambda: training_busy(training))
     add_teach_routes(app, app.state.teaching, checkpoints, inference, max_upload_bytes)
+    app.state.detections = add_detect_routes(app, checkpoints, inference, max_upload_bytes)
     return app
 
 

@@ -44,18 +44,26 @@ def task_of(meta: dict) -> str:
         return "unknown"
 
 
+def model_name(meta: dict) -> str:
+    described = meta.get("model")
+    return described.get("name", "this model") if isinstance(described, dict) else "this model"
+
+
+def is_picture_shape(shape, max_side: int) -> bool:
+    """Whether ``shape`` is the [C, H, W] of a grey or colour picture of at most ``max_side`` pixels a side."""
+    return (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)
+            and all(isinstance(v, int) and 0 < v <= max_side for v in shape[1:]))
+
+
 def drawing_problem(meta: dict) -> str | None:
     """Why the Draw page cannot use a run (None when it can): it takes classifiers of grey or colour images,
     whose class names match their outputs."""
-    described = meta.get("model")
-    model = described.get("name", "this model") if isinstance(described, dict) else "this model"
     task = task_of(meta)
     if task != "classification":
-        return (f"it holds a {task} model ({model}), not a classifier; the Draw page predicts classes, so pick a "
-                "classifier run")
+        return (f"it holds a {task} model ({model_name(meta)}), not a classifier; the Draw page predicts classes, "
+                "so pick a classifier run")
     shape = meta.get("image_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)
-            and all(isinstance(v, int) and 0 < v <= MAX_DRAW_SIDE for v in shape[1:])):
+    if not is_picture_shape(shape, MAX_DRAW_SIDE):
         return (f"its input shape {shape} is not a grey or colour image of at most {MAX_DRAW_SIDE} pixels a side, "
                 "which a drawing cannot be turned into")
     classes = meta.get("classes")

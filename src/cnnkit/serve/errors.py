@@ -33,6 +33,18 @@ class NotDrawableError(CheckpointError):
     http_status = 422
 
 
+class NotDetectorError(CheckpointError):
+    """A run the Detect page cannot use: not a detector, or one whose checkpoint and network disagree."""
+
+    http_status = 422
+
+
+class NoDetectorError(CnnkitError):
+    """A Detect request that names no detector (the checkpoints folder may hold none yet)."""
+
+    http_status = 400
+
+
 class TrainingBusyError(CnnkitError):
     """A second training job while one runs: the machine trains one model at a time."""
 

@@ -31,8 +31,9 @@ def readable_size(size: int) -> str:
 
 
 def decode_upload(data: bytes, content_type: str | None, filename: str = "upload",
-                  max_bytes: int = MAX_UPLOAD_BYTES) -> Image.Image:
-    """The first frame of an uploaded image as an RGB Pillow image, upright (EXIF orientation applied)."""
+                  max_bytes: int = MAX_UPLOAD_BYTES, channels: int = 3) -> Image.Image:
+    """The first frame of an uploaded image as an RGB (``channels`` 3) or grey (1) Pillow image, upright (EXIF
+    orientation applied)."""
     if len(data) > max_bytes:
         raise UploadTooLargeError(f"{filename} is {len(data) / 2**20:.1f} MB; uploads are limited to "
                                   f"{readable_size(max_bytes)}. Use a smaller or more compressed image.")
@@ -43,7 +44,7 @@ def decode_upload(data: bytes, content_type: str | None, filename: str = "upload
         raise UnsupportedImageTypeError(f"{filename} was sent as {declared or 'no type'!r}; upload a PNG, JPEG, "
                                         "GIF, WebP or BMP image.")
     # The header's size and aspect ratio are checked before a pixel is decoded (cnnkit.data.image_io).
-    return open_image(data, 3, filename, MAX_PIXELS, formats=ALLOWED_FORMATS, upright=True)
+    return open_image(data, channels, filename, MAX_PIXELS, formats=ALLOWED_FORMATS, upright=True)
 
 
 def drawing_to_input(image: Image.Image, image_shape) -> torch.Tensor:

@@ -17,10 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from .. import __version__
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from .batching import MicroBatcher
 from .checkpoints import CheckpointFolder
-from .errors import UnknownExampleError
+from .detection import DETECT_EXAMPLES_DIR, detections_answerer, list_detect_examples, train_command
+from .errors import NoDetectorError, UnknownExampleError
 from .images import decode_upload, drawing_to_input
 from .inference import InferencePool
 from .jobs import event_stream
@@ -34,6 +35,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 PAGES = {"/": "draw.html", "/photo": "photo.html", "/train": "train.html", "/zoo": "zoo.html"}
 PAGES["/explain"] = "explain.html"
 PAGES["/teach"] = "teach.html"
+PAGES["/detect"] = "detect.html"
 # Input values in one Draw forward pass: two 1024x1024 colour drawings, what two workers ran at once before
 # batching; a batch of big drawings is split so its activations stay as small as they were.
 MAX_PASS_VALUES = 2 * 3 * 1024 * 1024
@@ -105,6 +107,21 @@ def add_draw_routes(app: FastAPI, checkpoints: CheckpointFolder, inference: Infe
     return drawings
 
 
+async def chosen_picture(image: UploadFile | None, example: str | None, examples_dir: Path, examples: list[str],
+                         what: str) -> tuple[bytes, str | None, str]:
+    """(bytes, content type, name) of the uploaded image, or of the bundled example named (never a path)."""
+    if image is not None and example:
+        raise ImageError("Send either an image or an example name, not both.")
+    if example:
+        if example not in examples:  # a name from the list, never a path
+            raise UnknownExampleError(f"No example {what} {example!r}; choose one of {', '.join(examples)}.")
+        content_type = "image/png" if example.lower().endswith(".png") else "image/jpeg"
+        return (examples_dir / example).read_bytes(), content_type, example
+    if image is not None:
+        return await image.read(), image.content_type, image.filename or "upload"
+    raise ImageError("No image: upload a file in the 'image' field or name an example.")
+
+
 def add_photo_routes(app: FastAPI, photos: PhotoClassifier, inference: InferencePool, max_upload_bytes: int) -> None:
     @app.get("/api/photo/examples")
     def photo_examples():
@@ -112,18 +129,7 @@ def add_photo_routes(app: FastAPI, photos: PhotoClassifier, inference: Inference
 
     @app.post("/api/photo")
     async def photo(image: Annotated[UploadFile | None, File()] = None, example: Annotated[str | None, Form()] = None):
-        if image is not None and example:
-            raise ImageError("Send either an image or an example name, not both.")
-        if example:
-            if example not in list_examples():  # a name from the list, never a path
-                raise UnknownExampleError(f"No example photo {example!r}; choose one of {', '.join(list_examples())}.")
-            data, content_type, name = (EXAMPLES_DIR / example).read_bytes(), "image/jpeg", example
-            if example.lower().endswith(".png"):
-                content_type = "image/png"
-        elif image is not None:
-            data, content_type, name = await image.read(), image.content_type, image.filename or "upload"
-        else:
-            raise ImageError("No image: upload a file in the 'image' field or name an example.")
+        data, content_type, name = await chosen_picture(image, example, EXAMPLES_DIR, list_examples(), "photo")
 
         def run():
             return photos.classify(decode_upload(data, content_type, name, max_upload_bytes))
@@ -218,3 +224,36 @@ def add_teach_routes(app: FastAPI, teaching: TeachingManager, checkpoints: Check
                                                                               max_upload_bytes))}
 
         return await inference.run(classify)
+
+
+def add_detect_routes(app: FastAPI, checkpoints: CheckpointFolder, inference: InferencePool,
+                      max_upload_bytes: int) -> MicroBatcher:
+    """The Detect page: the detection runs of the checkpoints folder, example canvases, and detections
+    (detection.py); returns the batcher that serves them."""
+    detections = MicroBatcher(detections_answerer(checkpoints, max_upload_bytes), inference.start,
+                              what="detection requests")
+
+    @app.get("/api/detect/detectors")
+    def list_detectors():
+        shown = ("name", "model", "dataset", "classes", "image_shape", "epoch", "saved", "modified")
+        found = [{key: row[key] for key in shown} for row in checkpoints.list() if row["task"] == "detection"]
+        return {"detectors": found, "folder": str(checkpoints.root), "train_command": train_command(checkpoints.root)}
+
+    @app.get("/api/detect/examples")
+    def detect_examples():
+        return {"examples": [{"name": n, "url": f"/examples/detect/{n}"} for n in list_detect_examples()]}
+
+    @app.post("/api/detect")
+    async def detect(detector: Annotated[str, Form()] = "", image: Annotated[UploadFile | None, File()] = None,
+                     example: Annotated[str | None, Form()] = None, min_score: Annotated[float, Form()] = 0.0):
+        if not detector:
+            raise NoDetectorError("Name a detector in the 'detector' field (GET /api/detect/detectors lists the "
+                                  f"checkpoints folder's); to train one: {train_command(checkpoints.root)}")
+        if not 0 <= min_score <= 1:
+            raise ConfigError(f"min_score is a score between 0 and 1, got {min_score:g}.")
+        picture = await chosen_picture(image, example, DETECT_EXAMPLES_DIR, list_detect_examples(), "canvas")
+        # Decoding, loading and the forward pass run in the inference pool, batched with the requests for the
+        # same detector that arrive meanwhile.
+        return JSONResponse(await detections.submit(detector, (*picture, min_score)))
+
+    return detections

@@ -4,6 +4,7 @@
 const PAGES = [["/", "Draw"], ["/photo", "Photo"], ["/train", "Train"], ["/zoo", "Zoo"]];
 PAGES.push(["/explain", "Explain"]);
 PAGES.push(["/teach", "Teach"]);
+PAGES.push(["/detect", "Detect"]);
 
 function renderHeader() {
   const header = document.createElement("header");
