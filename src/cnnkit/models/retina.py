@@ -80,7 +80,7 @@ class GaussianNoise(nn.Module):
         return f"std={self.std}"
 
 
-class RetinaNet(nn.Module):
+class RetinaBottleneckNet(nn.Module):
     def __init__(self, bottleneck: int = 1, vvs_depth: int = 2, num_classes: int = 10, in_channels: int = 1,
                  image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0, init: str = "glorot",
                  lgn_layers: int = 0, untied: bool = False):
@@ -194,9 +194,9 @@ class RetinaNet(nn.Module):
                 paper="Lindsey et al. 2019 (ICLR), retina-net + VVS-net", min_input_size=32)
 def retina_net(num_classes: int = 10, in_channels: int = 1, bottleneck: int = 1, vvs_depth: int = 2,
                image_size: int = 32, input_noise: float = 0.0, retina_noise: float = 0.0,
-               init: str = "glorot", lgn_layers: int = 0, untied: bool = False) -> RetinaNet:
+               init: str = "glorot", lgn_layers: int = 0, untied: bool = False) -> RetinaBottleneckNet:
     """Two-layer retina with an N_BN-channel output (``bottleneck``; locally connected with ``untied``), optional
     ``lgn_layers`` N_BN-channel LGN convolutions, ``vvs_depth`` 9x9 VVS convolutions, then a 1024-unit dense
     layer and the class scores; no pooling."""
-    return RetinaNet(bottleneck, vvs_depth, num_classes, in_channels, image_size, input_noise, retina_noise, init,
-                     lgn_layers, untied)
+    return RetinaBottleneckNet(bottleneck, vvs_depth, num_classes, in_channels, image_size, input_noise,
+                               retina_noise, init, lgn_layers, untied)
