@@ -40,8 +40,10 @@ browser: $(STAMP)
 	else echo "The browser tests need Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) or '$(PY) -m playwright install chromium'."; \
 	fi
 
+# One pytest worker a core (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

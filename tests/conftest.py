@@ -7,6 +7,9 @@ import torch
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
+# Two torch threads a test, or the cores' fair share when pytest-xdist runs several workers (`make test` runs one
+# a core): more threads than cores make every OpenMP barrier wait for a thread that lost its core.
+TEST_THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 def pytest_configure(config):
@@ -23,7 +26,7 @@ def pytest_configure(config):
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty download cache, so nothing leaks between tests or into ~/.cache."""
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -193,6 +193,23 @@ def test_batched_nms_suppresses_only_within_a_group():
     assert ops.nms(twin, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]
 
 
+
+def test_keep_detections_drops_tiny_boxes_suppresses_within_a_class_and_keeps_the_best():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0],   # 0: best of class 1
+                          [1.0, 1.0, 10.0, 10.0],   # 1: overlaps 0 (IoU 0.81), same class: suppressed
+                          [1.0, 1.0, 10.0, 10.0],   # 2: the same box in class 2: kept
+                          [20.0, 20.0, 20.5, 30.0],  # 3: 0.5 px wide: under min_size, dropped before NMS
+                          [30.0, 30.0, 40.0, 40.0],  # 4: alone, lowest score
+                          [50.0, 50.0, 60.0, 60.0]])  # 5: alone
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.99, 0.1, 0.5])
+    classes = torch.tensor([1, 1, 2, 1, 1, 2])
+    kept = ops.keep_detections(boxes, scores, classes, 1.0, 0.5, top_k=10)
+    assert kept.tolist() == [0, 2, 5, 4]  # indices into the input, highest score first
+    assert ops.keep_detections(boxes, scores, classes, 1.0, 0.5, top_k=2).tolist() == [0, 2]
+    # one group (region proposals): the class-2 twin of box 1 is suppressed by box 0 too
+    assert ops.keep_detections(boxes, scores, None, 1.0, 0.5, top_k=10).tolist() == [0, 5, 4]
+    assert ops.keep_detections(boxes[:0], scores[:0], classes[:0], 1.0, 0.5, top_k=10).tolist() == []
+
 def test_anchor_grid_places_every_ratio_and_size_at_every_cell():
     sizes, ratios, stride = (16, 32), (0.5, 1.0, 2.0), 8
     anchors = ops.anchor_grid((3, 4), stride, sizes, ratios)

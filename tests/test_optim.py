@@ -65,3 +65,19 @@ def test_unknown_names():
 def test_onecycle_survives_very_short_runs(steps):
     values = lrs("onecycle", epochs=1, steps=steps)
     assert len(values) == steps and all(0 < v <= 0.1 + 1e-9 for v in values)
+
+
+def test_nadam_is_torchs_nadam_with_the_recipe_rate_and_no_decay_on_biases():
+    # The notes' Fashion-MNIST network is trained with Keras' "nadam" (recipes/fashion_cnn_notes.yaml).
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, "nadam", lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.999))
+    assert isinstance(opt, torch.optim.NAdam)
+    decays = {tuple(p.shape): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays == {(2, 3): 1e-4, (2,): 0.0}
+    assert all(g["lr"] == 1e-3 and g["betas"] == (0.9, 0.999) for g in opt.param_groups)
+    # one step moves every weight against its gradient's sign by about the rate (Adam-like normalisation)
+    before = model.weight.detach().clone()
+    model(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    step = model.weight.detach() - before
+    assert torch.all(step < 0) and torch.allclose(step.abs(), torch.full_like(step, step.abs().mean()), rtol=1e-3)

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import CnnkitError
 from .common import apply_subsets, claim_out, parse_model_args
 from .options import add_command, overwrite_option, subset_options
+from ..train.optim import OPTIMIZERS
 from .train_flags import add_training_flags, flag_of, given_training_options, training_config
 
 EXAMPLES = {
@@ -54,7 +55,7 @@ def add_parser(sub) -> None:
                     "learning-rate range test (Smith 2015; fastai's lr_find): loss vs lr plot, suggestion", EXAMPLES)
     p.add_argument("model", help="model name (see 'cnnkit models')")
     p.add_argument("--data", required=True, help="dataset: mnist, fashion-mnist, cifar10, cifar100 or imagefolder:PATH")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default: the model's default recipe's")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default: the model's default recipe's")
     p.add_argument("--batch-size", type=int, help="default: the model's default recipe's")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate of the ramp (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate of the ramp (default 10)")

@@ -14,11 +14,12 @@ import argparse
 import dataclasses
 
 from ..train.config import PRECISIONS, flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
+from ..train.optim import OPTIMIZERS
 from .options import comma_floats
 
 # What the annotation cannot say: the values allowed and the name a value goes by in --help.
 FLAG_DETAILS = {
-    "optimizer": {"choices": ["sgd", "adam", "adamw"]},
+    "optimizer": {"choices": list(OPTIMIZERS)},
     "schedule": {"choices": ["constant", "step", "plateau", "cosine", "onecycle"]},
     "precision": {"choices": list(PRECISIONS)},
     "resize": {"choices": ["auto", "interpolate"]},

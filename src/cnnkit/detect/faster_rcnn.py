@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError
 from ..models.registry import create_model, register_model
-from .ops import anchor_grid, batched_nms, clip_boxes, nms, decode_boxes, encode_boxes, roi_align
+from .ops import anchor_grid, clip_boxes, decode_boxes, encode_boxes, keep_detections, roi_align
 from .targets import match_anchors, rpn_targets, sample_anchors
 
 # The second stage's deltas are scaled so their spread is about one (Fast R-CNN's target normalisation).
@@ -188,16 +188,11 @@ class FasterRCNN(nn.Module):
         chosen_anchors = anchors[top.indices]  # (N, k, 4)
         chosen_deltas = torch.gather(deltas, 1, top.indices[..., None].expand(-1, -1, 4))
         boxes = decode_boxes(chosen_deltas.reshape(-1, 4), chosen_anchors.reshape(-1, 4))
-        boxes = clip_boxes(boxes, image_size)
-        scores = top.values.reshape(-1)
-        image = torch.arange(batch, device=boxes.device).repeat_interleave(top.indices.shape[1])
-        sizes = boxes[:, 2:] - boxes[:, :2]
-        big = (sizes >= self.min_box_size).all(1)
-        boxes, scores, image = boxes[big], scores[big], image[big]
+        boxes = clip_boxes(boxes, image_size).reshape(batch, -1, 4)
         proposals = []
-        for i in range(batch):  # NMS image by image: one call over the batch compares boxes that never overlap
-            own = torch.nonzero(image == i).flatten()
-            proposals.append(boxes[own[nms(boxes[own], scores[own], self.rpn_nms_iou)[:post]]])
+        for image_boxes, image_scores in zip(boxes, top.values):  # image by image: boxes of two never overlap
+            keep = keep_detections(image_boxes, image_scores, None, self.min_box_size, self.rpn_nms_iou, post)
+            proposals.append(image_boxes[keep])
         return proposals
 
     # ------------------------------------------------------------------------------------------------ losses
@@ -256,14 +251,13 @@ class FasterRCNN(nn.Module):
                                         torch.tensor(counts, device=rois.device))
         classes = torch.arange(1, self.num_classes, device=rois.device).expand(len(rois), -1)
         image = image[:, None].expand(-1, self.num_classes - 1)
-        sizes = boxes[..., 2:] - boxes[..., :2]
-        keep = (probabilities > self.score_threshold) & (sizes >= self.min_box_size).all(-1)
+        keep = probabilities > self.score_threshold
         boxes, probabilities, classes, image = boxes[keep], probabilities[keep], classes[keep], image[keep]
         results = []
         for i in range(len(counts)):
             own = torch.nonzero(image == i).flatten()
-            own = own[batched_nms(boxes[own], probabilities[own], classes[own], self.nms_iou)]
-            own = own[:self.detections_per_image]  # batched_nms answers in descending score order
+            own = own[keep_detections(boxes[own], probabilities[own], classes[own], self.min_box_size,
+                                      self.nms_iou, self.detections_per_image)]
             results.append({"boxes": boxes[own], "scores": probabilities[own], "labels": classes[own]})
         return results
 

@@ -153,6 +153,20 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     return nms(boxes + offsets, scores, iou_threshold)
 
 
+def keep_detections(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor | None, min_size: float,
+                    iou_threshold: float, top_k: int) -> torch.Tensor:
+    """The last step of every detector here, on one image's (already clipped) boxes: boxes narrower or
+    shorter than ``min_size`` dropped, NMS within each group (each class; ``None``: all one group, as for
+    region proposals), the best ``top_k`` kept. Returns indices into ``boxes``, highest score first."""
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    big = torch.nonzero((sizes >= min_size).all(1)).flatten()
+    if groups is None:
+        kept = nms(boxes[big], scores[big], iou_threshold)
+    else:
+        kept = batched_nms(boxes[big], scores[big], groups[big], iou_threshold)
+    return big[kept[:top_k]]
+
+
 # --------------------------------------------------------------------------------------------------- anchors
 def anchor_grid(feature_size: tuple[int, int], stride: int | tuple[int, int], sizes=(32, 64, 128),
                 aspect_ratios=(0.5, 1.0, 2.0), dtype=torch.float32, device=None) -> torch.Tensor:

@@ -44,7 +44,7 @@ from torch import nn
 from ..errors import ConfigError, ShapeError
 from ..models.registry import register_model
 from .faster_rcnn import SMOOTH_L1_BETA, backbone_stage, check_num_classes, unpack_batch
-from .ops import anchor_grid, batched_nms, clip_boxes, decode_boxes, encode_boxes
+from .ops import anchor_grid, clip_boxes, decode_boxes, encode_boxes, keep_detections
 from .targets import IGNORED, match_anchors
 
 
@@ -183,11 +183,10 @@ class RetinaNet(nn.Module):
             chosen = passing[top.indices]
             anchor, column = chosen // scores.shape[1], chosen % scores.shape[1]
             boxes = clip_boxes(decode_boxes(image_deltas[anchor], anchors[anchor]), image_size)
-            sizes = boxes[:, 2:] - boxes[:, :2]
-            big = (sizes >= self.min_box_size).all(1)
-            boxes, kept_scores, labels = boxes[big], top.values[big], column[big] + 1
-            own = batched_nms(boxes, kept_scores, labels, self.nms_iou)[:self.detections_per_image]
-            results.append({"boxes": boxes[own], "scores": kept_scores[own], "labels": labels[own]})
+            labels = column + 1
+            own = keep_detections(boxes, top.values, labels, self.min_box_size, self.nms_iou,
+                                  self.detections_per_image)
+            results.append({"boxes": boxes[own], "scores": top.values[own], "labels": labels[own]})
         return results
 
 

@@ -55,17 +55,26 @@ def is_picture_shape(shape, max_side: int) -> bool:
             and all(isinstance(v, int) and 0 < v <= max_side for v in shape[1:]))
 
 
+def page_problem(meta: dict, task: str, kind: str, page_does: str, max_side: int, shape_hint: str = "") -> str | None:
+    """The checks every page opens with (None when they pass): the run holds a ``task`` model (a ``kind``, in
+    the page's words), of grey or colour pictures at most ``max_side`` pixels a side."""
+    actual = task_of(meta)
+    if actual != task:
+        return f"it holds a {actual} model ({model_name(meta)}), not a {kind}; {page_does}"
+    shape = meta.get("image_shape")
+    if not is_picture_shape(shape, max_side):
+        return (f"its input shape {shape} is not a grey or colour picture of at most {max_side} pixels a "
+                f"side{shape_hint}")
+    return None
+
+
 def drawing_problem(meta: dict) -> str | None:
     """Why the Draw page cannot use a run (None when it can): it takes classifiers of grey or colour images,
     whose class names match their outputs."""
-    task = task_of(meta)
-    if task != "classification":
-        return (f"it holds a {task} model ({model_name(meta)}), not a classifier; the Draw page predicts classes, "
-                "so pick a classifier run")
-    shape = meta.get("image_shape")
-    if not is_picture_shape(shape, MAX_DRAW_SIDE):
-        return (f"its input shape {shape} is not a grey or colour image of at most {MAX_DRAW_SIDE} pixels a side, "
-                "which a drawing cannot be turned into")
+    problem = page_problem(meta, "classification", "classifier", "the Draw page predicts classes, so pick a "
+                           "classifier run", MAX_DRAW_SIDE, ", which a drawing cannot be turned into")
+    if problem:
+        return problem
     classes = meta.get("classes")
     if not (isinstance(classes, list) and len(classes) >= 2):
         return "its checkpoint names no classes, so there is nothing to predict"

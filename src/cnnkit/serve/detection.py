@@ -24,7 +24,7 @@ from ..data.augment import normalize
 from ..detect.draw import COLOURS, draw_detections
 from ..errors import ImageError
 from ..viz.hooks import evaluation_mode
-from .checkpoints import CheckpointFolder, LoadedCheckpoint, is_picture_shape, model_name, task_of
+from .checkpoints import CheckpointFolder, LoadedCheckpoint, page_problem
 from .errors import NotDetectorError
 from .images import decode_upload, png_data_url
 from .photo import EXAMPLES_DIR
@@ -58,13 +58,11 @@ def list_detect_examples() -> list[str]:
 def detection_problem(meta: dict) -> str | None:
     """Why the Detect page cannot use a run (None when it can): a detector of grey or colour pictures whose
     class names (background first), normalisation and network belong together."""
-    task = task_of(meta)
-    if task != "detection":
-        return (f"it holds a {task} model ({model_name(meta)}), not a detector; the Detect page finds objects, so "
-                "pick a run of 'cnnkit detect train'")
-    shape = meta.get("image_shape")
-    if not is_picture_shape(shape, MAX_SIDE):
-        return f"its input shape {shape} is not a grey or colour picture of at most {MAX_SIDE} pixels a side"
+    problem = page_problem(meta, "detection", "detector", "the Detect page finds objects, so pick a run of "
+                           "'cnnkit detect train'", MAX_SIDE)
+    if problem:
+        return problem
+    shape = meta["image_shape"]
     classes, described = meta.get("classes"), meta.get("model")
     if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
         return "its checkpoint names no classes (the background and at least one object class)"

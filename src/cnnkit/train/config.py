@@ -16,7 +16,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 1000
-    optimizer: str = "sgd"  # sgd | adam | adamw
+    optimizer: str = "sgd"  # sgd | adam | adamw | nadam
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False

@@ -14,7 +14,7 @@ from torch.optim import lr_scheduler
 
 from ..errors import UnknownNameError, did_you_mean
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
 
 
@@ -48,6 +48,8 @@ def build_optimizer(model, name: str, lr: float, momentum: float = 0.9, weight_d
         return torch.optim.Adam(groups, lr=lr, betas=tuple(betas))
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    if name == "nadam":  # Adam with Nesterov momentum (Dozat 2016): Keras' "nadam", the notes' Fashion-MNIST choice
+        return torch.optim.NAdam(groups, lr=lr, betas=tuple(betas))
     raise UnknownNameError(f"Unknown optimizer {name!r}.{did_you_mean(name, OPTIMIZERS)}")
 
 
