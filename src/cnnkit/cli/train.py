@@ -8,8 +8,7 @@ from pathlib import Path
 from ..errors import CnnkitError
 from .common import apply_subsets, claim_out, parse_model_args
 from .options import add_command, overwrite_option, subset_options
-from ..train.optim import OPTIMIZERS
-from .train_flags import add_training_flags, flag_of, given_training_options, training_config
+from .train_flags import OPTIMIZERS, add_training_flags, flag_of, given_training_options, training_config
 
 EXAMPLES = {
     "train": """examples:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..train.config import PRECISIONS, flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
-from ..train.optim import OPTIMIZERS
+from ..train.config import OPTIMIZERS, PRECISIONS, flag_names, flag_of  # noqa: F401  (flag_of: the CLI's messages use it from here)
 from .options import comma_floats
 
 # What the annotation cannot say: the values allowed and the name a value goes by in --help.

@@ -88,6 +88,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")  # built by train/optim.py; named here, where --help needs no torch
 # The range of each numeric TrainConfig field (types come from the annotations); see cnnkit.schema.
 MAX_INPUT_SIDE = 8192
 TRAIN_LIMITS = {

@@ -13,8 +13,8 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..errors import UnknownNameError, did_you_mean
+from .config import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")
 SCHEDULES = ("constant", "step", "plateau", "cosine", "onecycle")
 
 
