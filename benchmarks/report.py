@@ -229,7 +229,8 @@ CLAIMS = {
 RECIPE_CLAIMS = {
     "lenet5_mnist.yaml": _recipe_lenet5, "mnist_fast.yaml": _recipe_mnist_fast,
     "fashion_fast.yaml": _recipe_fashion_fast, "cifar10_fast.yaml": _recipe_cifar_fast,
-    "resnet20_cifar10.yaml": _recipe_resnet20,
+    "resnet20_cifar10.yaml": _recipe_resnet20, "fashion_cnn_notes.yaml": _recipe_fashion_cnn("fashion_cnn_notes"),
+    "fashion_cnn_fast.yaml": _recipe_fashion_cnn("fashion_cnn_fast"),
 }
 MARKED = re.compile(r"<!-- results\.jsonl: ([\w-]+) -->(.*?)<!-- end -->", re.S)
 
