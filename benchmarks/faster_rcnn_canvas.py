@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from cnnkit import TrainConfig, Trainer, create_model
+from cnnkit.cli.detect import DETECTORS  # the detectors `cnnkit detect train --model` builds, with their run prefixes
 from cnnkit.data.canvas import load_canvas
 from cnnkit.detect import DetectionTask, detect_split, detection_bundle, map_metrics
 from cnnkit.detect.draw import detection_grid
@@ -38,7 +39,6 @@ from record import record
 IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 # Both detectors train with the same SGD settings: on 1,000 canvases for 2 epochs RetinaNet reached mAP@.5 0.169 at
 # lr 0.01 (the paper's, for batch 16) and 0.167 at Faster R-CNN's 0.02, so the comparison changes only the model.
-DETECTORS = ("faster_rcnn", "retinanet")
 
 
 class Budget(Callback):
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--num-test", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--model", choices=DETECTORS, default="faster_rcnn")
+    parser.add_argument("--model", choices=tuple(DETECTORS), default="faster_rcnn")
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--budget", type=float, default=900.0, help="CPU seconds of training (15 minutes)")
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--step-cost", action="store_true", help="time both detectors' training steps, then stop")
     args = parser.parse_args()
-    args.out = args.out or Path(f"runs/bench-{'frcnn' if args.model == 'faster_rcnn' else args.model}-canvas")
+    args.out = args.out or Path(f"runs/bench-{DETECTORS[args.model]}-canvas")
     torch.set_num_threads(1)
 
     spec = {"name": "canvas-mnist", "num_train": args.num_train, "num_test": args.num_test, "seed": 0}
