@@ -239,3 +239,20 @@ def test_alexnet_two_towers_are_grouped_and_dropout_is_classic():
     towers = model.features
     assert [m.groups for m in towers if isinstance(m, nn.Conv2d)] == [1, 2, 1, 2, 2]
     assert count("alexnet", two_towers=False) > count("alexnet")
+
+
+def test_fashion_cnn_starts_as_keras_does():
+    # The notes' network is Keras code: Glorot-uniform kernels (bound sqrt(6 / (fan_in + fan_out)), fans counting
+    # the kernel's taps) and zero biases. PyTorch's own defaults would give conv1 a bound of 1/sqrt(49) = 0.143.
+    torch.manual_seed(0)
+    model = create_model("fashion_cnn")
+    conv1, fc_out = model.features[0], model.classifier[-1]
+    conv1_bound = (6 / (1 * 49 + 64 * 49)) ** 0.5
+    assert conv1.weight.abs().max() <= conv1_bound
+    assert conv1.weight.std().item() == pytest.approx(conv1_bound / 3 ** 0.5, rel=0.05)
+    out_bound = (6 / (64 + 10)) ** 0.5
+    assert fc_out.weight.abs().max() <= out_bound
+    assert fc_out.weight.abs().max() > 0.8 * out_bound
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            assert torch.count_nonzero(module.bias) == 0
