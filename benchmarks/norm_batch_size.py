@@ -86,12 +86,14 @@ def main() -> None:
     print(f"load average before (1, 5 min) and after: {load}")
     if args.no_record:
         return
+    data_label = "cifar10-jpeg" if args.data == "cifar10" and data.note else args.data
     for (norm, batch_size), (accuracy, seconds) in results.items():
-        record("norm_batch_size", f"{args.model} {norm} norm, batch {batch_size}", "test_accuracy", accuracy,
-               data=args.data, model=args.model, model_args={"norm": norm}, batch_size=batch_size,
-               lr=args.lr * batch_size / REFERENCE_BATCH, epochs=args.epochs, train_images=len(data.train),
-               test_images=len(data.test), train_seconds=seconds, seed=args.seed, runs=1, threads=args.threads,
-               load_average=load,
+        # The data set and epochs are in the variant: sweeps at other budgets or on other data sit beside each other.
+        variant = f"{args.model} {norm} norm, batch {batch_size}, {data_label}, {args.epochs} epochs"
+        record("norm_batch_size", variant, "test_accuracy", accuracy, data=data_label, model=args.model,
+               model_args={"norm": norm}, batch_size=batch_size, lr=args.lr * batch_size / REFERENCE_BATCH,
+               epochs=args.epochs, train_images=len(data.train), test_images=len(data.test), train_seconds=seconds,
+               seed=args.seed, runs=1, threads=args.threads, load_average=load,
                note="same images, epochs and linear lr rule for all; evaluated in eval mode (BN running "
                     "averages); one seed; 2-core machine shared with other jobs")
 
