@@ -30,6 +30,9 @@ NOT_MEASURED = {
     "91.25 %": "He et al.'s ResNet-20 figure on the official CIFAR-10 (recipes/resnet20_cifar10.yaml)",
     "98 %": "what tests/test_mnist_real.py asserts after one epoch",
     "10x": "how much times vary with the load (docs/applications.md), not a figure of a run",
+    "23.6 %": "Wu & He 2018, Fig. 1: batch norm's ImageNet error at 32 images a GPU (README, normalisation)",
+    "34.7 %": "Wu & He 2018, Fig. 1: batch norm's ImageNet error at 2 images a GPU",
+    "24.1 %": "Wu & He 2018, Fig. 1: group norm's ImageNet error at 2 images a GPU",
 }
 # Documentation pages that say their figures are results.jsonl's, checked like README.md.
 DOCS = ["docs/applications.md", "docs/zoo.md", "docs/looking_inside/README.md", "docs/kernels.md", "docs/libraries.md"]
