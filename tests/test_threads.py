@@ -133,7 +133,8 @@ class FakeMachine:
 
     def policy(self, **options) -> ThreadPolicy:
         options = dict(cpus={0, 1}, quota=None, read_times=lambda: self.times, first_guess=lambda: 0.0,
-                       set_threads=self.set.append, clock=lambda: self.now, log=lambda text: None) | options
+                       set_threads=self.set.append, clock=lambda: self.now, log=lambda text: None,
+                       sleep=lambda seconds: self.advance(seconds, ours=0.0)) | options
         return ThreadPolicy(**options)
 
 
@@ -158,17 +159,28 @@ def test_the_policy_drops_to_one_thread_beside_a_competitor_and_comes_back_when_
     assert machine.set == [2, 1, 2] and policy.threads == 2
 
 
+def test_a_busy_load_average_is_checked_by_a_short_look_before_dropping_threads():
+    machine = FakeMachine()  # idle now; the load average still counts our previous run (1.5 cores)
+    text = machine.policy(first_guess=lambda: 1.5).start()
+    assert machine.set == [2] and "busy on 0.0 cores (a 0.12 s look; the load average said 1.5)" in text
+    machine.others = 1.0  # a real competitor: the look confirms it
+    text = machine.policy(first_guess=lambda: 1.5).start()
+    assert machine.set == [2, 1] and "busy on 1.0 cores (a 0.12 s look" in text
+    calm = machine.policy(first_guess=lambda: 0.0, sleep=lambda seconds: pytest.fail("no look needed"))
+    assert "(load average)" in calm.start()  # an idle load average costs no look
+
+
 def test_the_first_choice_falls_back_on_the_load_average_when_nothing_was_measured():
     machine = FakeMachine()
-    policy = machine.policy(first_guess=lambda: 1.5, interval=5.0)  # no time has passed since construction
+    policy = machine.policy(first_guess=lambda: 1.5, interval=5.0, sleep=lambda seconds: None)  # the clock stands
     assert "(load average)" in policy.start() and machine.set == [1]
     machine.advance(1.0, ours=1.0)  # the machine is idle after all: the first look comes after one second
     policy.on_batch_end(None, None)
     assert machine.set == [1, 2]
-    unreadable = machine.policy(read_times=lambda: None, first_guess=lambda: 0.0)
+    unreadable = machine.policy(read_times=lambda: None, first_guess=lambda: 1.5)
     unreadable.start()
     machine.now += 10
-    assert unreadable.recheck() == 2 and machine.set == [1, 2, 2]  # /proc unreadable: the first choice stays
+    assert unreadable.recheck() == 1 and machine.set == [1, 2, 1]  # /proc unreadable: the guess stays
 
 
 def test_the_first_interval_may_start_before_the_policy_was_built():

@@ -36,6 +36,10 @@ from .openmp import describe_wait_policy
 FLOPS_PER_THREAD = 10e6
 RECHECK_SECONDS = 5.0
 FIRST_LOOK_SECONDS = 1.0  # after a first choice made from the load average alone
+# When the load average says others are busy, a look this long at /proc/stat before choosing: the load average
+# also counts this process's own recent work (a previous run in the same process, or the command before), which
+# made back-to-back runs start on one thread on an idle machine. 12 clock ticks: enough to tell 0 from 1 core.
+SAMPLE_SECONDS = 0.12
 FREE_CORE_ROUNDING = 0.3  # a core 70 % free counts as free: light background work (an editor) keeps a thread
 
 
@@ -164,13 +168,14 @@ class ThreadPolicy(Callback):
                  read_times: Callable[[], CpuTimes | None] | None = None,
                  first_guess: Callable[[], float] | None = None,
                  set_threads: Callable[[int], None] | None = None, clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = print, since: CpuTimes | None = None):
+                 log: Callable[[str], None] = print, since: CpuTimes | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.cpus = affinity_cpus() if cpus is None else cpus
         self.quota = cgroup_quota() if quota is False else quota
         self.budget = core_budget(len(self.cpus), self.quota)
         self.cap = size_cap(flops_per_step)
         self.flops_per_step = flops_per_step
-        self.interval, self.clock, self.log = interval, clock, log
+        self.interval, self.clock, self.log, self.sleep = interval, clock, log, sleep
         self.read_times = read_times or (lambda: read_cpu_times(self.cpus))
         self.first_guess = first_guess or (lambda: load_average_busy_cores(len(self.cpus)))
         self.set_threads = set_threads or _torch_set_threads
@@ -183,8 +188,15 @@ class ThreadPolicy(Callback):
     def start(self) -> str:
         """Choose the first thread count and describe the policy (the trainer prints it)."""
         others, measured = self._others_since_last()
-        if not measured:  # constructed a moment ago: guess from the load average, and look again in a second
-            others = self.first_guess()
+        source = ""
+        if not measured:  # constructed a moment ago: guess from the load average
+            others, source = self.first_guess(), " (load average)"
+            if self._fewer_threads_for(others):  # is that others, or our own work a moment ago? look now
+                self.sleep(SAMPLE_SECONDS)
+                sampled, measured = self._others_since_last()
+                if measured:
+                    others, source = sampled, f" (a {SAMPLE_SECONDS:g} s look; the load average said {others:.1f})"
+        if not measured:  # still a guess: look again in a second
             self._last_check -= self.interval - min(self.interval, FIRST_LOOK_SECONDS)
         self.threads = choose_threads(self.budget, len(self.cpus), others, self.cap)
         self.set_threads(self.threads)
@@ -192,8 +204,12 @@ class ThreadPolicy(Callback):
         size = ("" if self.cap is None else
                 f", the model's {self.flops_per_step / 1e9:.2g} GFLOP per step is worth up to {self.cap}")
         return (f"threads: {self.threads} (automatic: {len(self.cpus)} CPUs in our affinity, {quota}{size}; other "
-                f"processes busy on {others:.1f} cores{'' if measured else ' (load average)'}; re-checked every "
+                f"processes busy on {others:.1f} cores{source}; re-checked every "
                 f"{self.interval:g} s; --threads N fixes it); {describe_wait_policy()}")
+
+    def _fewer_threads_for(self, others: float) -> bool:
+        cpus = len(self.cpus)
+        return choose_threads(self.budget, cpus, others, self.cap) < choose_threads(self.budget, cpus, 0.0, self.cap)
 
     def on_batch_end(self, trainer, batch) -> None:
         if self.threads is not None and self.clock() - self._last_check >= self.interval:
