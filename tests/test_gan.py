@@ -28,7 +28,8 @@ def tiny_features(seed=0) -> FeatureNetwork:
 
 
 def gan_config(**extra):
-    return TrainConfig(**{**GAN_TRAINING, "batch_size": 16, "epochs": 2, "progress": False, **extra})
+    # One thread, fixed: the resume test compares bit for bit (see tests/test_trainer.py's FAST).
+    return TrainConfig(**{**GAN_TRAINING, "batch_size": 16, "epochs": 2, "progress": False, "num_threads": 1, **extra})
 
 
 def snapshot(module):

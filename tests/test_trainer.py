@@ -10,8 +10,11 @@ from cnnkit.train.checkpoint import save_model_checkpoint
 from helpers import bar_dataset, checkpoint_meta, device_under_test
 
 # The tests marked `device` train on $CNNKIT_TEST_DEVICE (the CPU by default; benchmarks/gpu_check.sh: cuda).
+# One thread, fixed: the automatic count follows the machine's load (beside the other test workers it changes
+# from run to run), and a different count sums in another order, which the exact-resume tests would see.
 FAST = dict(batch_size=32, lr=0.01, optimizer="adam", weight_decay=1e-4, progress=False,
-            augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64, device=str(device_under_test()))
+            augment={"crop": 2, "flip": True, "cutout": 4}, eval_batch_size=64, device=str(device_under_test()),
+            num_threads=1)
 
 
 def fresh_model(seed=0, name="lenet5_relu"):

@@ -35,6 +35,7 @@ from ..errors import CnnkitError, TrainingDivergedError
 from ..progress import progress_bar
 from . import checkpoint as ckpt
 from . import distributed, state, threads
+from .heap import keep_freed_memory
 from .callbacks import BatchEnd, Callback, TensorBoardLogger, notify
 from .config import MAX_INPUT_SIDE, TRAIN_LIMITS, TrainConfig  # noqa: F401  (importable from here as before)
 from .gradients import GradientRecorder
@@ -354,8 +355,8 @@ class Trainer:
         self.log(f"training {self.model_name} on {self.data.describe()}; "
                  + describe_setup(self.device, config.device, config.precision, torch.get_num_threads())
                  + f"; validating on {self.val_source}")
-        if policy and self.device.type == "cpu":
-            self.log(policy)
+        if self.device.type == "cpu":  # with glibc's thresholds for the steps' recurring tensors (train/heap.py)
+            self.log("; ".join(filter(None, [policy, keep_freed_memory()])))
         if self.world_size > 1:
             self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
                      f"batch {config.batch_size} per process, global batch {self.global_batch}"
