@@ -187,6 +187,8 @@ FASHION_CNN_RECIPES = {"the notes' way": "fashion_cnn_notes", "cnnkit's fastest"
 
 def _threads(row: dict) -> str:
     threads = row.get("threads")
+    if threads == "automatic":
+        return "threads chosen by cnnkit's policy"
     return f"{threads} thread{'s' if threads != '1' else ''}" if threads else "the default threads"
 
 

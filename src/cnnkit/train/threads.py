@@ -13,7 +13,10 @@ So, unless ``--threads N`` (``TrainConfig.num_threads``) or ``OMP_NUM_THREADS`` 
   further (a tiny model on 64 cores pays the barriers without the work to share);
 * every :data:`RECHECK_SECONDS` the policy reads how much CPU time other processes took on our cores over the
   interval (``/proc/stat`` of the CPUs in our affinity, less our own time from ``/proc/self/stat``) and uses the
-  cores left free, so it drops to one thread when a competing job starts and goes back up when it ends.
+  cores left free, so it drops to one thread when a competing job starts and goes back up when it ends;
+* the first choice, made before any interval could be measured, starts from the load average, and when that
+  would cost threads a :data:`SAMPLE_SECONDS` look at ``/proc/stat`` decides (the load average counts this
+  process's own work of a moment ago too).
 
 How OpenMP threads wait at those barriers is set before torch loads, in :mod:`cnnkit.train.openmp`.
 """
