@@ -34,8 +34,7 @@ from ..data.loader import epoch_generator, make_loader
 from ..errors import CnnkitError, TrainingDivergedError
 from ..progress import progress_bar
 from . import checkpoint as ckpt
-from . import distributed, state, threads
-from .heap import keep_freed_memory
+from . import distributed, heap, state, threads
 from .callbacks import BatchEnd, Callback, TensorBoardLogger, notify
 from .config import MAX_INPUT_SIDE, TRAIN_LIMITS, TrainConfig  # noqa: F401  (importable from here as before)
 from .gradients import GradientRecorder
@@ -356,7 +355,7 @@ class Trainer:
                  + describe_setup(self.device, config.device, config.precision, torch.get_num_threads())
                  + f"; validating on {self.val_source}")
         if self.device.type == "cpu":  # with glibc's thresholds for the steps' recurring tensors (train/heap.py)
-            self.log("; ".join(filter(None, [policy, keep_freed_memory()])))
+            self.log("; ".join(filter(None, [policy, heap.keep_freed_memory()])))
         if self.world_size > 1:
             self.log(f"data-parallel over {self.world_size} processes ({torch.distributed.get_backend()}): "
                      f"batch {config.batch_size} per process, global batch {self.global_batch}"
