@@ -6,7 +6,8 @@ two fresh child processes measure training img/s (forward, backward, SGD step on
 shape, as benchmarks/throughput.py does):
 
 * ``cnnkit``: imports cnnkit first (its OpenMP spin default is set before torch loads) and runs the Trainer's
-  thread policy (train/threads.py): the threads chosen at start and re-checked every 5 s while it trains;
+  thread policy (train/threads.py): the threads chosen at start and re-checked every 5 s while it trains; and
+  sets the Trainer's malloc thresholds (train/heap.py);
 * ``torch default``: imports torch first and keeps torch's default threads (one per core) and libgomp's wait.
 
 The variants alternate within each load, so both see the same competitors. Goal (issue 28): beside one
@@ -59,8 +60,10 @@ def step():
     F.cross_entropy(model(x), y).backward()
     optimizer.step()
 if variant == "cnnkit":  # as the Trainer does: built with the model, started when training starts
+    from cnnkit.train.heap import keep_freed_memory
     policy = ThreadPolicy(training_flops_per_step(model, tuple(shape), batch), since=since,
                           log=lambda text: print(text, file=sys.stderr))
+    keep_freed_memory()  # glibc's thresholds for the steps' recurring tensors (train/heap.py)
     step()
     print(policy.start(), file=sys.stderr)
 for _ in range(3):
