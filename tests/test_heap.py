@@ -42,6 +42,15 @@ def test_the_users_settings_and_other_c_libraries_are_left_alone():
     assert "not glibc" in heap._set_thresholds({}, NotGlibc())
 
 
+def test_a_refused_threshold_is_reported_as_such():
+    class RefusingGlibc(FakeGlibc):
+        def mallopt(self, parameter, value):
+            super().mallopt(parameter, value)
+            return 0  # mallopt's "no"
+
+    assert "glibc refused" in heap._set_thresholds({}, RefusingGlibc())
+
+
 # A step's worth of 20 MB tensors allocated, written and freed again and again, in a fresh process (a test worker's
 # heap carries every earlier test's history); prints the minor page faults of 20 such steps.
 STEPS = """

@@ -45,10 +45,8 @@ def _set_thresholds(environ: Mapping[str, str], libc: ctypes.CDLL | None) -> str
     try:
         libc = libc or ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018  (only glibc has it)
-        ok = (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-              and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     except (OSError, AttributeError):
-        ok = False
-    if not ok:
         return "malloc: the C library's own thresholds (not glibc)"
+    if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1 or libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return "malloc: glibc refused cnnkit's thresholds; its own are in force"
     return "malloc keeps freed blocks up to 32 MiB for the next step (cnnkit's default)"
