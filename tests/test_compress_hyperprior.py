@@ -1,6 +1,7 @@
-"""The scale hyperprior (Ballé et al. 2018), its .cnk files (format version 3), training on random crops of
+"""The scale hyperprior (Ballé et al. 2018), its .cnk files (format version 4), training on random crops of
 photographs, resuming a compression run, and the Bjøntegaard deltas of the Kodak benchmark."""
 
+import copy
 import json
 import math
 import struct
@@ -15,9 +16,10 @@ from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
 from cnnkit.compress import CompressionTask, compress_image, decompress, random_crops, read_header
 from cnnkit.compress.bdrate import bd_psnr, bd_rate
-from cnnkit.compress.bitstream import _CRC, _FIELDS_V3, HEADER_BYTES, HEADER_BYTES_V3, decompress_latents
+from cnnkit.compress.bitstream import (_CRC, _FIELDS_V3, HEADER_BYTES, HEADER_BYTES_V3, MAGIC, decompress_latents,
+                                       encode_conditional, encode_latent)
 from cnnkit.compress.entropy import PRECISION
-from cnnkit.compress.hyperprior import SCALE_LEVELS, gaussian_tables, scale_table
+from cnnkit.compress.hyperprior import SCALE_LEVELS, GaussianConditional, gaussian_tables, scale_table
 from cnnkit.compress.model import pad_to_multiple
 from cnnkit.compress.photos import PHOTO_SETS, load_photo_folder, stack_landscape
 from cnnkit.data.datasets import DatasetBundle, TensorImageDataset
@@ -203,7 +205,44 @@ def test_damaged_hyperprior_files_are_refused_with_the_reason(hyper):
     flipped[HEADER_BYTES_V3 + side - 1] ^= 0x40  # a flipped bit in the side information, CRC recomputed
     with pytest.raises(BitstreamError):
         decompress(model, _rewrite(bytes(flipped)))
-    assert struct.unpack_from(">B", data, 4)[0] == 3
+    assert struct.unpack_from(">B", data, 4)[0] == 4
+
+
+def test_coding_tables_are_chosen_from_float64_scales_whatever_the_models_layout(hyper):
+    model, _, _ = hyper
+    z = torch.round(torch.randn(1, 12, 6, 5) * 3)
+    seen = []
+    hook = model.hyper_synthesis[-1].register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        indexes = model.scale_indexes(z)
+    finally:
+        hook.remove()
+    assert (seen[0].dtype, seen[0].device.type) == (torch.float64, "cpu")
+    reference = copy.deepcopy(model.hyper_synthesis).double()  # an independent float64 computation
+    with torch.no_grad():
+        expected = GaussianConditional.scale_indexes(reference(z.double()))
+    assert torch.equal(indexes, expected) and len(indexes.unique()) > 3
+    # The encoder's model in another memory layout (another float32 convolution) picks the same tables.
+    other = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    assert torch.equal(other.scale_indexes(z.contiguous(memory_format=torch.channels_last)), indexes)
+    assert model.hyper_synthesis[0].weight.dtype == torch.float32  # the model itself is left as it was
+
+
+def test_version_3_files_float32_scales_are_still_read(hyper):
+    model, _, _ = hyper
+    image = smooth_images(1, 64, seed=5)[0]
+    x = pad_to_multiple(image.float()[None] / 255, 64)
+    y, z = (v[0] for v in model.quantized_latents(x))
+    tables = model.entropy_model.coding_tables()
+    side = encode_latent(z, tables)
+    payload = side + encode_conditional(y, model.scale_indexes(z[None], float64=False)[0], gaussian_tables())
+    fields = _FIELDS_V3.pack(MAGIC, 3, 3, 64, 64, *y.shape, read_header(compress_image(model, image)).fingerprint,
+                             len(payload), 1, len(side))
+    old = fields + _CRC.pack(zlib.crc32(payload, zlib.crc32(fields))) + payload
+    assert read_header(old).version == 3
+    _, latent, _ = decompress_latents(model, old)
+    assert torch.equal(latent, y)
+    assert torch.equal(decompress(model, old), decompress(model, compress_image(model, image)))
 
 
 # ------------------------------------------------------------------------------------------- resume

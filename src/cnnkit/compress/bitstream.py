@@ -20,7 +20,7 @@ symbol of its channel's frequency table (:meth:`FactorizedEntropyModel.coding_ta
 outside their table (coded as the table's escape symbol), their zigzag-mapped magnitudes in 4-bit groups: every
 escaped value's count of groups first, then all the groups, uniformly distributed. Any integer round-trips.
 
-Version 3 is the file of the scale hyperprior (``compress_hyperprior``): version 2's fields (the latent being y,
+Version 4 is the file of the scale hyperprior (``compress_hyperprior``): version 2's fields (the latent being y,
 at 1/16 of the image padded to a multiple of 64), then
 
     28      1      model field: 1 = scale hyperprior (a number this cnnkit does not know is refused)
@@ -29,10 +29,13 @@ at 1/16 of the image padded to a multiple of 64), then
     37      ...    payload: S bytes coding z (the factorized tables, as version 2 codes y), then y
 
 where y's elements are coded table by table: each element's table is the one of its predicted scale
-(``hyperprior.gaussian_tables``; the decoder computes the scales from z first), and within a table in raster
-order, with the same escapes. The fingerprint covers z's tables and the Gaussian tables. Factorized-prior files
-are still written as version 2, byte for byte as before; a file of one codec given to a checkpoint of the other
-is refused with a message naming both.
+(``hyperprior.gaussian_tables``; the decoder computes the scales from z first, in float64 on the CPU as the
+encoder did: :meth:`ScaleHyperpriorCompressor.scale_indexes`), and within a table in raster order, with the same
+escapes. Version 3 is the same file with the scales computed in float32 on the model's device, which another
+device, thread count or memory layout can move across a table boundary; it is still read, that way. The
+fingerprint covers z's tables and the Gaussian tables. Factorized-prior files are still written as version 2,
+byte for byte as before; a file of one codec given to a checkpoint of the other is refused with a message
+naming both.
 
 Version 1 files (cnnkit's own pure-Python rANS coder, with the escapes interleaved) are refused with a message
 saying so: compress the image again.
@@ -60,14 +63,16 @@ from .model import DOWNSAMPLING, FactorizedPriorCompressor, pad_to_multiple
 
 MAGIC = b"CNKC"
 VERSION = 2  # a factorized-prior file
-HYPERPRIOR_VERSION = 3  # version 2's fields, a model field and the side information's length
-VERSIONS = (VERSION, HYPERPRIOR_VERSION)
+HYPERPRIOR_VERSION = 4  # version 2's fields, a model field and the side information's length
+FLOAT32_SCALES_VERSION = 3  # version 4 with the scales in float32 on the model's device: read, no longer written
+VERSIONS = (VERSION, FLOAT32_SCALES_VERSION, HYPERPRIOR_VERSION)
 _FIELDS = struct.Struct(">4sBBHHHHHII")  # everything before the CRC
 _FIELDS_V3 = struct.Struct(">4sBBHHHHHIIBI")
 _CRC = struct.Struct(">I")
 HEADER_BYTES = _FIELDS.size + _CRC.size
 HEADER_BYTES_V3 = _FIELDS_V3.size + _CRC.size
-# The model field of a version 3 file: which codec wrote it (a checkpoint of another kind refuses it).
+# The model field of a hyperprior file (versions 3 and 4): which codec wrote it (another kind's checkpoint
+# refuses it).
 MODEL_KINDS = {1: "hyperprior"}
 MODEL_NAMES = {"factorized": "compress_factorized", "hyperprior": "compress_hyperprior"}
 _NIBBLE = 4
@@ -90,6 +95,7 @@ class Header:
     payload_bytes: int
     model: str = "factorized"  # the codec that wrote the file: "factorized" (version 2) or "hyperprior"
     side_bytes: int = 0  # a hyperprior's coded side information z, the first bytes of the payload
+    version: int = VERSION
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -277,22 +283,22 @@ def read_header(data: bytes) -> Header:
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError(f"not a cnnkit compressed image: it starts with {bytes(data[:4])!r}, not {MAGIC!r}")
     version = data[4] if len(data) > 4 else VERSION
-    fields, header_bytes = (_FIELDS, HEADER_BYTES) if version != HYPERPRIOR_VERSION else (_FIELDS_V3,
-                                                                                          HEADER_BYTES_V3)
+    hyperprior = version in (FLOAT32_SCALES_VERSION, HYPERPRIOR_VERSION)
+    fields, header_bytes = (_FIELDS_V3, HEADER_BYTES_V3) if hyperprior else (_FIELDS, HEADER_BYTES)
     if len(data) < header_bytes:
         raise BitstreamError(f"the file is truncated: {len(data)} bytes, shorter than the {header_bytes}-byte header")
     magic, version, *values = fields.unpack_from(data)
     if version not in VERSIONS:
         written_by = " (cnnkit's earlier pure-Python range coder)" if version == 1 else ""
         raise BitstreamError(f"format version {version}{written_by} is not supported (this cnnkit reads versions "
-                             f"{VERSION} and {HYPERPRIOR_VERSION}); compress the image again with this version")
-    if version == HYPERPRIOR_VERSION:
+                             f"{', '.join(map(str, VERSIONS))}); compress the image again with this version")
+    if hyperprior:
         *values, kind, side_bytes = values
         if kind not in MODEL_KINDS:
             raise BitstreamError(f"the file names codec number {kind}, which this cnnkit does not know (it knows "
                                  f"{', '.join(f'{k}: {MODEL_NAMES[v]}' for k, v in MODEL_KINDS.items())}); it was "
                                  "written by a newer cnnkit, or is corrupt")
-        header = Header(*values, model=MODEL_KINDS[kind], side_bytes=side_bytes)
+        header = Header(*values, model=MODEL_KINDS[kind], side_bytes=side_bytes, version=version)
     else:
         header = Header(*values)
     available = len(data) - header_bytes
@@ -341,7 +347,8 @@ def decompress_latents(model: FactorizedPriorCompressor, data: bytes, tables: Co
         return header, decode_latent(payload, header.latent_shape, tables), None
     side_shape = (model.hyper_channels, header.latent_height // 4, header.latent_width // 4)
     side = decode_latent(payload[:header.side_bytes], side_shape, tables)
-    indexes = model.scale_indexes(side[None].to(next(model.parameters()).device))[0]
+    float64 = header.version != FLOAT32_SCALES_VERSION
+    indexes = model.scale_indexes(side[None].to(next(model.parameters()).device), float64=float64)[0]
     return header, decode_conditional(payload[header.side_bytes:], indexes, gaussian_tables()), side
 
 

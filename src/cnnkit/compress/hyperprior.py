@@ -150,9 +150,21 @@ class ScaleHyperpriorCompressor(FactorizedPriorCompressor):
         return torch.round(y), torch.round(self.hyper_analysis(y.abs()))
 
     @torch.no_grad()
-    def scale_indexes(self, z: torch.Tensor) -> torch.Tensor:
-        """Each latent element's coding table, from the decoded side information z (N, N', h, w)."""
-        return self.conditional.scale_indexes(self.hyper_synthesis(z.float()))
+    def scale_indexes(self, z: torch.Tensor, float64: bool = True) -> torch.Tensor:
+        """Each latent element's coding table (on the CPU), from the decoded side information z (N, N', h, w).
+
+        The encoder and the decoder must pick the same table for every element: one different pick derails the
+        decoding of y from there on. So the scales are computed in float64 on the CPU, whatever the model's device
+        and dtype. The table is log-spaced, 12 % apart, so a relative error e in the scales moves about 8e of them
+        into another table: with TF32 convolutions on a GPU (e ~ 1e-3) hundreds of a Kodak image's, with float32
+        sums in another order (another thread count or memory layout, e ~ 1e-7) now and then one.
+        ``float64=False`` is format version 3's computation, in float32 on the model's device, kept to read
+        version 3 files as the machine that wrote them did."""
+        if not float64:
+            return self.conditional.scale_indexes(self.hyper_synthesis(z.float())).cpu()
+        weights = {name: p.detach().to("cpu", torch.float64) for name, p in self.hyper_synthesis.named_parameters()}
+        scales = torch.func.functional_call(self.hyper_synthesis, weights, (z.detach().to("cpu", torch.float64),))
+        return self.conditional.scale_indexes(scales)
 
 
 @register_model(input_size=(3, 256, 256), num_classes=0, family="compression",
