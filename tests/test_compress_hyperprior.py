@@ -280,17 +280,52 @@ def test_compress_command_trains_on_photos_and_resume_extends_the_budget(tmp_pat
 # ------------------------------------------------------------------------------------------- BD-rate
 
 
-def test_bd_rate_of_a_curve_against_itself_shifted_by_a_known_factor():
+@pytest.mark.parametrize("method", ["pchip", "cubic"])
+def test_bd_rate_of_a_curve_against_itself_shifted_by_a_known_factor(method):
     rate = np.array([0.2, 0.4, 0.7, 1.1, 1.6])
     psnr = 24 + 6 * np.log2(rate / 0.2) ** 0.9  # a concave RD curve
     for factor in (0.8, 1.25):
-        assert bd_rate(rate, psnr, rate * factor, psnr) == pytest.approx((factor - 1) * 100, abs=1e-6)
-    assert bd_psnr(rate, psnr, rate, psnr + 1.5) == pytest.approx(1.5, abs=1e-9)
-    assert bd_rate(rate, psnr, rate, psnr) == pytest.approx(0, abs=1e-9)
+        assert bd_rate(rate, psnr, rate * factor, psnr, method) == pytest.approx((factor - 1) * 100, abs=1e-6)
+    assert bd_psnr(rate, psnr, rate, psnr + 1.5, method) == pytest.approx(1.5, abs=1e-9)
+    assert bd_rate(rate, psnr, rate, psnr, method) == pytest.approx(0, abs=1e-9)
     # More PSNR at every rate means fewer bits at every PSNR.
-    assert bd_rate(rate, psnr, rate, psnr + 1) < 0 < bd_psnr(rate, psnr, rate, psnr + 1)
-    assert bd_rate(rate[:3], psnr[:3], rate[:3] * 1.1, psnr[:3]) == pytest.approx(10, abs=1e-6)  # quadratic fit
+    assert bd_rate(rate, psnr, rate, psnr + 1, method) < 0 < bd_psnr(rate, psnr, rate, psnr + 1, method)
+    assert bd_rate(rate[:3], psnr[:3], rate[:3] * 1.1, psnr[:3], method) == pytest.approx(10, abs=1e-6)
     with pytest.raises(CnnkitError, match="do not overlap"):
-        bd_rate(rate, psnr, rate, psnr + 40)
+        bd_rate(rate, psnr, rate, psnr + 40, method)
     with pytest.raises(CnnkitError, match="at least 3"):
-        bd_rate(rate, psnr, rate[:2], psnr[:2])
+        bd_rate(rate, psnr, rate[:2], psnr[:2], method)
+
+
+# The Kodak figures of a 30-minute hyperprior beside Pillow's JPEG (benchmarks/kodak_rd.py, 2026-12-07): the learned
+# curve is below JPEG's at every rate it reaches, and nearly flat above 0.6 bpp.
+JPEG_RATE = np.array([0.141, 0.256, 0.359, 0.449, 0.610, 0.743, 0.869, 1.005, 1.213, 1.549, 2.315])
+JPEG_PSNR = np.array([23.85, 26.67, 28.14, 29.14, 30.49, 31.42, 32.17, 32.91, 33.92, 35.37, 38.03])
+FLAT_RATE, FLAT_PSNR = np.array([0.333, 0.595, 0.987]), np.array([27.14, 29.19, 29.28])
+
+
+def test_bd_rate_of_a_curve_below_the_anchor_everywhere_says_it_costs_bits():
+    below = np.interp(np.log(FLAT_RATE), np.log(JPEG_RATE), JPEG_PSNR) - FLAT_PSNR
+    assert np.all(below > 0.5)  # JPEG is ahead at each of the three points
+    assert bd_rate(JPEG_RATE, JPEG_PSNR, FLAT_RATE, FLAT_PSNR) > 0 > bd_psnr(JPEG_RATE, JPEG_PSNR, FLAT_RATE,
+                                                                            FLAT_PSNR)
+    # Bjøntegaard's single polynomial swings between the flat curve's points: the wrong sign, kept as a warning.
+    assert bd_rate(JPEG_RATE, JPEG_PSNR, FLAT_RATE, FLAT_PSNR, method="cubic") < -50
+    with pytest.raises(CnnkitError, match="unknown Bjøntegaard method 'akima'"):
+        bd_rate(JPEG_RATE, JPEG_PSNR, FLAT_RATE, FLAT_PSNR, method="akima")
+    with pytest.raises(CnnkitError, match="repeats a value"):
+        bd_rate(JPEG_RATE, JPEG_PSNR, FLAT_RATE, np.array([27.14, 29.19, 29.19]))
+
+
+def test_bd_figures_match_the_bjontegaard_package():
+    """An independent implementation (the `bjontegaard` package, piecewise cubic as JVET computes it)."""
+    reference = pytest.importorskip("bjontegaard")
+    rate = np.array([0.2, 0.4, 0.7, 1.1, 1.6])
+    curves = [(rate, 24 + 6 * np.log2(rate / 0.2) ** 0.9, rate * 0.9, 24.3 + 6.5 * np.log2(rate / 0.2) ** 0.85),
+              (JPEG_RATE, JPEG_PSNR, FLAT_RATE, FLAT_PSNR)]
+    for anchor_rate, anchor_psnr, test_rate, test_psnr in curves:
+        options = dict(method="pchip", require_matching_points=False, min_overlap=0)
+        expected_rate = reference.bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr, **options)
+        expected_psnr = reference.bd_psnr(anchor_rate, anchor_psnr, test_rate, test_psnr, **options)
+        assert bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) == pytest.approx(expected_rate, rel=1e-9)
+        assert bd_psnr(anchor_rate, anchor_psnr, test_rate, test_psnr) == pytest.approx(expected_psnr, abs=1e-9)
