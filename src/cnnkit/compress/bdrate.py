@@ -9,8 +9,9 @@ in dB.
 How the points become a function is the ``method``:
 
 - ``"pchip"`` (the default): piecewise cubic Hermite interpolation through every point, shape-preserving, so the
-  function never leaves the range of its neighbouring points. This is what the JVET and AOM common test
-  conditions moved to, and the default of the ``bjontegaard`` package, which the tests compare against.
+  function never leaves the range of its neighbouring points. This is what the JCT-VC and JVET common test
+  conditions' spreadsheets compute (JCTVC-L1100, JVET-T2010), and the ``bjontegaard`` package's ``"pchip"``,
+  which the tests compare against.
 - ``"cubic"``: Bjøntegaard's original, one cubic polynomial least-squares fitted to all the points (quadratic,
   exact, with three). On a curve that is not a gentle S - a flat, early-training codec's, whose PSNR barely rises
   over a tripling of the rate - the polynomial swings between the points and can give a BD-rate of the wrong sign:
