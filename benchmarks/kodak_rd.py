@@ -70,6 +70,15 @@ def train(model_key: str, lmbda: float, bundle, args) -> dict:
     if resume and not args.resume:
         print(f"{out} holds a run: measuring it as it is (--resume trains it for another {args.minutes:g} min)")
         return json.loads(budget_file.read_text())
+    if resume:
+        # The optimiser's state, its learning rate included, comes back from the checkpoint: another --lr (or
+        # size) would be recorded in budget.json without being used.
+        saved = json.loads(budget_file.read_text())
+        changed = [f"--{name.replace('_', '-')} {saved[name]:g} (not {getattr(args, name):g})"
+                   for name in ("lr", "crop", "batch_size", "channels", "latent_channels")
+                   if saved[name] != getattr(args, name)]
+        if changed:
+            raise SystemExit(f"{out} was trained with {', '.join(changed)}; resume it with the same settings.")
     torch.manual_seed(0)
     model = create_model(MODELS[model_key], channels=args.channels, latent_channels=args.latent_channels)
     config = TrainConfig(epochs=100000, batch_size=args.batch_size, optimizer="adam", lr=args.lr, weight_decay=0.0,

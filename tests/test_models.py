@@ -256,3 +256,14 @@ def test_fashion_cnn_starts_as_keras_does():
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             assert torch.count_nonzero(module.bias) == 0
+
+
+def test_mnist_fast_cnn_kernel_sizes_set_the_maps_and_the_classifier():
+    # 28 -> 5x5 conv -> 24 -> pool 12 -> 3x3 conv -> 10 -> pool 5: the linear layer reads 5 x 5 x 96 values.
+    model = create_model("mnist_fast_cnn", widths=(32, 96), kernel_sizes=(5, 3))
+    assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 96, 5, 5)
+    by_hand = 1 * 32 * 25 + 2 * 32 + 32 * 96 * 9 + 2 * 96 + (5 * 5 * 96 + 1) * 10
+    assert sum(p.numel() for p in model.parameters()) == by_hand == 52_714
+    assert create_model("mnist_fast_cnn")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)  # (5, 5): 4x4x32 as before
+    with pytest.raises(ValueError, match="kernel sizes, each 3 or 5"):
+        create_model("mnist_fast_cnn", kernel_sizes=(7, 5))
