@@ -12,6 +12,8 @@ a run that is stopped keeps the epochs it finished, and the four networks can be
     done
     python benchmarks/degradation.py --plot --picture docs/images/degradation.png   # the picture, from the rows
 
+The README's figure adds ``--train-images 8000 --epochs 16 --augment`` to each of these lines (the plot's too).
+
 Training error is He et al.'s: the error of the training batches in training mode (batch statistics, the
 weights changing during the epoch), averaged over the epoch -- what the loop measures anyway, at no extra
 cost. Test error is in evaluation mode, on --test-images test images, after each epoch.

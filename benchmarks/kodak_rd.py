@@ -76,7 +76,7 @@ def train(model_key: str, lmbda: float, bundle, args) -> dict:
         saved = json.loads(budget_file.read_text())
         changed = [f"--{name.replace('_', '-')} {saved[name]:g} (not {getattr(args, name):g})"
                    for name in ("lr", "crop", "batch_size", "channels", "latent_channels")
-                   if saved[name] != getattr(args, name)]
+                   if saved.get(name, getattr(args, name)) != getattr(args, name)]
         if changed:
             raise SystemExit(f"{out} was trained with {', '.join(changed)}; resume it with the same settings.")
     torch.manual_seed(0)

@@ -104,3 +104,15 @@ def test_plot_error_curves_refuses_mismatched_curves(tmp_path):
         plot_error_curves({}, tmp_path / "x.png")
     out = plot_error_curves({"p": {"a": {"epoch": [1, 2], "test_error": [3.0, 2.0]}}}, tmp_path / "x.png")
     assert out.stat().st_size > 5_000
+
+
+def test_augment_trains_as_he_et_al_and_is_part_of_the_setting(tmp_path):
+    bench = _benchmark()
+    common = ["--network", "plain20", "--epochs", "1", "--batch-size", "20", "--train-images", "40", "--test-images",
+              "20", "--no-record", "--out", str(tmp_path / "runs")]
+    plain, augmented = bench.parse_args(common), bench.parse_args(common + ["--augment"])
+    # Rows of the two recipes are separate lines of the plot: the variant carries the augmentation.
+    assert bench.setting(augmented) == bench.setting(plain) + ", flip + 4 px crop"
+    bench.run(augmented, bar_dataset(n_train=40, n_test=20, channels=3))
+    config = json.loads((tmp_path / "runs" / "plain20" / "config.json").read_text())["config"]
+    assert config["augment"] == {"crop": 4, "flip": True}

@@ -1,0 +1,38 @@
+"""benchmarks/kodak_rd.py's resume: a run continues only with the settings it was trained with."""
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _benchmark():
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its neighbour record.py
+    spec = importlib.util.spec_from_file_location("kodak_rd_benchmark", REPO / "benchmarks" / "kodak_rd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resume_with_another_learning_rate_is_refused_not_silently_ignored(tmp_path, monkeypatch):
+    # The optimiser's state (its rate too) comes back from the checkpoint, so a new --lr would only have been
+    # written into budget.json.
+    bench = _benchmark()
+    monkeypatch.setattr(bench, "run_folder", lambda model, lmbda: tmp_path / f"{model}-{lmbda:g}")
+    run = tmp_path / "factorized-0.004"
+    run.mkdir()
+    (run / "last.safetensors").write_bytes(b"")
+    (run / "budget.json").write_text(json.dumps({"lr": 1e-3, "crop": 128, "batch_size": 8, "channels": 64,
+                                                 "latent_channels": 96, "epochs": 112}))
+    args = argparse.Namespace(resume=True, minutes=1.0, lr=1e-4, crop=128, batch_size=16, channels=64,
+                              latent_channels=96, threads=1)
+    with pytest.raises(SystemExit, match=r"--lr 0.001 \(not 0.0001\), --batch-size 8 \(not 16\); resume it"):
+        bench.train("factorized", 0.004, None, args)
+    # Without --resume the run is measured as it stands, whatever the flags say.
+    args.resume = False
+    assert bench.train("factorized", 0.004, None, args)["lr"] == 1e-3
