@@ -307,14 +307,17 @@ def figure(curves: dict, anchors: dict, path: Path, load) -> None:
                 else "C2", label=label)
     for (label, rows), colour in zip(curves.items(), ("C0", "C3")):
         budget = rows[0]["budget"]
-        wall = np.mean([r["budget"]["wall_seconds"] for r in rows]) / 60
-        cpu = np.mean([r["budget"]["cpu_seconds"] for r in rows]) / 60
+        # Runs extended one at a time (--resume on one λ) have budgets of their own: each point says its own.
+        walls = sorted({round(r["budget"]["wall_seconds"] / 60) for r in rows})
+        wall = f"~{walls[0]}" if len(walls) == 1 else f"{walls[0]}-{walls[-1]}"
+        steps = sorted({r["steps"] for r in rows})
         ax.plot([r["bpp"] for r in rows], [r["psnr"] for r in rows], "o-", color=colour,
-                label=f"{label} (N={budget['channels']}, M={budget['latent_channels']}; per λ ~{wall:.0f} min wall, "
-                      f"{cpu:.1f} CPU-min, {'-'.join(sorted({str(r['steps']) for r in rows}))} steps)")
+                label=f"{label} (N={budget['channels']}, M={budget['latent_channels']}; per λ {wall} min wall, "
+                      f"{steps[0]}-{steps[-1]} steps)")
         for r in rows:
-            ax.annotate(f"λ={r['lmbda']:g}", (r["bpp"], r["psnr"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7, color=colour)
+            ax.annotate(f"λ={r['lmbda']:g}" + (f", {r['budget']['wall_seconds'] / 60:.0f} min" if len(walls) > 1
+                                                else ""), (r["bpp"], r["psnr"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=colour)
     for (label, values), style in zip(PUBLISHED.items(), ("P:", "X:")):
         ax.plot(RATES, values, style, color="black", alpha=0.6, label=label + ", published")
     ax.set(xlabel="bits per pixel (whole files, headers included)", ylabel="PSNR-RGB (dB), mean of 24 images",

@@ -329,3 +329,13 @@ def test_bd_figures_match_the_bjontegaard_package():
         expected_psnr = reference.bd_psnr(anchor_rate, anchor_psnr, test_rate, test_psnr, **options)
         assert bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) == pytest.approx(expected_rate, rel=1e-9)
         assert bd_psnr(anchor_rate, anchor_psnr, test_rate, test_psnr) == pytest.approx(expected_psnr, abs=1e-9)
+
+
+def test_bd_figures_refuse_a_curve_whose_psnr_falls_as_the_rate_rises():
+    # The Kodak curve of stop 45: the λ 0.015 codec trained 60 min, its neighbours 30 min; PSNR falls from the
+    # middle point to the last. pchip gave "+79.81 %" for it before this check.
+    mixed_rate, mixed_psnr = np.array([0.2885, 0.6753, 0.9793]), np.array([27.216, 30.058, 29.061])
+    for function in (bd_rate, bd_psnr):
+        for method in ("pchip", "cubic"):
+            with pytest.raises(CnnkitError, match="does not rise with its rate"):
+                function(JPEG_RATE, JPEG_PSNR, mixed_rate, mixed_psnr, method)

@@ -18,8 +18,8 @@ How the points become a function is the ``method``:
   on cnnkit's 30-minute Kodak curves it said -75 % (fewer bits) for a codec 1.4 dB below JPEG at every rate,
   where piecewise interpolation says +11 %.
 
-Both refuse curves with fewer than 3 points, non-finite values, or no overlap; the piecewise one also refuses a
-curve whose PSNR (or rate) repeats, as it is then not a function of it.
+Both refuse curves with fewer than 3 points, non-finite values, no overlap, or PSNR that does not rise with the
+rate; the piecewise one also refuses a curve whose PSNR (or rate) repeats, as it is then not a function of it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ def _checked(name: str, x, y) -> tuple[np.ndarray, np.ndarray]:
                           f"{x.size} and {y.size}")
     if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
         raise CnnkitError(f"the {name} curve holds a non-finite value")
+    order = np.argsort(x, kind="stable")
+    if np.any(np.diff(y[order]) <= 0):
+        # More bits must buy more PSNR along a rate-distortion curve. Points that do not (models trained for
+        # different budgets, say) give an integral with no meaning, and a figure that looks like one.
+        raise CnnkitError(f"the {name} curve's PSNR does not rise with its rate at every point, so it is not one "
+                          "rate-distortion curve (points from models trained for different budgets?); compare "
+                          "curves measured alike")
     return x, y
 
 
