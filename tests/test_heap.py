@@ -87,4 +87,7 @@ def test_freed_tensors_come_back_without_page_faults():
 
     default = faults("default")
     assert default > 5000  # the loop does make glibc's defaults fault: the comparison below can fail
-    assert faults("keep") < default / 10
+    # The least of three runs: now and then something outside malloc costs a run one burst of faults (40 MB in the
+    # first measured step, 1 run in 4 under CI's load even on one thread; this machine's kernel runs DAMON's page
+    # reclaim, kdamond). Freed blocks that malloc kept cost none in every step of at least one run.
+    assert min(faults("keep") for _ in range(3)) < default / 10
