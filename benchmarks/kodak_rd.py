@@ -185,8 +185,17 @@ def measure_learned(model_key: str, lmbda: float, images, budget: dict, threads:
     return result
 
 
-def at_rates(rows: list[dict]) -> list[float | None]:
-    """PSNR at RATES, interpolated linearly in log(bpp) along a curve; None outside its measured range."""
+def at_rates(name: str, rows: list[dict]) -> list[float | None]:
+    """PSNR at RATES, interpolated linearly in log(bpp) along a curve; None outside its measured range, and
+    None everywhere (said on the console) for points whose PSNR does not rise with the rate, as the BD figures."""
+    from cnnkit.compress.bdrate import check_rises
+    from cnnkit.errors import CnnkitError
+
+    try:
+        check_rises(name, [r["bpp"] for r in rows], [r["psnr"] for r in rows])
+    except CnnkitError as exc:
+        print(f"{name}: no PSNR at fixed rates: {exc}")
+        return [None] * len(RATES)
     bpp = np.log([r["bpp"] for r in rows])
     psnr = np.array([r["psnr"] for r in rows])
     order = np.argsort(bpp)
@@ -253,7 +262,7 @@ def evaluate(models: list[str], lambdas: list[float], args) -> None:
                    round(r["psnr"], 3), bpp=round(r["bpp"], 4), **common)
 
     print(f"\nPSNR (dB) at {', '.join(f'{r:g}' for r in RATES)} bpp (interpolated in log-rate; - outside the curve)")
-    table = {**{name: at_rates(rows) for name, rows in curves.items()}, **{k: at_rates(v) for k, v in anchors.items()}}
+    table = {name: at_rates(name, rows) for name, rows in {**curves, **anchors}.items()}
     for name, values in {**table, **{k + " [published]": v for k, v in PUBLISHED.items()}}.items():
         print(f"{name:<58} " + "  ".join("   -  " if v is None else f"{v:6.2f}" for v in values))
     for name, values in table.items():

@@ -46,10 +46,17 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE_BATCH = 32  # the batch the peak lr is given for; other batches scale it linearly
 
 
+def model_args(args) -> dict:
+    # Wu & He (2018, §4.1) start each residual block's last group norm at scale 0, after Goyal et al.'s batch-norm
+    # setting; the sweep applies it to both, so the two norms differ only in what they normalise over.
+    return {"zero_init_residual": True} if args.zero_init_residual else {}
+
+
 def train_one(model_name: str, norm: str, batch_size: int, data, args) -> tuple[dict, float]:
     """(summary, training seconds) of one network trained at one batch size."""
     torch.manual_seed(args.seed)
-    model = create_model(model_name, num_classes=len(data.classes), in_channels=data.image_shape[0], norm=norm)
+    model = create_model(model_name, num_classes=len(data.classes), in_channels=data.image_shape[0], norm=norm,
+                         **model_args(args))
     config = TrainConfig(epochs=args.epochs, batch_size=batch_size, eval_batch_size=500, lr=args.lr,
                          scale_lr=True, reference_batch=REFERENCE_BATCH, momentum=0.9, weight_decay=5e-4,
                          schedule="onecycle", seed=args.seed, progress=False, num_workers=0,
@@ -72,6 +79,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "norm-batch-size")
+    parser.add_argument("--zero-init-residual", action="store_true",
+                        help="each residual block's last norm starts at scale 0 (Wu & He's setting, both norms)")
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl (smoke runs)")
     args = parser.parse_args()
     data = subset_bundle(load_dataset(args.data), args.train_images, args.test_images, args.seed)
@@ -91,9 +100,11 @@ def main() -> None:
     data_label = "cifar10-jpeg" if args.data == "cifar10" and data.note else args.data
     for (norm, batch_size), (accuracy, seconds) in results.items():
         # The data set and epochs are in the variant: sweeps at other budgets or on other data sit beside each other.
-        variant = f"{args.model} {norm} norm, batch {batch_size}, {data_label}, {args.epochs} epochs"
+        variant = (f"{args.model} {norm} norm, batch {batch_size}, {data_label}, {args.epochs} epochs"
+                   + (", zero-init residual" if args.zero_init_residual else ""))
         record("norm_batch_size", variant, "test_accuracy", accuracy, data=data_label, model=args.model,
-               model_args={"norm": norm}, batch_size=batch_size, lr=args.lr * batch_size / REFERENCE_BATCH,
+               model_args={"norm": norm, **model_args(args)}, batch_size=batch_size,
+               lr=args.lr * batch_size / REFERENCE_BATCH,
                epochs=args.epochs, train_images=len(data.train), test_images=len(data.test), train_seconds=seconds,
                seed=args.seed, runs=1, threads=args.threads, load_average=load,
                note="same images, epochs and linear lr rule for all; evaluated in eval mode (BN running "

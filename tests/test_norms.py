@@ -129,6 +129,21 @@ def test_imagenet_resnet_takes_group_norm_with_wu_and_hes_32_groups():
     assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 5)
 
 
+@pytest.mark.parametrize("kind", ["batch", "group"])
+def test_cifar_resnet_zero_init_residual_starts_every_block_as_its_shortcut(kind):
+    # Wu & He's setting (after Goyal et al.): each block's last norm at scale 0, so a block's output is
+    # relu(shortcut(x)) at the start, whichever norm; the default keeps the paper's scale of 1.
+    model = create_model("resnet20", norm=kind, zero_init_residual=True).eval()
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 9 and all(torch.all(block.bn2.weight == 0) for block in blocks)
+    x = torch.rand(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.nn.init.normal_(blocks[0].bn2.bias, std=0)  # the shift starts at 0 too
+        assert torch.equal(blocks[0](x), torch.relu(blocks[0].shortcut(x)))
+    default = create_model("resnet20", norm=kind)
+    assert all(torch.all(m.bn2.weight == 1) for m in default.modules() if isinstance(m, BasicBlock))
+
+
 def test_model_arg_from_the_command_line_selects_the_norm():
     kwargs = parse_model_args(["norm=group", "norm_groups=4"])
     model = create_model("resnet20", **kwargs)

@@ -31,6 +31,18 @@ from ..errors import CnnkitError
 METHODS = ("pchip", "cubic")
 
 
+def check_rises(name: str, x, y) -> None:
+    """Refuse points whose second coordinate does not rise with the first (PSNR with rate, or rate with PSNR).
+
+    More bits must buy more PSNR along a rate-distortion curve. Points that do not (models trained for different
+    budgets, say) give an integral or an interpolated value with no meaning, and a figure that looks like one."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if np.any(np.diff(y[np.argsort(x, kind="stable")]) <= 0):
+        raise CnnkitError(f"the {name} curve's PSNR does not rise with its rate at every point, so it is not one "
+                          "rate-distortion curve (points from models trained for different budgets?); compare "
+                          "curves measured alike")
+
+
 def _checked(name: str, x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape or len(x) < 3:
@@ -38,13 +50,7 @@ def _checked(name: str, x, y) -> tuple[np.ndarray, np.ndarray]:
                           f"{x.size} and {y.size}")
     if not np.all(np.isfinite(x)) or not np.all(np.isfinite(y)):
         raise CnnkitError(f"the {name} curve holds a non-finite value")
-    order = np.argsort(x, kind="stable")
-    if np.any(np.diff(y[order]) <= 0):
-        # More bits must buy more PSNR along a rate-distortion curve. Points that do not (models trained for
-        # different budgets, say) give an integral with no meaning, and a figure that looks like one.
-        raise CnnkitError(f"the {name} curve's PSNR does not rise with its rate at every point, so it is not one "
-                          "rate-distortion curve (points from models trained for different budgets?); compare "
-                          "curves measured alike")
+    check_rises(name, x, y)
     return x, y
 
 

@@ -102,11 +102,14 @@ class ResNet(nn.Module):
 
 class CifarResNet(nn.Module):
     """The 6n+2-layer CIFAR ResNet of §4.2 (no max-pool, three stages, option-A shortcuts by default).
-    ``activation`` and ``norm`` (or ``batch_norm``) change every block and the stem alike (see BasicBlock)."""
+    ``activation`` and ``norm`` (or ``batch_norm``) change every block and the stem alike (see BasicBlock).
+    ``zero_init_residual`` starts each block's last norm at scale 0, so each block begins as its shortcut (Goyal et
+    al. 2017 for batch norm; Wu & He 2018, §4.1, for group norm); the paper's nets start at 1."""
 
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A",
                  residual: bool = True, shortcut_padding: str = "after", activation: str = "relu",
-                 batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS):
+                 batch_norm: bool = True, norm: str = "batch", norm_groups: int = CIFAR_NORM_GROUPS,
+                 zero_init_residual: bool = False):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"a CIFAR ResNet has 6n+2 layers (8, 14, 20, 32, 44, 56, 110, 1202), not {depth}")
@@ -126,7 +129,7 @@ class CifarResNet(nn.Module):
             stages.append(stage)
         self.layer1, self.layer2, self.layer3 = stages
         self.head = GlobalAvgPoolHead(channels, num_classes)
-        _init_resnet(self, zero_init_residual=False)
+        _init_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -247,49 +250,55 @@ def _cifar(depth: int, num_classes: int, in_channels: int, **kwargs) -> CifarRes
 @register_model(**_CIFAR)
 def resnet20(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(20, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 @register_model(**_CIFAR)
 def resnet32(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(32, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 @register_model(**_CIFAR)
 def resnet44(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(44, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 @register_model(**_CIFAR)
 def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(56, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 @register_model(**_CIFAR)
 def resnet110(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(110, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 @register_model(**_CIFAR)
 def resnet1202(num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", shortcut_padding: str = "after",
              activation: str = "relu", batch_norm: bool = True, norm: str = "batch",
-             norm_groups: int = CIFAR_NORM_GROUPS) -> CifarResNet:
+             norm_groups: int = CIFAR_NORM_GROUPS, zero_init_residual: bool = False) -> CifarResNet:
     return _cifar(1202, num_classes, in_channels, shortcut=shortcut, shortcut_padding=shortcut_padding,
-                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups)
+                  activation=activation, batch_norm=batch_norm, norm=norm, norm_groups=norm_groups,
+                  zero_init_residual=zero_init_residual)
 
 
 _PLAIN_CIFAR = {**_CIFAR, "family": "plain_cifar", "paper": "He et al. 2015, §4.2 (plain)"}
