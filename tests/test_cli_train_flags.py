@@ -107,3 +107,15 @@ def test_dash_o_follows_one_rule():
     for argv in (["train", "m", "-o", "x"], ["finetune", "--from", "a", "--data", "b", "-o", "x"],
                  ["import", "w.pth", "--model", "m", "-o", "x"], ["average", "a", "b", "-o", "x"]):
         assert str(build_parser().parse_args(argv).out) == "x"
+
+
+@pytest.mark.parametrize("command", ["denoise", "segment", "translate", "gan"])
+def test_task_commands_take_precision_and_channels_last_and_leave_them_alone_when_not_given(command):
+    parser = commands()[command]
+    given = training_config(parser.parse_args(["--train", "--precision", "bf16", "--channels-last"]))
+    assert (given.precision, given.channels_last) == ("bf16", True)
+    recipe = {"precision": "fp16", "channels_last": True}  # a task's defaults stay when the flags are left out
+    kept = training_config(parser.parse_args(["--train"]), recipe)
+    assert (kept.precision, kept.channels_last) == ("fp16", True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--train", "--precision", "fp8"])

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..schema import positive_int
+from ..train.config import PRECISIONS  # light: the config module loads no torch
 
 
 def add_command(sub, name: str, help_text: str, examples: dict):
@@ -21,6 +22,10 @@ def train_options(p, out_help: str = "run folder (default runs/NAME, or runs/NAM
         p.add_argument(flag, type=kind)
     p.add_argument("--threads", type=int, dest="num_threads")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 (default), bf16 autocast (DnCNN trains 1.9x faster on an AVX-512 CPU) or fp16")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels_last memory layout (faster convolutions on CPUs and recent GPUs)")
     p.add_argument("--out", type=Path, help=out_help)
     overwrite_option(p)
     p.add_argument("--no-progress", action="store_true")

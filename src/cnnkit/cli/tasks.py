@@ -17,8 +17,8 @@ EXAMPLES = {
   cnnkit denoise --train --data mnist --noise gaussian --level 0.3 --bottleneck 16 --out runs/dae-mnist
   cnnkit denoise --train --data fashion-mnist --noise salt-and-pepper --level 0.2 --out runs/dae-fashion
   cnnkit denoise runs/dae-mnist digit.png -o clean.png --add-noise gaussian:0.3   # corrupt, then denoise
-  cnnkit denoise --train --data bsd-train400 --model dncnn --sigma 25 --depth 10 --width 32 --threads 1 \
-      --out runs/dncnn-s25      # DnCNN on Train400's 40x40 patches, then PSNR/SSIM on the full BSD68 images
+  cnnkit denoise --train --data bsd-train400 --model dncnn --sigma 25 --depth 17 --width 32 --precision bf16 \
+      --channels-last --out runs/dncnn-s25   # DnCNN on Train400's 40x40 patches, then PSNR/SSIM on all of BSD68
   cnnkit denoise runs/dncnn-s25 photo.png -o clean.png --add-noise gaussian:0.098   # sigma 25/255""",
     "segment": """examples:
   cnnkit segment --train --data shapes --epochs 12 --out runs/unet-shapes      # synthetic shapes, seed 0
