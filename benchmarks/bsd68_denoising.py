@@ -40,17 +40,20 @@ PUBLISHED = {  # Zhang et al. 2017, Table 2: BSD68 PSNR (dB)
     "DnCNN-S": {15: 31.73, 25: 29.23, 50: 26.23},
     "BM3D": {15: 31.07, 25: 28.57, 50: 25.62},
 }
+AUTOENCODER = "the notes' autoencoder"
 PICTURE_IMAGE, PICTURE_SIGMA = 2, 25  # test003 (index 2), the figure's example
 
 
-def train_dncnn(sigma: float, args, bundle) -> tuple[torch.nn.Module, dict]:
-    """Train (or continue) the DnCNN for ``sigma`` through the one loop; returns the model and its run's figures."""
+def train_denoiser(model_name: str, model_args: dict, folder: str, epochs: int, sigma: float, args,
+                   bundle) -> tuple[torch.nn.Module, dict]:
+    """Train (or continue) one denoiser for ``sigma`` through the one loop, in runs/bsd68/FOLDER-sS; returns the
+    model and its run's figures."""
     suffix = "" if args.precision == "fp32" else f"-{args.precision}"  # a resume never mixes precisions
-    out = REPO / args.runs / f"dncnn-d{args.depth}w{args.width}-s{sigma:g}{suffix}"
+    out = REPO / args.runs / f"{folder}-s{sigma:g}{suffix}"
     resume = (out / "last.safetensors").exists()
     torch.manual_seed(0)
-    model = create_model("dncnn", depth=args.depth, width=args.width)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_images, optimizer="adam", lr=1e-3,
+    model = create_model(model_name, **model_args)
+    config = TrainConfig(epochs=epochs, batch_size=args.batch_images, optimizer="adam", lr=1e-3,
                          weight_decay=0.0, schedule="cosine", num_threads=args.threads, progress=False,
                          precision=args.precision, channels_last=args.channels_last)
     task = DenoisingTask("gaussian", sigma / 255, "mse", clip=False, patch_size=args.patch_size,
@@ -110,6 +113,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=10)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=8, help="epochs of 400 images x --patches-per-image patches")
+    parser.add_argument("--autoencoder-epochs", type=int,
+                        help="epochs of the notes' conv_autoencoder beside the DnCNN (default: --epochs, the same "
+                             "patches; 0: leave it out)")
+    parser.add_argument("--bottleneck", type=int, default=16, help="the autoencoder's bottleneck channels")
     parser.add_argument("--batch-images", type=int, default=8)
     parser.add_argument("--patches-per-image", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=40)
@@ -120,13 +127,25 @@ def main() -> None:
     parser.add_argument("--bm3d-processes", type=int, default=1, help="worker processes for BM3D (one core each)")
     parser.add_argument("--runs", default="runs/bsd68", help="folder of the per-sigma run folders")
     parser.add_argument("--bm3d-images", type=int, default=68, help="BM3D on the first N test images (68: all)")
-    parser.add_argument("--train-only", action="store_true", help="train (or continue) the models, then stop")
+    parser.add_argument("--train-only", nargs="?", const="both", choices=("both", "dncnn", "autoencoder"),
+                        help="train (or continue) the models (or only the DnCNNs or the autoencoders: two processes "
+                             "can train them side by side), then stop")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sigmas = [float(s) for s in args.sigmas.split(",")]
+    if args.autoencoder_epochs is None:
+        args.autoencoder_epochs = args.epochs
     bundle = load_denoising_data("bsd-train400", "bsd68")
-    models = {sigma: train_dncnn(sigma, args, bundle) for sigma in sigmas}
+    models = {sigma: train_denoiser("dncnn", {"depth": args.depth, "width": args.width},
+                                    f"dncnn-d{args.depth}w{args.width}", args.epochs, sigma, args, bundle)
+              for sigma in sigmas} if args.train_only != "autoencoder" else {}
+    # The notes' denoising autoencoder (seeds 004), trained alike on the same patches: what a bottleneck network
+    # does on natural images, beside the residual one.
+    autoencoders = {sigma: train_denoiser("conv_autoencoder", {"bottleneck_channels": args.bottleneck},
+                                          f"autoencoder-b{args.bottleneck}", args.autoencoder_epochs, sigma, args,
+                                          bundle) for sigma in sigmas} if (
+        args.autoencoder_epochs and args.train_only != "dncnn") else {}
     if args.train_only:
         return
     test = load_photo_set("bsd68")
@@ -144,12 +163,15 @@ def main() -> None:
         denoised = denoise_full_images(model, noisy)
         dncnn_seconds = time.perf_counter() - start
         results["DnCNN"] = score_estimates(denoised, test)
+        if sigma in autoencoders:
+            results[AUTOENCODER] = score_estimates(denoise_full_images(autoencoders[sigma][0], noisy), test)
         count = min(args.bm3d_images, len(test))
         bm3d_out, bm3d_seconds_per_image = bm3d_images(noisy[:count], sigma, args.bm3d_processes)
         results["BM3D"] = score_estimates(bm3d_out, test[:count])
         if count < len(test):  # the other methods on the same subset, so the comparison stays like for like
             results["DnCNN, BM3D's images"] = score_estimates(denoised[:count], test[:count])
         rows.append({"sigma": sigma, "results": results, "trained": trained, "bm3d_images": count,
+                     "autoencoder_trained": autoencoders[sigma][1] if sigma in autoencoders else None,
                      "bm3d_seconds_per_image": bm3d_seconds_per_image,
                      "dncnn_seconds_per_image": dncnn_seconds / len(test)})
         if sigma == PICTURE_SIGMA:
@@ -179,17 +201,21 @@ def main() -> None:
         print(f"      DnCNN: {trained['epochs']} epochs, {trained['steps']} steps, {trained['patches']:,} patches, "
               f"{trained['train_seconds']:.0f} s training; BM3D {row['bm3d_seconds_per_image']:.1f} s/image "
               f"({row['bm3d_images']} images), DnCNN {row['dncnn_seconds_per_image']:.2f} s/image")
+        if row["autoencoder_trained"]:
+            trained = row["autoencoder_trained"]
+            print(f"      the notes' autoencoder (bottleneck {args.bottleneck}): {trained['epochs']} epochs, "
+                  f"{trained['patches']:,} patches, {trained['train_seconds']:.0f} s training")
     if panels:
         figure(panels, REPO / "docs" / "images" / "bsd68_denoising.png")
     name = "bsd68_denoising-s" + "-".join(f"{sigma:g}" for sigma in sigmas) + ".json"  # per-image figures
     (REPO / args.runs / name).write_text(json.dumps(rows, indent=1, default=str))
     if not args.no_record:
-        record_rows(rows, variant, load[0], args.threads)
+        record_rows(rows, variant, load[0], args.threads, args.bottleneck)
 
 
-def record_rows(rows: list[dict], variant: str, load: float, threads: int) -> None:
+def record_rows(rows: list[dict], variant: str, load: float, threads: int, bottleneck: int) -> None:
     """One results.jsonl line per (method, sigma, metric): the DnCNN on all 68 images and on BM3D's images
-    (baseline BM3D), BM3D, the Gaussian filter and the noisy input."""
+    (baseline BM3D), BM3D, the notes' autoencoder, the Gaussian filter and the noisy input."""
     for row in rows:
         sigma, results, trained, count = row["sigma"], row["results"], row["trained"], row["bm3d_images"]
         common = dict(sigma=sigma, load_average=round(load, 2), threads=threads, runs=1)
@@ -212,6 +238,12 @@ def record_rows(rows: list[dict], variant: str, load: float, threads: int) -> No
                 if method.startswith(("Gaussian", "noisy")):
                     record("bsd68_denoising", f"{method}, sigma {sigma:g}", metric, round(scores[metric], 3),
                            data=all_images, **common)
+            if AUTOENCODER in results:
+                auto = row["autoencoder_trained"]
+                record("bsd68_denoising", f"conv_autoencoder bottleneck {bottleneck} (the notes'), sigma {sigma:g}",
+                       metric, round(results[AUTOENCODER][metric], 3), data=all_images,
+                       train_seconds=auto["train_seconds"], epochs=auto["epochs"], patches=auto["patches"],
+                       precision=auto["precision"], **common)
 
 
 if __name__ == "__main__":

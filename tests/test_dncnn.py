@@ -12,8 +12,8 @@ from cnnkit import TrainConfig, Trainer, create_model
 from cnnkit.cli import main
 from cnnkit.data.augment import random_dihedral, random_patches
 from cnnkit.data.photo_sets import photo_files, load_photo_set, load_denoising_data
-from cnnkit.denoise import (DenoisingTask, add_noise, denoise_full_images, gaussian_filter_images, noisy_test_images,
-                            score_estimates, to_8bit_levels)
+from cnnkit.denoise import (DenoisingTask, add_noise, denoise_full_images, denoise_image, gaussian_filter_images,
+                            noisy_test_images, score_estimates, to_8bit_levels)
 from cnnkit.errors import DataError
 
 
@@ -148,3 +148,15 @@ def test_cli_trains_dncnn_on_bsd_and_denoises_an_image(shared_data, monkeypatch,
     assert Image.open(tmp_path / "clean.png").size == (33, 45)
     assert main(["denoise", "--train", "--data", "bsd-train400", "--model", "dncnn", "--out", str(tmp_path / "x")]) != 0
     assert "needs --sigma S" in capsys.readouterr().err
+
+
+def test_full_images_of_any_size_go_through_the_autoencoder_as_through_denoise_image():
+    # BSD68's 481x321 is no multiple of 4, which the notes' autoencoder needs: both paths pad and crop back alike.
+    torch.manual_seed(0)
+    model = create_model("conv_autoencoder", bottleneck_channels=4).eval()
+    image = torch.randint(0, 256, (1, 37, 50), dtype=torch.uint8)
+    whole = denoise_full_images(model, [image.float() / 255])[0]
+    assert whole.shape == image.shape and not whole.requires_grad  # no graph kept for a test set
+    assert torch.allclose(whole.clamp(0, 1), denoise_image(model, image), atol=1e-6)
+    dncnn = create_model("dncnn", depth=3, width=4).eval()  # size multiple 1: no padding at all
+    assert torch.allclose(denoise_full_images(dncnn, [image.float() / 255])[0], dncnn(image[None].float() / 255)[0])

@@ -186,13 +186,16 @@ def denoise_image(model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     autoencoder, which halves the size twice; 1 for a fully convolutional DnCNN), run, cropped back. Returns
     floats in [0, 1]."""
     model.eval()
-    x = image.float().div(255)[None]
+    return _padded_forward(model, image.float().div(255)[None])[0].clamp(0, 1)
+
+
+def _padded_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model on a (1,C,H,W) batch padded by reflection to its size multiple, cropped back to H x W."""
     h, w = x.shape[-2:]
     multiple = getattr(model, "size_multiple", 4)
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"
-    x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    return model(x)[0, :, :h, :w].clamp(0, 1)
+    return model(F.pad(x, (0, pad_w, 0, pad_h), mode=mode))[..., :h, :w]
 
 
 # Full test images of any size (BSD68, Set12): the denoising literature's protocol ---------------------------
@@ -227,12 +230,14 @@ def score_estimates(estimates: list[torch.Tensor], images: list[torch.Tensor]) -
 
 
 @torch.no_grad()
+@torch.no_grad()
 def denoise_full_images(model: torch.nn.Module, noisy: list[torch.Tensor]) -> list[torch.Tensor]:
     """The model's output for each noisy float (C,H,W) image, whole (no tiling: DnCNN's receptive field then sees
-    the image as the authors' test code does)."""
+    the image as the authors' test code does); padded by reflection to the autoencoder's multiple of 4 (BSD68's
+    481x321) and cropped back, as denoise_image does."""
     model.eval()
     device = next(model.parameters()).device
-    return [model(image[None].to(device))[0].cpu() for image in noisy]
+    return [_padded_forward(model, image[None].to(device))[0].cpu() for image in noisy]
 
 
 def gaussian_filter_images(noisy: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
