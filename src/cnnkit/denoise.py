@@ -230,7 +230,6 @@ def score_estimates(estimates: list[torch.Tensor], images: list[torch.Tensor]) -
 
 
 @torch.no_grad()
-@torch.no_grad()
 def denoise_full_images(model: torch.nn.Module, noisy: list[torch.Tensor]) -> list[torch.Tensor]:
     """The model's output for each noisy float (C,H,W) image, whole (no tiling: DnCNN's receptive field then sees
     the image as the authors' test code does); padded by reflection to the autoencoder's multiple of 4 (BSD68's
