@@ -1,6 +1,10 @@
-"""Small synthetic datasets for fast tests of the training machinery, and the device the tests train on."""
+"""Small synthetic datasets for fast tests of the training machinery, the device the tests train on, and the
+benchmark scripts loaded as modules."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import torch
 
@@ -24,6 +28,21 @@ def bar_dataset(n_train=256, n_test=128, size=32, seed=0, channels=1) -> Dataset
 
     return DatasetBundle("bars", make(n_train), make(n_test), ["horizontal", "vertical"], (0.1,) * channels,
                          (0.2,) * channels)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(stem: str):
+    """benchmarks/STEM.py as a module (the scripts are no package): their neighbours (record.py) importable, and
+    registered in sys.modules so that dataclasses and worker processes find it by name."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{stem}", BENCHMARKS / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def has_lite0_package() -> bool:

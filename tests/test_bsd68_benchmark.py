@@ -1,23 +1,17 @@
 """benchmarks/bsd68_denoising.py's BM3D in worker processes gives what it gives in one."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("bm3d")
 
 
 def _benchmark():
-    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its neighbour record.py
-    spec = importlib.util.spec_from_file_location("bsd68_benchmark", REPO / "benchmarks" / "bsd68_denoising.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the worker processes find bm3d_one by its module's name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bsd68_denoising")
 
 
 def test_bm3d_in_two_processes_matches_one_and_removes_noise():

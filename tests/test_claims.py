@@ -5,13 +5,13 @@ line, or is derived from lines here, or is listed below as not a measurement. A 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import statistics
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results.jsonl"
@@ -75,10 +75,7 @@ def _approximate(rows) -> dict[str, tuple[float, float]]:
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("benchmarks_report", REPO / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("report")
 
 
 def _kind(name: str) -> str:

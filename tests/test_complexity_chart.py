@@ -1,21 +1,16 @@
 """benchmarks/complexity_chart.py: its table is the architecture calculator's, its check can fail, its chart draws."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 from cnnkit.analysis import summary
+from helpers import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _chart_module():
-    spec = importlib.util.spec_from_file_location("complexity_chart", REPO / "benchmarks" / "complexity_chart.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("complexity_chart")
 
 
 def test_rows_hold_the_calculators_figures_and_every_accuracy_has_a_source():

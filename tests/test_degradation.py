@@ -1,29 +1,20 @@
 """benchmarks/degradation.py (He et al.'s Fig. 1/6 on CIFAR-10): the networks have the depths their names say,
 a run writes one training-error and one test-error row per epoch, and the plot is drawn from the rows alone."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import bar_dataset
+from helpers import bar_dataset, load_benchmark
 from torch import nn
 
 from cnnkit.models import create_model
 from cnnkit.viz import plot_error_curves, read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("degradation_benchmark", REPO / "benchmarks" / "degradation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("degradation")
 
 
 def _weight_layers(model: nn.Module) -> tuple[int, int]:

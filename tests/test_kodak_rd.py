@@ -1,22 +1,14 @@
 """benchmarks/kodak_rd.py's resume: a run continues only with the settings it was trained with."""
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import load_benchmark
 
 
 def _benchmark():
-    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its neighbour record.py
-    spec = importlib.util.spec_from_file_location("kodak_rd_benchmark", REPO / "benchmarks" / "kodak_rd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("kodak_rd")
 
 
 def test_resume_with_another_learning_rate_is_refused_not_silently_ignored(tmp_path, monkeypatch):
