@@ -19,14 +19,15 @@ length from where it stands (``--train-only`` trains and stops). The Gaussian fi
 8 Train400 images. BM3D (``bm3d.bm3d(noisy, sigma_psd)``, single-threaded) takes 6-9 s per image here;
 --bm3d-processes spreads the images over that many processes.
 
-Writes docs/images/bsd68_denoising.png (noisy / Gaussian filter / BM3D / DnCNN / clean on one BSD68 image at
-sigma 25) and appends every figure to benchmarks/results.jsonl.
+Writes docs/images/bsd68_denoising.png (noisy / Gaussian filter / BM3D / the notes' autoencoder / DnCNN / clean
+on one BSD68 image at sigma 25) and appends every figure to benchmarks/results.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -106,8 +107,18 @@ def figure(panels: list[tuple[str, torch.Tensor]], path: Path) -> None:
 
     from cnnkit.viz import plots
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.6))
-    for ax, (title, image) in zip(axes, panels):
+    # Two rows of three for six panels; each panel as wide as its image's aspect asks (BSD68 has portrait and
+    # landscape photographs), with room for its title.
+    rows = 2 if len(panels) > 4 else 1
+    columns = math.ceil(len(panels) / rows)
+    height, width = panels[0][1].shape[-2:]
+    panel_height = 3.4
+    panel_width = max(panel_height * width / height, 2.8)
+    fig, axes = plt.subplots(rows, columns, figsize=(panel_width * columns, (panel_height + 0.4) * rows),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for ax, (title, image) in zip(axes.flat, panels):
         ax.imshow(to_8bit_levels(image)[0].numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
@@ -172,8 +183,9 @@ def main() -> None:
         denoised = denoise_full_images(model, noisy)
         dncnn_seconds = time.perf_counter() - start
         results["DnCNN"] = score_estimates(denoised, test)
-        if sigma in autoencoders:
-            results[AUTOENCODER] = score_estimates(denoise_full_images(autoencoders[sigma][0], noisy), test)
+        autoencoded = denoise_full_images(autoencoders[sigma][0], noisy) if sigma in autoencoders else None
+        if autoencoded is not None:
+            results[AUTOENCODER] = score_estimates(autoencoded, test)
         count = min(args.bm3d_images, len(test))
         bm3d_out, bm3d_seconds_per_image = bm3d_images(noisy[:count], sigma, args.bm3d_processes)
         results["BM3D"] = score_estimates(bm3d_out, test[:count])
@@ -195,6 +207,8 @@ def main() -> None:
                       (f"BM3D: {psnr_of('BM3D')}", bm3d_out[i]),
                       (f"DnCNN d{args.depth} w{args.width}: {psnr_of('DnCNN')}", denoised[i]),
                       (f"clean (bsd68 test{i + 1:03d})", test[i].float() / 255)]
+            if autoencoded is not None:
+                panels.insert(3, (f"notes' autoencoder: {psnr_of(AUTOENCODER)}", autoencoded[i]))
     params = sum(p.numel() for p in models[sigmas[0]][0].parameters())
     variant = f"dncnn depth {args.depth} width {args.width} ({params:,} params)"
     print(f"\nBSD68, 68 full grey images; {variant}; load average {load[0]:.2f} on a shared 2-core CPU")
