@@ -1,12 +1,9 @@
 """benchmarks/bsd68_denoising.py's BM3D in worker processes gives what it gives in one."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from helpers import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("bm3d")
 
 
